@@ -1,0 +1,4 @@
+from llara_st.modules.last_k_pooling import LastKPooling
+from llara_st.modules.llara_transformer import LLaRATransformer
+
+__all__ = ["LLaRATransformer", "LastKPooling"]
