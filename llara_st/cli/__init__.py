@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 
-# Each sub-command module defines ``add_parser(subparsers)`` and sets ``func`` on its parser.
-_SUBCOMMANDS = ["convert"]
+import llara_st.cli as _cli_package
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every module of ``llara_st.cli`` is a sub-command: it defines ``add_parser(subparsers)``."""
     parser = argparse.ArgumentParser(prog="llara-st", description="LLaRA embedders for sentence-transformers")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in _SUBCOMMANDS:
-        importlib.import_module(f"llara_st.cli.{name}").add_parser(subparsers)
+    for info in sorted(pkgutil.iter_modules(_cli_package.__path__), key=lambda info: info.name):
+        importlib.import_module(f"llara_st.cli.{info.name}").add_parser(subparsers)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The LLaRA input module: a causal LM that reads ``BOS " text <suffix>`` and returns its last hidden states."""
+"""The LLaRA input module: a causal LM that reads ``BOS " text <suffix>`` and returns its hidden states."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ from llara_st.prompts import (
 
 logger = logging.getLogger(__name__)
 
-Side = Literal["query", "passage"]
+Side = Literal["query", "passage", "raw"]
 _TASK_TO_SIDE: dict[str | None, Side] = {
     None: "passage",
     "document": "passage",
     "passage": "passage",
     "query": "query",
+    # The text alone with the tokenizer's own special tokens, no template: what the adaptation loss reads.
+    "raw": "raw",
 }
 
 
@@ -125,7 +127,8 @@ class LLaRATransformer(Transformer):
                 "add_prompt_tokens=True."
             )
         if missing:
-            self.tokenizer.add_tokens([AddedToken(token, special=True) for token in missing], special_tokens=True)
+            new_tokens = [AddedToken(token, special=True) for token in missing]
+            self.tokenizer.add_tokens(new_tokens, special_tokens=True)
             # Mean-initialised new rows; training must make them trainable (see docs/adaptation.md).
             self.model.resize_token_embeddings(len(self.tokenizer))
             logger.info("Added %d LLaRA prompt tokens and resized the embeddings", len(missing))
@@ -168,6 +171,8 @@ class LLaRATransformer(Transformer):
 
     def _text_budget(self, side: Side, max_length: int | None = None) -> int:
         max_length = self.max_length(side) if max_length is None else max_length
+        if side == "raw":
+            return max_length
         budget = max_length - len(self._prefix_ids) - len(self._suffix_ids[side])
         if budget < 1:
             raise ValueError(
@@ -208,11 +213,16 @@ class LLaRATransformer(Transformer):
         for position, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(
-                    f"LLaRA embeds strings; the input at position {position} is {type(text).__name__}: {text!r:.80}"
+                    f"LLaRA embeds strings; the input at position {position} is "
+                    f"{type(text).__name__}: {text!r:.80}"
                 )
         budget = self._text_budget(side, max_length)
         if not texts:
             return []
+        if side == "raw":
+            return self.tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=budget)[
+                "input_ids"
+            ]
         text_ids = self.tokenizer(
             list(texts), add_special_tokens=False, truncation=True, max_length=budget
         )["input_ids"]
@@ -244,7 +254,9 @@ class LLaRATransformer(Transformer):
         Args:
             inputs: The texts.
             prompt: An instruction placed before each text, inside the quotes (LLaRA itself uses none).
-            task: ``"query"`` for the query template; ``"document"``, ``"passage"`` or None for the passage one.
+            task: ``"query"`` for the query template; ``"document"``, ``"passage"`` or None for the passage
+                one; ``"raw"`` for the text alone with the tokenizer's special tokens (truncated to the passage
+                max length), which :class:`~llara_st.losses.EBAEEBARLoss` reads.
             max_length: Overrides the side's max length (prefix and suffix included).
         """
         if isinstance(inputs, str):
@@ -267,6 +279,12 @@ class LLaRATransformer(Transformer):
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if self.training and features.get("task") is None:
+            logger.warning_once(
+                "LLaRA is training on a column that reached it without a task, so it got the passage template. "
+                "Queries need the query template: set `router_mapping` in the training arguments, e.g. "
+                "{'anchor': 'query', 'positive': 'document', 'negative': 'document'}."
+            )
         attention_mask = features["attention_mask"]
         position_ids = features.get("position_ids")
         if position_ids is None:

@@ -1,0 +1,130 @@
+"""Shared fixtures: tiny models built here, the authors' reference outputs read from ../shared/fixtures."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+import llara_st
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+FIXTURE_DIR = SHARED / "fixtures" / "llara_reference_visible"
+DATA_DIR = SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    if not FIXTURE_DIR.is_dir():
+        pytest.skip(f"reference fixtures not found at {FIXTURE_DIR}")
+    return FIXTURE_DIR
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"shared data not found at {DATA_DIR}")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def reference_texts(fixture_dir: Path) -> dict:
+    return json.loads((fixture_dir / "texts.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def reference(fixture_dir: Path) -> dict:
+    return json.loads((fixture_dir / "reference.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def plain_tokenizer_dir(fixture_dir: Path, tmp_path_factory) -> Path:
+    """The fixture's Llama-2 tokenizer without ``<s1>``…``<s16>``, as a stock Llama-2 tokenizer is."""
+    out = tmp_path_factory.mktemp("plain_tokenizer")
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(fixture_dir / "model" / name, out / name)
+    tokenizer_json = json.loads((fixture_dir / "model" / "tokenizer.json").read_text())
+    tokenizer_json["added_tokens"] = [t for t in tokenizer_json["added_tokens"] if t["id"] < 32000]
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer_json))
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    config["added_tokens_decoder"] = {k: v for k, v in config["added_tokens_decoder"].items() if int(k) < 32000}
+    config.pop("additional_special_tokens", None)
+    config.pop("extra_special_tokens", None)
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    special = json.loads((out / "special_tokens_map.json").read_text())
+    special.pop("additional_special_tokens", None)
+    (out / "special_tokens_map.json").write_text(json.dumps(special))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert "<s1>" not in tokenizer.get_vocab()
+    return out
+
+
+def build_tiny_llama(
+    out: Path,
+    tokenizer_dir: Path,
+    *,
+    seed: int = 0,
+    initializer_range: float = 0.02,
+    rope_theta: float = 10000.0,
+    tie_word_embeddings: bool = False,
+) -> Path:
+    """A random 2-layer, 64-wide Llama with the given tokenizer, saved as a Hugging Face folder."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        initializer_range=initializer_range,
+        rope_theta=rope_theta,
+        tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(plain_tokenizer_dir: Path, tmp_path_factory) -> Path:
+    """A random tiny causal LM whose tokenizer lacks the prompt tokens (what users convert)."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), plain_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def sharp_llama_dir(fixture_dir: Path, tmp_path_factory) -> Path:
+    """A tiny Llama with peaked attention (large weights, small rope theta): mask and position bugs show."""
+    return build_tiny_llama(
+        tmp_path_factory.mktemp("sharp_llama"), fixture_dir / "model", seed=3, initializer_range=0.7, rope_theta=100.0
+    )
+
+
+@pytest.fixture(scope="session")
+def _reference_llara(fixture_dir: Path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference_llara") / "llara"
+    llara_st.convert(str(fixture_dir / "model"), out)
+    return out, llara_st.load(out, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def reference_llara_dir(_reference_llara) -> Path:
+    """The fixture model converted with ``llara_st.convert`` (a sentence-transformers folder)."""
+    return _reference_llara[0]
+
+
+@pytest.fixture
+def reference_llara(_reference_llara):
+    """The converted fixture model, a fresh copy per test (float32, CPU)."""
+    return copy.deepcopy(_reference_llara[1])
