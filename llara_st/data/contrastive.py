@@ -1,0 +1,312 @@
+"""Contrastive fine-tuning rows ``(anchor, positive, negative_1 … negative_n)`` from BEIR folders or the
+authors' ``{"query", "pos", "neg"}`` JSONL (Li et al., 2023, arXiv:2312.15503, §3 of docs/METHOD.md)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+ANCHOR_COLUMN = "anchor"
+POSITIVE_COLUMN = "positive"
+NEGATIVE_COLUMN_PREFIX = "negative_"
+# The reference ("train_group_size 16"): one positive and fifteen hard negatives per query.
+DEFAULT_GROUP_SIZE = 16
+
+
+class ContrastiveExample(TypedDict):
+    """One query with its positive and (hard) negative passages: the authors' fine-tuning JSONL row."""
+
+    query: str
+    pos: list[str]
+    neg: list[str]
+
+
+# ---------------------------------------------------------------------------------------------- BEIR
+
+
+def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_number, json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from None
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf8", newline="") as handle:
+        # QUOTE_NONE and string ids: "0123" must stay "0123".
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None or [column.strip() for column in header[:3]] != ["query-id", "corpus-id", "score"]:
+            raise ValueError(f"{path}: expected the header 'query-id<TAB>corpus-id<TAB>score', got {header}")
+        for line_number, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) < 3:
+                raise ValueError(f"{path}:{line_number}: expected 3 tab-separated columns, got {row}")
+            try:
+                score = int(row[2])
+            except ValueError:
+                raise ValueError(f"{path}:{line_number}: score {row[2]!r} is not an integer") from None
+            qrels.setdefault(row[0], {})[row[1]] = score
+    return qrels
+
+
+def load_beir(
+    folder: str | os.PathLike, split: str
+) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
+    """Corpus, queries and qrels of one split of a BEIR-layout folder.
+
+    The folder holds ``corpus.jsonl`` (``{"_id", "title", "text"}``), ``queries.jsonl`` (``{"_id", "text"}``)
+    and ``qrels/{split}.tsv`` (``query-id corpus-id score`` with a header line), as BEIR (Thakur et al.,
+    2021) ships them. A document's text is ``title + " " + text`` (stripped), as BEIR and MTEB embed it.
+    Only the queries that have qrels in ``split`` are returned; the corpus is complete.
+
+    Args:
+        folder: The BEIR folder, e.g. ``../shared/data/scifact``.
+        split: The qrels file to read: ``"train"``, ``"dev"``, ``"test"``, ...
+
+    Returns:
+        ``(corpus, queries, qrels)``: ``{doc_id: text}``, ``{query_id: text}``,
+        ``{query_id: {doc_id: score}}``, ids as strings.
+
+    Example::
+
+        from llara_st.data import load_beir
+
+        corpus, queries, qrels = load_beir("../shared/data/scifact", "train")
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"BEIR folder {folder} does not exist")
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    for path in (folder / "corpus.jsonl", folder / "queries.jsonl"):
+        if not path.is_file():
+            raise FileNotFoundError(f"BEIR folder {folder} has no {path.name}")
+    if not qrels_path.is_file():
+        available = sorted(path.stem for path in (folder / "qrels").glob("*.tsv"))
+        raise ValueError(f"BEIR folder {folder} has no qrels for split {split!r}; available splits: {available}")
+
+    qrels = _read_qrels(qrels_path)
+    corpus: dict[str, str] = {}
+    for line_number, row in _read_jsonl(folder / "corpus.jsonl"):
+        if "_id" not in row or "text" not in row:
+            raise ValueError(f"{folder / 'corpus.jsonl'}:{line_number} needs '_id' and 'text' fields")
+        corpus[str(row["_id"])] = f"{row.get('title') or ''} {row['text']}".strip()
+    queries: dict[str, str] = {}
+    for line_number, row in _read_jsonl(folder / "queries.jsonl"):
+        if "_id" not in row or "text" not in row:
+            raise ValueError(f"{folder / 'queries.jsonl'}:{line_number} needs '_id' and 'text' fields")
+        if str(row["_id"]) in qrels:
+            queries[str(row["_id"])] = row["text"]
+
+    missing_queries = sorted(set(qrels) - set(queries))
+    if missing_queries:
+        raise ValueError(f"qrels/{split}.tsv names queries absent from queries.jsonl: {missing_queries[:5]}")
+    missing_docs = sorted({doc_id for judged in qrels.values() for doc_id in judged} - set(corpus))
+    if missing_docs:
+        raise ValueError(f"qrels/{split}.tsv names documents absent from corpus.jsonl: {missing_docs[:5]}")
+    return corpus, queries, qrels
+
+
+def relevant_documents(qrels: Mapping[str, Mapping[str, int]], min_score: int = 1) -> dict[str, list[str]]:
+    """``{query_id: [doc_id, ...]}`` of the judged documents scoring at least ``min_score``, in qrels order.
+
+    Queries without any such document are left out.
+    """
+    relevant = {
+        query_id: [doc_id for doc_id, score in judged.items() if score >= min_score]
+        for query_id, judged in qrels.items()
+    }
+    return {query_id: doc_ids for query_id, doc_ids in relevant.items() if doc_ids}
+
+
+# ------------------------------------------------------------------------------- authors' JSONL rows
+
+
+def _check_example(example: Any, where: str) -> ContrastiveExample:
+    if not isinstance(example, Mapping):
+        raise ValueError(f"{where}: a contrastive row is a mapping with 'query', 'pos' and 'neg', got {example!r:.80}")
+    if not isinstance(example.get("query"), str) or not example["query"].strip():
+        raise ValueError(f"{where}: 'query' must be a non-empty string")
+    positives, negatives = example.get("pos"), example.get("neg", [])
+    for key, texts in (("pos", positives), ("neg", negatives)):
+        if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+            raise ValueError(f"{where}: {key!r} must be a list of strings")
+    if not positives:
+        raise ValueError(f"{where}: 'pos' is empty; every query needs at least one positive passage")
+    return {"query": example["query"], "pos": list(positives), "neg": list(negatives)}
+
+
+def read_contrastive_jsonl(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[ContrastiveExample]:
+    """Rows ``{"query": str, "pos": [str, ...], "neg": [str, ...]}`` of the authors' fine-tuning JSONL files.
+
+    Args:
+        paths: One file or several; rows are concatenated in order.
+
+    Example::
+
+        examples = read_contrastive_jsonl("toy_finetune_data.jsonl")
+        dataset = build_contrastive_dataset(examples, group_size=16)
+    """
+    path_list = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    examples: list[ContrastiveExample] = []
+    for path in map(Path, path_list):
+        if not path.is_file():
+            raise FileNotFoundError(f"contrastive JSONL file {path} does not exist")
+        for line_number, row in _read_jsonl(path):
+            examples.append(_check_example(row, f"{path}:{line_number}"))
+    if not examples:
+        raise ValueError(f"no rows in {[str(path) for path in path_list]}")
+    return examples
+
+
+def write_contrastive_jsonl(examples: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Write rows in the authors' ``{"query", "pos", "neg"}`` JSONL layout (e.g. mined negatives, to reuse)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf8") as handle:
+        for index, example in enumerate(examples):
+            row = _check_example(example, f"row {index}")
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def beir_examples(
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    negatives: Mapping[str, Sequence[str]] | None = None,
+    min_score: int = 1,
+) -> list[ContrastiveExample]:
+    """``{"query", "pos", "neg"}`` rows from BEIR dictionaries, one per query with a relevant document.
+
+    Args:
+        corpus, queries, qrels: As returned by :func:`load_beir`.
+        negatives: ``{query_id: [doc_id, ...]}`` hard negatives (e.g. from
+            :func:`llara_st.data.mine_hard_negatives_from_qrels`); none when omitted.
+        min_score: Smallest qrels score that counts as relevant.
+    """
+    negatives = negatives or {}
+    examples: list[ContrastiveExample] = []
+    for query_id, doc_ids in relevant_documents(qrels, min_score).items():
+        if query_id not in queries:
+            raise KeyError(f"query {query_id!r} of the qrels is missing from the queries")
+        examples.append(
+            {
+                "query": queries[query_id],
+                "pos": [corpus[doc_id] for doc_id in doc_ids],
+                "neg": [corpus[doc_id] for doc_id in negatives.get(query_id, [])],
+            }
+        )
+    return examples
+
+
+# ------------------------------------------------------------------------------------ grouped dataset
+
+
+def negative_columns(group_size: int) -> list[str]:
+    """``["negative_1", …, "negative_{group_size-1}"]``."""
+    return [f"{NEGATIVE_COLUMN_PREFIX}{index}" for index in range(1, group_size)]
+
+
+def contrastive_router_mapping(column_names: Sequence[str]) -> dict[str, str]:
+    """The ``router_mapping`` training argument for contrastive rows: the anchor column is embedded as a
+    ``"query"`` (query template), every other column as a ``"document"`` (passage template).
+
+    Example::
+
+        mapping = contrastive_router_mapping(dataset.column_names)
+        args = SentenceTransformerTrainingArguments(output_dir="out", router_mapping=mapping)
+    """
+    if ANCHOR_COLUMN not in column_names:
+        raise ValueError(f"contrastive rows need an {ANCHOR_COLUMN!r} column, got {list(column_names)}")
+    return {name: ("query" if name == ANCHOR_COLUMN else "document") for name in column_names}
+
+
+def _sample_negatives(negatives: list[str], count: int, rng: random.Random) -> list[str]:
+    if len(negatives) >= count:
+        return rng.sample(negatives, count)
+    # Too few: all of them, topped up with draws with replacement, then shuffled so that no column
+    # systematically holds the retriever's top-ranked negative.
+    chosen = negatives + rng.choices(negatives, k=count - len(negatives))
+    rng.shuffle(chosen)
+    return chosen
+
+
+def build_contrastive_dataset(
+    examples: Iterable[Mapping[str, Any]],
+    group_size: int = DEFAULT_GROUP_SIZE,
+    positives: Literal["sample", "all"] = "sample",
+    seed: int = 42,
+) -> Dataset:
+    """Training rows ``(anchor, positive, negative_1 … negative_{group_size-1})`` for
+    :class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss`.
+
+    Each query gets ``group_size - 1`` negatives drawn from its ``neg`` list without replacement; a list
+    shorter than that is used whole and topped up by drawing from it again (with replacement), as the
+    authors' training data does. Rows whose ``neg`` is empty are dropped with a warning (their group cannot
+    be filled). The draw is seeded, so the same examples always give the same rows.
+
+    Args:
+        examples: ``{"query", "pos", "neg"}`` rows (:func:`read_contrastive_jsonl`, :func:`beir_examples`,
+            :func:`llara_st.data.mine_hard_negatives_from_qrels`).
+        group_size: Passages per query, the positive included (reference 16); 1 means no hard negatives
+            (in-batch negatives only).
+        positives: ``"sample"``: one row per query with one positive drawn at random (the reference);
+            ``"all"``: one row per (query, positive) pair.
+        seed: Seed of the draws.
+
+    Example::
+
+        rows = build_contrastive_dataset(
+            [{"query": "what causes tides", "pos": ["The Moon's gravity ..."], "neg": ["Waves are ...", "..."]}],
+            group_size=4,
+        )
+        rows.column_names  # ['anchor', 'positive', 'negative_1', 'negative_2', 'negative_3']
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size must be at least 1 (the positive), got {group_size}")
+    if positives not in ("sample", "all"):
+        raise ValueError(f"positives must be 'sample' or 'all', got {positives!r}")
+    rng = random.Random(seed)
+    columns = [ANCHOR_COLUMN, POSITIVE_COLUMN, *negative_columns(group_size)]
+    rows: dict[str, list[str]] = {column: [] for column in columns}
+    seen = dropped = 0
+    for index, raw in enumerate(examples):
+        seen += 1
+        example = _check_example(raw, f"row {index}")
+        if group_size > 1 and not example["neg"]:
+            dropped += 1
+            continue
+        chosen_positives = example["pos"] if positives == "all" else [rng.choice(example["pos"])]
+        for positive in chosen_positives:
+            rows[ANCHOR_COLUMN].append(example["query"])
+            rows[POSITIVE_COLUMN].append(positive)
+            if group_size > 1:
+                chosen_negatives = _sample_negatives(example["neg"], group_size - 1, rng)
+                for column, negative in zip(columns[2:], chosen_negatives, strict=True):
+                    rows[column].append(negative)
+    if dropped:
+        logger.warning(
+            "Dropped %d of %d queries that have no negatives to fill a group of %d", dropped, seen, group_size
+        )
+    if not rows[ANCHOR_COLUMN]:
+        raise ValueError(
+            f"no contrastive rows: {seen} examples given, {dropped} without negatives (group_size={group_size})"
+        )
+    return Dataset.from_dict(rows)

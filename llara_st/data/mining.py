@@ -1,0 +1,249 @@
+"""Hard negatives for contrastive fine-tuning, mined with a dense retriever (sentence-transformers'
+``mine_hard_negatives``) or with BM25 (``bm25s``), as LLaRA's fine-tuning data uses them (Li et al., 2023,
+arXiv:2312.15503: top-200 of an existing retriever for MS MARCO, BM25 for the BEIR model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.util import mine_hard_negatives
+
+from llara_st.data.contrastive import relevant_documents
+
+logger = logging.getLogger(__name__)
+
+SamplingStrategy = Literal["random", "top"]
+
+
+def _check_window(num_negatives: int, range_min: int, range_max: int) -> None:
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be at least 1, got {num_negatives}")
+    if range_min < 0 or range_max <= range_min:
+        raise ValueError(f"the rank window needs 0 <= range_min < range_max, got [{range_min}, {range_max})")
+
+
+def _pick(window: list[str], num_negatives: int, strategy: SamplingStrategy, rng: random.Random) -> list[str]:
+    if strategy == "top" or len(window) <= num_negatives:
+        return window[:num_negatives]
+    chosen = set(rng.sample(range(len(window)), num_negatives))
+    return [doc_id for rank, doc_id in enumerate(window) if rank in chosen]  # keep the retriever's order
+
+
+def _bm25_windows(
+    corpus: Mapping[str, str],
+    query_texts: Mapping[str, str],
+    relevant: Mapping[str, Sequence[str]],
+    range_min: int,
+    range_max: int,
+    relative_margin: float | None,
+    max_score: float | None,
+    language: str,
+) -> dict[str, list[str]]:
+    try:
+        import bm25s
+        import Stemmer
+    except ImportError as error:
+        raise ImportError("BM25 mining needs `bm25s` and `PyStemmer`: pip install 'llara-st[bm25]'") from error
+    doc_ids = list(corpus)
+    stemmer = Stemmer.Stemmer(language)
+    index = bm25s.BM25()
+    corpus_tokens = bm25s.tokenize(
+        [corpus[doc_id] for doc_id in doc_ids],
+        stopwords=language,
+        stemmer=stemmer,
+        return_ids=False,
+        show_progress=False,
+    )
+    index.index(corpus_tokens, show_progress=False)
+    position = {doc_id: i for i, doc_id in enumerate(doc_ids)}
+    query_ids = list(relevant)
+    query_tokens = bm25s.tokenize(
+        [query_texts[query_id] for query_id in query_ids],
+        stopwords=language,
+        stemmer=stemmer,
+        return_ids=False,
+        show_progress=False,
+    )
+    windows: dict[str, list[str]] = {}
+    for query_id, tokens in zip(query_ids, query_tokens, strict=True):
+        scores = index.get_scores(tokens)
+        positives = relevant[query_id]
+        positive_texts = {corpus[doc_id] for doc_id in positives}
+        # Same candidate depth as sentence-transformers' dense mining: the window plus room for the positives.
+        depth = min(range_max + len(positives), len(doc_ids))
+        top = np.argpartition(-scores, depth - 1)[:depth]
+        top = top[np.lexsort((top, -scores[top]))]  # by score, ties by corpus order: deterministic
+        threshold = np.inf
+        if relative_margin is not None:
+            weakest_positive = min(float(scores[position[doc_id]]) for doc_id in positives)
+            threshold = weakest_positive - abs(weakest_positive) * relative_margin
+        if max_score is not None:
+            threshold = min(threshold, max_score)
+        candidates = [
+            doc_ids[i]
+            for i in top
+            # No shared term means not retrieved at all: a random passage, not a hard negative.
+            if 0 < scores[i] <= threshold and doc_ids[i] not in positives and corpus[doc_ids[i]] not in positive_texts
+        ]
+        windows[query_id] = candidates[range_min:range_max]
+    return windows
+
+
+def _dense_windows(
+    corpus: Mapping[str, str],
+    query_texts: Mapping[str, str],
+    relevant: Mapping[str, Sequence[str]],
+    model: SentenceTransformer,
+    range_min: int,
+    range_max: int,
+    relative_margin: float | None,
+    max_score: float | None,
+    batch_size: int,
+    use_faiss: bool,
+) -> dict[str, list[str]]:
+    pairs = Dataset.from_dict(
+        {
+            "anchor": [query_texts[query_id] for query_id, doc_ids in relevant.items() for _ in doc_ids],
+            "positive": [corpus[doc_id] for doc_ids in relevant.values() for doc_id in doc_ids],
+        }
+    )
+    # The whole filtered window, best first; the draw from it happens here, with a local seeded generator.
+    mined = mine_hard_negatives(
+        pairs,
+        model,
+        corpus=list(corpus.values()),
+        range_min=range_min,
+        range_max=range_max,
+        relative_margin=relative_margin,
+        max_score=max_score,
+        num_negatives=range_max - range_min,
+        sampling_strategy="top",
+        output_format="labeled-list",
+        batch_size=batch_size,
+        use_faiss=use_faiss,
+        verbose=False,
+    )
+    first_id_of_text: dict[str, str] = {}
+    for doc_id, text in corpus.items():
+        first_id_of_text.setdefault(text, doc_id)
+    negatives_of_text: dict[str, list[str]] = {}
+    for row in mined:
+        documents, labels = row["positive"], row["labels"]
+        ranked = [first_id_of_text[text] for text, label in zip(documents, labels, strict=True) if label == 0]
+        negatives_of_text.setdefault(row["anchor"], ranked)
+    return {query_id: negatives_of_text.get(query_texts[query_id], []) for query_id in relevant}
+
+
+def mine_hard_negatives_from_qrels(
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    retriever: SentenceTransformer | Literal["bm25"] = "bm25",
+    *,
+    num_negatives: int = 15,
+    range_min: int = 10,
+    range_max: int = 200,
+    relative_margin: float | None = 0.05,
+    max_score: float | None = None,
+    sampling_strategy: SamplingStrategy = "random",
+    min_relevance: int = 1,
+    seed: int = 42,
+    batch_size: int = 32,
+    use_faiss: bool | None = None,
+    language: str = "english",
+) -> dict[str, list[str]]:
+    """Hard negatives for each query of a BEIR split: ids of documents the retriever ranks high that are not
+    judged relevant.
+
+    For each query the retriever ranks the corpus; the query's relevant documents (and any document with the
+    same text) are removed, and so are candidates within ``relative_margin`` of the query's weakest positive
+    (score ``> s_pos - |s_pos| * relative_margin``) or above ``max_score``: such near-ties are likely unjudged
+    positives (false negatives). Of what remains, ranks ``[range_min, range_max)`` form the window, and
+    ``num_negatives`` are drawn from it. A dense retriever runs through
+    :func:`sentence_transformers.util.mine_hard_negatives` (queries via ``encode_query``, passages via
+    ``encode_document``, so a LLaRA model uses its two templates; faiss when installed); ``"bm25"`` ranks
+    with ``bm25s`` (stemmed, stop words removed; documents sharing no term with the query are not candidates).
+
+    Args:
+        corpus, queries, qrels: As returned by :func:`llara_st.data.load_beir`.
+        retriever: A sentence-transformers model, or ``"bm25"``.
+        num_negatives: Negatives kept per query (fewer when the window holds fewer).
+        range_min, range_max: The rank window, counted after removing positives and near-ties (ranks 10–200
+            by default: the very top of a retriever's list is often unjudged positives).
+        relative_margin: Margin relative to the weakest positive's score; None disables it.
+        max_score: Absolute score ceiling (cosine for dense retrievers); None disables it.
+        sampling_strategy: ``"random"`` draws from the window (seeded), ``"top"`` takes its head.
+        min_relevance: Smallest qrels score that counts as relevant.
+        seed: Seed of the random draw.
+        batch_size: Encoding batch size (dense retriever).
+        use_faiss: Search with faiss; default: when faiss is installed.
+        language: Stemmer and stop-word language (BM25).
+
+    Returns:
+        ``{query_id: [doc_id, ...]}`` in the retriever's order, for every query with a relevant document
+        (empty lists where nothing survived the filters).
+
+    Example::
+
+        from llara_st.data import beir_examples, build_contrastive_dataset, load_beir, mine_hard_negatives_from_qrels
+
+        corpus, queries, qrels = load_beir("../shared/data/scifact", "train")
+        negatives = mine_hard_negatives_from_qrels(corpus, queries, qrels, "bm25", num_negatives=15)
+        rows = build_contrastive_dataset(beir_examples(corpus, queries, qrels, negatives), group_size=16)
+    """
+    _check_window(num_negatives, range_min, range_max)
+    if sampling_strategy not in ("random", "top"):
+        raise ValueError(f"sampling_strategy must be 'random' or 'top', got {sampling_strategy!r}")
+    if relative_margin is not None and relative_margin < 0:
+        raise ValueError(f"relative_margin must be >= 0 (or None), got {relative_margin}")
+    relevant = relevant_documents(qrels, min_relevance)
+    if not relevant:
+        raise ValueError(f"no query has a document with qrels score >= {min_relevance}")
+    missing = sorted({doc_id for doc_ids in relevant.values() for doc_id in doc_ids} - set(corpus))
+    if missing:
+        raise KeyError(f"relevant documents missing from the corpus: {missing[:5]}")
+    missing = sorted(set(relevant) - set(queries))
+    if missing:
+        raise KeyError(f"queries of the qrels missing from the queries: {missing[:5]}")
+
+    if isinstance(retriever, str):
+        if retriever != "bm25":
+            raise ValueError(f"retriever must be a SentenceTransformer or 'bm25', got {retriever!r}")
+        windows = _bm25_windows(corpus, queries, relevant, range_min, range_max, relative_margin, max_score, language)
+    elif isinstance(retriever, SentenceTransformer):
+        if use_faiss is None:
+            use_faiss = importlib.util.find_spec("faiss") is not None
+        windows = _dense_windows(
+            corpus,
+            queries,
+            relevant,
+            retriever,
+            range_min,
+            range_max,
+            relative_margin,
+            max_score,
+            batch_size,
+            use_faiss,
+        )
+    else:
+        raise TypeError(f"retriever must be a SentenceTransformer or 'bm25', got {type(retriever).__name__}")
+
+    rng = random.Random(seed)
+    negatives = {query_id: _pick(windows[query_id], num_negatives, sampling_strategy, rng) for query_id in relevant}
+    sizes = [len(doc_ids) for doc_ids in negatives.values()]
+    logger.info(
+        "Mined hard negatives for %d queries: %.1f per query on average, %d queries with fewer than %d, %d with none",
+        len(sizes),
+        float(np.mean(sizes)),
+        sum(size < num_negatives for size in sizes),
+        num_negatives,
+        sizes.count(0),
+    )
+    return negatives
