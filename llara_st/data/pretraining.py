@@ -1,0 +1,489 @@
+"""``(text, next_text)`` rows for LLaRA's EBAE/EBAR adaptation, built from plain documents.
+
+LLaRA (Li et al., 2023, "Making Large Language Models A Better Foundation For Dense Retrieval",
+arXiv:2312.15503) adapts a causal LM on unlabeled text split into consecutive chunks: each row holds a chunk
+(``text``, the EBAE target) and the chunk that follows it in the same document (``next_text``, the EBAR
+target). This module reads documents (WikiText, a BEIR ``corpus.jsonl``, plain text files), splits each into
+consecutive chunks of a configured size in words or tokens, and pairs neighbours; it also reads the authors'
+JSONL rows (``input``, ``output_summarize``, ``output_predict``). Every builder returns a
+:class:`datasets.Dataset` with exactly the columns ``text`` and ``next_text`` that
+:class:`~llara_st.losses.EBAEEBARLoss` reads.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+TEXT_COLUMN = "text"
+NEXT_TEXT_COLUMN = "next_text"
+
+ChunkUnit = Literal["words", "tokens"]
+WikiTextBoundary = Literal["article", "section"]
+PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+@dataclass
+class TextDocument:
+    """One document: consecutive chunks are paired within it, never across two documents.
+
+    Args:
+        paragraphs: The document's text, paragraph by paragraph (joined with a space when chunked).
+        title: Where the document came from (article title, corpus id); never part of the text.
+    """
+
+    paragraphs: list[str]
+    title: str = ""
+
+    @property
+    def text(self) -> str:
+        """The paragraphs joined with single spaces (runs of whitespace collapsed)."""
+        return " ".join(word for paragraph in self.paragraphs for word in paragraph.split())
+
+
+_WORD = re.compile(r"\S+")
+
+
+def _document_text(document: TextDocument | str) -> str:
+    if isinstance(document, TextDocument):
+        return document.text
+    if not isinstance(document, str):
+        raise TypeError(f"A document is a TextDocument or a string, got {type(document).__name__}")
+    return " ".join(document.split())
+
+
+@dataclass
+class _Span:
+    """A piece of a document that is never cut (a word, or a run of tokens of a very long word)."""
+
+    start: int
+    end: int
+    cost: int
+
+
+@dataclass
+class DocumentChunker:
+    """Splits a document into consecutive chunks of at most ``chunk_size`` words or tokens.
+
+    Chunks are cut at word boundaries and balanced: a document of ``L`` units gives ``ceil(L / chunk_size)``
+    chunks of about ``L / n`` units each, so there is no short left-over tail (a 70-word document with
+    ``chunk_size=64`` gives two chunks of ~35 words rather than 64 + 6). In ``"tokens"`` mode the units are
+    the tokenizer's tokens as they fall in the whole document (word-aligned; a single word longer than
+    ``chunk_size`` tokens is cut between tokens); re-tokenising a chunk on its own gives the same count up to
+    the merge at its first word.
+
+    A document that fits in one chunk has no next chunk. With ``split_short_documents=True`` (default) it is
+    cut into two halves, so that short documents (SciFact abstracts, one-paragraph pages) still give one
+    pair; a half must hold at least ``min_chunk_size`` units, otherwise the document is skipped.
+
+    Args:
+        chunk_size: Maximum units per chunk. The reference input budget of Llama-2 at cutoff 128 is 89 text
+            tokens, about 64 English words.
+        unit: ``"words"`` (whitespace-separated) or ``"tokens"`` (needs ``tokenizer``).
+        tokenizer: A fast Hugging Face tokenizer (offsets are needed), for ``unit="tokens"``.
+        min_chunk_size: Smallest chunk worth training on, in units; defaults to ``chunk_size // 4`` (at least 1).
+        split_short_documents: Halve one-chunk documents into a pair instead of skipping them.
+
+    Example::
+
+        chunker = DocumentChunker(chunk_size=64, unit="words")
+        pairs = list(chunker.pairs(TextDocument(["A long article ..."])))
+    """
+
+    chunk_size: int = 64
+    unit: ChunkUnit = "words"
+    tokenizer: Any = None
+    min_chunk_size: int | None = None
+    split_short_documents: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chunk_size, int) or self.chunk_size < 2:
+            raise ValueError(f"chunk_size must be an integer >= 2, got {self.chunk_size!r}")
+        if self.unit not in ("words", "tokens"):
+            raise ValueError(f"unit must be 'words' or 'tokens', got {self.unit!r}")
+        if self.unit == "tokens":
+            if self.tokenizer is None:
+                raise ValueError("unit='tokens' needs a tokenizer")
+            if not getattr(self.tokenizer, "is_fast", False):
+                raise ValueError(
+                    "unit='tokens' needs a fast tokenizer (token offsets are used to cut at word boundaries); "
+                    f"got {type(self.tokenizer).__name__}"
+                )
+        if self.min_chunk_size is None:
+            self.min_chunk_size = max(1, self.chunk_size // 4)
+        if not 1 <= self.min_chunk_size <= self.chunk_size:
+            raise ValueError(
+                f"min_chunk_size must be between 1 and chunk_size={self.chunk_size}, got {self.min_chunk_size}"
+            )
+
+    # ------------------------------------------------------------------ public
+
+    def length(self, text: str) -> int:
+        """Size of ``text`` in this chunker's unit (tokens counted without special tokens)."""
+        if self.unit == "words":
+            return len(text.split())
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def chunk(self, document: TextDocument | str) -> list[str]:
+        """Consecutive chunks of a document; one chunk if it fits, none if it is empty."""
+        text = _document_text(document)
+        spans = self._spans(text)
+        total = sum(span.cost for span in spans)
+        if total == 0:
+            return []
+        groups = self._balanced_groups(spans, math.ceil(total / self.chunk_size))
+        return [text[group[0].start : group[-1].end] for group in groups]
+
+    def pairs(self, document: TextDocument | str) -> list[tuple[str, str]]:
+        """``(chunk, next chunk)`` for every pair of neighbouring chunks of one document."""
+        text = _document_text(document)
+        spans = self._spans(text)
+        total = sum(span.cost for span in spans)
+        if total == 0:
+            return []
+        num_chunks = math.ceil(total / self.chunk_size)
+        if num_chunks == 1:
+            if not self.split_short_documents or total < 2 * self.min_chunk_size or len(spans) < 2:
+                return []
+            num_chunks = 2
+        groups = self._balanced_groups(spans, num_chunks)
+        chunks = [text[group[0].start : group[-1].end] for group in groups]
+        return list(zip(chunks[:-1], chunks[1:], strict=True))
+
+    # ------------------------------------------------------------------ internals
+
+    def _spans(self, text: str) -> list[_Span]:
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        if self.unit == "words":
+            return [_Span(start, end, 1) for start, end in words]
+        if not words:
+            return []
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        word_starts = [start for start, _ in words]
+        token_ends: list[list[int]] = [[] for _ in words]
+        for token_start, token_end in encoding["offset_mapping"]:
+            if token_end <= token_start:
+                continue
+            # A token belongs to the word holding its last character; a token of whitespace alone (Llama's
+            # lone "▁" before digits) belongs to the word after it.
+            if text[token_start:token_end].isspace():
+                index = min(bisect.bisect_left(word_starts, token_start), len(words) - 1)
+            else:
+                index = max(0, bisect.bisect_right(word_starts, token_end - 1) - 1)
+            token_ends[index].append(token_end)
+        spans: list[_Span] = []
+        for (start, end), ends in zip(words, token_ends, strict=True):
+            if len(ends) <= self.chunk_size:
+                spans.append(_Span(start, end, len(ends)))
+                continue
+            # A "word" longer than a whole chunk (a URL, a formula): cut it between tokens.
+            piece_start, previous = start, 0
+            for count in range(self.chunk_size, len(ends), self.chunk_size):
+                cut = ends[count - 1]
+                spans.append(_Span(piece_start, cut, count - previous))
+                piece_start, previous = cut, count
+            spans.append(_Span(piece_start, end, len(ends) - previous))
+        return spans
+
+    def _balanced_groups(self, spans: list[_Span], num_chunks: int) -> list[list[_Span]]:
+        # Cutting at word boundaries leaves each chunk a little under its share; when the shortfall adds up
+        # to an extra (tiny) last chunk, aim for one chunk more, which gives every chunk some slack.
+        while True:
+            groups = self._greedy_groups(spans, num_chunks)
+            if len(groups) <= num_chunks:
+                return groups
+            num_chunks += 1
+
+    def _greedy_groups(self, spans: list[_Span], num_chunks: int) -> list[list[_Span]]:
+        total = sum(span.cost for span in spans)
+        target = total / num_chunks
+        groups: list[list[_Span]] = [[]]
+        group_cost = 0
+        done = 0  # cost of the closed groups and the open one, i.e. cumulative cost so far
+        for span in spans:
+            boundary = len(groups) * target
+            if groups[-1] and group_cost + span.cost > self.chunk_size:
+                groups.append([])
+                group_cost = 0
+            elif groups[-1] and done + span.cost > boundary and len(groups) < num_chunks:
+                # Cut before this span if that lands nearer the ideal boundary than cutting after it.
+                if boundary - done < done + span.cost - boundary:
+                    groups.append([])
+                    group_cost = 0
+            groups[-1].append(span)
+            group_cost += span.cost
+            done += span.cost
+        return [group for group in groups if group]
+
+
+# ---------------------------------------------------------------------- readers
+
+
+def _as_paths(paths: PathOrPaths) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    result = [Path(p) for p in paths]
+    if not result:
+        raise ValueError("No input path given")
+    for path in result:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist or is not a file")
+    return result
+
+
+_WIKITEXT_HEADING = re.compile(r"^((?:= )+)(.*?)((?: =)+)$")
+_WIKITEXT_JOINERS = re.compile(r" @([-.,])@ ")
+_SPACE_BEFORE = re.compile(r" +([,.;:!?%)\]}])")
+_SPACE_AFTER = re.compile(r"([(\[{$£€¥#]) +")
+_APOSTROPHE = re.compile(r"(\w) (['’])(\w)")
+_SPACED_CURLY_APOSTROPHE = re.compile(r"(\w) ’ (s|t|re|ve|ll|d|m)\b")
+_PLURAL_POSSESSIVE = re.compile(r"(\ws) '(?=\s|$)")
+
+
+def detokenize_wikitext(text: str) -> str:
+    """Undo WikiText's tokenised style so the text reads like ordinary prose.
+
+    ``mid @-@ 1950s`` → ``mid-1950s``, ``10 @,@ 000`` → ``10,000``, ``3 @.@ 5`` → ``3.5``, no space before
+    ``, . ; : ! ? ) ] %`` or after ``( [ $``, ``Nero 's`` → ``Nero's`` (also ``don ’ t`` → ``don’t``),
+    ``ships '`` → ``ships'`` and ``" Craig "`` → ``"Craig"`` (double quotes paired left to right within the text).
+    """
+    text = _WIKITEXT_JOINERS.sub(r"\1", text)
+    text = _APOSTROPHE.sub(r"\1\2\3", text)
+    text = _SPACED_CURLY_APOSTROPHE.sub(r"\1’\2", text)
+    text = _PLURAL_POSSESSIVE.sub(r"\1'", text)
+    text = _SPACE_BEFORE.sub(r"\1", text)
+    text = _SPACE_AFTER.sub(r"\1", text)
+    pieces = text.split('"')
+    if len(pieces) > 1:
+        rebuilt = [pieces[0]]
+        for i, piece in enumerate(pieces[1:]):
+            if i % 2 == 0:  # an opening quote
+                rebuilt.append('"' + piece.lstrip(" "))
+            else:
+                rebuilt[-1] = rebuilt[-1].rstrip(" ")
+                rebuilt.append('"' + piece)
+        text = "".join(rebuilt)
+        text = _SPACE_BEFORE.sub(r"\1", text)
+    return " ".join(text.split())
+
+
+def wikitext_heading(line: str) -> tuple[int, str] | None:
+    """``(level, title)`` if ``line`` is a WikiText heading (`` = Title = `` is level 1, an article), else None."""
+    match = _WIKITEXT_HEADING.match(line.strip())
+    if match is None or len(match.group(1)) != len(match.group(3)):
+        return None
+    return len(match.group(1)) // 2, match.group(2).strip()
+
+
+def read_wikitext(path: str | os.PathLike, boundary: WikiTextBoundary = "article") -> list[TextDocument]:
+    """Articles (or sections) of a WikiText ``*.raw`` file, headings removed, text detokenised.
+
+    Level-1 headings (`` = Title = ``) start a new article; deeper headings (`` = = Section = = ``) are section
+    markers. Headings are never part of the text. A few formulas were wrapped so that a line looks like a
+    heading (``... cut-off frequency of ωc`` / `` = 1 rad / s and a nominal impedance k = `` / ``1 Ω. ...``):
+    a heading-shaped line between a line that stops mid-sentence (ends in a letter or digit) and a line
+    that starts with a digit or a lower-case letter is read as text. In ``wiki.test.raw`` this gives 60
+    articles (a plain ``grep '^ = [^=]'`` also counts those two formula lines and two table-legend lines).
+
+    Args:
+        path: A WikiText-2/-103 raw file (``wiki.train.raw``, ``wiki.test.raw``, ...).
+        boundary: ``"article"``: one document per article (chunks may run across its sections);
+            ``"section"``: one document per section, titled ``"Article / Section"``.
+    """
+    if boundary not in ("article", "section"):
+        raise ValueError(f"boundary must be 'article' or 'section', got {boundary!r}")
+    (path,) = _as_paths(path)
+    with open(path, encoding="utf8") as handle:
+        lines = [line.strip() for line in handle if line.strip()]
+    documents: list[TextDocument] = []
+    article_title = ""
+    current: TextDocument | None = None
+    for index, line in enumerate(lines):
+        heading = wikitext_heading(line)
+        if heading is not None and not _is_wrapped_formula(lines, index):
+            level, title = heading
+            title = detokenize_wikitext(title)
+            if level == 1:
+                article_title = title
+            if level == 1 or boundary == "section":
+                name = article_title if level == 1 else f"{article_title} / {title}"
+                current = TextDocument([], title=name)
+                documents.append(current)
+            continue
+        if current is None:  # text before the first heading is a document of its own
+            current = TextDocument([], title="")
+            documents.append(current)
+        current.paragraphs.append(detokenize_wikitext(line))
+    return [document for document in documents if document.paragraphs]
+
+
+def _is_wrapped_formula(lines: list[str], index: int) -> bool:
+    if index == 0 or index + 1 >= len(lines) or wikitext_heading(lines[index - 1]) is not None:
+        return False
+    previous_stops_mid_sentence = lines[index - 1][-1].isalnum()
+    next_continues = lines[index + 1][0].isdigit() or lines[index + 1][0].islower()
+    return previous_stops_mid_sentence and next_continues
+
+
+def read_beir_corpus(path: str | os.PathLike, include_title: bool = True) -> Iterator[TextDocument]:
+    """Documents of a BEIR ``corpus.jsonl`` (``{"_id", "title", "text"}`` per line), title first."""
+    (path,) = _as_paths(path)
+    with open(path, encoding="utf8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from None
+            if "text" not in row:
+                raise ValueError(f"{path}:{line_number} has no 'text' field (BEIR corpus rows: _id, title, text)")
+            title = (row.get("title") or "").strip()
+            paragraphs = [title] if include_title and title else []
+            paragraphs.append(row["text"])
+            yield TextDocument(paragraphs, title=str(row.get("_id", line_number)))
+
+
+def read_text_documents(path: str | os.PathLike, split_on_blank_lines: bool = True) -> list[TextDocument]:
+    """Documents of a plain UTF-8 text file: separated by blank lines, or the whole file as one document."""
+    (path,) = _as_paths(path)
+    text = Path(path).read_text(encoding="utf8")
+    blocks = re.split(r"\n\s*\n", text) if split_on_blank_lines else [text]
+    return [
+        TextDocument(block.splitlines(), title=f"{Path(path).name}#{i}")
+        for i, block in enumerate(blocks)
+        if block.strip()
+    ]
+
+
+# ---------------------------------------------------------------------- dataset builders
+
+
+def build_pretraining_pairs(
+    documents: Iterable[TextDocument | str], chunker: DocumentChunker, max_rows: int | None = None
+) -> Dataset:
+    """A ``(text, next_text)`` dataset from consecutive chunks of each document, in document order.
+
+    Args:
+        documents: The documents; a pair never spans two of them.
+        chunker: How to chunk (size, unit, short documents).
+        max_rows: Stop after this many rows.
+    """
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be positive or None, got {max_rows}")
+    texts: list[str] = []
+    next_texts: list[str] = []
+    skipped = 0
+    for document in documents:
+        pairs = chunker.pairs(document)
+        skipped += not pairs
+        for text, next_text in pairs:
+            texts.append(text)
+            next_texts.append(next_text)
+        if max_rows is not None and len(texts) >= max_rows:
+            del texts[max_rows:], next_texts[max_rows:]
+            break
+    if skipped:
+        logger.info("Skipped %d documents too short for a (text, next_text) pair", skipped)
+    return Dataset.from_dict({TEXT_COLUMN: texts, NEXT_TEXT_COLUMN: next_texts})
+
+
+def wikitext_pairs(
+    paths: PathOrPaths,
+    chunker: DocumentChunker | None = None,
+    boundary: WikiTextBoundary = "article",
+    max_rows: int | None = None,
+) -> Dataset:
+    """``(text, next_text)`` rows from WikiText raw files; pairs never cross an article (or section).
+
+    Example::
+
+        rows = wikitext_pairs("wikitext2/wiki.test.raw", DocumentChunker(chunk_size=64))
+    """
+    chunker = chunker or DocumentChunker()
+    documents = (document for path in _as_paths(paths) for document in read_wikitext(path, boundary=boundary))
+    return build_pretraining_pairs(documents, chunker, max_rows=max_rows)
+
+
+def beir_corpus_pairs(
+    paths: PathOrPaths,
+    chunker: DocumentChunker | None = None,
+    include_title: bool = True,
+    max_rows: int | None = None,
+) -> Dataset:
+    """``(text, next_text)`` rows from BEIR ``corpus.jsonl`` files (title + text per document).
+
+    Short documents (one chunk) are halved into one pair by default; see :class:`DocumentChunker`.
+    """
+    chunker = chunker or DocumentChunker()
+    documents = (document for path in _as_paths(paths) for document in read_beir_corpus(path, include_title))
+    return build_pretraining_pairs(documents, chunker, max_rows=max_rows)
+
+
+def text_file_pairs(
+    paths: PathOrPaths,
+    chunker: DocumentChunker | None = None,
+    split_on_blank_lines: bool = True,
+    max_rows: int | None = None,
+) -> Dataset:
+    """``(text, next_text)`` rows from plain text files (documents separated by blank lines, or one per file)."""
+    chunker = chunker or DocumentChunker()
+    documents = (document for path in _as_paths(paths) for document in read_text_documents(path, split_on_blank_lines))
+    return build_pretraining_pairs(documents, chunker, max_rows=max_rows)
+
+
+def read_llara_jsonl(paths: PathOrPaths, max_rows: int | None = None) -> Dataset:
+    """The authors' adaptation rows ``{"input", "output_summarize", "output_predict"}`` as ``(text, next_text)``.
+
+    ``output_summarize`` (the text, which is also the model input) becomes ``text`` and ``output_predict``
+    (the next chunk) ``next_text``. In the authors' data ``input`` equals ``output_summarize``; the loss here
+    reads one text for both, so rows where they differ are reported with a warning and ``output_summarize``
+    is kept.
+    """
+    texts: list[str] = []
+    next_texts: list[str] = []
+    differing = 0
+    for path in _as_paths(paths):
+        with open(path, encoding="utf8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from None
+                missing = [key for key in ("output_summarize", "output_predict") if key not in row]
+                if missing:
+                    raise ValueError(
+                        f"{path}:{line_number} lacks {missing}; LLaRA adaptation rows have 'input', "
+                        "'output_summarize' (the text) and 'output_predict' (the next text)"
+                    )
+                for key in ("output_summarize", "output_predict"):
+                    if not isinstance(row[key], str) or not row[key].strip():
+                        raise ValueError(f"{path}:{line_number}: {key!r} must be a non-empty string")
+                differing += "input" in row and row["input"] != row["output_summarize"]
+                texts.append(row["output_summarize"])
+                next_texts.append(row["output_predict"])
+                if max_rows is not None and len(texts) >= max_rows:
+                    break
+        if max_rows is not None and len(texts) >= max_rows:
+            break
+    if differing:
+        logger.warning(
+            "%d rows have 'input' different from 'output_summarize'; the EBAE/EBAR loss reads one text "
+            "(output_summarize) as both the input and the EBAE target",
+            differing,
+        )
+    return Dataset.from_dict({TEXT_COLUMN: texts, NEXT_TEXT_COLUMN: next_texts})
