@@ -1,0 +1,473 @@
+"""EBAEEBARLoss: tensor functions, fidelity to the authors' reference, mask/position semantics, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+from llara_st.losses import (
+    EBAEEBARLoss,
+    adaptation_attention_mask,
+    adaptation_position_ids,
+    bag_of_words_loss,
+    ebae_ebar_loss,
+    load_stop_words,
+    next_token_loss,
+    stop_word_token_ids,
+)
+from llara_st.losses.ebae_ebar import IGNORE_INDEX
+
+ATTENTION = ["eager", "sdpa"]
+
+
+def raw_features(model, texts: list[str], padding_side: str = "left") -> dict:
+    """What the collator hands the loss for one column under EBAEEBARLoss.ROUTER_MAPPING."""
+    features = model.preprocess(texts, task="raw")
+    if padding_side == "right":
+        mask = features["attention_mask"].bool()
+        ids = torch.full_like(features["input_ids"], model[0].tokenizer.pad_token_id)
+        right_mask = torch.zeros_like(features["attention_mask"])
+        for i in range(len(texts)):
+            real = features["input_ids"][i][mask[i]]
+            ids[i, : len(real)] = real
+            right_mask[i, : len(real)] = 1
+        features["input_ids"], features["attention_mask"] = ids, right_mask
+    features["task"] = "raw"
+    return features
+
+
+def pair_features(model, pairs, padding_side: str = "left") -> list[dict]:
+    return [
+        raw_features(model, [text for text, _ in pairs], padding_side),
+        raw_features(model, [next_text for _, next_text in pairs], padding_side),
+    ]
+
+
+def use_attention(model, implementation: str) -> None:
+    model[0].causal_lm.set_attn_implementation(implementation)
+    assert model[0].causal_lm.config._attn_implementation == implementation
+
+
+# ---------------------------------------------------------------------------------------------- tensor functions
+
+
+def test_position_ids_share_the_suffix_positions_on_either_padding():
+    # Row 0 left-padded: pad pad | p t t | P P P | Q Q ; row 1 right-padded: p t t t | P P P | Q Q | pad
+    real = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1, 1, 0]])
+    passage = torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1, 1, 0, 0, 0]])
+    query = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0, 0, 1, 1, 0]])
+    positions = adaptation_position_ids(real, passage, query)
+    assert positions.tolist() == [[0, 0, 0, 1, 2, 3, 4, 5, 3, 4], [0, 1, 2, 3, 4, 5, 6, 4, 5, 0]]
+
+
+def test_attention_mask_blocks_only_query_suffix_to_passage_suffix():
+    real = torch.tensor([[0, 1, 1, 1, 1, 1, 1]])
+    passage = torch.tensor([[0, 0, 0, 1, 1, 0, 0]])
+    query = torch.tensor([[0, 0, 0, 0, 0, 1, 1]])
+    bias = adaptation_attention_mask(real, passage, query, torch.float32)
+    assert bias.shape == (1, 1, 7, 7) and bias.dtype == torch.float32
+    assert set(bias.unique().tolist()) == {0.0, torch.finfo(torch.float32).min}
+    allowed = (bias == 0)[0, 0]
+    for i in range(7):
+        for j in range(7):
+            expected = j <= i and bool(real[0, j]) and not (query[0, i] and passage[0, j])
+            expected = expected or i == j  # every row sees itself, so no row is fully masked
+            assert allowed[i, j].item() == expected, (i, j)
+    # The text and passage suffix rows are plain causal; query rows see text and their own prefix of the suffix.
+    assert allowed[5].tolist() == [False, True, True, False, False, True, False]
+    assert adaptation_attention_mask(real, passage, query, torch.bfloat16).dtype == torch.bfloat16
+    with pytest.raises(TypeError, match="floating"):
+        adaptation_attention_mask(real, passage, query, torch.bool)
+
+
+def test_bag_of_words_loss_matches_its_definition():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 8, 50)
+    targets = torch.tensor([[4, 9, 17], [2, IGNORE_INDEX, IGNORE_INDEX], [IGNORE_INDEX] * 3])
+    expected_rows = []
+    for row in range(2):  # row 2 has no targets and is left out of the mean
+        log_probs = torch.log_softmax(logits[row].max(dim=0).values, dim=-1)
+        ids = [t for t in targets[row].tolist() if t != IGNORE_INDEX]
+        expected_rows.append(-sum(log_probs[t].item() for t in ids) / len(ids))
+    expected = sum(expected_rows) / 2 / 10
+    assert bag_of_words_loss(logits, targets).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_bag_of_words_loss_without_any_target_is_zero_and_keeps_the_graph():
+    logits = torch.randn(2, 8, 30, requires_grad=True)
+    for targets in (torch.full((2, 4), IGNORE_INDEX), torch.empty((2, 0), dtype=torch.long)):
+        value = bag_of_words_loss(logits, targets)
+        assert value.item() == 0.0 and value.requires_grad
+        value.backward()
+        assert torch.isfinite(logits.grad).all()
+
+
+def test_bag_of_words_loss_rejects_ids_outside_the_vocabulary():
+    with pytest.raises(ValueError, match="vocabulary"):
+        bag_of_words_loss(torch.randn(1, 8, 10), torch.tensor([[10]]))
+    with pytest.raises(ValueError, match="batch"):
+        bag_of_words_loss(torch.randn(1, 8, 10), torch.tensor([[1], [2]]))
+
+
+def test_components_sum_to_lm_plus_mean_bag_of_words():
+    torch.manual_seed(1)
+    passage_logits, query_logits = torch.randn(2, 8, 40), torch.randn(2, 8, 40)
+    ebae_targets, ebar_targets = torch.tensor([[1, 5], [7, IGNORE_INDEX]]), torch.tensor([[3, 4], [9, 11]])
+    text_logits, text_targets = torch.randn(5, 40), torch.tensor([1, 2, 3, 4, 5])
+    components = ebae_ebar_loss(
+        passage_logits, query_logits, ebae_targets, ebar_targets, text_logits, text_targets, lm_weight=0.3
+    )
+    ebae = bag_of_words_loss(passage_logits, ebae_targets)
+    ebar = bag_of_words_loss(query_logits, ebar_targets)
+    lm = torch.nn.functional.cross_entropy(text_logits, text_targets)
+    assert set(components) == {"ebae", "ebar", "lm"}
+    assert sum(components.values()).item() == pytest.approx((0.3 * lm + (ebae + ebar) / 2).item(), abs=1e-6)
+    without_lm = ebae_ebar_loss(passage_logits, query_logits, ebae_targets, ebar_targets, lm_weight=0.0)
+    assert set(without_lm) == {"ebae", "ebar"}
+    empty = next_token_loss(torch.randn(0, 40, requires_grad=True), torch.empty(0, dtype=torch.long))
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
+# ---------------------------------------------------------------------------------------------- fidelity
+
+
+@pytest.fixture(scope="module")
+def pretrain_reference(fixture_dir):
+    inputs = json.loads((fixture_dir / "pretrain" / "pretrain_inputs.json").read_text())
+    allowed = np.load(fixture_dir / "pretrain" / "pretrain_attention_allowed.npz")["allowed"]
+    return inputs, torch.from_numpy(allowed)
+
+
+def test_built_inputs_match_the_reference_collator(reference_llara, reference_texts, reference, pretrain_reference):
+    reference_inputs, reference_allowed = pretrain_reference
+    loss = EBAEEBARLoss(reference_llara)
+    batch = loss.build_inputs(*pair_features(reference_llara, reference_texts["pretrain_pairs"]))
+
+    assert batch.input_ids.tolist() == reference_inputs["input_ids"]
+    assert batch.attention_mask.tolist() == reference_inputs["attention_mask"]
+    assert batch.labels.tolist() == reference_inputs["labels"]
+    assert batch.attention_mask.sum(1).tolist() == reference["pretrain"]["unpadded_lengths"]
+
+    # The reference counts positions from the first (pad) column; ours from the first real token: RoPE is
+    # relative, so the positions must agree on real tokens up to each row's offset.
+    shared_positions = torch.tensor(reference_inputs["position_ids"][0])
+    for row, real in enumerate(batch.attention_mask.bool()):
+        first = int(real.nonzero()[0])
+        assert batch.position_ids[row, real].tolist() == (shared_positions[real] - shared_positions[first]).tolist()
+
+    allowed = (batch.attention_bias == 0)[:, 0]
+    real = batch.attention_mask.bool()
+    for row in range(len(real)):
+        assert torch.equal(allowed[row][real[row]], reference_allowed[row, 0][real[row]])
+        # Padding rows: fully masked in the reference; here they see only themselves (no NaN under eager).
+        pad_rows = allowed[row][~real[row]]
+        assert not reference_allowed[row, 0][~real[row]].any()
+        assert torch.equal(pad_rows, torch.eye(len(real[row]), dtype=torch.bool)[~real[row]])
+
+    for targets, key in (
+        (batch.ebae_target_ids, "unique_target_ids_summarize"),
+        (batch.ebar_target_ids, "unique_target_ids_predict"),
+    ):
+        ours = [[t for t in row if t != IGNORE_INDEX] for row in targets.tolist()]
+        assert ours == reference["pretrain"][key]
+    # The long text: its EBAE target holds tokens beyond its truncated input, as in the reference.
+    long_row = reference["pretrain"]["unpadded_lengths"].index(128)
+    input_tokens = set(batch.input_ids[long_row].tolist())
+    assert set(batch.ebae_target_ids[long_row].tolist()) - input_tokens - {IGNORE_INDEX}
+
+
+@pytest.mark.parametrize("implementation", ATTENTION)
+def test_loss_equals_the_reference(reference_llara, reference_texts, reference, implementation):
+    use_attention(reference_llara, implementation)
+    loss = EBAEEBARLoss(reference_llara, cutoff_length=128, lm_weight=1.0, remove_stop_words=False)
+    expected = reference["pretrain"]
+    with torch.no_grad():
+        components = loss(pair_features(reference_llara, reference_texts["pretrain_pairs"]))
+    assert abs(sum(components.values()).item() - expected["total_loss"]) < 1e-5
+    assert abs(2 * components["ebae"].item() - expected["bow_summarize_loss"]) < 1e-5
+    assert abs(2 * components["ebar"].item() - expected["bow_predict_loss"]) < 1e-5
+    assert abs(components["lm"].item() - expected["ar_loss"]) < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("implementation", ATTENTION)
+def test_trainer_evaluate_gives_the_reference_loss(
+    reference_llara, reference_texts, reference, tmp_path, implementation
+):
+    use_attention(reference_llara, implementation)
+    pairs = reference_texts["pretrain_pairs"]
+    dataset = Dataset.from_dict({"text": [p[0] for p in pairs], "next_text": [p[1] for p in pairs]})
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_eval_batch_size=len(pairs),
+        router_mapping=EBAEEBARLoss.ROUTER_MAPPING,
+        report_to="none",
+        use_cpu=True,
+    )
+    loss = EBAEEBARLoss(reference_llara)
+    trainer = SentenceTransformerTrainer(model=reference_llara, args=args, eval_dataset=dataset, loss=loss)
+    metrics = trainer.evaluate()
+    expected = reference["pretrain"]
+    assert abs(metrics["eval_loss"] - expected["total_loss"]) < 1e-5
+    logged = next(entry for entry in trainer.state.log_history if "eval_ebae" in entry)
+    # The trainer logs each component rounded to 4 decimals.
+    assert abs(logged["eval_ebae"] - expected["bow_summarize_loss"] / 2) <= 6e-5
+    assert abs(logged["eval_ebar"] - expected["bow_predict_loss"] / 2) <= 6e-5
+    assert abs(logged["eval_lm"] - expected["ar_loss"]) <= 6e-5
+
+
+def test_right_padded_raw_features_give_the_same_loss(reference_llara, reference_texts):
+    loss = EBAEEBARLoss(reference_llara)
+    pairs = reference_texts["pretrain_pairs"]
+    with torch.no_grad():
+        left = loss(pair_features(reference_llara, pairs, "left"))
+        right = loss(pair_features(reference_llara, pairs, "right"))
+    for key in left:
+        assert left[key].item() == pytest.approx(right[key].item(), abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- mask and positions
+
+
+PAIRS = [
+    ("The river rose quickly after the storm and flooded the valley.", "Farmers moved their animals uphill."),
+    ("A short one.", "Then a much longer continuation followed, with many more words than the first text had."),
+    ("Bright stars shine over the quiet harbour tonight.", "Boats rocked gently."),
+]
+
+
+def separate_pass_logits(model, ids: list[int], positions: list[int]) -> torch.Tensor:
+    """Logits of a plain causal pass over one unpadded row, at the given positions."""
+    causal_lm = model[0].causal_lm
+    with torch.no_grad():
+        logits = causal_lm(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+    return logits[positions]
+
+
+@pytest.mark.parametrize("implementation", ATTENTION)
+def test_one_pass_equals_two_separate_prompt_passes(sharp_llara, implementation):
+    use_attention(sharp_llara, implementation)
+    transformer = sharp_llara[0]
+    loss = EBAEEBARLoss(sharp_llara)
+    batch = loss.build_inputs(*pair_features(sharp_llara, PAIRS))
+    with torch.no_grad():
+        logits = loss.compute_logits(batch)
+    for row, (text, _) in enumerate(PAIRS):
+        text_ids = transformer.tokenizer(text, add_special_tokens=False)["input_ids"]
+        for side, ours in (("passage", logits.passage_prompt_logits), ("query", logits.query_prompt_logits)):
+            ids = transformer.prefix_ids + text_ids + transformer.suffix_ids(side)
+            prompt_ids = [
+                transformer.prompt_token_ids[t]
+                for t in transformer.tokenizer.convert_ids_to_tokens(ids)
+                if t in transformer.prompt_token_ids
+            ]
+            positions = [ids.index(p) for p in prompt_ids]
+            expected = separate_pass_logits(sharp_llara, ids, positions)
+            scale = expected.abs().max().item()
+            assert torch.allclose(ours[row], expected, atol=1e-5 * scale, rtol=0), (side, row)
+
+
+@pytest.mark.parametrize("implementation", ATTENTION)
+def test_query_prompt_logits_ignore_the_passage_suffix(sharp_llara, implementation):
+    use_attention(sharp_llara, implementation)
+    loss = EBAEEBARLoss(sharp_llara)
+    batch = loss.build_inputs(*pair_features(sharp_llara, PAIRS))
+    with torch.no_grad():
+        before = loss.compute_logits(batch)
+        n_query, n_passage = len(sharp_llara[0].suffix_ids("query")), len(sharp_llara[0].suffix_ids("passage"))
+        width = batch.input_ids.shape[1]
+        passage_columns = torch.arange(width - n_query - n_passage, width - n_query)
+        generator = torch.Generator().manual_seed(0)
+        batch.input_ids[:, passage_columns] = torch.randint(
+            3, 32000, (len(PAIRS), len(passage_columns)), generator=generator
+        )
+        after = loss.compute_logits(batch)
+    assert torch.allclose(before.query_prompt_logits, after.query_prompt_logits, atol=1e-6, rtol=0)
+    # The change is visible where it should be: the test can fail.
+    assert not torch.allclose(before.passage_prompt_logits, after.passage_prompt_logits, atol=1e-2)
+
+
+@pytest.mark.parametrize("implementation", ATTENTION)
+def test_decoder_receives_the_shared_positions_and_a_float_mask(sharp_llara, implementation):
+    use_attention(sharp_llara, implementation)
+    loss = EBAEEBARLoss(sharp_llara)
+    seen = {}
+
+    def capture(module, args, kwargs):
+        seen.update(kwargs)
+
+    decoder = sharp_llara[0].causal_lm.get_decoder()
+    handle = decoder.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            loss(pair_features(sharp_llara, PAIRS))
+    finally:
+        handle.remove()
+    positions, mask = seen["position_ids"], seen["attention_mask"]
+    n_query, n_passage = len(sharp_llara[0].suffix_ids("query")), len(sharp_llara[0].suffix_ids("passage"))
+    passage_positions = positions[:, -n_query - n_passage : -n_query]
+    assert torch.equal(positions[:, -n_query:], passage_positions[:, :n_query])
+    real_lengths = seen["input_ids"].ne(sharp_llara[0].tokenizer.pad_token_id).sum(1)
+    # Each prompt starts right after prefix + text.
+    assert torch.equal(passage_positions[:, 0], real_lengths - n_query - n_passage)
+    assert mask.ndim == 4 and mask.dtype == decoder.get_input_embeddings().weight.dtype
+
+
+def test_positions_matter_on_the_sharp_model(sharp_llara):
+    # Guards the two tests above: with plain positions the query prompt's logits would differ.
+    loss = EBAEEBARLoss(sharp_llara)
+    batch = loss.build_inputs(*pair_features(sharp_llara, PAIRS))
+    with torch.no_grad():
+        shared = loss.compute_logits(batch).query_prompt_logits
+        batch.position_ids = sharp_llara[0].position_ids_from_mask(batch.attention_mask)
+        plain = loss.compute_logits(batch).query_prompt_logits
+    assert not torch.allclose(shared, plain, atol=1e-2)
+
+
+@pytest.mark.parametrize("implementation", ATTENTION)
+def test_targets_of_special_tokens_only_give_a_finite_loss(reference_llara, implementation):
+    use_attention(reference_llara, implementation)
+    loss = EBAEEBARLoss(reference_llara)
+    pairs = [("<s1><s2>", "<s9>"), ("<s3>", "<s10><s11>")]
+    features = pair_features(reference_llara, pairs)
+    batch = loss.build_inputs(*features)
+    assert batch.ebae_target_ids.numel() == 0 and batch.ebar_target_ids.numel() == 0
+    components = loss(features)
+    total = sum(components.values())
+    assert torch.isfinite(total)
+    assert components["ebae"].item() == 0.0 and components["ebar"].item() == 0.0
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in reference_llara.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("implementation", ATTENTION)
+def test_padded_batches_stay_finite_and_match_rows_alone(sharp_llara, implementation):
+    use_attention(sharp_llara, implementation)
+    loss = EBAEEBARLoss(sharp_llara)
+    batch = loss.build_inputs(*pair_features(sharp_llara, PAIRS))
+    assert not batch.attention_mask.bool().all()  # the batch is padded
+    with torch.no_grad():
+        together = loss.compute_logits(batch).query_prompt_logits
+        alone = [
+            loss.compute_logits(loss.build_inputs(*pair_features(sharp_llara, [pair]))).query_prompt_logits
+            for pair in PAIRS
+        ]
+    assert torch.isfinite(together).all()
+    scale = together.abs().max().item()
+    assert torch.allclose(together, torch.cat(alone), atol=1e-5 * scale, rtol=0)
+
+
+def test_gradients_reach_the_prompt_token_embeddings(reference_llara, reference_texts):
+    loss = EBAEEBARLoss(reference_llara)
+    sum(loss(pair_features(reference_llara, reference_texts["pretrain_pairs"][:2])).values()).backward()
+    grad = reference_llara[0].causal_lm.get_input_embeddings().weight.grad
+    prompt_ids = list(reference_llara[0].prompt_token_ids.values())
+    assert (grad[prompt_ids].abs().sum(dim=1) > 0).all()
+
+
+def test_lm_weight_scales_and_disables_the_lm_term(reference_llara, reference_texts):
+    features = pair_features(reference_llara, reference_texts["pretrain_pairs"])
+    with torch.no_grad():
+        full = EBAEEBARLoss(reference_llara, lm_weight=1.0)(features)
+        half = EBAEEBARLoss(reference_llara, lm_weight=0.5)(features)
+        none = EBAEEBARLoss(reference_llara, lm_weight=0)(features)
+    assert half["lm"].item() == pytest.approx(full["lm"].item() / 2, rel=1e-6)
+    assert set(none) == {"ebae", "ebar"}
+    assert none["ebae"].item() == pytest.approx(full["ebae"].item(), abs=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------- tokenizers, stop words
+
+
+def test_tokenizer_without_bos(no_bos_llara):
+    transformer = no_bos_llara[0]
+    assert transformer.tokenizer("x")["input_ids"] == transformer.tokenizer("x", add_special_tokens=False)["input_ids"]
+    loss = EBAEEBARLoss(no_bos_llara)
+    features = pair_features(no_bos_llara, PAIRS)
+    batch = loss.build_inputs(*features)
+    for row, (text, next_text) in enumerate(PAIRS):
+        text_ids = transformer.tokenizer(text, add_special_tokens=False)["input_ids"]
+        real = batch.input_ids[row][batch.attention_mask[row].bool()].tolist()
+        assert real[: len(transformer.prefix_ids) + len(text_ids)] == transformer.prefix_ids + text_ids
+        next_ids = transformer.tokenizer(next_text, add_special_tokens=False)["input_ids"]
+        ebar = [t for t in batch.ebar_target_ids[row].tolist() if t != IGNORE_INDEX]
+        assert ebar == sorted(set(next_ids) - loss.excluded_target_ids)
+    assert torch.isfinite(sum(loss(features).values()))
+
+
+def test_stop_words_are_removed_from_the_targets(reference_llara):
+    tokenizer = reference_llara[0].tokenizer
+    words = load_stop_words()
+    assert 150 <= len(words) <= 200 and {"the", "and", "of", "which"} <= set(words)
+    the_ids = {
+        tokenizer("the", add_special_tokens=False)["input_ids"][0],
+        tokenizer("The", add_special_tokens=False)["input_ids"][0],
+    }
+    assert the_ids <= stop_word_token_ids(tokenizer, ["the"])
+    river = tokenizer("river", add_special_tokens=False)["input_ids"]
+
+    pairs = [("The river and the sea.", "Of the hills, the highest.")]
+    features = pair_features(reference_llara, pairs)
+    kept = EBAEEBARLoss(reference_llara).build_inputs(*features)
+    removed = EBAEEBARLoss(reference_llara, remove_stop_words=True).build_inputs(*features)
+    stop_ids = stop_word_token_ids(tokenizer, words)
+    kept_ids, removed_ids = set(kept.ebae_target_ids[0].tolist()), set(removed.ebae_target_ids[0].tolist())
+    assert the_ids & kept_ids and not the_ids & removed_ids
+    assert not stop_ids & removed_ids and not stop_ids & set(removed.ebar_target_ids[0].tolist())
+    assert set(river) <= removed_ids
+    custom = EBAEEBARLoss(reference_llara, remove_stop_words=True, stop_words=["river"]).build_inputs(*features)
+    custom_ids = set(custom.ebae_target_ids[0].tolist())
+    assert not set(river) & custom_ids and the_ids & custom_ids
+
+
+# ---------------------------------------------------------------------------------------------- errors and config
+
+
+def test_features_not_tokenised_raw_are_refused(reference_llara):
+    loss = EBAEEBARLoss(reference_llara)
+    features = pair_features(reference_llara, PAIRS)
+    for task in (None, "document", "query"):
+        features[1]["task"] = task
+        with pytest.raises(ValueError, match="router_mapping"):
+            loss(features)
+    with pytest.raises(ValueError, match="two columns"):
+        loss(features[:1])
+    templated = reference_llara.preprocess(["a text"], task="document")
+    templated["task"] = "raw"  # mislabelled: the rows start with the prefix, not with BOS alone
+    templated["input_ids"][0, -templated["attention_mask"][0].sum()] = 376
+    with pytest.raises(ValueError, match="special tokens"):
+        loss([templated, raw_features(reference_llara, ["b"])])
+
+
+def test_bad_settings_are_refused(reference_llara):
+    with pytest.raises(ValueError, match="passage_max_length"):
+        EBAEEBARLoss(reference_llara, cutoff_length=reference_llara[0].passage_max_length + 1)
+    with pytest.raises(ValueError, match="no room for text"):
+        EBAEEBARLoss(reference_llara, cutoff_length=2 + 19 + 18)
+    with pytest.raises(ValueError, match="lm_weight"):
+        EBAEEBARLoss(reference_llara, lm_weight=-1)
+    with pytest.raises(TypeError, match="lm_weight"):
+        EBAEEBARLoss(reference_llara, lm_weight=math.nan)
+    with pytest.raises(ValueError, match="remove_stop_words"):
+        EBAEEBARLoss(reference_llara, stop_words=["the"])
+    assert EBAEEBARLoss(reference_llara, cutoff_length=2 + 19 + 18 + 1).text_budget == 1
+
+
+def test_flash_attention_is_refused(reference_llara):
+    loss = EBAEEBARLoss(reference_llara)
+    reference_llara[0].causal_lm.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="flash_attention_2"):
+        loss(pair_features(reference_llara, PAIRS))
+
+
+def test_config_citation_and_router_mapping(reference_llara):
+    loss = EBAEEBARLoss(reference_llara, cutoff_length=100, lm_weight=0.5, remove_stop_words=True)
+    assert loss.get_config_dict() == {"cutoff_length": 100, "lm_weight": 0.5, "remove_stop_words": True}
+    assert "2312.15503" in loss.citation and loss.citation.strip().startswith("@")
+    assert EBAEEBARLoss.ROUTER_MAPPING == dict.fromkeys(EBAEEBARLoss.COLUMNS, "raw")
