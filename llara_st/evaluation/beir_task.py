@@ -1,0 +1,193 @@
+"""An MTEB retrieval task read from a local BEIR-layout folder (no Hub call)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, Value, load_dataset
+from mteb.abstasks import AbsTaskRetrieval
+from mteb.abstasks.task_metadata import TaskMetadata
+
+logger = logging.getLogger(__name__)
+
+_CORPUS_FILE = "corpus.jsonl"
+_QUERIES_FILE = "queries.jsonl"
+_QRELS_FOLDER = "qrels"
+
+
+def beir_split_names(folder: str | Path) -> list[str]:
+    """The splits of a BEIR folder: the names of its ``qrels/*.tsv`` files."""
+    return sorted(path.stem for path in (Path(folder) / _QRELS_FOLDER).glob("*.tsv"))
+
+
+def _check_beir_folder(folder: Path, splits: Sequence[str]) -> None:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"BEIR folder {folder} does not exist")
+    for name in (_CORPUS_FILE, _QUERIES_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"BEIR folder {folder} has no {name}")
+    available = beir_split_names(folder)
+    for split in splits:
+        if split not in available:
+            raise ValueError(
+                f"BEIR folder {folder} has no qrels for split {split!r} (qrels/{split}.tsv); "
+                f"available splits: {available}"
+            )
+
+
+def _file_digest(path: Path, digest: Any) -> None:
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def beir_folder_revision(folder: str | Path, splits: Sequence[str]) -> str:
+    """A content hash of the corpus, queries and the splits' qrels: the dataset revision MTEB records."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in [folder / _CORPUS_FILE, folder / _QUERIES_FILE] + [
+        folder / _QRELS_FOLDER / f"{split}.tsv" for split in sorted(splits)
+    ]:
+        digest.update(path.name.encode())
+        _file_digest(path, digest)
+    return digest.hexdigest()[:16]
+
+
+def read_beir_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """``{query_id: {corpus_id: score}}`` from a BEIR qrels TSV (``query-id corpus-id score``, header line).
+
+    Ids are kept as strings (a CSV reader that infers types would turn ``"0123"`` into 123).
+    """
+    qrels: dict[str, dict[str, int]] = {}
+    with Path(path).open(encoding="utf8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None or [column.strip() for column in header[:3]] != ["query-id", "corpus-id", "score"]:
+            raise ValueError(f"{path}: expected the header 'query-id<TAB>corpus-id<TAB>score', got {header}")
+        for line_number, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) < 3:
+                raise ValueError(f"{path}:{line_number}: expected 3 tab-separated columns, got {row}")
+            try:
+                score = int(row[2])
+            except ValueError:
+                raise ValueError(f"{path}:{line_number}: score {row[2]!r} is not an integer") from None
+            qrels.setdefault(row[0], {})[row[1]] = score
+    return qrels
+
+
+def _load_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> Dataset:
+    # datasets streams JSON lines into Arrow, so an 8.8M-passage corpus does not become Python objects.
+    dataset = load_dataset("json", data_files=str(path), split="train")
+    missing = [column for column in columns if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{path}: rows lack the fields {missing} (found {dataset.column_names})")
+    for column in optional:
+        if column not in dataset.column_names:
+            dataset = dataset.add_column(column, [""] * len(dataset))
+    dataset = dataset.select_columns([*columns, *optional])
+    if dataset.features["_id"].dtype != "string":
+        dataset = dataset.cast_column("_id", Value("string"))
+    return dataset.rename_column("_id", "id")
+
+
+class BEIRFolderRetrieval(AbsTaskRetrieval):
+    """An MTEB retrieval task whose corpus, queries and qrels are read from a local BEIR folder.
+
+    The folder holds ``corpus.jsonl`` (``{"_id", "title", "text"}``), ``queries.jsonl`` (``{"_id", "text"}``)
+    and ``qrels/{split}.tsv``. Evaluation is MTEB's own (``mteb.evaluate``: nDCG, MAP, recall, precision, MRR
+    at k in 1, 3, 5, 10, 20, 100, 1000), and MTEB encodes queries with ``encode_query`` and documents
+    (``title + " " + text``) with ``encode_document``, which for a LLaRA model (Li et al., 2023,
+    arXiv:2312.15503) select the query and passage templates. No Hub call is made. The dataset revision
+    recorded in the result file is a content hash of the files, so results on different data never merge.
+
+    Args:
+        folder: The BEIR folder.
+        splits: The qrels splits to evaluate (default: every ``qrels/*.tsv``).
+        name: The task name in result files (default: the folder's name, e.g. ``scifact``). Do not reuse an
+            MTEB task's name (``SciFact``): leaderboard results must come from MTEB's own task.
+        description: Free text stored in the task metadata.
+        languages: Languages in MTEB's ``{iso639-3}-{script}`` form.
+
+    Example::
+
+        import mteb
+        from llara_st.evaluation import BEIRFolderRetrieval
+
+        task = BEIRFolderRetrieval("data/scifact", splits=["dev"])
+        result = mteb.evaluate(model, task, cache=mteb.ResultCache("runs/"))
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        splits: Sequence[str] | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        languages: Sequence[str] = ("eng-Latn",),
+        **kwargs: Any,
+    ) -> None:
+        self.folder = Path(folder).expanduser().resolve()
+        if isinstance(splits, str):
+            splits = [splits]
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"BEIR folder {self.folder} does not exist")
+        splits = list(splits) if splits is not None else beir_split_names(self.folder)
+        if not splits:
+            raise ValueError(f"BEIR folder {self.folder} has no qrels/*.tsv files")
+        _check_beir_folder(self.folder, splits)
+        self.metadata = TaskMetadata(
+            name=name or self.folder.name,
+            description=description or f"Local BEIR-layout retrieval task read from {self.folder}",
+            dataset={"path": str(self.folder), "revision": beir_folder_revision(self.folder, splits)},
+            type="Retrieval",
+            category="t2t",
+            modalities=["text"],
+            eval_splits=splits,
+            eval_langs=list(languages),
+            main_score="ndcg_at_10",
+            bibtex_citation="",
+        )
+        super().__init__(**kwargs)
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        """Read the folder into MTEB's retrieval format (``self.dataset[subset][split]``)."""
+        if self.data_loaded:
+            return
+        corpus = _load_jsonl(self.folder / _CORPUS_FILE, ["_id", "text"], optional=["title"])
+        queries = _load_jsonl(self.folder / _QUERIES_FILE, ["_id", "text"])
+        query_ids = set(queries["id"])
+        self.dataset = {"default": {}}
+        for split in self.eval_splits:
+            qrels = read_beir_qrels(self.folder / _QRELS_FOLDER / f"{split}.tsv")
+            unknown = sorted(set(qrels) - query_ids)
+            if unknown:
+                raise ValueError(
+                    f"qrels/{split}.tsv names {len(unknown)} query ids missing from {_QUERIES_FILE}, "
+                    f"e.g. {unknown[:5]}"
+                )
+            split_queries = queries.select([i for i, query_id in enumerate(queries["id"]) if query_id in qrels])
+            self.dataset["default"][split] = {
+                "corpus": corpus,
+                "queries": split_queries,
+                "relevant_docs": qrels,
+                "top_ranked": None,
+            }
+            logger.info(
+                "Loaded %s split %s: %d documents, %d queries",
+                self.metadata.name,
+                split,
+                len(corpus),
+                len(split_queries),
+            )
+        self.data_loaded = True
+
+
+__all__ = ["BEIRFolderRetrieval", "beir_folder_revision", "beir_split_names", "read_beir_qrels"]

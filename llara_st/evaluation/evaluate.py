@@ -1,0 +1,261 @@
+"""Retrieval evaluation through MTEB: a local BEIR folder (offline) or MTEB's own tasks (Hub)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mteb
+from mteb.abstasks import AbsTask
+from mteb.models import CachedEmbeddingWrapper, SearchEncoderWrapper
+from sentence_transformers import SentenceTransformer
+
+from llara_st.evaluation.beir_task import BEIRFolderRetrieval
+from llara_st.evaluation.faiss_index import FaissSearchBackend, IndexKind
+from llara_st.evaluation.loading import load_sentence_transformer
+from llara_st.evaluation.model_meta import model_fingerprint, model_meta_for, mteb_encoder
+
+logger = logging.getLogger(__name__)
+
+#: The figures ``llara-st evaluate`` prints (MTEB score keys and their labels).
+HEADLINE_METRICS: dict[str, str] = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "mrr_at_10": "MRR@10"}
+
+
+def _numeric_scores(scores: dict[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in scores.items() if isinstance(value, int | float)}
+
+
+def _prepare_model(
+    model: SentenceTransformer | str | os.PathLike,
+    *,
+    trust_remote_code: bool,
+    device: str | None,
+) -> tuple[SentenceTransformer, Path | None]:
+    if isinstance(model, SentenceTransformer):
+        return model, None
+    if isinstance(model, str | os.PathLike):
+        return load_sentence_transformer(model, trust_remote_code=trust_remote_code, device=device), Path(model)
+    raise TypeError(f"model must be a SentenceTransformer or a path, got {type(model).__name__}")
+
+
+def _mteb_model(
+    model: SentenceTransformer,
+    source: Path | None,
+    *,
+    model_name: str | None,
+    revision: str | None,
+    embedding_cache: str | os.PathLike | None,
+    faiss_index: IndexKind | FaissSearchBackend | None,
+    meta_overrides: dict[str, Any],
+) -> Any:
+    meta = model_meta_for(model, model_name, revision, source=source, **meta_overrides)
+    encoder: Any = mteb_encoder(model, meta)
+    if embedding_cache is not None:
+        # Keyed by the weights' fingerprint, not the user's revision label, so a retrained model never reuses
+        # stale vectors; inside, MTEB keys each vector by its text's hash (per task and query/document side).
+        cache_path = Path(embedding_cache) / meta.model_name_as_path() / model_fingerprint(model)
+        encoder = CachedEmbeddingWrapper(encoder, cache_path)
+        logger.info("Embedding cache: %s", cache_path)
+    if faiss_index is not None:
+        backend = faiss_index
+        if not isinstance(backend, FaissSearchBackend):
+            # Cosine models are scored by inner products of normalised vectors, as MTEB itself scores them.
+            backend = FaissSearchBackend(faiss_index, normalize=meta.similarity_fn_name == "cosine")
+        encoder = SearchEncoderWrapper(encoder, index_backend=backend)
+    return encoder
+
+
+def _run(
+    model: SentenceTransformer | str | os.PathLike,
+    tasks: Sequence[AbsTask],
+    output_folder: str | os.PathLike | None,
+    *,
+    model_name: str | None,
+    revision: str | None,
+    batch_size: int,
+    show_progress_bar: bool,
+    embedding_cache: str | os.PathLike | None,
+    faiss_index: IndexKind | FaissSearchBackend | None,
+    trust_remote_code: bool,
+    device: str | None,
+    save_predictions: bool,
+    overwrite: bool,
+    meta_overrides: dict[str, Any],
+) -> mteb.results.ModelResult:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    loaded, source = _prepare_model(model, trust_remote_code=trust_remote_code, device=device)
+    mteb_model = _mteb_model(
+        loaded,
+        source,
+        model_name=model_name,
+        revision=revision,
+        embedding_cache=embedding_cache,
+        faiss_index=faiss_index,
+        meta_overrides=meta_overrides,
+    )
+    output = Path(output_folder) if output_folder is not None else None
+    return mteb.evaluate(
+        mteb_model,
+        list(tasks),
+        cache=mteb.ResultCache(output) if output is not None else None,
+        encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
+        overwrite_strategy="always" if overwrite else "only-missing",
+        prediction_folder=output / "predictions" if (save_predictions and output is not None) else None,
+        show_progress_bar=show_progress_bar,
+    )
+
+
+def evaluate_beir(
+    model: SentenceTransformer | str | os.PathLike,
+    folder: str | os.PathLike,
+    split: str = "test",
+    output_folder: str | os.PathLike | None = None,
+    *,
+    model_name: str | None = None,
+    revision: str | None = None,
+    task_name: str | None = None,
+    batch_size: int = 32,
+    show_progress_bar: bool = True,
+    embedding_cache: str | os.PathLike | None = None,
+    faiss_index: IndexKind | FaissSearchBackend | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    save_predictions: bool = False,
+    overwrite: bool = True,
+    **meta_overrides: Any,
+) -> dict[str, float]:
+    """Evaluate a retriever on one split of a local BEIR folder with MTEB, offline; return MTEB's scores.
+
+    Queries go through ``encode_query`` and documents (``title + " " + text``) through ``encode_document``, so a
+    LLaRA model (Li et al., 2023, arXiv:2312.15503) uses its query and passage templates; MTEB ranks by the
+    model's similarity (cosine) and computes nDCG, MAP, recall, precision and MRR at 1, 3, 5, 10, 20, 100, 1000.
+
+    Args:
+        model: A loaded SentenceTransformer, or a folder / Hub id (loaded with the safe :func:`llara_st.load`, or
+            with remote code if ``trust_remote_code``).
+        folder: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``).
+        split: The qrels split.
+        output_folder: If given, MTEB writes ``results/{org__model}/{revision}/{task}.json`` and ``model_meta.json``
+            there (the results repository's layout).
+        model_name: ``"organization/model"`` for the result files (default: model card name or ``local/{folder}``).
+        revision: Revision label (default: :func:`~llara_st.evaluation.model_fingerprint`).
+        task_name: Task name in result files (default: the BEIR folder's name).
+        batch_size: Encoding batch size.
+        show_progress_bar: Show encoding progress.
+        embedding_cache: Folder for MTEB's embedding cache: each text is encoded once per model (fingerprint),
+            so a second split or rerun of the same corpus skips the corpus encoding.
+        faiss_index: Retrieve with faiss (``"flat"``, ``"ivf"``, ``"ivfpq"``, ``"hnsw"`` or a configured
+            :class:`~llara_st.evaluation.FaissSearchBackend`) instead of MTEB's exact chunked search.
+        trust_remote_code: See :func:`~llara_st.evaluation.load_sentence_transformer`.
+        device: Device when loading from a path.
+        save_predictions: Also write MTEB's rankings (top 1000 per query) to ``output_folder/predictions/``.
+        overwrite: Recompute even if ``output_folder`` already holds results for this model and task.
+        **meta_overrides: ``ModelMeta`` fields (``training_datasets={"SciFact"}``, ``license``, ...).
+
+    Returns:
+        MTEB's scores for the split: ``{"ndcg_at_10": ..., "recall_at_100": ..., "mrr_at_10": ..., ...}``.
+
+    Example::
+
+        from llara_st.evaluation import evaluate_beir
+
+        scores = evaluate_beir("models/llara-scifact", "data/scifact", "dev", "runs/eval", embedding_cache="runs/emb")
+        print(scores["ndcg_at_10"])
+    """
+    task = BEIRFolderRetrieval(folder, [split], name=task_name)
+    result = _run(
+        model,
+        [task],
+        output_folder,
+        model_name=model_name,
+        revision=revision,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+        embedding_cache=embedding_cache,
+        faiss_index=faiss_index,
+        trust_remote_code=trust_remote_code,
+        device=device,
+        save_predictions=save_predictions,
+        overwrite=overwrite,
+        meta_overrides=meta_overrides,
+    )
+    if result.exceptions:
+        raise RuntimeError(f"MTEB failed on {task.metadata.name}: {result.exceptions}")
+    (task_result,) = result.task_results
+    (scores,) = task_result.scores[split]
+    return _numeric_scores(scores)
+
+
+def evaluate_mteb(
+    model: SentenceTransformer | str | os.PathLike,
+    tasks: Sequence[str | AbsTask],
+    output_folder: str | os.PathLike | None = None,
+    *,
+    model_name: str | None = None,
+    revision: str | None = None,
+    batch_size: int = 32,
+    show_progress_bar: bool = True,
+    embedding_cache: str | os.PathLike | None = None,
+    faiss_index: IndexKind | FaissSearchBackend | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    save_predictions: bool = False,
+    overwrite: bool = False,
+    **meta_overrides: Any,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Evaluate on MTEB tasks by name (``["SciFact", "NFCorpus"]``; data from the Hub) or task objects.
+
+    Same model handling, query/document routing, caching and result layout as :func:`evaluate_beir`; the
+    result files are what the MTEB leaderboard's results repository takes (see docs/mteb_leaderboard.md).
+    Unlike :func:`evaluate_beir`, existing results in ``output_folder`` are kept unless ``overwrite``.
+
+    Returns:
+        ``{task: {split: scores}}``; for multilingual tasks the split key is ``"{split}/{subset}"``.
+    """
+    task_objects = [task for task in tasks if isinstance(task, AbsTask)]
+    names = [task for task in tasks if isinstance(task, str)]
+    if len(task_objects) + len(names) != len(tasks):
+        raise TypeError("tasks must be MTEB task names or task objects")
+    if names:
+        task_objects += list(mteb.get_tasks(tasks=names))
+    if not task_objects:
+        raise ValueError("No tasks to evaluate")
+    result = _run(
+        model,
+        task_objects,
+        output_folder,
+        model_name=model_name,
+        revision=revision,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+        embedding_cache=embedding_cache,
+        faiss_index=faiss_index,
+        trust_remote_code=trust_remote_code,
+        device=device,
+        save_predictions=save_predictions,
+        overwrite=overwrite,
+        meta_overrides=meta_overrides,
+    )
+    if result.exceptions:
+        raise RuntimeError(f"MTEB failed: {result.exceptions}")
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for task_result in result.task_results:
+        per_split = summary.setdefault(task_result.task_name, {})
+        for split, subset_scores in task_result.scores.items():
+            for scores in subset_scores:
+                subset = scores.get("hf_subset", "default")
+                key = split if subset == "default" else f"{split}/{subset}"
+                per_split[key] = _numeric_scores(scores)
+    return summary
+
+
+def format_scores(scores: dict[str, float], metrics: dict[str, str] = HEADLINE_METRICS) -> str:
+    """``nDCG@10 0.6451  Recall@100 0.9253  MRR@10 0.6101`` from MTEB's score dict."""
+    return "  ".join(f"{label} {scores[key]:.4f}" for key, label in metrics.items() if key in scores)
+
+
+__all__ = ["HEADLINE_METRICS", "evaluate_beir", "evaluate_mteb", "format_scores"]

@@ -1,0 +1,257 @@
+"""MTEB model metadata for LLaRA (and other sentence-transformers) models, and an MTEB loader for LLaRA."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
+from sentence_transformers import SentenceTransformer
+
+from llara_st.modules import LLaRATransformer
+
+logger = logging.getLogger(__name__)
+
+LLARA_REFERENCE = "https://arxiv.org/abs/2312.15503"
+LLARA_CITATION = r"""@misc{li2023makinglargelanguagemodels,
+  title = {Making Large Language Models A Better Foundation For Dense Retrieval},
+  author = {Chaofan Li and Zheng Liu and Shitao Xiao and Yingxia Shao},
+  year = {2023},
+  eprint = {2312.15503},
+  archivePrefix = {arXiv},
+  primaryClass = {cs.CL},
+  url = {https://arxiv.org/abs/2312.15503},
+}"""
+# Values sampled per parameter tensor for the fingerprint: enough to tell checkpoints apart, cheap for 7B.
+_FINGERPRINT_SAMPLES = 4096
+
+
+def is_llara_model(model: SentenceTransformer) -> bool:
+    """Whether the model's input module is a :class:`~llara_st.modules.LLaRATransformer`."""
+    return len(model) > 0 and isinstance(model[0], LLaRATransformer)
+
+
+def model_fingerprint(model: SentenceTransformer) -> str:
+    """A short hash of a model's module configs, prompts and a strided sample of every weight tensor.
+
+    Two checkpoints (or one model with different max lengths) get different fingerprints, so it serves
+    as the revision of a local model in result folders and as the key of the embedding cache. It reads
+    at most 4096 values per tensor, so it costs milliseconds even for a 7B model.
+    """
+    digest = hashlib.sha256()
+    description = [
+        [type(module).__module__ + "." + type(module).__qualname__, _module_config(module)] for module in model
+    ]
+    settings = {"modules": description, "prompts": model.prompts, "similarity": model.similarity_fn_name}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // _FINGERPRINT_SAMPLES)
+            sample = flat[::step][:_FINGERPRINT_SAMPLES].to(device="cpu", dtype=torch.float32).numpy()
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(np.ascontiguousarray(sample).tobytes())
+    return digest.hexdigest()[:12]
+
+
+def _module_config(module: Any) -> Any:
+    getter = getattr(module, "get_config_dict", None)
+    return getter() if callable(getter) else None
+
+
+def _parameter_stats(model: SentenceTransformer) -> tuple[int, float]:
+    parameters = list(model.parameters())
+    count = sum(p.numel() for p in parameters)
+    megabytes = sum(p.numel() * p.element_size() for p in parameters) / 2**20
+    return count, round(megabytes, 1)
+
+
+def llara_model_meta(
+    name: str,
+    revision: str | None = None,
+    *,
+    model: SentenceTransformer | None = None,
+    n_parameters: int | None = None,
+    embed_dim: int | None = None,
+    max_tokens: int | None = None,
+    memory_usage_mb: float | None = None,
+    training_datasets: Iterable[str] | None = None,
+    adapted_from: str | None = None,
+    reference: str | None = LLARA_REFERENCE,
+    release_date: str | None = None,
+    license: str | None = None,
+    languages: Iterable[str] = ("eng-Latn",),
+    public_training_code: str | None = None,
+    public_training_data: str | bool | None = None,
+) -> ModelMeta:
+    """MTEB ``ModelMeta`` of a LLaRA embedder (Li et al., 2023, arXiv:2312.15503).
+
+    Declares what the leaderboard shows and MTEB needs: a dense, cosine-similarity, Sentence Transformers /
+    PyTorch model without instructions (its templates are fixed; MTEB's SentenceTransformer wrapper calls
+    ``encode_query`` for queries and ``encode_document`` for documents, which select LLaRA's query and
+    passage templates). ``loader`` is :func:`load_llara_for_mteb`, so ``meta.load_model()`` and
+    ``mteb.evaluate(meta, tasks)`` work from a Hub id or a local folder.
+
+    Args:
+        name: ``"organization/model"`` as on the Hugging Face Hub (the results folder is ``organization__model``).
+        revision: The Hub commit sha of the evaluated weights (``HfApi().model_info(name).sha``); required for a
+            leaderboard submission. Default: the model's :func:`model_fingerprint` when ``model`` is given.
+        model: A loaded model to read the parameter count, embedding size, max tokens and memory from.
+        n_parameters, embed_dim, max_tokens, memory_usage_mb: Override (or supply without ``model``).
+        training_datasets: MTEB task names whose training data the model saw, e.g. ``{"MSMARCO"}`` for
+            LLARA-passage or ``{"SciFact"}`` after fine-tuning on SciFact's train split; the leaderboard uses it to
+            flag non-zero-shot results. Empty set: trained on no MTEB data. None: unknown.
+        adapted_from: The backbone, e.g. ``"meta-llama/Llama-2-7b-hf"``.
+        reference: URL of the model card or paper.
+        release_date: ``YYYY-MM-DD``; default today.
+        license: The weights' license, e.g. ``"llama2"`` or ``"apache-2.0"``.
+        languages: ``{iso639-3}-{script}`` codes.
+        public_training_code, public_training_data: URLs (or True for public data).
+
+    Example::
+
+        meta = llara_model_meta("me/llara-scifact", revision="3f2a…", model=model, training_datasets={"SciFact"},
+                                adapted_from="HuggingFaceTB/SmolLM2-135M-Instruct", license="apache-2.0")
+    """
+    if model is not None:
+        counted, megabytes = _parameter_stats(model)
+        n_parameters = n_parameters if n_parameters is not None else counted
+        memory_usage_mb = memory_usage_mb if memory_usage_mb is not None else megabytes
+        embed_dim = embed_dim if embed_dim is not None else model.get_embedding_dimension()
+        if max_tokens is None:
+            max_tokens = model[0].passage_max_length if is_llara_model(model) else model.max_seq_length
+        if revision is None:
+            revision = model_fingerprint(model)
+    return ModelMeta(
+        loader=load_llara_for_mteb,
+        name=name,
+        revision=revision,
+        release_date=release_date or datetime.date.today().isoformat(),
+        languages=list(languages),
+        n_parameters=n_parameters,
+        memory_usage_mb=memory_usage_mb,
+        max_tokens=max_tokens,
+        embed_dim=embed_dim,
+        license=license,
+        open_weights=True,
+        public_training_code=public_training_code,
+        public_training_data=public_training_data,
+        framework=["Sentence Transformers", "PyTorch"],
+        reference=reference,
+        similarity_fn_name="cosine",
+        use_instructions=False,
+        training_datasets=set(training_datasets) if training_datasets is not None else None,
+        adapted_from=adapted_from,
+        model_type=["dense"],
+        modalities=["text"],
+        citation=LLARA_CITATION,
+    )
+
+
+def _resolve_local_folder(model_name: str, revision: str | None) -> Path:
+    folder = Path(model_name).expanduser()
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id=model_name, revision=revision))
+
+
+def load_llara_for_mteb(
+    model_name: str,
+    revision: str | None = None,
+    device: str | None = None,
+    **kwargs: Any,
+) -> SentenceTransformerEncoderWrapper:
+    """MTEB loader (``ModelMeta.loader``) for LLaRA models, from a local folder or a Hub id.
+
+    A sentence-transformers folder is read with the safe :func:`llara_st.load`; an authors' LLaRA checkpoint
+    (a plain causal LM with ``<s1>``…``<s16>``, e.g. ``BAAI/LLARA-passage``) is wrapped with
+    :func:`llara_st.build_llara_model`, keeping its token ids.
+
+    Args:
+        model_name: Folder or Hub id.
+        revision: Hub commit to download.
+        device: Where to put the model.
+        **kwargs: ``model_kwargs`` (e.g. ``{"torch_dtype": "bfloat16"}``) for the backbone.
+    """
+    from llara_st.model import build_llara_model, load
+
+    folder = _resolve_local_folder(model_name, revision)
+    model_kwargs = kwargs.pop("model_kwargs", None)
+    if (folder / "modules.json").is_file():
+        model = load(folder, device=device, model_kwargs=model_kwargs)
+    else:
+        model = build_llara_model(str(folder), device=device, model_kwargs=model_kwargs or {})
+    if kwargs:
+        logger.info("load_llara_for_mteb ignores the options %s", sorted(kwargs))
+    return SentenceTransformerEncoderWrapper(model)
+
+
+def model_meta_for(
+    model: SentenceTransformer,
+    name: str | None = None,
+    revision: str | None = None,
+    *,
+    source: str | Path | None = None,
+    **overrides: Any,
+) -> ModelMeta:
+    """The ``ModelMeta`` under which a loaded model's results are recorded.
+
+    LLaRA models get :func:`llara_model_meta`; others MTEB's ``ModelMeta.from_sentence_transformer_model``.
+    The name defaults to the model card's name, else ``local/{folder name}`` (from ``source``), else
+    ``local/model``; the revision to :func:`model_fingerprint`.
+
+    Args:
+        model: The model.
+        name: ``"organization/model"``.
+        revision: Hub commit sha (or any label).
+        source: The folder the model was loaded from (names the model when ``name`` is not given).
+        **overrides: Further ``ModelMeta`` fields (``training_datasets``, ``license``, ``adapted_from``, ...).
+    """
+    if name is None:
+        card_name = model.model_card_data.model_name
+        if card_name and "/" in card_name:
+            name = card_name
+        elif source is not None:
+            name = f"local/{Path(source).name}"
+        else:
+            name = "local/model"
+    if "/" not in name:
+        raise ValueError(f"MTEB model names have the form 'organization/model', got {name!r}")
+    revision = revision or model_fingerprint(model)
+    if is_llara_model(model):
+        return llara_model_meta(name, revision, model=model, **overrides)
+    meta = ModelMeta.from_sentence_transformer_model(model, fetch_from_hf=False)
+    count, megabytes = _parameter_stats(model)
+    updates: dict[str, Any] = {"name": name, "revision": revision, "n_parameters": count, "memory_usage_mb": megabytes}
+    if "training_datasets" in overrides and overrides["training_datasets"] is not None:
+        overrides["training_datasets"] = set(overrides["training_datasets"])
+    updates.update(overrides)
+    return meta.model_copy(update=updates)
+
+
+def mteb_encoder(model: SentenceTransformer, meta: ModelMeta) -> SentenceTransformerEncoderWrapper:
+    """MTEB's SentenceTransformer wrapper around ``model``, recording results under ``meta``."""
+    wrapper = SentenceTransformerEncoderWrapper(model)
+    wrapper.mteb_model_meta = meta
+    return wrapper
+
+
+__all__ = [
+    "LLARA_CITATION",
+    "is_llara_model",
+    "llara_model_meta",
+    "load_llara_for_mteb",
+    "model_fingerprint",
+    "model_meta_for",
+    "mteb_encoder",
+]

@@ -1,0 +1,19 @@
+"""Integrations with other libraries. Each lives in its own module so its optional dependency loads on use:
+
+- :mod:`llara_st.integrations.langchain`: ``LLaRAEmbeddings`` for LangChain (needs ``langchain-core``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["LLaRAEmbeddings"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import llara_st.integrations` works without langchain-core installed.
+    if name == "LLaRAEmbeddings":
+        from llara_st.integrations.langchain import LLaRAEmbeddings
+
+        return LLaRAEmbeddings
+    raise AttributeError(f"module 'llara_st.integrations' has no attribute {name!r}")
