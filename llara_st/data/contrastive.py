@@ -310,3 +310,56 @@ def build_contrastive_dataset(
             f"no contrastive rows: {seen} examples given, {dropped} without negatives (group_size={group_size})"
         )
     return Dataset.from_dict(rows)
+
+
+def _check_rows(rows: Dataset, source: str) -> Dataset:
+    columns = rows.column_names
+    if columns[:2] != [ANCHOR_COLUMN, POSITIVE_COLUMN]:
+        raise ValueError(
+            f"{source}: contrastive rows start with the columns {[ANCHOR_COLUMN, POSITIVE_COLUMN]}, got {columns}"
+        )
+    expected = negative_columns(len(columns) - 1)
+    if columns[2:] != expected:
+        raise ValueError(f"{source}: after anchor and positive come the columns {expected}, got {columns[2:]}")
+    if len(rows) == 0:
+        raise ValueError(f"{source}: no rows")
+    return rows
+
+
+def load_contrastive_dataset(
+    path: str | os.PathLike,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    positives: Literal["sample", "all"] = "sample",
+    seed: int = 42,
+) -> Dataset:
+    """Contrastive training rows from a file or folder, whatever produced them.
+
+    * a folder written by ``Dataset.save_to_disk`` or a ``.parquet`` file holding
+      ``anchor, positive, negative_1 …`` rows: read as they are (``group_size`` is then what the rows have);
+    * a ``.jsonl`` file: rows ``{"anchor", "positive", "negative_1", …}`` as they are, or the authors'
+      ``{"query", "pos", "neg"}`` rows, grouped by :func:`build_contrastive_dataset` with ``group_size``,
+      ``positives`` and ``seed``.
+
+    Example::
+
+        rows = build_contrastive_dataset(examples, group_size=16)
+        rows.save_to_disk("rows")
+        assert load_contrastive_dataset("rows")[:] == rows[:]
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "dataset_info.json").is_file():
+            raise ValueError(f"{path} is a folder but not one written by Dataset.save_to_disk")
+        return _check_rows(Dataset.load_from_disk(str(path)), str(path))
+    if not path.is_file():
+        raise FileNotFoundError(f"contrastive rows {path} do not exist")
+    if path.suffix == ".parquet":
+        return _check_rows(Dataset.from_parquet(str(path)), str(path))
+    if path.suffix != ".jsonl":
+        raise ValueError(f"{path}: expected a .jsonl or .parquet file or a save_to_disk folder")
+    first = next((row for _, row in _read_jsonl(path)), None)
+    if first is None:
+        raise ValueError(f"{path}: no rows")
+    if "query" in first:
+        return build_contrastive_dataset(read_contrastive_jsonl(path), group_size, positives, seed)
+    return _check_rows(Dataset.from_json(str(path)), str(path))

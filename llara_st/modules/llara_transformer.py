@@ -127,8 +127,10 @@ class LLaRATransformer(Transformer):
                 "add_prompt_tokens=True."
             )
         if missing:
-            new_tokens = [AddedToken(token, special=True) for token in missing]
-            self.tokenizer.add_tokens(new_tokens, special_tokens=True)
+            self.tokenizer.add_special_tokens(
+                {"extra_special_tokens": [AddedToken(token, special=True) for token in missing]},
+                replace_extra_special_tokens=False,
+            )
             # Mean-initialised new rows; training must make them trainable (see docs/adaptation.md).
             self.model.resize_token_embeddings(len(self.tokenizer))
             logger.info("Added %d LLaRA prompt tokens and resized the embeddings", len(missing))
