@@ -1,17 +1,24 @@
-"""Training helpers shared by the recipes: LoRA adapters for LLaRA models."""
+"""Training building blocks shared by the recipes: the contrastive loss, LoRA adapters with trainable ``<sK>``
+rows, merging, evaluators."""
 
-from llara_st.training.lora import (
-    LLAMA_LORA_TARGET_MODULES,
+from llara_st.training.finetuning import (
+    LLAMA_LINEAR_PROJECTIONS,
     add_lora_adapter,
-    llara_input_module,
-    lora_config_for,
+    autocast_available,
+    beir_ir_evaluator,
+    contrastive_loss,
+    has_lora_adapter,
+    llara_transformer,
     merge_lora_adapter,
 )
 
 __all__ = [
-    "LLAMA_LORA_TARGET_MODULES",
+    "LLAMA_LINEAR_PROJECTIONS",
     "add_lora_adapter",
-    "llara_input_module",
-    "lora_config_for",
+    "autocast_available",
+    "beir_ir_evaluator",
+    "contrastive_loss",
+    "has_lora_adapter",
+    "llara_transformer",
     "merge_lora_adapter",
 ]
