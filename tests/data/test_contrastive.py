@@ -1,0 +1,201 @@
+"""Contrastive rows: BEIR loading, the authors' JSONL, grouping into (anchor, positive, negative_1 …)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+from llara_st.data.contrastive import (
+    beir_examples,
+    build_contrastive_dataset,
+    contrastive_router_mapping,
+    load_beir,
+    load_contrastive_dataset,
+    negative_columns,
+    read_contrastive_jsonl,
+    write_contrastive_jsonl,
+)
+
+
+def write_beir(folder: Path, corpus: dict, queries: dict, qrels: dict[str, list[tuple[str, str, int]]]) -> Path:
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf8") as handle:
+        for doc_id, (title, text) in corpus.items():
+            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf8") as handle:
+        for query_id, text in queries.items():
+            handle.write(json.dumps({"_id": query_id, "text": text, "metadata": {}}) + "\n")
+    for split, rows in qrels.items():
+        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in rows]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf8")
+    return folder
+
+
+@pytest.fixture
+def small_beir(tmp_path: Path) -> Path:
+    return write_beir(
+        tmp_path / "beir",
+        corpus={
+            "0123": ("Tides", "The Moon pulls the sea."),
+            "d2": ("", "Volcanoes erupt."),
+            "d3": ("Bees", "Bees dance."),
+        },
+        queries={"q1": "what causes tides", "q2": "why do volcanoes erupt", "q3": "how do bees talk"},
+        qrels={"train": [("q1", "0123", 1), ("q2", "d2", 1), ("q2", "d3", 0)], "dev": [("q3", "d3", 2)]},
+    )
+
+
+def test_load_beir_reads_one_split_with_title_and_string_ids(small_beir: Path) -> None:
+    corpus, queries, qrels = load_beir(small_beir, "train")
+    assert corpus == {"0123": "Tides The Moon pulls the sea.", "d2": "Volcanoes erupt.", "d3": "Bees Bees dance."}
+    assert queries == {"q1": "what causes tides", "q2": "why do volcanoes erupt"}  # q3 is a dev query
+    assert qrels == {"q1": {"0123": 1}, "q2": {"d2": 1, "d3": 0}}
+    assert load_beir(small_beir, "dev")[2] == {"q3": {"d3": 2}}
+
+
+def test_load_beir_names_missing_split_and_dangling_ids(small_beir: Path) -> None:
+    with pytest.raises(ValueError, match=r"no qrels for split 'test'.*\['dev', 'train'\]"):
+        load_beir(small_beir, "test")
+    (small_beir / "qrels" / "bad.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tnope\t1\n")
+    with pytest.raises(ValueError, match="absent from corpus.jsonl.*nope"):
+        load_beir(small_beir, "bad")
+    (small_beir / "qrels" / "noheader.tsv").write_text("q1\t0123\t1\n")
+    with pytest.raises(ValueError, match="header"):
+        load_beir(small_beir, "noheader")
+    with pytest.raises(FileNotFoundError):
+        load_beir(small_beir / "missing", "train")
+
+
+def test_load_beir_scifact_counts(data_dir: Path) -> None:
+    corpus, queries, qrels = load_beir(data_dir / "scifact", "train")
+    assert (len(corpus), len(queries), sum(len(judged) for judged in qrels.values())) == (5183, 609, 684)
+    test_queries = load_beir(data_dir / "scifact", "test")[1]
+    assert len(test_queries) == 300 and not set(test_queries) & set(queries)
+
+
+def test_beir_examples_keep_relevant_positives_and_map_negative_ids(small_beir: Path) -> None:
+    corpus, queries, qrels = load_beir(small_beir, "train")
+    examples = beir_examples(corpus, queries, qrels, negatives={"q2": ["0123"]})
+    assert examples == [
+        {"query": "what causes tides", "pos": [corpus["0123"]], "neg": []},
+        # d3 has score 0: judged, not relevant, so not a positive
+        {"query": "why do volcanoes erupt", "pos": [corpus["d2"]], "neg": [corpus["0123"]]},
+    ]
+
+
+def example(query: str, positives: int, negatives: int) -> dict:
+    return {
+        "query": query,
+        "pos": [f"{query} pos {i}" for i in range(positives)],
+        "neg": [f"{query} neg {i}" for i in range(negatives)],
+    }
+
+
+def test_group_has_anchor_positive_and_distinct_negatives_when_enough() -> None:
+    rows = build_contrastive_dataset([example("q", 1, 40), example("r", 1, 15)], group_size=16)
+    assert rows.column_names == ["anchor", "positive", *[f"negative_{i}" for i in range(1, 16)]]
+    for row, query in zip(rows, ["q", "r"], strict=True):
+        negatives = [row[column] for column in negative_columns(16)]
+        assert row["anchor"] == query and row["positive"] == f"{query} pos 0"
+        assert len(set(negatives)) == 15 and all(text.startswith(f"{query} neg ") for text in negatives)
+
+
+def test_too_few_negatives_are_all_used_then_drawn_again() -> None:
+    rows = build_contrastive_dataset([example("q", 1, 4)], group_size=16)
+    negatives = [rows[0][column] for column in negative_columns(16)]
+    counts = Counter(negatives)
+    assert set(counts) == {f"q neg {i}" for i in range(4)}  # each of the 4 at least once, nothing else
+    assert sum(counts.values()) == 15
+
+
+def test_draws_are_seeded() -> None:
+    examples = [example(f"q{i}", 3, 30) for i in range(5)]
+    first = build_contrastive_dataset(examples, group_size=4, seed=1)
+    assert build_contrastive_dataset(examples, group_size=4, seed=1)[:] == first[:]
+    assert build_contrastive_dataset(examples, group_size=4, seed=2)[:] != first[:]
+
+
+def test_positives_sample_one_per_query_or_all() -> None:
+    examples = [example("q", 3, 5), example("r", 1, 5)]
+    sampled = build_contrastive_dataset(examples, group_size=2, positives="sample")
+    assert sampled["anchor"] == ["q", "r"] and sampled["positive"][0] in examples[0]["pos"]
+    every = build_contrastive_dataset(examples, group_size=2, positives="all")
+    assert every["anchor"] == ["q", "q", "q", "r"]
+    assert every["positive"] == examples[0]["pos"] + examples[1]["pos"]
+
+
+def test_group_size_one_is_pairs_and_rows_without_negatives_are_dropped(caplog) -> None:
+    pairs = build_contrastive_dataset([example("q", 1, 0)], group_size=1)
+    assert pairs.column_names == ["anchor", "positive"]
+    with caplog.at_level(logging.WARNING):
+        rows = build_contrastive_dataset([example("q", 1, 0), example("r", 1, 2)], group_size=3)
+    assert rows["anchor"] == ["r"]
+    assert "Dropped 1 of 2 queries" in caplog.text
+    with pytest.raises(ValueError, match="no contrastive rows"):
+        build_contrastive_dataset([example("q", 1, 0)], group_size=3)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"query": "q", "pos": [], "neg": ["n"]}, "'pos' is empty"),
+        ({"query": "", "pos": ["p"], "neg": []}, "'query' must be a non-empty string"),
+        ({"query": "q", "pos": "p", "neg": []}, "'pos' must be a list of strings"),
+        ({"query": "q", "pos": ["p"], "neg": [3]}, "'neg' must be a list of strings"),
+    ],
+)
+def test_bad_rows_are_named(bad: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_contrastive_dataset([bad], group_size=2)
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="group_size"):
+        build_contrastive_dataset([example("q", 1, 1)], group_size=0)
+    with pytest.raises(ValueError, match="positives"):
+        build_contrastive_dataset([example("q", 1, 1)], positives="first")
+
+
+def test_router_mapping_sends_anchor_to_query_and_the_rest_to_document() -> None:
+    columns = ["anchor", "positive", "negative_1", "negative_2"]
+    assert contrastive_router_mapping(columns) == {
+        "anchor": "query",
+        "positive": "document",
+        "negative_1": "document",
+        "negative_2": "document",
+    }
+    with pytest.raises(ValueError, match="'anchor'"):
+        contrastive_router_mapping(["query", "positive"])
+
+
+def test_authors_jsonl_round_trip_and_every_rows_format(tmp_path: Path) -> None:
+    examples = [example("q", 2, 3), example("r", 1, 1)]
+    authors = write_contrastive_jsonl(examples, tmp_path / "authors.jsonl")
+    assert read_contrastive_jsonl(authors) == examples
+    expected = build_contrastive_dataset(examples, group_size=3, seed=7)
+    assert load_contrastive_dataset(authors, group_size=3, seed=7)[:] == expected[:]
+
+    expected.save_to_disk(str(tmp_path / "saved"))
+    expected.to_json(str(tmp_path / "rows.jsonl"))
+    expected.to_parquet(str(tmp_path / "rows.parquet"))
+    for path in ("saved", "rows.jsonl", "rows.parquet"):
+        assert load_contrastive_dataset(tmp_path / path)[:] == expected[:], path
+
+
+def test_load_contrastive_dataset_rejects_foreign_columns(tmp_path: Path) -> None:
+    Dataset.from_dict({"question": ["q"], "answer": ["a"]}).to_parquet(str(tmp_path / "qa.parquet"))
+    with pytest.raises(ValueError, match="start with the columns"):
+        load_contrastive_dataset(tmp_path / "qa.parquet")
+    Dataset.from_dict({"anchor": ["q"], "positive": ["p"], "negative": ["n"]}).to_parquet(str(tmp_path / "t.parquet"))
+    with pytest.raises(ValueError, match="negative_1"):
+        load_contrastive_dataset(tmp_path / "t.parquet")
+    (tmp_path / "bad.jsonl").write_text('{"query": "q"\n')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_contrastive_dataset(tmp_path / "bad.jsonl")
+    with pytest.raises(FileNotFoundError):
+        load_contrastive_dataset(tmp_path / "missing.jsonl")
