@@ -170,7 +170,8 @@ class DocumentChunker:
             return [_Span(start, end, 1) for start, end in words]
         if not words:
             return []
-        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        # verbose=False: documents may be longer than the model's max length; only offsets are read here.
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         word_starts = [start for start, _ in words]
         token_ends: list[list[int]] = [[] for _ in words]
         for token_start, token_end in encoding["offset_mapping"]:

@@ -1,0 +1,296 @@
+"""LLaRA adaptation (EBAE + EBAR, Li et al., 2023, arXiv:2312.15503) of a causal LM with sentence-transformers.
+
+Run:
+    python recipes/adapt.py recipes/configs/adapt_smollm2_cpu.yaml
+    accelerate launch --config_file recipes/configs/accelerate_8gpu_zero1.yaml \\
+        recipes/adapt.py recipes/configs/adapt_llama2_7b_8gpu.yaml
+    torchrun --nproc_per_node 2 recipes/adapt.py my_config.json
+    python recipes/adapt.py --model_name_or_path llara-base --wikitext_paths wiki.train.raw --output_dir out
+
+The config (JSON or YAML) holds the keys of :class:`AdaptationConfig` and of sentence-transformers'
+``SentenceTransformerTrainingArguments`` side by side. Other code can call ``run(config, training_args)``
+(this folder on ``sys.path``): it returns the folder of the adapted model, a LLaRA model that
+``llara_st.load`` reads.
+
+Steps: 1 model, 2 data, 3 loss, 4 training arguments, 5 evaluate, 6 train (resumable), 7 evaluate, 8 save.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from datasets import Dataset, concatenate_datasets
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from sentence_transformers.base.sampler import DefaultBatchSampler
+from torch.utils.data import SequentialSampler
+from transformers import HfArgumentParser, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+import llara_st
+from llara_st.data import (
+    DocumentChunker,
+    beir_corpus_pairs,
+    read_llara_jsonl,
+    text_file_pairs,
+    wikitext_pairs,
+)
+from llara_st.losses import EBAEEBARLoss
+from llara_st.training import LLAMA_LINEAR_PROJECTIONS, add_lora_adapter, llara_transformer, merge_lora_adapter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AdaptationConfig:
+    """What to adapt, on which data, with which loss and adapter (the trainer's settings are separate)."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "A LLaRA sentence-transformers folder (llara_st.convert) or a causal LM to convert"}
+    )
+    wikitext_paths: list[str] = field(default_factory=list, metadata={"help": "WikiText *.raw files"})
+    beir_corpus_paths: list[str] = field(default_factory=list, metadata={"help": "BEIR corpus.jsonl files"})
+    llara_jsonl_paths: list[str] = field(
+        default_factory=list, metadata={"help": "The authors' JSONL (input, output_summarize, output_predict)"}
+    )
+    text_paths: list[str] = field(
+        default_factory=list, metadata={"help": "Plain text files, documents separated by blank lines"}
+    )
+    max_rows: int | None = field(default=None, metadata={"help": "Use at most this many (text, next_text) rows"})
+    eval_rows: int = field(default=0, metadata={"help": "Hold out this many rows for the eval loss (0: none)"})
+    chunk_unit: str = field(default="tokens", metadata={"help": "Chunk documents in 'tokens' or 'words'"})
+    chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Chunk size; default: the loss's text budget in tokens (89 for Llama-2 at cutoff 128)"},
+    )
+    shuffle: bool = field(
+        default=True, metadata={"help": "Shuffle rows (seeded); false keeps the data order (for comparisons)"}
+    )
+    cutoff_length: int = field(default=128, metadata={"help": "Max adaptation input length, suffixes included"})
+    lm_weight: float = field(default=1.0, metadata={"help": "Weight of the next-token term (0 disables it)"})
+    remove_stop_words: bool = field(default=False, metadata={"help": "Drop English stop words from the targets"})
+    model_dtype: str = field(
+        default="float32", metadata={"help": "Weights dtype when loading: float32, bfloat16 or float16"}
+    )
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "sdpa or eager (the loss needs a 4D mask: no flash attention)"}
+    )
+    use_lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights"})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(LLAMA_LINEAR_PROJECTIONS), metadata={"help": "Layers that get adapters"}
+    )
+    lora_train_prompt_tokens: bool = field(
+        default=True, metadata={"help": "Train the 16 <sK> embedding rows along with the adapter"}
+    )
+    lora_save: str = field(
+        default="merged", metadata={"help": "merged (plain LLaRA model), adapter, or both (adapter in *-adapter)"}
+    )
+    final_model_dir: str | None = field(
+        default=None, metadata={"help": "Where to save the adapted model (default: <output_dir>/final)"}
+    )
+
+
+# ---------------------------------------------------------------------------------------------- building blocks
+
+
+def sequential_batch_sampler(
+    dataset: Dataset,
+    batch_size: int,
+    drop_last: bool,
+    valid_label_columns: list[str] | None = None,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+) -> DefaultBatchSampler:
+    """Batches in dataset order (sentence-transformers' default sampler shuffles)."""
+    return DefaultBatchSampler(
+        SequentialSampler(dataset),
+        batch_size=batch_size,
+        drop_last=drop_last,
+        valid_label_columns=valid_label_columns,
+        generator=generator,
+        seed=seed,
+    )
+
+
+def load_model(
+    config: AdaptationConfig, training_args: SentenceTransformerTrainingArguments
+) -> tuple[SentenceTransformer, Path | None]:
+    """The LLaRA model to adapt, and the LLaRA folder it was read from (None if converted in memory)."""
+    model_kwargs = {"dtype": config.model_dtype, "attn_implementation": config.attn_implementation}
+    source = Path(config.model_name_or_path)
+    if (source / "modules.json").is_file():
+        return llara_st.load(source, model_kwargs=model_kwargs), source
+    if not config.use_lora:
+        return llara_st.build_llara_model(config.model_name_or_path, model_kwargs=model_kwargs), None
+    # A LoRA adapter records the folder of its base model: convert to disk once, so that checkpoints, resume
+    # and merging find a base that already holds the <sK> tokens.
+    base_dir = Path(training_args.output_dir) / "base-llara"
+    with training_args.main_process_first(desc="converting the causal LM"):
+        if not (base_dir / "modules.json").is_file() and training_args.process_index == 0:
+            llara_st.convert(config.model_name_or_path, base_dir)
+    return llara_st.load(base_dir, model_kwargs=model_kwargs), base_dir
+
+
+def build_dataset(config: AdaptationConfig, model: SentenceTransformer, text_budget: int, seed: int) -> Dataset:
+    """All ``(text, next_text)`` rows of the configured sources, shuffled (seeded) and capped."""
+    if config.chunk_unit not in ("tokens", "words"):
+        raise ValueError(f"chunk_unit must be 'tokens' or 'words', got {config.chunk_unit!r}")
+    if config.chunk_unit == "words" and config.chunk_size is None:
+        raise ValueError("chunk_unit='words' needs an explicit chunk_size (e.g. 64)")
+    chunker = DocumentChunker(
+        chunk_size=config.chunk_size or text_budget,
+        unit=config.chunk_unit,
+        tokenizer=llara_transformer(model).tokenizer if config.chunk_unit == "tokens" else None,
+    )
+    parts = []
+    if config.wikitext_paths:
+        parts.append(wikitext_pairs(config.wikitext_paths, chunker))
+    if config.beir_corpus_paths:
+        parts.append(beir_corpus_pairs(config.beir_corpus_paths, chunker))
+    if config.text_paths:
+        parts.append(text_file_pairs(config.text_paths, chunker))
+    if config.llara_jsonl_paths:
+        parts.append(read_llara_jsonl(config.llara_jsonl_paths))
+    if not parts:
+        raise ValueError("No training data: set wikitext_paths, beir_corpus_paths, text_paths or llara_jsonl_paths")
+    dataset = concatenate_datasets(parts)
+    if config.shuffle:
+        dataset = dataset.shuffle(seed=seed).flatten_indices()
+    if config.max_rows is not None:
+        dataset = dataset.select(range(min(config.max_rows, len(dataset))))
+    if len(dataset) <= config.eval_rows:
+        raise ValueError(f"Only {len(dataset)} rows, not enough for eval_rows={config.eval_rows} plus training")
+    logger.info("%d (text, next_text) rows", len(dataset))
+    return dataset
+
+
+def resolve_checkpoint(training_args: SentenceTransformerTrainingArguments) -> str | None:
+    """``resume_from_checkpoint``: a path, or "true"/"last" for the newest checkpoint in output_dir (if any)."""
+    value = training_args.resume_from_checkpoint
+    if value is None or str(value).lower() in ("", "false", "none"):
+        return None
+    if str(value).lower() in ("true", "last"):
+        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+        if last is None:
+            logger.info("No checkpoint in %s: starting from scratch", training_args.output_dir)
+        return last
+    if not Path(value).is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint={value!r} is not a checkpoint folder")
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------- the recipe
+
+
+def run(
+    config: AdaptationConfig,
+    training_args: SentenceTransformerTrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> str:
+    """Adapt the model as configured and return the folder of the adapted LLaRA model."""
+    if config.lora_save not in ("merged", "adapter", "both"):
+        raise ValueError(f"lora_save must be 'merged', 'adapter' or 'both', got {config.lora_save!r}")
+    final_dir = Path(config.final_model_dir or Path(training_args.output_dir) / "final")
+
+    # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable.
+    model, base_dir = load_model(config, training_args)
+    if config.use_lora:
+        add_lora_adapter(
+            model,
+            r=config.lora_r,
+            alpha=config.lora_alpha,
+            dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            train_prompt_tokens=config.lora_train_prompt_tokens,
+        )
+
+    # 3. Loss (before the data: its text budget sizes the chunks).
+    loss = EBAEEBARLoss(
+        model,
+        cutoff_length=config.cutoff_length,
+        lm_weight=config.lm_weight,
+        remove_stop_words=config.remove_stop_words,
+    )
+
+    # 2. Data: (text, next_text) rows from every source; the last eval_rows rows are held out.
+    dataset = build_dataset(config, model, loss.text_budget, seed=training_args.seed)
+    eval_dataset = None
+    if config.eval_rows:
+        eval_dataset = dataset.select(range(len(dataset) - config.eval_rows, len(dataset)))
+        dataset = dataset.select(range(len(dataset) - config.eval_rows))
+
+    # 4. Training arguments: both columns reach the loss as raw text; optionally in data order.
+    training_args.router_mapping = training_args.router_mapping or dict(EBAEEBARLoss.ROUTER_MAPPING)
+    if not config.shuffle:
+        training_args.batch_sampler = sequential_batch_sampler
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        loss=loss,
+        callbacks=callbacks,
+    )
+
+    # 5. Evaluate before training (held-out adaptation loss).
+    checkpoint = resolve_checkpoint(training_args)
+    if eval_dataset is not None and checkpoint is None:
+        logger.info("Before adaptation: %s", trainer.evaluate())
+
+    # 6. Train, resuming from a checkpoint if asked.
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_state()
+
+    # 7. Evaluate after training.
+    if eval_dataset is not None:
+        logger.info("After adaptation: %s", trainer.evaluate())
+
+    # 8. Save a LLaRA folder: full weights, or the LoRA adapter merged into them (and/or the adapter alone).
+    if config.use_lora and config.lora_save != "merged":
+        adapter_dir = final_dir if config.lora_save == "adapter" else final_dir.with_name(final_dir.name + "-adapter")
+        trainer.save_model(str(adapter_dir))
+        if config.lora_save == "adapter":
+            return str(adapter_dir)
+    if not config.use_lora:
+        trainer.save_model(str(final_dir))
+    elif trainer.is_world_process_zero():
+        merge_lora_adapter(model, str(base_dir)).save(str(final_dir), safe_serialization=True)
+    PartialState().wait_for_everyone()
+    return str(final_dir)
+
+
+def parse_config(
+    args: list[str] | str | dict[str, Any] | None = None,
+) -> tuple[AdaptationConfig, SentenceTransformerTrainingArguments]:
+    """The two config dataclasses from a JSON/YAML file, a dict, or command-line arguments."""
+    parser = HfArgumentParser((AdaptationConfig, SentenceTransformerTrainingArguments))
+    if isinstance(args, dict):
+        return parser.parse_dict(args)
+    args = sys.argv[1:] if args is None else ([args] if isinstance(args, str) else args)
+    if len(args) == 1 and args[0].endswith(".json"):
+        return parser.parse_json_file(args[0])
+    if len(args) == 1 and args[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(args[0])
+    return parser.parse_args_into_dataclasses(args)
+
+
+def main() -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    config, training_args = parse_config()
+    print(run(config, training_args))
+
+
+if __name__ == "__main__":
+    main()
