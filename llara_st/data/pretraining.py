@@ -295,8 +295,9 @@ def read_wikitext(path: str | os.PathLike, boundary: WikiTextBoundary = "article
     markers. Headings are never part of the text. A few formulas were wrapped so that a line looks like a
     heading (``... cut-off frequency of ωc`` / `` = 1 rad / s and a nominal impedance k = `` / ``1 Ω. ...``):
     a heading-shaped line between a line that stops mid-sentence (ends in a letter or digit) and a line
-    that starts with a digit or a lower-case letter is read as text. In ``wiki.test.raw`` this gives 60
-    articles (a plain ``grep '^ = [^=]'`` also counts those two formula lines and two table-legend lines).
+    that starts with a digit or a lower-case letter is read as text, and the three lines as one paragraph.
+    In ``wiki.test.raw`` this gives 60 articles (a plain ``grep '^ = [^=]'`` also counts those two formula
+    lines and two table-legend lines).
 
     Args:
         path: A WikiText-2/-103 raw file (``wiki.train.raw``, ``wiki.test.raw``, ...).
@@ -311,9 +312,15 @@ def read_wikitext(path: str | os.PathLike, boundary: WikiTextBoundary = "article
     documents: list[TextDocument] = []
     article_title = ""
     current: TextDocument | None = None
+    continues_paragraph = False
     for index, line in enumerate(lines):
         heading = wikitext_heading(line)
-        if heading is not None and not _is_wrapped_formula(lines, index):
+        if heading is not None and _is_wrapped_formula(lines, index):
+            # Part of the paragraph around it, which goes on on the next line.
+            current.paragraphs[-1] += " " + detokenize_wikitext(line)
+            continues_paragraph = True
+            continue
+        if heading is not None:
             level, title = heading
             title = detokenize_wikitext(title)
             if level == 1:
@@ -326,7 +333,11 @@ def read_wikitext(path: str | os.PathLike, boundary: WikiTextBoundary = "article
         if current is None:  # text before the first heading is a document of its own
             current = TextDocument([], title="")
             documents.append(current)
-        current.paragraphs.append(detokenize_wikitext(line))
+        if continues_paragraph:
+            current.paragraphs[-1] += " " + detokenize_wikitext(line)
+            continues_paragraph = False
+        else:
+            current.paragraphs.append(detokenize_wikitext(line))
     return [document for document in documents if document.paragraphs]
 
 

@@ -1,0 +1,270 @@
+"""Adaptation pairs: WikiText parsing and detokenisation, chunking, BEIR corpus, the authors' JSONL."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from llara_st.data import (
+    NEXT_TEXT_COLUMN,
+    TEXT_COLUMN,
+    DocumentChunker,
+    TextDocument,
+    beir_corpus_pairs,
+    build_pretraining_pairs,
+    detokenize_wikitext,
+    read_beir_corpus,
+    read_llara_jsonl,
+    read_wikitext,
+    text_file_pairs,
+    wikitext_heading,
+    wikitext_pairs,
+)
+
+
+@pytest.fixture(scope="session")
+def wikitext_path(data_dir: Path) -> Path:
+    path = data_dir / "wikitext2" / "wiki.test.raw"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+@pytest.fixture(scope="session")
+def wikitext_articles(wikitext_path: Path) -> list[TextDocument]:
+    return read_wikitext(wikitext_path)
+
+
+# Two formula lines of "Constant k filter" wrapped so that they look like headings; they are text.
+WRAPPED_FORMULAS = ("= 1 rad / s and a nominal impedance k =", "= 1 henry and capacitance C =")
+
+
+@pytest.fixture(scope="session")
+def heading_lines(wikitext_path: Path) -> list[str]:
+    lines = wikitext_path.read_text(encoding="utf8").splitlines()
+    headings = [line.strip() for line in lines if wikitext_heading(line) is not None]
+    assert all(formula in headings for formula in WRAPPED_FORMULAS)
+    return [line for line in headings if line not in WRAPPED_FORMULAS]
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer(fixture_dir: Path):
+    return AutoTokenizer.from_pretrained(fixture_dir / "model")
+
+
+# ---------------------------------------------------------------------------------------------- WikiText
+
+
+def test_detokenize_wikitext_reads_naturally():
+    raw = (
+        'In 2004 Boulter played " Craig " in " Teddy \'s Story " ( a two @-@ part episode ) , which cost '
+        "$ 10 @,@ 000 or 3 @.@ 5 % of the ships ' budget ; he didn 't mind ."
+    )
+    assert detokenize_wikitext(raw) == (
+        'In 2004 Boulter played "Craig" in "Teddy\'s Story" (a two-part episode), which cost '
+        "$10,000 or 3.5% of the ships' budget; he didn't mind."
+    )
+
+
+def test_wikitext_heading_levels():
+    assert wikitext_heading(" = Robert Boulter = \n") == (1, "Robert Boulter")
+    assert wikitext_heading(" = = Career = = ") == (2, "Career")
+    assert wikitext_heading(" = = = 2000 – 2005 = = = ") == (3, "2000 – 2005")
+    assert wikitext_heading(" Robert Boulter is an English actor . ") is None
+    assert wikitext_heading(" = Qualified for the next round ") is None  # a table legend, not a heading
+    assert wikitext_heading(" = = Unbalanced = ") is None
+
+
+def test_wikitext_articles_are_the_level_one_headings(wikitext_articles, heading_lines):
+    titles = [detokenize_wikitext(title) for level, title in map(wikitext_heading, heading_lines) if level == 1]
+    assert [article.title for article in wikitext_articles] == titles
+    assert len(wikitext_articles) == 60
+    constant_k = next(article for article in wikitext_articles if article.title == "Constant k filter")
+    assert "cut-off frequency of ωc = 1 rad / s and a nominal impedance k = 1 Ω." in constant_k.text
+
+
+def test_wikitext_text_has_no_headings_or_tokenisation(wikitext_articles):
+    for article in wikitext_articles:
+        text = article.text
+        assert "= =" not in text
+        assert not re.search(r" @.@ ", text)
+        assert " , " not in text and " . " not in text
+        for paragraph in article.paragraphs:
+            assert wikitext_heading(paragraph) is None
+
+
+@pytest.mark.slow
+def test_wikitext_pairs_no_heading_no_crossing_and_sized(wikitext_path, wikitext_articles, heading_lines):
+    chunk_size = 64
+    chunker = DocumentChunker(chunk_size=chunk_size, unit="words")
+    rows = wikitext_pairs(wikitext_path, chunker)
+    assert rows.column_names == [TEXT_COLUMN, NEXT_TEXT_COLUMN]
+
+    # Pairs come article by article: the whole dataset is the concatenation of per-article pairs, and each
+    # pair is two neighbouring pieces of its own article.
+    expected = []
+    for article in wikitext_articles:
+        pairs = chunker.pairs(article)
+        for text, next_text in pairs:
+            assert f"{text} {next_text}" in article.text
+        expected.extend(pairs)
+    assert list(zip(rows[TEXT_COLUMN], rows[NEXT_TEXT_COLUMN], strict=True)) == expected
+
+    headings = {detokenize_wikitext(line) for line in heading_lines}
+    for text in list(rows[TEXT_COLUMN]) + list(rows[NEXT_TEXT_COLUMN]):
+        assert "= " not in text[:2] and " =" not in text[-2:] and "= =" not in text
+        assert not any(heading in text for heading in headings)
+        assert 0.75 * chunk_size <= len(text.split()) <= chunk_size
+
+    # Every article of n chunks gives n - 1 pairs, and chunks are nearly full.
+    total_words = sum(len(article.text.split()) for article in wikitext_articles)
+    assert len(rows) >= total_words / chunk_size - 2 * len(wikitext_articles)
+    assert len(rows) <= total_words / (0.75 * chunk_size)
+
+
+def test_wikitext_token_chunks_fit_the_budget(wikitext_path, llama_tokenizer):
+    budget = 89  # the reference text budget: cutoff 128 - BOS " - 19 - 18
+    chunker = DocumentChunker(chunk_size=budget, unit="tokens", tokenizer=llama_tokenizer)
+    rows = wikitext_pairs(wikitext_path, chunker, max_rows=400)
+    assert len(rows) == 400
+    lengths = [
+        len(llama_tokenizer(text, add_special_tokens=False)["input_ids"])
+        for text in list(rows[TEXT_COLUMN]) + list(rows[NEXT_TEXT_COLUMN])
+    ]
+    assert max(lengths) <= budget
+    assert min(lengths) >= 0.75 * budget
+
+
+def test_wikitext_sections_as_documents(wikitext_path, wikitext_articles):
+    sections = read_wikitext(wikitext_path, boundary="section")
+    assert len(sections) > len(wikitext_articles)
+    assert all(section.title.split(" / ")[0] in {a.title for a in wikitext_articles} for section in sections)
+    assert sum(len(s.text.split()) for s in sections) == sum(len(a.text.split()) for a in wikitext_articles)
+
+
+# ---------------------------------------------------------------------------------------------- chunking
+
+
+def test_chunks_are_balanced_and_cover_the_document():
+    words = [f"w{i}" for i in range(70)]
+    chunker = DocumentChunker(chunk_size=64, unit="words")
+    chunks = chunker.chunk(" ".join(words))
+    assert [len(chunk.split()) for chunk in chunks] == [35, 35]
+    assert " ".join(chunks).split() == words
+
+
+def test_long_document_chunks_stay_within_size():
+    words = [f"w{i}" for i in range(1000)]
+    chunks = DocumentChunker(chunk_size=64, unit="words").chunk(" ".join(words))
+    assert len(chunks) == 16
+    assert all(60 <= len(chunk.split()) <= 64 for chunk in chunks)
+    assert " ".join(chunks).split() == words
+
+
+def test_short_documents_are_halved_or_skipped():
+    chunker = DocumentChunker(chunk_size=64, unit="words", min_chunk_size=8)
+    short = " ".join(f"w{i}" for i in range(30))
+    assert chunker.pairs(short) == [(" ".join(f"w{i}" for i in range(15)), " ".join(f"w{i}" for i in range(15, 30)))]
+    assert chunker.pairs(" ".join(f"w{i}" for i in range(15))) == []  # halves under min_chunk_size
+    assert DocumentChunker(chunk_size=64, split_short_documents=False).pairs(short) == []
+    assert chunker.pairs("") == []
+
+
+def test_token_chunker_splits_a_word_longer_than_a_chunk(llama_tokenizer):
+    chunker = DocumentChunker(chunk_size=8, unit="tokens", tokenizer=llama_tokenizer)
+    text = "see " + "x" * 60 + " and more words after it"
+    chunks = chunker.chunk(text)
+    assert "".join(chunk.replace(" ", "") for chunk in chunks) == text.replace(" ", "")
+    # Cut between tokens of the whole text; a piece starting mid-word may re-tokenise one token longer.
+    assert len(chunks) == 4
+    assert all(chunker.length(chunk) <= 8 + 1 for chunk in chunks)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"chunk_size": 1}, "chunk_size"),
+        ({"unit": "sentences"}, "unit"),
+        ({"unit": "tokens"}, "tokenizer"),
+        ({"chunk_size": 16, "min_chunk_size": 17}, "min_chunk_size"),
+    ],
+)
+def test_chunker_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DocumentChunker(**kwargs)
+
+
+def test_chunker_rejects_a_non_text_document():
+    with pytest.raises(TypeError, match="TextDocument or a string"):
+        DocumentChunker().pairs(["a", "list"])
+
+
+def test_max_rows_caps_the_dataset():
+    documents = [" ".join(f"d{d}w{i}" for i in range(200)) for d in range(5)]
+    rows = build_pretraining_pairs(documents, DocumentChunker(chunk_size=20), max_rows=7)
+    assert len(rows) == 7
+    assert rows[0][TEXT_COLUMN].startswith("d0w0 ")
+
+
+# ---------------------------------------------------------------------------------------------- other sources
+
+
+@pytest.mark.slow
+def test_beir_corpus_pairs_on_scifact(data_dir: Path):
+    corpus = data_dir / "scifact" / "corpus.jsonl"
+    chunker = DocumentChunker(chunk_size=64, unit="words")
+    documents = list(read_beir_corpus(corpus))
+    assert len(documents) == 5183
+    first = json.loads(corpus.open(encoding="utf8").readline())
+    assert documents[0].text == " ".join(f"{first['title']} {first['text']}".split())
+    rows = beir_corpus_pairs(corpus, chunker)
+    per_document = [len(chunker.pairs(document)) for document in documents]
+    assert len(rows) == sum(per_document)
+    assert min(per_document) >= 1  # even the shortest abstract (33 words) is halved into one pair
+    assert rows[0][TEXT_COLUMN].startswith(first["title"])
+    assert all(len(text.split()) <= 64 for text in rows[TEXT_COLUMN])
+
+
+def test_beir_corpus_rejects_rows_without_text(tmp_path: Path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps({"_id": "1", "title": "t"}) + "\n")
+    with pytest.raises(ValueError, match="no 'text' field"):
+        beir_corpus_pairs(path)
+
+
+def test_text_file_pairs_respect_blank_line_documents(tmp_path: Path):
+    path = tmp_path / "docs.txt"
+    first = " ".join(f"a{i}" for i in range(40))
+    second = " ".join(f"b{i}" for i in range(40))
+    path.write_text(f"{first}\n\n{second}\n")
+    rows = text_file_pairs(path, DocumentChunker(chunk_size=20))
+    assert len(rows) == 2
+    for text, next_text in zip(rows[TEXT_COLUMN], rows[NEXT_TEXT_COLUMN], strict=True):
+        assert text[0] == next_text[0]  # never an "a" chunk paired with a "b" chunk
+    assert len(text_file_pairs(path, DocumentChunker(chunk_size=20), split_on_blank_lines=False)) == 3
+
+
+def test_read_llara_jsonl_matches_the_authors_rows(fixture_dir: Path):
+    path = fixture_dir / "inputs" / "pretrain.jsonl"
+    rows = read_llara_jsonl(path)
+    raw = [json.loads(line) for line in path.read_text(encoding="utf8").splitlines() if line.strip()]
+    assert rows.column_names == [TEXT_COLUMN, NEXT_TEXT_COLUMN]
+    assert rows[TEXT_COLUMN] == [row["output_summarize"] for row in raw]
+    assert rows[NEXT_TEXT_COLUMN] == [row["output_predict"] for row in raw]
+    assert len(read_llara_jsonl([path, path], max_rows=8)) == 8
+
+
+def test_read_llara_jsonl_names_bad_rows(tmp_path: Path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"input": "a", "output_summarize": "a"}) + "\n")
+    with pytest.raises(ValueError, match=r"rows.jsonl:1 lacks \['output_predict'\]"):
+        read_llara_jsonl(path)
+    path.write_text("{not json\n")
+    with pytest.raises(ValueError, match="rows.jsonl:1 is not valid JSON"):
+        read_llara_jsonl(path)
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        read_llara_jsonl(tmp_path / "missing.jsonl")
