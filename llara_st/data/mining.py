@@ -76,22 +76,26 @@ def _bm25_windows(
         scores = index.get_scores(tokens)
         positives = relevant[query_id]
         positive_texts = {corpus[doc_id] for doc_id in positives}
-        # Same candidate depth as sentence-transformers' dense mining: the window plus room for the positives.
-        depth = min(range_max + len(positives), len(doc_ids))
-        top = np.argpartition(-scores, depth - 1)[:depth]
-        top = top[np.lexsort((top, -scores[top]))]  # by score, ties by corpus order: deterministic
         threshold = np.inf
         if relative_margin is not None:
             weakest_positive = min(float(scores[position[doc_id]]) for doc_id in positives)
             threshold = weakest_positive - abs(weakest_positive) * relative_margin
         if max_score is not None:
             threshold = min(threshold, max_score)
-        candidates = [
-            doc_ids[i]
-            for i in top
-            # No shared term means not retrieved at all: a random passage, not a hard negative.
-            if 0 < scores[i] <= threshold and doc_ids[i] not in positives and corpus[doc_ids[i]] not in positive_texts
-        ]
+        # No shared term means not retrieved at all: a random passage, not a hard negative.
+        matched = int(np.count_nonzero(scores > 0))
+        depth = min(range_max + len(positives), matched)
+        while True:
+            top = np.argpartition(-scores, depth - 1)[:depth] if depth else np.array([], dtype=int)
+            top = top[np.lexsort((top, -scores[top]))]  # by score, ties by corpus order: deterministic
+            candidates = [
+                doc_ids[i]
+                for i in top
+                if scores[i] <= threshold and doc_ids[i] not in positives and corpus[doc_ids[i]] not in positive_texts
+            ]
+            if len(candidates) >= range_max or depth == matched:
+                break
+            depth = min(2 * depth, matched)  # filtered candidates left the window short: look deeper
         windows[query_id] = candidates[range_min:range_max]
     return windows
 
@@ -166,7 +170,9 @@ def mine_hard_negatives_from_qrels(
     same text) are removed, and so are candidates within ``relative_margin`` of the query's weakest positive
     (score ``> s_pos - |s_pos| * relative_margin``) or above ``max_score``: such near-ties are likely unjudged
     positives (false negatives). Of what remains, ranks ``[range_min, range_max)`` form the window, and
-    ``num_negatives`` are drawn from it. A dense retriever runs through
+    ``num_negatives`` are drawn from it. (With a dense retriever, sentence-transformers looks
+    ``range_max`` + positives deep, so candidates removed by the margin shorten the window rather than being
+    replaced from further down.) A dense retriever runs through
     :func:`sentence_transformers.util.mine_hard_negatives` (queries via ``encode_query``, passages via
     ``encode_document``, so a LLaRA model uses its two templates; faiss when installed); ``"bm25"`` ranks
     with ``bm25s`` (stemmed, stop words removed; documents sharing no term with the query are not candidates).

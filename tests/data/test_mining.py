@@ -1,0 +1,114 @@
+"""Hard-negative mining: BM25 (bm25s) and dense (sentence-transformers' mine_hard_negatives) windows and filters."""
+
+from __future__ import annotations
+
+import bm25s
+import pytest
+import Stemmer
+import torch
+
+from llara_st.data.mining import mine_hard_negatives_from_qrels
+
+CORPUS = {
+    "pos": "apple orchard harvest in autumn",
+    "pos_copy": "apple orchard harvest in autumn",  # same text as the positive under another id
+    "near": "apple orchard harvest festival: apple orchard harvest again",  # outscores the positive
+    "pie": "apple pie with cinnamon",
+    "moon": "the harvest moon rises",
+    "orchard": "an orchard of pear trees",
+    "banana": "banana bread recipe",  # shares no term with the query
+    "second_pos": "bees pollinate the apple orchard",
+}
+QUERIES = {"q": "apple orchard harvest", "r": "apple orchard bees"}
+
+
+def bm25_order(query: str, candidates: list[str]) -> list[str]:
+    """Candidates sorted by their BM25 score for the query, computed with bm25s directly."""
+    stemmer = Stemmer.Stemmer("english")
+    ids = list(CORPUS)
+    index = bm25s.BM25()
+    index.index(bm25s.tokenize(list(CORPUS.values()), stopwords="english", stemmer=stemmer, show_progress=False))
+    tokens = bm25s.tokenize([query], stopwords="english", stemmer=stemmer, return_ids=False, show_progress=False)[0]
+    scores = index.get_scores(tokens)
+    return sorted(candidates, key=lambda doc_id: -scores[ids.index(doc_id)])
+
+
+def mine(qrels: dict, **kwargs) -> dict[str, list[str]]:
+    settings = {
+        "range_min": 0,
+        "range_max": 20,
+        "relative_margin": None,
+        "sampling_strategy": "top",
+        "num_negatives": 10,
+    }
+    return mine_hard_negatives_from_qrels(CORPUS, QUERIES, qrels, "bm25", **(settings | kwargs))
+
+
+def test_bm25_never_returns_positives_their_copies_or_unmatched_documents() -> None:
+    negatives = mine({"q": {"pos": 1}, "r": {"pos": 1, "second_pos": 2}})
+    assert set(negatives["q"]) == {"near", "pie", "moon", "orchard", "second_pos"}
+    assert negatives["q"] == bm25_order(QUERIES["q"], negatives["q"])
+    # both positives of r are excluded, and so is the copy of one of them
+    assert not {"pos", "pos_copy", "second_pos", "banana"} & set(negatives["r"])
+
+
+def test_bm25_window_skips_the_top_ranks() -> None:
+    full = mine({"q": {"pos": 1}})["q"]
+    assert mine({"q": {"pos": 1}}, range_min=2)["q"] == full[2:]
+    assert mine({"q": {"pos": 1}}, range_min=1, range_max=3)["q"] == full[1:3]
+
+
+def test_relative_margin_drops_candidates_scoring_like_the_positive() -> None:
+    full = mine({"q": {"pos": 1}})["q"]
+    assert full[0] == "near"  # it scores above the positive: a likely unjudged positive
+    filtered = mine({"q": {"pos": 1}}, relative_margin=0.05)["q"]
+    assert "near" not in filtered and filtered == [doc_id for doc_id in full if doc_id != "near"]
+
+
+def test_random_sampling_is_seeded_and_keeps_the_retriever_order() -> None:
+    full = mine({"q": {"pos": 1}})["q"]
+    draws = [mine({"q": {"pos": 1}}, num_negatives=3, sampling_strategy="random", seed=seed)["q"] for seed in range(6)]
+    assert draws[0] == mine({"q": {"pos": 1}}, num_negatives=3, sampling_strategy="random", seed=0)["q"]
+    assert len({tuple(draw) for draw in draws}) > 1
+    for draw in draws:
+        assert len(draw) == 3 and draw == [doc_id for doc_id in full if doc_id in draw]
+
+
+def test_queries_without_relevant_documents_are_skipped_and_bad_settings_named() -> None:
+    assert set(mine({"q": {"pos": 1}, "r": {"pos": 0}})) == {"q"}
+    with pytest.raises(ValueError, match="range_min < range_max"):
+        mine({"q": {"pos": 1}}, range_min=5, range_max=5)
+    with pytest.raises(ValueError, match="num_negatives"):
+        mine({"q": {"pos": 1}}, num_negatives=0)
+    with pytest.raises(ValueError, match="'bm25'"):
+        mine_hard_negatives_from_qrels(CORPUS, QUERIES, {"q": {"pos": 1}}, "bm42")
+    with pytest.raises(KeyError, match="missing"):
+        mine({"q": {"nowhere": 1}})
+
+
+@pytest.mark.parametrize("use_faiss", [False, True])
+def test_dense_mining_ranks_by_the_llara_query_and_passage_embeddings(reference_llara, use_faiss: bool) -> None:
+    if use_faiss:
+        pytest.importorskip("faiss")
+    qrels = {"q": {"pos": 1}, "r": {"pos": 1, "second_pos": 1}}
+    negatives = mine_hard_negatives_from_qrels(
+        CORPUS,
+        QUERIES,
+        qrels,
+        reference_llara,
+        num_negatives=4,
+        range_min=1,
+        range_max=5,
+        relative_margin=None,
+        sampling_strategy="top",
+        use_faiss=use_faiss,
+    )
+    # Independent ranking: query template for queries, passage template for the corpus, cosine.
+    unique_docs = ["pos", "near", "pie", "moon", "orchard", "banana", "second_pos"]  # pos_copy is the same text
+    queries = reference_llara.encode_query(list(QUERIES.values()), convert_to_tensor=True)
+    documents = reference_llara.encode_document([CORPUS[d] for d in unique_docs], convert_to_tensor=True)
+    scores = queries @ documents.T
+    for row, query_id in enumerate(QUERIES):
+        ranked = [unique_docs[i] for i in torch.argsort(scores[row], descending=True).tolist()]
+        ranked = [doc_id for doc_id in ranked if doc_id not in qrels[query_id]]
+        assert negatives[query_id] == ranked[1:5], query_id
