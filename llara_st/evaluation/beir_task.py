@@ -124,8 +124,10 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
         result = mteb.evaluate(model, task, cache=mteb.ResultCache("runs/"))
     """
 
-    def __init__(
-        self,
+    folder: Path
+
+    def __new__(
+        cls,
         folder: str | Path,
         splits: Sequence[str] | None = None,
         *,
@@ -133,20 +135,22 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
         description: str | None = None,
         languages: Sequence[str] = ("eng-Latn",),
         **kwargs: Any,
-    ) -> None:
-        self.folder = Path(folder).expanduser().resolve()
+    ) -> BEIRFolderRetrieval:
+        # MTEB reads a task's metadata from its class (unload_data() drops instance-level metadata), so each
+        # folder gets its own subclass carrying the folder's metadata.
+        folder_path = Path(folder).expanduser().resolve()
+        if not folder_path.is_dir():
+            raise FileNotFoundError(f"BEIR folder {folder_path} does not exist")
         if isinstance(splits, str):
             splits = [splits]
-        if not self.folder.is_dir():
-            raise FileNotFoundError(f"BEIR folder {self.folder} does not exist")
-        splits = list(splits) if splits is not None else beir_split_names(self.folder)
+        splits = list(splits) if splits is not None else beir_split_names(folder_path)
         if not splits:
-            raise ValueError(f"BEIR folder {self.folder} has no qrels/*.tsv files")
-        _check_beir_folder(self.folder, splits)
-        self.metadata = TaskMetadata(
-            name=name or self.folder.name,
-            description=description or f"Local BEIR-layout retrieval task read from {self.folder}",
-            dataset={"path": str(self.folder), "revision": beir_folder_revision(self.folder, splits)},
+            raise ValueError(f"BEIR folder {folder_path} has no qrels/*.tsv files")
+        _check_beir_folder(folder_path, splits)
+        metadata = TaskMetadata(
+            name=name or folder_path.name,
+            description=description or f"Local BEIR-layout retrieval task read from {folder_path}",
+            dataset={"path": str(folder_path), "revision": beir_folder_revision(folder_path, splits)},
             type="Retrieval",
             category="t2t",
             modalities=["text"],
@@ -155,6 +159,12 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
             main_score="ndcg_at_10",
             bibtex_citation="",
         )
+        folder_class = type(cls.__name__, (cls,), {"metadata": metadata, "folder": folder_path})
+        return super().__new__(folder_class)
+
+    def __init__(self, folder: str | Path, splits: Sequence[str] | None = None, **kwargs: Any) -> None:
+        for option in ("name", "description", "languages"):  # consumed by __new__
+            kwargs.pop(option, None)
         super().__init__(**kwargs)
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:

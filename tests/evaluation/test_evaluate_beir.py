@@ -1,0 +1,202 @@
+"""evaluate_beir: MTEB's scores on a local BEIR folder, query/document routing, result files, caching, faiss."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from retrieval_helpers import (
+    FIXED_QRELS,
+    mrr_at_k,
+    ndcg_at_k,
+    ranking_from_scores,
+    recall_at_k,
+)
+
+from llara_st.evaluation import evaluate_beir, model_fingerprint
+
+# The rankings the fixed embeddings produce (see retrieval_helpers.FIXED_QUERY_VECTORS) and the metrics they give,
+# computed by hand from the definitions (linear gains, log2(rank + 1) discounts):
+#   q1: d1 d2 d3 d4 d5, relevant d2, d4   -> nDCG@10 = (1/log2 3 + 1/log2 5) / (1 + 1/log2 3), RR = 1/2
+#   q2: d5 d4 d3 d2 d1, relevant d5       -> nDCG@10 = 1, RR = 1 (d1 is judged 0: not relevant)
+#   q3: d2 d4 d1 d5 d3, d3 (2), d1 (1)    -> nDCG@10 = (1/log2 4 + 2/log2 6) / (2 + 1/log2 3), RR = 1/3
+# q4 has no qrels and is not evaluated.
+HAND_NDCG = {
+    "q1": (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3)),
+    "q2": 1.0,
+    "q3": (1 / math.log2(4) + 2 / math.log2(6)) / (2 + 1 / math.log2(3)),
+}
+HAND_MRR = {"q1": 1 / 2, "q2": 1.0, "q3": 1 / 3}
+HAND_RECALL_AT_1 = {"q1": 0.0, "q2": 1.0, "q3": 0.0}
+HAND_RECALL_AT_3 = {"q1": 1 / 2, "q2": 1.0, "q3": 1 / 2}
+HAND_RANKINGS = {
+    "q1": ["d1", "d2", "d3", "d4", "d5"],
+    "q2": ["d5", "d4", "d3", "d2", "d1"],
+    "q3": ["d2", "d4", "d1", "d5", "d3"],
+}
+
+
+def _mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / len(values)
+
+
+def _qrels_by_query() -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    for query, doc, score in FIXED_QRELS:
+        qrels.setdefault(query, {})[doc] = score
+    return qrels
+
+
+def test_scores_match_hand_computed_metrics(fixed_model, fixed_beir_folder, tmp_path):
+    scores = evaluate_beir(fixed_model, fixed_beir_folder, "test", tmp_path / "out", show_progress_bar=False)
+
+    assert scores["ndcg_at_10"] == pytest.approx(_mean(HAND_NDCG), abs=1e-5)
+    assert scores["mrr_at_10"] == pytest.approx(_mean(HAND_MRR), abs=1e-5)
+    assert scores["recall_at_1"] == pytest.approx(_mean(HAND_RECALL_AT_1), abs=1e-5)
+    assert scores["recall_at_3"] == pytest.approx(_mean(HAND_RECALL_AT_3), abs=1e-5)
+    assert scores["recall_at_100"] == pytest.approx(1.0)
+    assert scores["main_score"] == scores["ndcg_at_10"]
+
+
+def test_independent_metrics_agree_on_mteb_rankings(fixed_model, fixed_beir_folder, tmp_path):
+    """The rankings MTEB saved are the expected ones, and the test's own metric code reproduces the hand values."""
+    out = tmp_path / "out"
+    scores = evaluate_beir(
+        fixed_model, fixed_beir_folder, "test", out, save_predictions=True, show_progress_bar=False
+    )
+    predictions = json.loads((out / "predictions" / "fixed_predictions.json").read_text())["default"]["test"]
+    assert set(predictions) == {"q1", "q2", "q3"}
+    qrels = _qrels_by_query()
+    rankings = {query: ranking_from_scores(doc_scores) for query, doc_scores in predictions.items()}
+    assert rankings == HAND_RANKINGS
+    ndcg = {query: ndcg_at_k(rankings[query], qrels[query]) for query in rankings}
+    assert ndcg == pytest.approx(HAND_NDCG)
+    assert {q: mrr_at_k(rankings[q], qrels[q]) for q in rankings} == pytest.approx(HAND_MRR)
+    assert {q: recall_at_k(rankings[q], qrels[q], 3) for q in rankings} == pytest.approx(HAND_RECALL_AT_3)
+    assert scores["ndcg_at_10"] == pytest.approx(_mean(ndcg), abs=1e-5)
+    # Scores are cosine similarities of the fixed vectors.
+    q1 = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    assert predictions["q1"]["d2"] == pytest.approx(4.0 / np.linalg.norm(q1), abs=1e-6)
+
+
+def test_result_files_follow_the_results_repository_layout(fixed_model, fixed_beir_folder, tmp_path):
+    out = tmp_path / "out"
+    evaluate_beir(
+        fixed_model,
+        fixed_beir_folder,
+        "dev",
+        out,
+        model_name="me/static-model",
+        revision="abc123",
+        show_progress_bar=False,
+        training_datasets=[],
+    )
+    folder = out / "results" / "me__static-model" / "abc123"
+    result = json.loads((folder / "fixed.json").read_text())
+    meta = json.loads((folder / "model_meta.json").read_text())
+    assert result["task_name"] == "fixed"
+    assert set(result["scores"]) == {"dev"}
+    assert result["scores"]["dev"][0]["ndcg_at_10"] == pytest.approx(1.0)  # q1's relevant doc d1 ranks first
+    assert meta["name"] == "me/static-model" and meta["revision"] == "abc123"
+    assert meta["training_datasets"] == []
+
+
+def test_default_name_and_revision_come_from_the_folder_and_weights(fixed_model, fixed_beir_folder, tmp_path):
+    model_dir = tmp_path / "static-model"
+    fixed_model.save(str(model_dir))
+    out = tmp_path / "out"
+    evaluate_beir(model_dir, fixed_beir_folder, "test", out, show_progress_bar=False)
+    expected = out / "results" / "local__static-model" / model_fingerprint(fixed_model) / "fixed.json"
+    assert expected.is_file()
+
+
+def test_llara_queries_and_documents_get_their_templates(reference_llara, make_beir_folder, tmp_path):
+    """MTEB's scores are cos(encode_query(q), encode_document(title + " " + text)): LLaRA's two templates."""
+    corpus = {
+        "a": ("Tides", "The Moon's gravity pulls the oceans and causes tides."),
+        "b": ("", "Paris is the capital of France."),
+        "c": ("Insulin", "Insulin lowers blood glucose."),
+        "d": ("", "Volcanoes erupt when magma rises."),
+    }
+    queries = {"x": "what causes tides?", "y": "capital of France", "z": "blood sugar hormone"}
+    folder = make_beir_folder(
+        "llara", corpus=corpus, queries=queries, qrels={"test": [("x", "a", 1), ("y", "b", 1), ("z", "c", 1)]}
+    )
+    out = tmp_path / "out"
+    evaluate_beir(reference_llara, folder, "test", out, save_predictions=True, show_progress_bar=False)
+    predictions = json.loads((out / "predictions" / "llara_predictions.json").read_text())["default"]["test"]
+
+    doc_ids = list(corpus)
+    doc_texts = [f"{title} {text}".strip() for title, text in corpus.values()]
+    query_ids = list(queries)
+    expected = reference_llara.encode_query(list(queries.values())) @ reference_llara.encode_document(doc_texts).T
+    got = np.array([[predictions[q][d] for d in doc_ids] for q in query_ids])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # The templates matter: passage-template queries would have scored differently.
+    passage_side = reference_llara.encode_document(list(queries.values())) @ reference_llara.encode_document(
+        doc_texts
+    ).T
+    assert np.abs(passage_side - expected).max() > 1e-3
+
+
+def test_embedding_cache_encodes_the_corpus_once(fixed_model, fixed_beir_folder, tmp_path, monkeypatch):
+    encoded: list[str] = []
+    original = fixed_model.encode_document
+
+    def counting_encode_document(texts, **kwargs):
+        encoded.extend(texts)
+        return original(texts, **kwargs)
+
+    monkeypatch.setattr(fixed_model, "encode_document", counting_encode_document)
+    cache = tmp_path / "cache"
+    first = evaluate_beir(fixed_model, fixed_beir_folder, "test", embedding_cache=cache, show_progress_bar=False)
+    assert sorted(encoded) == ["d1", "d2", "d3", "d4", "d5"]
+    second = evaluate_beir(fixed_model, fixed_beir_folder, "dev", embedding_cache=cache, show_progress_bar=False)
+    third = evaluate_beir(fixed_model, fixed_beir_folder, "test", embedding_cache=cache, show_progress_bar=False)
+    assert len(encoded) == 5, "the corpus was encoded again despite the cache"
+    assert second["ndcg_at_10"] == pytest.approx(1.0)
+    assert third == pytest.approx(first, nan_ok=True)
+
+
+def test_embedding_cache_is_per_model(fixed_model, fixed_beir_folder, tmp_path):
+    cache = tmp_path / "cache"
+    before = evaluate_beir(fixed_model, fixed_beir_folder, "test", embedding_cache=cache, show_progress_bar=False)
+    tokenizer = fixed_model[0].tokenizer
+    d1, d2 = tokenizer.token_to_id("d1"), tokenizer.token_to_id("d2")
+    weights = fixed_model[0].embedding.weight.data
+    weights[[d1, d2]] = weights[[d2, d1]]  # same texts, different document embeddings: a different model
+    after = evaluate_beir(fixed_model, fixed_beir_folder, "test", embedding_cache=cache, show_progress_bar=False)
+    assert after["ndcg_at_10"] != pytest.approx(before["ndcg_at_10"])
+    uncached = evaluate_beir(fixed_model, fixed_beir_folder, "test", show_progress_bar=False)
+    assert after == pytest.approx(uncached, nan_ok=True)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_faiss_retrieval_gives_the_exact_scores(fixed_model, fixed_beir_folder, kind):
+    exact = evaluate_beir(fixed_model, fixed_beir_folder, "test", show_progress_bar=False)
+    with_faiss = evaluate_beir(fixed_model, fixed_beir_folder, "test", faiss_index=kind, show_progress_bar=False)
+    assert with_faiss == pytest.approx(exact, abs=1e-6, nan_ok=True)
+
+
+def test_bad_inputs_are_named(fixed_model, fixed_beir_folder, tmp_path):
+    with pytest.raises(ValueError, match="no qrels for split 'validation'"):
+        evaluate_beir(fixed_model, fixed_beir_folder, "validation")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate_beir(fixed_model, tmp_path / "missing", "test")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate_beir(tmp_path / "no-model", fixed_beir_folder, "test")
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate_beir(fixed_model, fixed_beir_folder, "test", batch_size=0)
+    with pytest.raises(ValueError, match="organization/model"):
+        evaluate_beir(fixed_model, fixed_beir_folder, "test", model_name="no-slash")
+    with pytest.raises(TypeError, match="SentenceTransformer or a path"):
+        evaluate_beir(object(), fixed_beir_folder, "test")
+
+
+def test_writes_nothing_without_an_output_folder(fixed_model, fixed_beir_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evaluate_beir(fixed_model, fixed_beir_folder, "test", show_progress_bar=False)
+    assert not (Path(tmp_path) / "results").exists()
