@@ -12,7 +12,7 @@ The config (JSON or YAML) holds the keys of :class:`AdaptationConfig` and of sen
 (this folder on ``sys.path``): it returns the folder of the adapted model, a LLaRA model that
 ``llara_st.load`` reads.
 
-Steps: 1 model, 2 data, 3 loss, 4 training arguments, 5 evaluate, 6 train (resumable), 7 evaluate, 8 save.
+Steps: 1 model, 2 loss, 3 data, 4 training arguments, 5 evaluate, 6 train (resumable), 7 evaluate, 8 save.
 """
 
 from __future__ import annotations
@@ -101,6 +101,25 @@ class AdaptationConfig:
         default=None, metadata={"help": "Where to save the adapted model (default: <output_dir>/final)"}
     )
 
+    def __post_init__(self) -> None:
+        choices = {
+            "chunk_unit": ("tokens", "words"),
+            "model_dtype": ("float32", "bfloat16", "float16"),
+            "attn_implementation": ("sdpa", "eager"),
+            "lora_save": ("merged", "adapter", "both"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not (self.wikitext_paths or self.beir_corpus_paths or self.text_paths or self.llara_jsonl_paths):
+            raise ValueError("No training data: set wikitext_paths, beir_corpus_paths, text_paths or llara_jsonl_paths")
+        if self.chunk_unit == "words" and self.chunk_size is None:
+            raise ValueError("chunk_unit='words' needs an explicit chunk_size (e.g. 64)")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ValueError(f"max_rows must be positive, got {self.max_rows}")
+        if self.eval_rows < 0:
+            raise ValueError(f"eval_rows must be >= 0, got {self.eval_rows}")
+
 
 # ---------------------------------------------------------------------------------------------- building blocks
 
@@ -137,18 +156,14 @@ def load_model(
     # A LoRA adapter records the folder of its base model: convert to disk once, so that checkpoints, resume
     # and merging find a base that already holds the <sK> tokens.
     base_dir = Path(training_args.output_dir) / "base-llara"
-    with training_args.main_process_first(desc="converting the causal LM"):
-        if not (base_dir / "modules.json").is_file() and training_args.process_index == 0:
+    with training_args.main_process_first(local=False, desc="converting the causal LM"):
+        if not (base_dir / "modules.json").is_file():
             llara_st.convert(config.model_name_or_path, base_dir)
     return llara_st.load(base_dir, model_kwargs=model_kwargs), base_dir
 
 
 def build_dataset(config: AdaptationConfig, model: SentenceTransformer, text_budget: int, seed: int) -> Dataset:
     """All ``(text, next_text)`` rows of the configured sources, shuffled (seeded) and capped."""
-    if config.chunk_unit not in ("tokens", "words"):
-        raise ValueError(f"chunk_unit must be 'tokens' or 'words', got {config.chunk_unit!r}")
-    if config.chunk_unit == "words" and config.chunk_size is None:
-        raise ValueError("chunk_unit='words' needs an explicit chunk_size (e.g. 64)")
     chunker = DocumentChunker(
         chunk_size=config.chunk_size or text_budget,
         unit=config.chunk_unit,
@@ -163,8 +178,6 @@ def build_dataset(config: AdaptationConfig, model: SentenceTransformer, text_bud
         parts.append(text_file_pairs(config.text_paths, chunker))
     if config.llara_jsonl_paths:
         parts.append(read_llara_jsonl(config.llara_jsonl_paths))
-    if not parts:
-        raise ValueError("No training data: set wikitext_paths, beir_corpus_paths, text_paths or llara_jsonl_paths")
     dataset = concatenate_datasets(parts)
     if config.shuffle:
         dataset = dataset.shuffle(seed=seed).flatten_indices()
@@ -200,8 +213,6 @@ def run(
     callbacks: list[TrainerCallback] | None = None,
 ) -> str:
     """Adapt the model as configured and return the folder of the adapted LLaRA model."""
-    if config.lora_save not in ("merged", "adapter", "both"):
-        raise ValueError(f"lora_save must be 'merged', 'adapter' or 'both', got {config.lora_save!r}")
     final_dir = Path(config.final_model_dir or Path(training_args.output_dir) / "final")
 
     # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable.
@@ -216,7 +227,7 @@ def run(
             train_prompt_tokens=config.lora_train_prompt_tokens,
         )
 
-    # 3. Loss (before the data: its text budget sizes the chunks).
+    # 2. Loss (before the data: its text budget sizes the chunks).
     loss = EBAEEBARLoss(
         model,
         cutoff_length=config.cutoff_length,
@@ -224,7 +235,7 @@ def run(
         remove_stop_words=config.remove_stop_words,
     )
 
-    # 2. Data: (text, next_text) rows from every source; the last eval_rows rows are held out.
+    # 3. Data: (text, next_text) rows from every source; the last eval_rows rows are held out.
     dataset = build_dataset(config, model, loss.text_budget, seed=training_args.seed)
     eval_dataset = None
     if config.eval_rows:
@@ -244,31 +255,32 @@ def run(
         callbacks=callbacks,
     )
 
-    # 5. Evaluate before training (held-out adaptation loss).
+    # 5. Evaluate before training (held-out adaptation loss, logged at step 0), unless resuming.
     checkpoint = resolve_checkpoint(training_args)
     if eval_dataset is not None and checkpoint is None:
-        logger.info("Before adaptation: %s", trainer.evaluate())
+        training_args.eval_on_start = True
 
     # 6. Train, resuming from a checkpoint if asked.
     trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_state()
 
-    # 7. Evaluate after training.
+    # 7. Evaluate after training; the log history (losses, eval losses) goes to output_dir/trainer_state.json.
     if eval_dataset is not None:
         logger.info("After adaptation: %s", trainer.evaluate())
+    trainer.save_state()
 
-    # 8. Save a LLaRA folder: full weights, or the LoRA adapter merged into them (and/or the adapter alone).
-    if config.use_lora and config.lora_save != "merged":
-        adapter_dir = final_dir if config.lora_save == "adapter" else final_dir.with_name(final_dir.name + "-adapter")
-        trainer.save_model(str(adapter_dir))
-        if config.lora_save == "adapter":
-            return str(adapter_dir)
-    if not config.use_lora:
-        trainer.save_model(str(final_dir))
-    elif trainer.is_world_process_zero():
-        merge_lora_adapter(model, str(base_dir)).save(str(final_dir), safe_serialization=True)
+    # 8. Save a LLaRA folder (model files only, no pickled trainer state): the full weights, or the LoRA
+    # adapter merged into them, and/or the adapter alone (it loads on top of its base folder).
+    adapter_dir = final_dir if config.lora_save == "adapter" else final_dir.with_name(final_dir.name + "-adapter")
+    if trainer.is_world_process_zero():
+        if not config.use_lora:
+            model.save(str(final_dir), safe_serialization=True)
+        else:
+            if config.lora_save != "merged":
+                model.save(str(adapter_dir), safe_serialization=True)
+            if config.lora_save != "adapter":
+                merge_lora_adapter(model, str(base_dir)).save(str(final_dir), safe_serialization=True)
     PartialState().wait_for_everyone()
-    return str(final_dir)
+    return str(adapter_dir if config.use_lora and config.lora_save == "adapter" else final_dir)
 
 
 def parse_config(
