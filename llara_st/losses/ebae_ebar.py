@@ -535,23 +535,25 @@ class EBAEEBARLoss(nn.Module):
             use_cache=False,
             return_dict=True,
         ).last_hidden_state
-        batch_size, _, hidden_size = hidden.shape
-        prompt_positions = torch.cat([batch.passage_prompt_positions, batch.query_prompt_positions], dim=1)
-        selected = [hidden.gather(1, prompt_positions.unsqueeze(-1).expand(-1, -1, hidden_size)).flatten(0, 1)]
-        text_target_ids = None
+        hidden_size = hidden.shape[-1]
+        head = causal_lm.get_output_embeddings()
+
+        def logits_at(positions: Tensor) -> Tensor:
+            return head(hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden_size)))
+
+        # The head is applied separately to each group of positions: slicing one joint logits tensor would
+        # make autograd allocate a zero-filled gradient of the whole joint tensor for every slice.
+        text_logits = text_target_ids = None
         if self.lm_weight:
             # Position t predicts token t+1: keep the positions whose next token is a text token.
             next_labels = batch.labels[:, 1:]
             predicts_text = next_labels != IGNORE_INDEX
-            selected.append(hidden[:, :-1][predicts_text])
+            text_logits = head(hidden[:, :-1][predicts_text])
             text_target_ids = next_labels[predicts_text]
-        logits = causal_lm.get_output_embeddings()(torch.cat(selected, dim=0))
-        num_prompt_logits = prompt_positions.numel()
-        prompt_logits = logits[:num_prompt_logits].view(batch_size, 2 * NUM_PROMPT_TOKENS, -1)
         return AdaptationLogits(
-            passage_prompt_logits=prompt_logits[:, :NUM_PROMPT_TOKENS],
-            query_prompt_logits=prompt_logits[:, NUM_PROMPT_TOKENS:],
-            text_logits=logits[num_prompt_logits:] if self.lm_weight else None,
+            passage_prompt_logits=logits_at(batch.passage_prompt_positions),
+            query_prompt_logits=logits_at(batch.query_prompt_positions),
+            text_logits=text_logits,
             text_target_ids=text_target_ids,
         )
 
