@@ -1,5 +1,18 @@
-"""Data builders for LLaRA training: adaptation pairs (and, later, contrastive fine-tuning rows)."""
+"""Data builders for LLaRA training: adaptation pairs and contrastive fine-tuning rows."""
 
+from llara_st.data.contrastive import (
+    ContrastiveExample,
+    beir_examples,
+    build_contrastive_dataset,
+    contrastive_router_mapping,
+    load_beir,
+    load_contrastive_dataset,
+    negative_columns,
+    read_contrastive_jsonl,
+    relevant_documents,
+    write_contrastive_jsonl,
+)
+from llara_st.data.mining import mine_hard_negatives_from_qrels
 from llara_st.data.pretraining import (
     NEXT_TEXT_COLUMN,
     TEXT_COLUMN,
@@ -32,4 +45,16 @@ __all__ = [
     "text_file_pairs",
     "wikitext_heading",
     "wikitext_pairs",
+    # contrastive fine-tuning
+    "ContrastiveExample",
+    "beir_examples",
+    "build_contrastive_dataset",
+    "contrastive_router_mapping",
+    "load_beir",
+    "load_contrastive_dataset",
+    "mine_hard_negatives_from_qrels",
+    "negative_columns",
+    "read_contrastive_jsonl",
+    "relevant_documents",
+    "write_contrastive_jsonl",
 ]
