@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 from torch import Tensor, nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from llara_st.modules.llara_transformer import LLaRATransformer
 from llara_st.prompts import NUM_PROMPT_TOKENS, PASSAGE_PROMPT_TOKENS, QUERY_PROMPT_TOKENS
@@ -301,8 +302,12 @@ class EBAEEBARLoss(nn.Module):
     **Attention.** The model must run eager or SDPA attention (the default): flash-attention kernels
     cannot take the 4D mask, and the loss refuses them with an error rather than train on a wrong mask.
 
-    **Trainable prompt tokens.** With LoRA, the 16 prompt-token embedding rows (and the LM head rows) are
-    not trained unless made trainable (``trainable_token_indices`` in peft); see ``docs/adaptation.md``.
+    **Trainable prompt tokens.** With LoRA, the 16 prompt-token embedding rows are frozen unless made
+    trainable (e.g. ``trainable_token_indices`` in peft's ``LoraConfig``); see ``docs/adaptation.md``.
+
+    **Distributed training.** The loss runs the model's decoder itself (the sentence-transformers forward
+    would pool a 4D mask), so it refuses a ``DistributedDataParallel`` or FSDP-wrapped model rather than
+    train with unsynchronised gradients; single-process training is supported (DeepSpeed is untested).
 
     Args:
         model: A LLaRA :class:`~sentence_transformers.SentenceTransformer` whose first module is a
@@ -405,7 +410,15 @@ class EBAEEBARLoss(nn.Module):
     # ------------------------------------------------------------------------------------------ model access
 
     def _input_module(self) -> LLaRATransformer:
-        # The trainer may swap in a DDP/DeepSpeed wrapper, which exposes the model as `.module`.
+        if isinstance(self.model, nn.parallel.DistributedDataParallel | FullyShardedDataParallel):
+            # Running the decoder of the wrapped module would bypass the wrapper's forward: DDP then silently
+            # skips the gradient all-reduce, FSDP never gathers its sharded parameters.
+            raise NotImplementedError(
+                f"EBAEEBARLoss does not support {type(self.model).__name__} yet: it runs the decoder itself, "
+                "which bypasses the wrapper's forward (DDP would leave the gradients unsynchronised). Train in "
+                "a single process."
+            )
+        # Other wrappers (e.g. DeepSpeed's engine) expose the model as `.module`.
         model = getattr(self.model, "module", self.model)
         transformer = model[0] if isinstance(model, nn.Sequential) else None
         if not isinstance(transformer, LLaRATransformer):

@@ -471,3 +471,15 @@ def test_config_citation_and_router_mapping(reference_llara):
     assert loss.get_config_dict() == {"cutoff_length": 100, "lm_weight": 0.5, "remove_stop_words": True}
     assert "2312.15503" in loss.citation and loss.citation.strip().startswith("@")
     assert EBAEEBARLoss.ROUTER_MAPPING == dict.fromkeys(EBAEEBARLoss.COLUMNS, "raw")
+
+
+def test_distributed_data_parallel_is_refused(reference_llara, tmp_path):
+    # Running the decoder inside a DDP wrapper's module would skip the gradient all-reduce without a word.
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        loss = EBAEEBARLoss(reference_llara)
+        loss.model = torch.nn.parallel.DistributedDataParallel(reference_llara)
+        with pytest.raises(NotImplementedError, match="DistributedDataParallel"):
+            loss(pair_features(reference_llara, PAIRS))
+    finally:
+        torch.distributed.destroy_process_group()
