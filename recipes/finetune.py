@@ -197,6 +197,12 @@ def run(config: FinetuneConfig, train_dataset: Dataset | str | os.PathLike | Non
             logger.warning("%s needs a CUDA device that supports it; training in float32", precision)
             setattr(config, precision, False)
 
+    if config.fp16 and config.model_dtype == "float16" and not config.lora:
+        raise ValueError(
+            "fp16 mixed precision keeps float32 master weights: full fine-tuning cannot train float16 weights "
+            "(use model_dtype float32, or lora: true, whose adapter weights stay float32)"
+        )
+
     # 1. Model (+ LoRA adapter)
     model = load_model(config)
     if config.lora:

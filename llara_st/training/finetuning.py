@@ -125,6 +125,7 @@ def add_lora_adapter(
         add_lora_adapter(model, r=64, alpha=16, dropout=0.1)
     """
     from peft import LoraConfig
+    from peft.functional import cast_adapter_dtype
 
     transformer = llara_transformer(model)
     if r < 1:
@@ -144,6 +145,9 @@ def add_lora_adapter(
         trainable_token_indices=sorted(transformer.prompt_token_ids.values()) if train_prompt_tokens else None,
     )
     model.add_adapter(config, adapter_name=ADAPTER_NAME)
+    # A float16/bfloat16 base would give float16 adapter weights, which fp16 mixed precision cannot train
+    # (its gradient scaler needs float32 master weights): keep the trainable part in float32.
+    cast_adapter_dtype(transformer.model, ADAPTER_NAME, autocast_adapter_dtype=True)
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
     total = sum(parameter.numel() for parameter in model.parameters())
     logger.info("LoRA adapter added: %d of %d parameters trainable (%.3f%%)", trainable, total, 100 * trainable / total)
