@@ -73,7 +73,7 @@ def write_report(
 
     # Scores per variant
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.5))
-    for axis, (key, title) in zip(axes, metrics.items()):
+    for axis, (key, title) in zip(axes, metrics.items(), strict=True):
         labels = [label for label, _ in scores]
         axis.barh(labels, [values[key] for _, values in scores], color="tab:blue")
         axis.set_title(title)
