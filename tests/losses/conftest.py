@@ -25,19 +25,35 @@ def sharp_llara(_sharp_llara):
     return copy.deepcopy(_sharp_llara)
 
 
-@pytest.fixture(scope="session")
-def _no_bos_llara(sharp_llama_dir: Path, tmp_path_factory):
-    """The sharp model with a tokenizer that adds no BOS, as SmolLM2's adds none."""
-    source = tmp_path_factory.mktemp("no_bos_llama")
+def _llara_with_tokenizer(sharp_llama_dir: Path, tmp_path_factory, name: str, **tokenizer_kwargs):
+    """The sharp model converted with its tokenizer re-saved under ``tokenizer_kwargs``."""
+    source = tmp_path_factory.mktemp(f"{name}_llama")
     for item in sharp_llama_dir.iterdir():
         if item.is_file():
             shutil.copy(item, source / item.name)
-    AutoTokenizer.from_pretrained(sharp_llama_dir, add_bos_token=False).save_pretrained(source)
-    out = tmp_path_factory.mktemp("no_bos_llara") / "llara"
+    AutoTokenizer.from_pretrained(sharp_llama_dir, **tokenizer_kwargs).save_pretrained(source)
+    out = tmp_path_factory.mktemp(f"{name}_llara") / "llara"
     llara_st.convert(str(source), out)
     return llara_st.load(out, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def _no_bos_llara(sharp_llama_dir: Path, tmp_path_factory):
+    return _llara_with_tokenizer(sharp_llama_dir, tmp_path_factory, "no_bos", add_bos_token=False)
+
+
 @pytest.fixture
 def no_bos_llara(_no_bos_llara):
+    """A tokenizer that adds no BOS, as SmolLM2's adds none."""
     return copy.deepcopy(_no_bos_llara)
+
+
+@pytest.fixture(scope="session")
+def _eos_llara(sharp_llama_dir: Path, tmp_path_factory):
+    return _llara_with_tokenizer(sharp_llama_dir, tmp_path_factory, "eos", add_bos_token=False, add_eos_token=True)
+
+
+@pytest.fixture
+def eos_llara(_eos_llara):
+    """A tokenizer that appends EOS to every text (and adds no BOS)."""
+    return copy.deepcopy(_eos_llara)

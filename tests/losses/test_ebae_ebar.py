@@ -483,3 +483,52 @@ def test_distributed_data_parallel_is_refused(reference_llara, tmp_path):
             loss(pair_features(reference_llara, PAIRS))
     finally:
         torch.distributed.destroy_process_group()
+
+
+def distinct_word_text(tokenizer, count: int) -> tuple[str, list[int]]:
+    """A text of ``count`` distinct whole-word tokens that tokenises back to exactly those ids."""
+    words = [t for t in tokenizer.convert_ids_to_tokens(range(3000, 8000)) if t.startswith("▁") and t[1:].isalpha()]
+    text = " ".join(word[1:] for word in words[:count])
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == count == len(set(ids))
+    return text, ids
+
+
+def test_tokenizer_appending_eos(eos_llara):
+    transformer = eos_llara[0]
+    eos = transformer.tokenizer.eos_token_id
+    assert transformer.tokenizer("x")["input_ids"][-1] == eos
+    loss = EBAEEBARLoss(eos_llara, cutoff_length=60)
+    long_text, long_ids = distinct_word_text(transformer.tokenizer, 100)
+    pairs = [(long_text, PAIRS[0][1])] + PAIRS[1:]
+    features = pair_features(eos_llara, pairs)
+    batch = loss.build_inputs(*features)
+    suffixes = transformer.suffix_ids("passage") + transformer.suffix_ids("query")
+    for row, (text, _) in enumerate(pairs):
+        text_ids = transformer.tokenizer(text, add_special_tokens=False)["input_ids"]
+        real = batch.input_ids[row][batch.attention_mask[row].bool()].tolist()
+        # The text is the raw row without the appended EOS; the suffixes follow it directly.
+        assert real == transformer.prefix_ids + text_ids[: loss.text_budget] + suffixes
+    assert batch.input_ids.shape[1] == 60
+    # The EBAE target is the text tokenised alone to the cutoff, EOS included (59 text tokens), minus EOS.
+    assert [t for t in batch.ebae_target_ids[0].tolist() if t != IGNORE_INDEX] == sorted(long_ids[:59])
+    assert eos not in batch.ebar_target_ids.tolist()[0]
+    assert torch.isfinite(sum(loss(features).values()))
+
+
+@pytest.mark.parametrize("implementation", ATTENTION)
+def test_bfloat16_model_gets_a_bfloat16_mask_and_a_finite_loss(
+    reference_llara, reference_texts, reference, implementation
+):
+    use_attention(reference_llara, implementation)
+    reference_llara.to(torch.bfloat16)
+    loss = EBAEEBARLoss(reference_llara)
+    features = pair_features(reference_llara, reference_texts["pretrain_pairs"])
+    batch = loss.build_inputs(*features)
+    assert batch.attention_bias.dtype == torch.bfloat16
+    assert batch.attention_bias.min().item() == torch.finfo(torch.bfloat16).min
+    with torch.no_grad():
+        components = loss(features)
+    assert all(torch.isfinite(value) for value in components.values())
+    # bfloat16 is coarse, but the loss must stay near the float32 reference value.
+    assert sum(components.values()).item() == pytest.approx(reference["pretrain"]["total_loss"], abs=0.1)
