@@ -112,7 +112,8 @@ def llara_model_meta(
         adapted_from: The backbone, e.g. ``"meta-llama/Llama-2-7b-hf"``.
         reference: URL of the model card or paper.
         release_date: ``YYYY-MM-DD``; default today.
-        license: The weights' license, e.g. ``"llama2"`` or ``"apache-2.0"``.
+        license: The weights' license as MTEB spells it (``"apache-2.0"``, ``"mit"``, ...) or a URL (Llama 2:
+            ``"https://ai.meta.com/llama/license/"``).
         languages: ``{iso639-3}-{script}`` codes.
         public_training_code, public_training_data: URLs (or True for public data).
 

@@ -1,0 +1,98 @@
+"""BEIRFolderRetrieval: reading a local BEIR folder into MTEB's retrieval format, offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llara_st.evaluation import BEIRFolderRetrieval, beir_folder_revision, beir_split_names, read_beir_qrels
+
+
+def _folder(make_beir_folder, name: str = "tiny"):
+    return make_beir_folder(
+        name,
+        corpus={"0123": ("A title", "first text"), "7": "second text"},
+        queries={"007": "a query", "8": "another query", "9": "unjudged query"},
+        qrels={"test": [("007", "0123", 1), ("8", "7", 2)], "dev": [("8", "0123", 1)]},
+    )
+
+
+def test_reads_corpus_queries_and_qrels_with_string_ids(make_beir_folder):
+    task = BEIRFolderRetrieval(_folder(make_beir_folder), ["test", "dev"])
+    task.load_data()
+    test = task.dataset["default"]["test"]
+    assert test["corpus"]["id"] == ["0123", "7"]  # leading zeros kept
+    assert test["corpus"]["title"] == ["A title", ""]
+    assert test["queries"]["id"] == ["007", "8"]  # only queries with qrels in this split
+    assert test["relevant_docs"] == {"007": {"0123": 1}, "8": {"7": 2}}
+    assert task.dataset["default"]["dev"]["queries"]["id"] == ["8"]
+    assert task.metadata.name == "tiny" and task.metadata.main_score == "ndcg_at_10"
+    assert task.metadata.eval_splits == ["test", "dev"]
+
+
+def test_defaults_to_every_split_and_accepts_a_name(make_beir_folder):
+    folder = _folder(make_beir_folder)
+    assert beir_split_names(folder) == ["dev", "test"]
+    task = BEIRFolderRetrieval(folder, name="MyTask")
+    assert task.metadata.eval_splits == ["dev", "test"] and task.metadata.name == "MyTask"
+
+
+def test_each_folder_keeps_its_own_metadata(make_beir_folder):
+    first = BEIRFolderRetrieval(_folder(make_beir_folder, "first"), "test")
+    second = BEIRFolderRetrieval(_folder(make_beir_folder, "second"), "dev")
+    assert (first.metadata.name, second.metadata.name) == ("first", "second")
+    first.load_data()
+    first.unload_data()  # MTEB unloads after evaluating; the folder's metadata must survive it
+    assert first.metadata.name == "first" and first.metadata.eval_splits == ["test"]
+
+
+def test_revision_is_a_content_hash(make_beir_folder):
+    folder = _folder(make_beir_folder)
+    before = beir_folder_revision(folder, ["test"])
+    assert before == BEIRFolderRetrieval(folder, "test").metadata.revision
+    with (folder / "corpus.jsonl").open("a") as handle:
+        handle.write(json.dumps({"_id": "new", "title": "", "text": "added"}) + "\n")
+    assert beir_folder_revision(folder, ["test"]) != before
+
+
+def test_bad_folders_are_named(make_beir_folder, tmp_path):
+    folder = _folder(make_beir_folder)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        BEIRFolderRetrieval(tmp_path / "missing")
+    with pytest.raises(ValueError, match=r"no qrels for split 'train' \(qrels/train.tsv\); available splits: "):
+        BEIRFolderRetrieval(folder, ["train"])
+    (folder / "queries.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match="has no queries.jsonl"):
+        BEIRFolderRetrieval(folder, ["test"])
+
+
+def test_qrels_naming_unknown_queries_are_refused(make_beir_folder):
+    folder = make_beir_folder(
+        "orphan", corpus={"d": "text"}, queries={"q": "query"}, qrels={"test": [("q", "d", 1), ("ghost", "d", 1)]}
+    )
+    task = BEIRFolderRetrieval(folder, "test")
+    with pytest.raises(ValueError, match=r"1 query ids missing from queries.jsonl, e.g. \['ghost'\]"):
+        task.load_data()
+
+
+def test_corpus_rows_without_text_are_refused(make_beir_folder):
+    folder = make_beir_folder("broken", corpus={"d": "text"}, queries={"q": "query"}, qrels={"test": [("q", "d", 1)]})
+    (folder / "corpus.jsonl").write_text(json.dumps({"_id": "d", "body": "no text field"}) + "\n")
+    with pytest.raises(ValueError, match=r"rows lack the fields \['text'\]"):
+        BEIRFolderRetrieval(folder, "test").load_data()
+
+
+def test_qrels_reader_checks_header_and_scores(tmp_path):
+    path = tmp_path / "qrels.tsv"
+    path.write_text("query-id\tcorpus-id\tscore\n1\t01\t1\n1\t02\t0\n")
+    assert read_beir_qrels(path) == {"1": {"01": 1, "02": 0}}
+    path.write_text("1\t01\t1\n")
+    with pytest.raises(ValueError, match="expected the header"):
+        read_beir_qrels(path)
+    path.write_text("query-id\tcorpus-id\tscore\n1\t01\thigh\n")
+    with pytest.raises(ValueError, match=r"qrels.tsv:2: score 'high' is not an integer"):
+        read_beir_qrels(path)
+    path.write_text("query-id\tcorpus-id\tscore\n1\t01\n")
+    with pytest.raises(ValueError, match="expected 3 tab-separated columns"):
+        read_beir_qrels(path)
