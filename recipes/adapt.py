@@ -244,6 +244,10 @@ def run(
 
     # 4. Training arguments: both columns reach the loss as raw text; optionally in data order.
     training_args.router_mapping = training_args.router_mapping or dict(EBAEEBARLoss.ROUTER_MAPPING)
+    if training_args.ddp_find_unused_parameters is None:
+        # Under DDP the loss applies the LM head outside the model's forward, which DDP's unused-parameter search
+        # would flag; every trainable parameter gets a gradient at every step, so there is nothing to search.
+        training_args.ddp_find_unused_parameters = False
     if not config.shuffle:
         training_args.batch_sampler = sequential_batch_sampler
     trainer = SentenceTransformerTrainer(

@@ -161,9 +161,12 @@ def test_resume_from_a_missing_checkpoint_is_an_error(tiny_llara_dir: Path, adap
 # ---------------------------------------------------------------------------------------------- processes
 
 
+DDP_UNSUPPORTED = "does not support DistributedDataParallel"
+
+
 @pytest.fixture(scope="module")
 def one_and_two_processes(tiny_llara_dir: Path, adaptation_jsonl: Path, tmp_path_factory) -> dict:
-    """The same 2 steps (global batch 4, data order fixed) as 1 process × 4 rows and 2 processes × 2 rows."""
+    """The same 2 steps (global batch 4, data order fixed) as 2 processes × 2 rows and 1 process × 4 rows."""
     root = tmp_path_factory.mktemp("processes")
     common = {
         "model_name_or_path": str(tiny_llara_dir),
@@ -181,59 +184,52 @@ def one_and_two_processes(tiny_llara_dir: Path, adaptation_jsonl: Path, tmp_path
         "seed": 3,
         "disable_tqdm": True,
     }
-    single_output, single_history = run_recipe(
-        {**common, "output_dir": str(root / "one"), "per_device_train_batch_size": 4}
-    )
     config_path = root / "two.json"
     config_path.write_text(json.dumps({**common, "output_dir": str(root / "two"), "per_device_train_batch_size": 2}))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(Path(adapt.__file__)),
-            str(config_path),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [*command, str(Path(adapt.__file__)), str(config_path)], env=env, capture_output=True, text=True, timeout=600
     )
-    assert result.returncode == 0, result.stderr[-4000:]
+    if result.returncode != 0:
+        return {"error": result.stderr[-4000:]}
     two_history = json.loads((root / "two" / "trainer_state.json").read_text())["log_history"]
+    one_model, one_history = run_recipe({**common, "output_dir": str(root / "one"), "per_device_train_batch_size": 4})
     return {
-        "one": losses_by_step(single_history),
+        "one": losses_by_step(one_history),
         "two": losses_by_step(two_history),
-        "one_model": single_output,
+        "one_model": one_model,
         "two_model": root / "two" / "final",
     }
 
 
+def two_process_results(runs: dict) -> dict:
+    if DDP_UNSUPPORTED in runs.get("error", ""):
+        # EBAEEBARLoss runs the decoder of the unwrapped model, which would bypass DDP's gradient all-reduce,
+        # so it refuses DDP until it goes through the wrapper's forward; then these tests check the numbers.
+        pytest.xfail("EBAEEBARLoss refuses DistributedDataParallel (it would bypass the gradient all-reduce)")
+    assert "error" not in runs, runs.get("error")
+    return runs
+
+
 @pytest.mark.slow
 def test_two_processes_see_the_same_first_batch_as_one(one_and_two_processes):
+    runs = two_process_results(one_and_two_processes)
     # Step 1 runs on identical weights and the same 4 rows (2 per process); the logged loss is the mean of
     # the per-process losses, which equals the 4-row loss because every row has the same number of text
     # tokens and of target rows. Only the order of float32 reductions differs (~1e-7 relative).
-    assert one_and_two_processes["two"][1] == pytest.approx(one_and_two_processes["one"][1], rel=1e-5)
+    assert runs["two"][1] == pytest.approx(runs["one"][1], rel=1e-5)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="EBAEEBARLoss calls the decoder of the unwrapped model (model.module), bypassing "
-    "DistributedDataParallel.forward, so DDP never all-reduces the gradients: each process steps on its own "
-    "half batch and the replicas drift apart after step 1",
-)
 def test_two_processes_train_like_one(one_and_two_processes):
+    runs = two_process_results(one_and_two_processes)
     # With SGD the update is linear in the gradient, so all-reduced gradients give the single-process
-    # weights up to rounding (~1e-7 relative); unsynchronised gradients move the step-2 loss by ~1e-2.
-    assert one_and_two_processes["two"][2] == pytest.approx(one_and_two_processes["one"][2], rel=1e-4)
-    one = llara_st.load(one_and_two_processes["one_model"]).encode(TEXTS, convert_to_tensor=True)
-    two = llara_st.load(one_and_two_processes["two_model"]).encode(TEXTS, convert_to_tensor=True)
+    # weights up to rounding (measured: equal losses, embeddings within 6e-8); gradients left unsynchronised
+    # move the step-2 loss by ~4e-2.
+    assert runs["two"][2] == pytest.approx(runs["one"][2], rel=1e-4)
+    one = llara_st.load(runs["one_model"]).encode(TEXTS, convert_to_tensor=True)
+    two = llara_st.load(runs["two_model"]).encode(TEXTS, convert_to_tensor=True)
     torch.testing.assert_close(one, two, atol=1e-5, rtol=1e-4)
 
 
