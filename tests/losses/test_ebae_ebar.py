@@ -532,3 +532,32 @@ def test_bfloat16_model_gets_a_bfloat16_mask_and_a_finite_loss(
     assert all(torch.isfinite(value) for value in components.values())
     # bfloat16 is coarse, but the loss must stay near the float32 reference value.
     assert sum(components.values()).item() == pytest.approx(reference["pretrain"]["total_loss"], abs=0.1)
+
+
+@pytest.mark.slow
+def test_training_logs_each_component_and_moves_the_prompt_embeddings(reference_llara, reference_texts, tmp_path):
+    pairs = reference_texts["pretrain_pairs"]
+    dataset = Dataset.from_dict({"text": [p[0] for p in pairs], "next_text": [p[1] for p in pairs]})
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=3,
+        max_steps=2,
+        logging_steps=1,
+        learning_rate=1e-3,
+        router_mapping=EBAEEBARLoss.ROUTER_MAPPING,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+    )
+    embeddings = reference_llara[0].causal_lm.get_input_embeddings().weight
+    prompt_ids = list(reference_llara[0].prompt_token_ids.values())
+    before = embeddings[prompt_ids].detach().clone()
+    trainer = SentenceTransformerTrainer(
+        model=reference_llara, args=args, train_dataset=dataset, loss=EBAEEBARLoss(reference_llara)
+    )
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry and "ebae" in entry]
+    assert len(logged) == 2
+    for entry in logged:
+        assert entry["loss"] == pytest.approx(entry["ebae"] + entry["ebar"] + entry["lm"], abs=1e-3)
+    assert not torch.allclose(embeddings[prompt_ids], before)
