@@ -291,10 +291,13 @@ class LLaRATransformer(Transformer):
         position_ids = features.get("position_ids")
         if position_ids is None:
             position_ids = self.position_ids_from_mask(attention_mask)
+        # A 4D additive mask (the adaptation loss's) replaces the causal one; the 2D mask still marks real tokens.
+        # It comes through here, not around the module, so that DDP's gradient hooks see the forward.
+        decoder_mask = features.get("attention_bias", attention_mask)
         # The decoder alone: the last hidden state after the final norm, no vocabulary projection.
         outputs = self.model.get_decoder()(
             input_ids=features["input_ids"],
-            attention_mask=attention_mask,
+            attention_mask=decoder_mask,
             position_ids=position_ids,
             use_cache=False,
             return_dict=True,
