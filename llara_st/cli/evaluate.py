@@ -18,6 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--beir", metavar="DIR", help="local BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     source.add_argument("--tasks", nargs="+", metavar="TASK", help="MTEB task names, e.g. SciFact (data from the Hub)")
+    source.add_argument("--benchmark", metavar="NAME", help="an MTEB benchmark's tasks, e.g. 'MTEB(eng, v2)' (Hub)")
     parser.add_argument("--split", default="test", help="qrels split of the BEIR folder (default: test)")
     parser.add_argument("--output", metavar="OUT", help="folder for MTEB's result files")
     parser.add_argument("--model-name", help="'organization/model' in the result files (default: local/{folder})")
@@ -41,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import mteb
+
     from llara_st.evaluation import evaluate_beir, evaluate_mteb, format_scores
 
     options = dict(
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         scores = evaluate_beir(args.model, args.beir, args.split, args.output, task_name=args.task_name, **options)
         results = {args.task_name or Path(args.beir).expanduser().resolve().name: {args.split: scores}}
     else:
-        results = evaluate_mteb(args.model, args.tasks, args.output, **options)
+        tasks = args.tasks if args.tasks else list(mteb.get_benchmark(args.benchmark).tasks)
+        results = evaluate_mteb(args.model, tasks, args.output, **options)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

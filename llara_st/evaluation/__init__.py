@@ -3,7 +3,7 @@
 from llara_st.evaluation.beir_task import BEIRFolderRetrieval, beir_folder_revision, beir_split_names, read_beir_qrels
 from llara_st.evaluation.evaluate import HEADLINE_METRICS, evaluate_beir, evaluate_mteb, format_scores
 from llara_st.evaluation.faiss_index import FaissIndex, FaissSearchBackend, default_nlist, faiss_gpu_count
-from llara_st.evaluation.loading import load_sentence_transformer
+from llara_st.evaluation.loading import load_sentence_transformer, resolve_model_folder
 from llara_st.evaluation.model_meta import (
     LLARA_CITATION,
     is_llara_model,
@@ -35,4 +35,5 @@ __all__ = [
     "model_meta_for",
     "mteb_encoder",
     "read_beir_qrels",
+    "resolve_model_folder",
 ]

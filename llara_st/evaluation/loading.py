@@ -9,6 +9,29 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 
 
+def resolve_model_folder(path: str | os.PathLike, revision: str | None = None) -> Path:
+    """A local model folder: ``path`` itself, or a Hub id (``organization/model``) downloaded to the HF cache.
+
+    Args:
+        path: A folder, or a Hub id.
+        revision: The Hub commit to download.
+    """
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return folder
+    text = str(path)
+    if folder.is_absolute() or text.startswith((".", "~")) or text.count("/") != 1:
+        raise FileNotFoundError(f"Model folder {folder} does not exist (and {text!r} is not a Hub id)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=text, revision=revision))
+    except Exception as error:  # offline, unknown repository, gated model, ...
+        raise FileNotFoundError(
+            f"{text!r} is neither a local folder nor a Hub model that could be downloaded: {error}"
+        ) from error
+
+
 def load_sentence_transformer(
     path: str | os.PathLike,
     *,
@@ -31,13 +54,7 @@ def load_sentence_transformer(
     """
     from llara_st.model import UnsafeModelError, load
 
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        if folder.is_absolute() or str(path).startswith((".", "~")) or str(path).count("/") != 1:
-            raise FileNotFoundError(f"Model folder {folder} does not exist (and {str(path)!r} is not a Hub id)")
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(repo_id=str(path)))
+    folder = resolve_model_folder(path)
     if trust_remote_code:
         return SentenceTransformer(str(folder), device=device, trust_remote_code=True, model_kwargs=model_kwargs)
     try:
@@ -48,4 +65,4 @@ def load_sentence_transformer(
         ) from error
 
 
-__all__ = ["load_sentence_transformer"]
+__all__ = ["load_sentence_transformer", "resolve_model_folder"]

@@ -15,6 +15,7 @@ import torch
 from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
 from sentence_transformers import SentenceTransformer
 
+from llara_st.evaluation.loading import resolve_model_folder
 from llara_st.modules import LLaRATransformer
 
 logger = logging.getLogger(__name__)
@@ -157,15 +158,6 @@ def llara_model_meta(
     )
 
 
-def _resolve_local_folder(model_name: str, revision: str | None) -> Path:
-    folder = Path(model_name).expanduser()
-    if folder.is_dir():
-        return folder
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(repo_id=model_name, revision=revision))
-
-
 def load_llara_for_mteb(
     model_name: str,
     revision: str | None = None,
@@ -186,7 +178,7 @@ def load_llara_for_mteb(
     """
     from llara_st.model import build_llara_model, load
 
-    folder = _resolve_local_folder(model_name, revision)
+    folder = resolve_model_folder(model_name, revision)
     model_kwargs = kwargs.pop("model_kwargs", None)
     if (folder / "modules.json").is_file():
         model = load(folder, device=device, model_kwargs=model_kwargs)
@@ -208,20 +200,22 @@ def model_meta_for(
     """The ``ModelMeta`` under which a loaded model's results are recorded.
 
     LLaRA models get :func:`llara_model_meta`; others MTEB's ``ModelMeta.from_sentence_transformer_model``.
-    The name defaults to the model card's name, else ``local/{folder name}`` (from ``source``), else
-    ``local/model``; the revision to :func:`model_fingerprint`.
+    The name defaults to the model card's name, else the Hub id or ``local/{folder name}`` (from ``source``),
+    else ``local/model``; the revision to :func:`model_fingerprint`.
 
     Args:
         model: The model.
         name: ``"organization/model"``.
         revision: Hub commit sha (or any label).
-        source: The folder the model was loaded from (names the model when ``name`` is not given).
+        source: The folder or Hub id the model was loaded from (names the model when ``name`` is not given).
         **overrides: Further ``ModelMeta`` fields (``training_datasets``, ``license``, ``adapted_from``, ...).
     """
     if name is None:
         card_name = model.model_card_data.model_name
         if card_name and "/" in card_name:
             name = card_name
+        elif source is not None and not Path(source).is_dir() and str(source).count("/") == 1:
+            name = str(source)  # a Hub id
         elif source is not None:
             name = f"local/{Path(source).name}"
         else:

@@ -50,6 +50,7 @@ def test_model_meta_for_picks_llara_or_generic_metadata(reference_llara):
     assert generic.name == "local/static-thing"
     assert generic.loader is SentenceTransformerEncoderWrapper
     assert generic.n_parameters == 8 and generic.embed_dim == 2
+    assert model_meta_for(static, source="some-org/some-model").name == "some-org/some-model"  # a Hub id
     with pytest.raises(ValueError, match="organization/model"):
         model_meta_for(static, "plain-name")
 
