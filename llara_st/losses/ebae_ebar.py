@@ -285,8 +285,10 @@ class EBAEEBARLoss(nn.Module):
     The input text is truncated so that the whole input, both suffixes included, has at most
     ``cutoff_length`` tokens (128 − 2 − 19 − 18 = 89 text tokens for Llama-2).
 
-    Only the logits the terms read are computed: the decoder's hidden states once, then the output head
-    at the 16 prompt positions and, for the LM term, at the text positions; never full-sequence logits.
+    Only the logits the terms read are computed: the last hidden states once (the model's forward, with
+    ``attention_bias`` and ``position_ids`` for :class:`~llara_st.modules.LLaRATransformer`), then the
+    output head at the 16 prompt positions and, for the LM term, at the text positions; never
+    full-sequence logits.
 
     **Inputs.** A dataset with the columns ``text`` and ``next_text`` (in that order; e.g. consecutive
     chunks of a corpus). The loss reads both columns tokenised by ``model.preprocess(..., task="raw")``
@@ -305,9 +307,10 @@ class EBAEEBARLoss(nn.Module):
     **Trainable prompt tokens.** With LoRA, the 16 prompt-token embedding rows are frozen unless made
     trainable (e.g. ``trainable_token_indices`` in peft's ``LoraConfig``); see ``docs/adaptation.md``.
 
-    **Distributed training.** The loss runs the model's decoder itself (the sentence-transformers forward
-    would pool a 4D mask), so it refuses a ``DistributedDataParallel`` or FSDP-wrapped model rather than
-    train with unsynchronised gradients; single-process training is supported (DeepSpeed is untested).
+    **Distributed training.** The hidden states come from the model's own forward (so DDP's gradient
+    all-reduce sees it) and the output head is applied to them afterwards; DDP therefore needs
+    ``ddp_find_unused_parameters=False`` (the loss says so otherwise). FSDP is refused (the head would run
+    on resharded weights); DeepSpeed ZeRO is untested.
 
     Args:
         model: A LLaRA :class:`~sentence_transformers.SentenceTransformer` whose first module is a
@@ -410,15 +413,7 @@ class EBAEEBARLoss(nn.Module):
     # ------------------------------------------------------------------------------------------ model access
 
     def _input_module(self) -> LLaRATransformer:
-        if isinstance(self.model, nn.parallel.DistributedDataParallel | FullyShardedDataParallel):
-            # Running the decoder of the wrapped module would bypass the wrapper's forward: DDP then silently
-            # skips the gradient all-reduce, FSDP never gathers its sharded parameters.
-            raise NotImplementedError(
-                f"EBAEEBARLoss does not support {type(self.model).__name__} yet: it runs the decoder itself, "
-                "which bypasses the wrapper's forward (DDP would leave the gradients unsynchronised). Train in "
-                "a single process."
-            )
-        # Other wrappers (e.g. DeepSpeed's engine) expose the model as `.module`.
+        # Wrappers the trainer may swap in (DDP, DeepSpeed's engine) expose the model as `.module`.
         model = getattr(self.model, "module", self.model)
         transformer = model[0] if isinstance(model, nn.Sequential) else None
         if not isinstance(transformer, LLaRATransformer):
@@ -427,6 +422,18 @@ class EBAEEBARLoss(nn.Module):
                 f"(see llara_st.build_llara_model), got first module {type(transformer).__name__}"
             )
         return transformer
+
+    def _check_wrapper(self) -> None:
+        if isinstance(self.model, FullyShardedDataParallel):
+            # The output head runs after the wrapped forward, when FSDP has sharded its weights again.
+            raise NotImplementedError("EBAEEBARLoss does not support FSDP; use DDP or DeepSpeed ZeRO")
+        if isinstance(self.model, nn.parallel.DistributedDataParallel) and self.model.find_unused_parameters:
+            # DDP would search the forward's outputs for used parameters and miss the output head, which
+            # the loss applies to the hidden states afterwards.
+            raise ValueError(
+                "EBAEEBARLoss under DistributedDataParallel needs find_unused_parameters=False: set "
+                "ddp_find_unused_parameters=False in the training arguments"
+            )
 
     @staticmethod
     def _check_attention_implementation(causal_lm: nn.Module) -> None:
@@ -538,16 +545,21 @@ class EBAEEBARLoss(nn.Module):
     # ------------------------------------------------------------------------------------------ forward
 
     def compute_logits(self, batch: AdaptationBatch) -> AdaptationLogits:
-        """One decoder pass over the batch, then the output head at the prompt (and text) positions only."""
+        """One model pass over the batch, then the output head at the prompt (and text) positions only."""
         causal_lm = self._input_module().causal_lm
         self._check_attention_implementation(causal_lm)
-        hidden = causal_lm.get_decoder()(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_bias,
-            position_ids=batch.position_ids,
-            use_cache=False,
-            return_dict=True,
-        ).last_hidden_state
+        self._check_wrapper()
+        # Through the model's own forward (and so through a DDP wrapper's, whose gradient all-reduce depends
+        # on it): LLaRATransformer hands `attention_bias` and `position_ids` to the decoder, the pooling
+        # modules read the 2D mask and their output is not used.
+        features = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "attention_bias": batch.attention_bias,
+            "position_ids": batch.position_ids,
+            "task": "raw",
+        }
+        hidden = self.model(features)["token_embeddings"]
         hidden_size = hidden.shape[-1]
         head = causal_lm.get_output_embeddings()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -473,16 +474,44 @@ def test_config_citation_and_router_mapping(reference_llara):
     assert EBAEEBARLoss.ROUTER_MAPPING == dict.fromkeys(EBAEEBARLoss.COLUMNS, "raw")
 
 
-def test_distributed_data_parallel_is_refused(reference_llara, tmp_path):
-    # Running the decoder inside a DDP wrapper's module would skip the gradient all-reduce without a word.
+@pytest.fixture
+def single_process_group(tmp_path):
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        loss = EBAEEBARLoss(reference_llara)
-        loss.model = torch.nn.parallel.DistributedDataParallel(reference_llara)
-        with pytest.raises(NotImplementedError, match="DistributedDataParallel"):
-            loss(pair_features(reference_llara, PAIRS))
-    finally:
-        torch.distributed.destroy_process_group()
+    yield
+    torch.distributed.destroy_process_group()
+
+
+def test_distributed_data_parallel_all_reduces_the_gradients(reference_llara, reference_texts, single_process_group):
+    features = pair_features(reference_llara, reference_texts["pretrain_pairs"][:3])
+    plain_model = copy.deepcopy(reference_llara)
+    plain = EBAEEBARLoss(plain_model)(features)
+    sum(plain.values()).backward()
+
+    wrapped = torch.nn.parallel.DistributedDataParallel(reference_llara, find_unused_parameters=False)
+    reduced_buckets = []
+
+    def count_and_pass(state, bucket):
+        # The gradient all-reduce only runs for a forward that went through the wrapper.
+        reduced_buckets.append(bucket.index())
+        future = torch.futures.Future()
+        future.set_result(bucket.buffer())
+        return future
+
+    wrapped.register_comm_hook(None, count_and_pass)
+    loss = EBAEEBARLoss(reference_llara)
+    loss.model = wrapped  # what the trainer does under DDP
+    components = loss(features)
+    sum(components.values()).backward()
+    assert reduced_buckets
+    for key in plain:
+        assert components[key].item() == pytest.approx(plain[key].item(), abs=1e-6)
+    for (name, ours), theirs in zip(reference_llara.named_parameters(), plain_model.parameters(), strict=True):
+        assert torch.allclose(ours.grad, theirs.grad, atol=1e-6), name
+
+    wrapped_searching = torch.nn.parallel.DistributedDataParallel(reference_llara, find_unused_parameters=True)
+    loss.model = wrapped_searching
+    with pytest.raises(ValueError, match="ddp_find_unused_parameters=False"):
+        loss(features)
 
 
 def distinct_word_text(tokenizer, count: int) -> tuple[str, list[int]]:
