@@ -36,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="load models with custom module code via SentenceTransformer(trust_remote_code=True)",
     )
     parser.add_argument("--save-predictions", action="store_true", help="also write the rankings under OUT")
+    parser.add_argument("--overwrite", action="store_true", help="recompute results already present in OUT")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--json", action="store_true", help="print all scores as JSON")
     parser.set_defaults(func=run)
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         device=args.device,
         save_predictions=args.save_predictions,
+        overwrite=args.overwrite,
     )
     if args.beir:
         scores = evaluate_beir(args.model, args.beir, args.split, args.output, task_name=args.task_name, **options)

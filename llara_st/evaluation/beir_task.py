@@ -46,13 +46,16 @@ def _file_digest(path: Path, digest: Any) -> None:
             digest.update(block)
 
 
-def beir_folder_revision(folder: str | Path, splits: Sequence[str]) -> str:
-    """A content hash of the corpus, queries and the splits' qrels: the dataset revision MTEB records."""
+def beir_folder_revision(folder: str | Path) -> str:
+    """A content hash of the corpus, the queries and every qrels file: the dataset revision MTEB records.
+
+    It covers all splits, so results of different splits of one folder merge into one result file, and
+    results on changed data never merge with old ones.
+    """
     folder = Path(folder)
     digest = hashlib.sha256()
-    for path in [folder / _CORPUS_FILE, folder / _QUERIES_FILE] + [
-        folder / _QRELS_FOLDER / f"{split}.tsv" for split in sorted(splits)
-    ]:
+    qrels = [folder / _QRELS_FOLDER / f"{split}.tsv" for split in beir_split_names(folder)]
+    for path in [folder / _CORPUS_FILE, folder / _QUERIES_FILE, *qrels]:
         digest.update(path.name.encode())
         _file_digest(path, digest)
     return digest.hexdigest()[:16]
@@ -150,7 +153,7 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
         metadata = TaskMetadata(
             name=name or folder_path.name,
             description=description or f"Local BEIR-layout retrieval task read from {folder_path}",
-            dataset={"path": str(folder_path), "revision": beir_folder_revision(folder_path, splits)},
+            dataset={"path": str(folder_path), "revision": beir_folder_revision(folder_path)},
             type="Retrieval",
             category="t2t",
             modalities=["text"],

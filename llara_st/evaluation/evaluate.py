@@ -125,7 +125,7 @@ def evaluate_beir(
     trust_remote_code: bool = False,
     device: str | None = None,
     save_predictions: bool = False,
-    overwrite: bool = True,
+    overwrite: bool = False,
     **meta_overrides: Any,
 ) -> dict[str, float]:
     """Evaluate a retriever on one split of a local BEIR folder with MTEB, offline; return MTEB's scores.
@@ -153,7 +153,9 @@ def evaluate_beir(
         trust_remote_code: See :func:`~llara_st.evaluation.load_sentence_transformer`.
         device: Device when loading from a path.
         save_predictions: Also write MTEB's rankings (top 1000 per query) to ``output_folder/predictions/``.
-        overwrite: Recompute even if ``output_folder`` already holds results for this model and task.
+        overwrite: Recompute even if ``output_folder`` already holds this split's results for this model
+            (name and revision) and replace the task's result file. By default existing results are returned
+            as they are and a new split is added to the task's file (one file holds every split of a folder).
         **meta_overrides: ``ModelMeta`` fields (``training_datasets={"SciFact"}``, ``license``, ...).
 
     Returns:
@@ -211,7 +213,7 @@ def evaluate_mteb(
 
     Same model handling, query/document routing, caching and result layout as :func:`evaluate_beir`; the
     result files are what the MTEB leaderboard's results repository takes (see docs/mteb_leaderboard.md).
-    Unlike :func:`evaluate_beir`, existing results in ``output_folder`` are kept unless ``overwrite``.
+    Existing results in ``output_folder`` are kept unless ``overwrite``, so an interrupted run resumes.
 
     Returns:
         ``{task: {split: scores}}``; for multilingual tasks the split key is ``"{split}/{subset}"``.

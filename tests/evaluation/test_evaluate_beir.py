@@ -104,6 +104,27 @@ def test_result_files_follow_the_results_repository_layout(fixed_model, fixed_be
     assert meta["training_datasets"] == []
 
 
+def test_splits_share_one_result_file_and_existing_results_are_reused(
+    fixed_model, fixed_beir_folder, tmp_path, monkeypatch
+):
+    out = tmp_path / "out"
+    test = evaluate_beir(fixed_model, fixed_beir_folder, "test", out, model_name="me/m", show_progress_bar=False)
+    dev = evaluate_beir(fixed_model, fixed_beir_folder, "dev", out, model_name="me/m", show_progress_bar=False)
+    (result_file,) = (out / "results" / "me__m").glob("*/fixed.json")
+    scores = json.loads(result_file.read_text())["scores"]
+    assert scores["test"][0]["ndcg_at_10"] == pytest.approx(test["ndcg_at_10"])
+    assert scores["dev"][0]["ndcg_at_10"] == pytest.approx(dev["ndcg_at_10"])
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was called although the results exist")
+
+    monkeypatch.setattr(fixed_model, "encode_query", fail)
+    again = evaluate_beir(fixed_model, fixed_beir_folder, "test", out, model_name="me/m", show_progress_bar=False)
+    assert again == pytest.approx(test, nan_ok=True)
+    with pytest.raises(AssertionError, match="model was called"):
+        evaluate_beir(fixed_model, fixed_beir_folder, "test", out, model_name="me/m", overwrite=True)
+
+
 def test_default_name_and_revision_come_from_the_folder_and_weights(fixed_model, fixed_beir_folder, tmp_path):
     model_dir = tmp_path / "static-model"
     fixed_model.save(str(model_dir))

@@ -41,4 +41,4 @@ def test_minilm_on_scifact(minilm_path, data_dir, tmp_path):
 
     # The test split reuses the cached corpus embeddings and reproduces the leaderboard figure.
     test = evaluate_beir(minilm_path, scifact, "test", embedding_cache=cache, batch_size=64, device="cpu")
-    assert test["ndcg_at_10"] == pytest.approx(PUBLISHED_TEST_NDCG_AT_10, abs=0.005)
+    assert test["ndcg_at_10"] == pytest.approx(PUBLISHED_TEST_NDCG_AT_10, abs=0.01)
