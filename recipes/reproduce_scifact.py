@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import HfArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -217,6 +218,8 @@ class Pipeline:
                 "num_train_epochs": config.adapt_epochs,
                 "gradient_checkpointing": config.gradient_checkpointing,
                 "bf16": config.bf16,
+                # transformers runs bf16 autocast on the CPU only when told the CPU is the device.
+                "use_cpu": not torch.cuda.is_available(),
                 "logging_steps": config.logging_steps,
                 "save_strategy": "steps",
                 "save_steps": 50,

@@ -244,7 +244,8 @@ def beir_ir_evaluator(
 
 
 def autocast_available(precision: str) -> bool:
-    """Whether mixed precision ``"fp16"`` / ``"bf16"`` training can run here (CUDA only, bf16 where supported)."""
+    """Whether mixed precision ``"fp16"`` / ``"bf16"`` training can run here: fp16 on CUDA; bf16 on CUDA devices
+    that support it, and on the CPU (autocast; fast on CPUs with AVX512-BF16 or AMX, emulated elsewhere)."""
     if not torch.cuda.is_available():
-        return False
+        return precision == "bf16"
     return precision != "bf16" or torch.cuda.is_bf16_supported()
