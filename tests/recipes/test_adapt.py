@@ -161,7 +161,6 @@ def test_resume_from_a_missing_checkpoint_is_an_error(tiny_llara_dir: Path, adap
 # ---------------------------------------------------------------------------------------------- processes
 
 
-DDP_UNSUPPORTED = "does not support DistributedDataParallel"
 
 
 @pytest.fixture(scope="module")
@@ -204,10 +203,6 @@ def one_and_two_processes(tiny_llara_dir: Path, adaptation_jsonl: Path, tmp_path
 
 
 def two_process_results(runs: dict) -> dict:
-    if DDP_UNSUPPORTED in runs.get("error", ""):
-        # EBAEEBARLoss runs the decoder of the unwrapped model, which would bypass DDP's gradient all-reduce,
-        # so it refuses DDP until it goes through the wrapper's forward; then these tests check the numbers.
-        pytest.xfail("EBAEEBARLoss refuses DistributedDataParallel (it would bypass the gradient all-reduce)")
     assert "error" not in runs, runs.get("error")
     return runs
 
