@@ -170,9 +170,9 @@ class Pipeline:
         )
         return {"causal_lm": source, "llara_base": str(llara_base), "baseline": baseline_model_path(config)}
 
-    def _evaluate(self, model_dir: str, name: str, llara: bool = True) -> dict[str, float]:
-        # LLaRA models encode in bfloat16 when asked (2x faster on CPUs with AVX512-BF16); baselines as shipped.
-        model_kwargs = {"dtype": "bfloat16"} if (self.config.bf16 and llara) else None
+    def _evaluate(self, model_dir: str, name: str) -> dict[str, float]:
+        # bfloat16 weights encode about twice as fast on CPUs with AVX512-BF16, at no cost to the rankings.
+        model_kwargs = {"dtype": "bfloat16"} if self.config.bf16 else None
         scores = evaluate_beir(
             llara_st.load(model_dir, model_kwargs=model_kwargs),
             self.config.beir_dir,
@@ -186,7 +186,7 @@ class Pipeline:
 
     def baselines(self) -> dict[str, Any]:
         bm25 = evaluate_bm25(self.config.beir_dir, self.config.eval_split, self.out / "mteb")
-        minilm = self._evaluate(self.result("prepare")["baseline"], "all-MiniLM-L6-v2", llara=False)
+        minilm = self._evaluate(self.result("prepare")["baseline"], "all-MiniLM-L6-v2")
         return {"bm25": {key: bm25[key] for key in HEADLINE}, "all-MiniLM-L6-v2": minilm}
 
     def zeroshot(self) -> dict[str, Any]:
