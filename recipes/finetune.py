@@ -19,9 +19,10 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
@@ -190,6 +191,7 @@ def run(config: FinetuneConfig, train_dataset: Dataset | str | os.PathLike | Non
         train_dataset: Precomputed rows (a ``Dataset`` or a path :func:`load_contrastive_dataset` reads),
             which override ``config.train_data``: the same rows can train several models.
     """
+    config = replace(config)  # the precision fallback below must not change the caller's object
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for precision in ("fp16", "bf16"):
@@ -247,6 +249,8 @@ def run(config: FinetuneConfig, train_dataset: Dataset | str | os.PathLike | Non
         activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         fp16=config.fp16,
         bf16=config.bf16,
+        # transformers runs bf16 autocast on the CPU only when told the CPU is the device.
+        use_cpu=not torch.cuda.is_available(),
         logging_steps=config.logging_steps,
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
