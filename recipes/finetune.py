@@ -26,7 +26,7 @@ import torch
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, set_seed
 
 import llara_st
 from llara_st.data.contrastive import (
@@ -204,6 +204,8 @@ def run(config: FinetuneConfig, train_dataset: Dataset | str | os.PathLike | Non
             "fp16 mixed precision keeps float32 master weights: full fine-tuning cannot train float16 weights "
             "(use model_dtype float32, or lora: true, whose adapter weights stay float32)"
         )
+
+    set_seed(config.seed)  # before the adapter's random initialisation, not only before training
 
     # 1. Model (+ LoRA adapter)
     model = load_model(config)
