@@ -3,7 +3,6 @@ authors' ``{"query", "pos", "neg"}`` JSONL (Li et al., 2023, arXiv:2312.15503, Â
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from datasets import Dataset
+
+from llara_st.data.beir import read_beir_qrels
 
 logger = logging.getLogger(__name__)
 
@@ -43,27 +44,6 @@ def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
                 yield line_number, json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from None
-
-
-def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf8", newline="") as handle:
-        # QUOTE_NONE and string ids: "0123" must stay "0123".
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or [column.strip() for column in header[:3]] != ["query-id", "corpus-id", "score"]:
-            raise ValueError(f"{path}: expected the header 'query-id<TAB>corpus-id<TAB>score', got {header}")
-        for line_number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) < 3:
-                raise ValueError(f"{path}:{line_number}: expected 3 tab-separated columns, got {row}")
-            try:
-                score = int(row[2])
-            except ValueError:
-                raise ValueError(f"{path}:{line_number}: score {row[2]!r} is not an integer") from None
-            qrels.setdefault(row[0], {})[row[1]] = score
-    return qrels
 
 
 def load_beir(
@@ -101,7 +81,7 @@ def load_beir(
         available = sorted(path.stem for path in (folder / "qrels").glob("*.tsv"))
         raise ValueError(f"BEIR folder {folder} has no qrels for split {split!r}; available splits: {available}")
 
-    qrels = _read_qrels(qrels_path)
+    qrels = read_beir_qrels(qrels_path)
     corpus: dict[str, str] = {}
     for line_number, row in _read_jsonl(folder / "corpus.jsonl"):
         if "_id" not in row or "text" not in row:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -12,6 +11,8 @@ from typing import Any
 from datasets import Dataset, Value, load_dataset
 from mteb.abstasks import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
+
+from llara_st.data.beir import read_beir_qrels
 
 logger = logging.getLogger(__name__)
 
@@ -59,30 +60,6 @@ def beir_folder_revision(folder: str | Path) -> str:
         digest.update(path.name.encode())
         _file_digest(path, digest)
     return digest.hexdigest()[:16]
-
-
-def read_beir_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """``{query_id: {corpus_id: score}}`` from a BEIR qrels TSV (``query-id corpus-id score``, header line).
-
-    Ids are kept as strings (a CSV reader that infers types would turn ``"0123"`` into 123).
-    """
-    qrels: dict[str, dict[str, int]] = {}
-    with Path(path).open(encoding="utf8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or [column.strip() for column in header[:3]] != ["query-id", "corpus-id", "score"]:
-            raise ValueError(f"{path}: expected the header 'query-id<TAB>corpus-id<TAB>score', got {header}")
-        for line_number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) < 3:
-                raise ValueError(f"{path}:{line_number}: expected 3 tab-separated columns, got {row}")
-            try:
-                score = int(row[2])
-            except ValueError:
-                raise ValueError(f"{path}:{line_number}: score {row[2]!r} is not an integer") from None
-            qrels.setdefault(row[0], {})[row[1]] = score
-    return qrels
 
 
 def _load_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> Dataset:

@@ -15,21 +15,12 @@ import torch
 from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
 from sentence_transformers import SentenceTransformer
 
+from llara_st.citation import LLARA_CITATION, LLARA_REFERENCE  # noqa: F401  (re-exported)
 from llara_st.evaluation.loading import resolve_model_folder
 from llara_st.modules import LLaRATransformer
 
 logger = logging.getLogger(__name__)
 
-LLARA_REFERENCE = "https://arxiv.org/abs/2312.15503"
-LLARA_CITATION = r"""@misc{li2023makinglargelanguagemodels,
-  title = {Making Large Language Models A Better Foundation For Dense Retrieval},
-  author = {Chaofan Li and Zheng Liu and Shitao Xiao and Yingxia Shao},
-  year = {2023},
-  eprint = {2312.15503},
-  archivePrefix = {arXiv},
-  primaryClass = {cs.CL},
-  url = {https://arxiv.org/abs/2312.15503},
-}"""
 # Values sampled per parameter tensor for the fingerprint: enough to tell checkpoints apart, cheap for 7B.
 _FINGERPRINT_SAMPLES = 4096
 

@@ -14,6 +14,7 @@ from sentence_transformers import SentenceTransformer
 from torch import Tensor, nn
 from torch.distributed.fsdp import FullyShardedDataParallel
 
+from llara_st.citation import LLARA_CITATION
 from llara_st.modules.llara_transformer import LLaRATransformer
 from llara_st.prompts import NUM_PROMPT_TOKENS, PASSAGE_PROMPT_TOKENS, QUERY_PROMPT_TOKENS
 
@@ -606,17 +607,7 @@ class EBAEEBARLoss(nn.Module):
 
     @property
     def citation(self) -> str:
-        return """
-@misc{li2023llara,
-    title={Making Large Language Models A Better Foundation For Dense Retrieval},
-    author={Chaofan Li and Zheng Liu and Shitao Xiao and Yingxia Shao},
-    year={2023},
-    eprint={2312.15503},
-    archivePrefix={arXiv},
-    primaryClass={cs.CL},
-    url={https://arxiv.org/abs/2312.15503},
-}
-"""
+        return LLARA_CITATION
 
 
 # ---------------------------------------------------------------------------------------------- helpers
