@@ -1,18 +1,87 @@
-"""Evaluation: MTEB retrieval on local BEIR folders and MTEB tasks, LLaRA model metadata, faiss indexes."""
+"""Evaluation: MTEB retrieval on local BEIR folders and MTEB tasks, LLaRA model metadata, faiss indexes.
 
-from llara_st.evaluation.beir_task import BEIRFolderRetrieval, beir_folder_revision, beir_split_names, read_beir_qrels
-from llara_st.evaluation.evaluate import HEADLINE_METRICS, evaluate_beir, evaluate_mteb, format_scores
-from llara_st.evaluation.faiss_index import FaissIndex, FaissSearchBackend, default_nlist, faiss_gpu_count
-from llara_st.evaluation.loading import load_sentence_transformer, resolve_model_folder
-from llara_st.evaluation.model_meta import (
-    LLARA_CITATION,
-    is_llara_model,
-    llara_model_meta,
-    load_llara_for_mteb,
-    model_fingerprint,
-    model_meta_for,
-    mteb_encoder,
-)
+Names load on first use, so each optional extra works alone: ``FaissIndex`` needs faiss but not mteb,
+``load_sentence_transformer`` needs neither, and the MTEB functions say ``pip install llara-st[mteb]`` when mteb
+is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily below
+    from llara_st.evaluation.beir_task import (
+        BEIRFolderRetrieval,
+        beir_folder_revision,
+        beir_split_names,
+        read_beir_qrels,
+    )
+    from llara_st.evaluation.evaluate import HEADLINE_METRICS, evaluate_beir, evaluate_mteb, format_scores
+    from llara_st.evaluation.faiss_index import FaissIndex, FaissSearchBackend, default_nlist, faiss_gpu_count
+    from llara_st.evaluation.loading import load_sentence_transformer, resolve_model_folder
+    from llara_st.evaluation.model_meta import (
+        LLARA_CITATION,
+        is_llara_model,
+        llara_model_meta,
+        load_llara_for_mteb,
+        model_fingerprint,
+        model_meta_for,
+        mteb_encoder,
+    )
+
+# Public name -> the submodule that defines it.
+_SUBMODULE_OF: dict[str, str] = {
+    "BEIRFolderRetrieval": "beir_task",
+    "beir_folder_revision": "beir_task",
+    "beir_split_names": "beir_task",
+    "read_beir_qrels": "beir_task",
+    "HEADLINE_METRICS": "evaluate",
+    "evaluate_beir": "evaluate",
+    "evaluate_mteb": "evaluate",
+    "format_scores": "evaluate",
+    "FaissIndex": "faiss_index",
+    "FaissSearchBackend": "faiss_index",
+    "default_nlist": "faiss_index",
+    "faiss_gpu_count": "faiss_index",
+    "load_sentence_transformer": "loading",
+    "resolve_model_folder": "loading",
+    "LLARA_CITATION": "model_meta",
+    "is_llara_model": "model_meta",
+    "llara_model_meta": "model_meta",
+    "load_llara_for_mteb": "model_meta",
+    "model_fingerprint": "model_meta",
+    "model_meta_for": "model_meta",
+    "mteb_encoder": "model_meta",
+}
+
+# Top-level modules of optional dependencies -> the llara-st extra that installs them.
+_EXTRA_OF_MODULE: dict[str, str] = {"mteb": "mteb", "faiss": "faiss"}
+
+
+def __getattr__(name: str) -> Any:
+    submodule = _SUBMODULE_OF.get(name)
+    if submodule is None:
+        raise AttributeError(f"module 'llara_st.evaluation' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(f"llara_st.evaluation.{submodule}")
+    except ModuleNotFoundError as error:
+        missing = (error.name or "").split(".")[0]
+        if missing not in _EXTRA_OF_MODULE:
+            raise
+        extra = _EXTRA_OF_MODULE[missing]
+        raise ModuleNotFoundError(
+            f"llara_st.evaluation.{name} needs {missing}, which is not installed: pip install 'llara-st[{extra}]'",
+            name=missing,
+        ) from error
+    value = getattr(module, name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBMODULE_OF])
+
 
 __all__ = [
     "BEIRFolderRetrieval",
