@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("langchain_core")
 from langchain_core.embeddings import Embeddings  # noqa: E402
@@ -78,9 +79,102 @@ def test_bad_input_is_named(reference_llara, tmp_path):
         embeddings.embed_query(["a list"])
     with pytest.raises(ValueError, match="batch_size"):
         LLaRAEmbeddings(reference_llara, batch_size=0)
-    with pytest.raises(ValueError, match="may not set"):
-        LLaRAEmbeddings(reference_llara, encode_kwargs={"batch_size": 4})
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0 \\(in encode_kwargs\\)"):
+        LLaRAEmbeddings(reference_llara, encode_kwargs={"batch_size": 0})
+    with pytest.raises(ValueError, match=r"may not set \['task'\]"):
+        LLaRAEmbeddings(reference_llara, query_encode_kwargs={"task": "document"})
+    with pytest.raises(FileNotFoundError, match="missing"):
         LLaRAEmbeddings(tmp_path / "missing")
     with pytest.raises(TypeError, match="SentenceTransformer or a path"):
         LLaRAEmbeddings(42)
+    with pytest.raises(ValueError, match="needs a model"):
+        LLaRAEmbeddings()
+    with pytest.raises(ValueError, match="not both"):
+        LLaRAEmbeddings(reference_llara, model_name="other")
+    with pytest.raises(ValueError, match="already loaded"):
+        LLaRAEmbeddings(reference_llara, model_kwargs={"device": "cpu"})
+
+
+# --- The arguments of langchain-huggingface's HuggingFaceEmbeddings (issue 13, point 2) ---------------------------
+
+
+def test_huggingface_embeddings_arguments_load_in_bfloat16_and_batch(reference_llara_dir):
+    """model_name / model_kwargs (nested backbone dtype) / encode_kwargs with batch_size, as LangChain users write."""
+    embeddings = LLaRAEmbeddings(
+        model_name=str(reference_llara_dir),
+        model_kwargs={"device": "cpu", "model_kwargs": {"dtype": "bfloat16"}},
+        encode_kwargs={"batch_size": 2},
+    )
+    assert {parameter.dtype for parameter in embeddings.model.parameters()} == {torch.bfloat16}
+    batches = []
+    hook = embeddings.model[0].register_forward_hook(
+        lambda module, args, output: batches.append(len(args[0]["input_ids"]))
+    )
+    try:
+        vectors = embeddings.embed_documents(DOCUMENTS)
+    finally:
+        hook.remove()
+    assert batches == [2, 2]  # four documents in batches of two
+    np.testing.assert_allclose(vectors, embeddings.model.encode_document(DOCUMENTS, batch_size=2), atol=1e-6)
+    np.testing.assert_allclose(
+        embeddings.embed_query(QUERIES[0]), embeddings.model.encode_query(QUERIES[:1])[0], atol=1e-6
+    )
+
+
+def test_query_encode_kwargs_replace_encode_kwargs_for_queries(reference_llara):
+    both = LLaRAEmbeddings(reference_llara, encode_kwargs={"truncate_dim": 16})
+    assert len(both.embed_query(QUERIES[0])) == 16 and len(both.embed_documents(DOCUMENTS)[0]) == 16
+    split = LLaRAEmbeddings(reference_llara, encode_kwargs={"truncate_dim": 16}, query_encode_kwargs={"batch_size": 1})
+    full_query = split.embed_query(QUERIES[0])
+    assert len(full_query) == reference_llara.get_embedding_dimension()
+    assert len(split.embed_documents(DOCUMENTS)[0]) == 16
+    # Still the query template: only the options changed.
+    np.testing.assert_array_equal(full_query, reference_llara.encode_query(QUERIES[:1])[0])
+
+
+def test_show_progress_shows_the_encoding_progress_bar(reference_llara, capsys):
+    LLaRAEmbeddings(reference_llara).embed_documents(DOCUMENTS)
+    assert "Batches" not in capsys.readouterr().err
+    LLaRAEmbeddings(reference_llara, show_progress=True).embed_documents(DOCUMENTS)
+    assert "Batches" in capsys.readouterr().err
+
+
+def test_cache_folder_and_local_files_only_read_a_hub_model_offline(reference_llara_dir, reference_llara, tmp_path):
+    """A Hub id resolves in cache_folder (Hugging Face cache layout) without network access."""
+    commit = "0" * 40
+    repository = tmp_path / "cache" / "models--llara-org--tiny-llara"
+    shutil.copytree(reference_llara_dir, repository / "snapshots" / commit)
+    (repository / "refs").mkdir()
+    (repository / "refs" / "main").write_text(commit)
+    embeddings = LLaRAEmbeddings(
+        model_name="llara-org/tiny-llara",
+        cache_folder=str(tmp_path / "cache"),
+        model_kwargs={"device": "cpu", "local_files_only": True},
+    )
+    np.testing.assert_allclose(
+        embeddings.embed_query(QUERIES[0]), reference_llara.encode_query(QUERIES[:1])[0], atol=1e-5
+    )
+    with pytest.raises(Exception, match="llara-org/absent"):
+        LLaRAEmbeddings(
+            model_name="llara-org/absent", cache_folder=str(tmp_path / "cache"), model_kwargs={"local_files_only": True}
+        )
+
+
+def test_model_kwargs_in_the_wrong_place_are_named(reference_llara_dir):
+    with pytest.raises(ValueError, match=r"\['dtype'\] are options of the backbone.*'model_kwargs': \{'dtype'"):
+        LLaRAEmbeddings(model_name=reference_llara_dir, model_kwargs={"dtype": "bfloat16"})
+    with pytest.raises(ValueError, match=r"\['colour'\] are not supported"):
+        LLaRAEmbeddings(model_name=reference_llara_dir, model_kwargs={"colour": "blue"})
+    with pytest.raises(ValueError, match=r"\['backend'\] are not supported \(they need trust_remote_code=True\)"):
+        LLaRAEmbeddings(model_name=reference_llara_dir, model_kwargs={"backend": "onnx"})
+
+
+@pytest.mark.slow
+def test_multi_process_documents_equal_in_process_ones(reference_llara_dir, reference_llara):
+    embeddings = LLaRAEmbeddings(reference_llara_dir, device="cpu", multi_process=True)
+    np.testing.assert_allclose(
+        embeddings.embed_documents(DOCUMENTS), reference_llara.encode_document(DOCUMENTS), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        embeddings.embed_query(QUERIES[0]), reference_llara.encode_query(QUERIES[:1])[0], atol=1e-5
+    )
