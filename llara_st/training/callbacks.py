@@ -1,0 +1,183 @@
+"""Guards against a diverged training run: a trainer callback that stops at the first non-finite loss or
+gradient, and a check, before a model is saved, that it still gives usable embeddings.
+
+Why a callback has to look at gradients: the trainer replaces a NaN or infinite step loss by the average of
+the earlier ones before logging it (``logging_nan_inf_filter``, on by default), so a run whose weights have
+all become NaN logs a loss of 0.0 and nothing in ``on_log`` shows it. A non-finite loss makes non-finite
+gradients, which :class:`DivergenceCallback` reads before the optimizer applies them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+# Short texts on unrelated subjects, as a query and as a passage: a working retriever embeds them apart.
+PROBE_TEXTS: tuple[str, ...] = (
+    "what causes the tides in the ocean",
+    "The Moon's gravity pulls the oceans, raising tides twice a day.",
+    "how do vaccines train the immune system",
+    "Photosynthesis turns light, water and carbon dioxide into sugar.",
+    "Bach wrote the Brandenburg Concertos around 1720.",
+    "best way to store fresh basil",
+    "The stock market fell sharply after the interest rate decision.",
+    "A goalkeeper may handle the ball only inside the penalty area.",
+)
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced a non-finite loss or gradient; the run stops before the optimizer applies it."""
+
+
+class DegenerateEmbeddingsError(RuntimeError):
+    """A model about to be saved embeds a probe of different texts into non-finite or identical vectors."""
+
+
+class DivergenceCallback(TrainerCallback):
+    """Stop training with :class:`TrainingDivergedError` at the first non-finite loss or gradient.
+
+    Checked at every optimizer step, before the update (``on_pre_optimizer_step``): the gradients of all
+    trainable parameters (already accumulated over ``gradient_accumulation_steps``), and, when the loss
+    module is given, every loss value it returned since the last step (a forward hook; an infinite loss can
+    come with finite gradients). Logged values (``loss``, ``grad_norm``, ``eval_loss``, ...) are checked too.
+    Under ``fp16`` mixed precision, a few non-finite gradients are expected (the gradient scaler skips those
+    steps and lowers its scale), so only ``fp16_patience`` consecutive ones stop the run. Under DeepSpeed ZeRO,
+    whose gradients are not in ``parameter.grad``, only the loss and the logged ``grad_norm`` are checked.
+
+    Args:
+        loss: The loss module given to the trainer; None checks the gradients and logs only.
+        fp16_patience: Consecutive non-finite gradient steps tolerated under ``fp16``.
+
+    Example::
+
+        loss = contrastive_loss(model)
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=rows, loss=loss, callbacks=[DivergenceCallback(loss)]
+        )
+        trainer.train()  # raises TrainingDivergedError instead of saving NaN weights
+    """
+
+    def __init__(self, loss: nn.Module | None = None, fp16_patience: int = 25) -> None:
+        self.loss = loss
+        self.fp16_patience = fp16_patience
+        self._hook: Any = None
+        self._losses: list[torch.Tensor] = []  # since the last step, kept on device: no host sync per micro-batch
+        self._overflow_steps = 0
+
+    def _record_loss(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        value = output[0] if isinstance(output, tuple | list) else output
+        if isinstance(value, torch.Tensor) and value.numel():
+            self._losses.append(value.detach().float().flatten()[:1])
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.loss is not None and self._hook is None:
+            self._hook = self.loss.register_forward_hook(self._record_loss)
+        self._overflow_steps = 0
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def on_pre_optimizer_step(self, args, state, control, model: nn.Module | None = None, **kwargs):
+        step = state.global_step + 1
+        if self._losses:
+            losses, self._losses = torch.cat(self._losses), []
+            if not bool(torch.isfinite(losses).all()):
+                self._stop(f"the loss is {losses[~torch.isfinite(losses)][0].item()}", step)
+        if model is None:
+            return
+        gradients = [(name, p.grad) for name, p in model.named_parameters() if p.requires_grad and p.grad is not None]
+        if not gradients:
+            return
+        if bool(torch.stack([torch.isfinite(grad).all() for _, grad in gradients]).all()):
+            self._overflow_steps = 0
+            return
+        if args.fp16:
+            self._overflow_steps += 1
+            if self._overflow_steps <= self.fp16_patience:
+                return  # the fp16 gradient scaler skips this step and lowers its scale
+        bad = [name for name, grad in gradients if not bool(torch.isfinite(grad).all())]
+        where = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        streak = f" ({self._overflow_steps} steps in a row under fp16)" if args.fp16 else ""
+        self._stop(f"the gradient is not finite{streak} in {where}", step)
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
+        for key, value in (logs or {}).items():
+            if (key.endswith("loss") or key == "grad_norm") and isinstance(value, int | float):
+                if not math.isfinite(value):
+                    self._stop(f"the logged {key} is {value}", state.global_step)
+
+    def _stop(self, what: str, step: int) -> None:
+        raise TrainingDivergedError(
+            f"training diverged at step {step}: {what}. Nothing more is trained or saved; lower the learning "
+            "rate (or raise warm-up / lower max_grad_norm) and start again in a new output_dir"
+        )
+
+
+def check_probe_embeddings(
+    model: Any,
+    texts: Sequence[str] = PROBE_TEXTS,
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """Embed a probe of different texts and raise :class:`DegenerateEmbeddingsError` if the embeddings are
+    non-finite or collapsed; call it before saving a trained model.
+
+    A diverged run can end with finite weights that map every text to the same vector (e.g. all zeros) and a
+    logged loss that looks fine; such a model must not be saved as if training worked. The probe is embedded
+    as queries (``encode_query``) and as passages (``encode_document``), so a LLaRA model is checked with
+    both of its templates. Collapsed means every probe embedding is within ``atol + rtol × (largest
+    absolute value)`` of their mean, coordinate by coordinate.
+
+    Args:
+        model: A ``SentenceTransformer`` (e.g. a LLaRA model).
+        texts: The probe; at least two different texts.
+        rtol, atol: Relative and absolute tolerance of "all equal".
+        batch_size: Encoding batch size.
+
+    Returns:
+        The probe's embeddings (queries, then passages), float32 on the CPU.
+
+    Example::
+
+        merge_lora_adapter(model)
+        check_probe_embeddings(model)  # raises DegenerateEmbeddingsError on a collapsed model
+        model.save("llara-finetuned")
+    """
+    if len(set(texts)) < 2:
+        raise ValueError("the probe needs at least two different texts")
+    kinds = [("query", "encode_query"), ("passage", "encode_document")]
+    available = [(kind, getattr(model, name)) for kind, name in kinds if hasattr(model, name)] or [
+        ("text", model.encode)
+    ]
+    parts = []
+    with torch.no_grad():
+        for kind, encode in available:
+            embeddings = encode(list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
+            embeddings = embeddings.detach().float().cpu()
+            non_finite = int((~torch.isfinite(embeddings)).any(dim=1).sum())
+            if non_finite:
+                raise DegenerateEmbeddingsError(
+                    f"{non_finite} of {len(texts)} probe {kind} embeddings contain NaN or inf: the model diverged "
+                    "in training and is not saved; lower the learning rate and train again"
+                )
+            parts.append(embeddings)
+            spread = (embeddings - embeddings.mean(dim=0)).abs().max().item()
+            scale = embeddings.abs().max().item()
+            if spread <= atol + rtol * scale:
+                what = "all zero" if scale == 0 else f"all equal (largest difference {spread:.3g})"
+                raise DegenerateEmbeddingsError(
+                    f"the {len(texts)} different probe texts get {what} {kind} embeddings: the model has collapsed "
+                    "in training and is not saved; lower the learning rate and train again"
+                )
+    return torch.cat(parts)

@@ -1,0 +1,464 @@
+"""Which checkpoint a training run may resume from, so that a run never silently continues, or replaces,
+another run's work.
+
+A run records the settings that determine its result (a :class:`RunFingerprint`) in ``output_dir``;
+:func:`resolve_checkpoint` then resumes only a run with the same settings, refuses a different one with an
+error naming the changed settings, starts afresh only when asked (``overwrite``, removing the stale
+checkpoints), and skips an incomplete newest checkpoint (a run killed while saving) for the previous complete
+one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+logger = logging.getLogger(__name__)
+
+RUN_RECORD_NAME = "llara_run.json"
+INCOMPLETE_SUFFIX = ".incomplete"
+_CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+# Settings that do not change the trained weights: where and how often to write, log and evaluate, how the
+# work is spread over devices, and how the final model is stored. Changing them never makes a run stale.
+# The length of training (max_steps, num_train_epochs) is left out too: raising it on resume extends a run.
+NON_RESULT_SETTINGS: frozenset[str] = frozenset(
+    {
+        # where things go, what gets logged, saved, reported
+        "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "final_model_dir", "logging_dir",
+        "run_name", "project", "report_to", "disable_tqdm", "log_level", "log_level_replica", "log_on_each_node",
+        "logging_first_step", "logging_nan_inf_filter", "logging_steps", "logging_strategy", "save_on_each_node",
+        "save_steps", "save_strategy", "save_total_limit", "save_only_model", "push_to_hub", "skip_memory_metrics",
+        "lora_save", "merge_lora", "max_steps", "num_train_epochs",
+        # evaluation (it reads the model, it does not train it)
+        "do_train", "do_eval", "do_predict", "eval_strategy", "eval_steps", "eval_delay", "eval_on_start",
+        "eval_accumulation_steps", "eval_do_concat_batches", "eval_use_gather_object", "eval_batch_size",
+        "per_device_eval_batch_size", "bf16_full_eval", "fp16_full_eval", "batch_eval_metrics",
+        "prediction_loss_only", "include_for_metrics", "include_num_input_tokens_seen", "dev_data", "dev_split",
+        "dev_corpus_size",
+        # devices, processes and memory: the same computation, spread differently
+        "use_cpu", "local_rank", "debug", "ddp_backend", "ddp_timeout", "ddp_bucket_cap_mb", "ddp_broadcast_buffers",
+        "ddp_find_unused_parameters", "ddp_static_graph", "deepspeed", "fsdp", "fsdp_config", "accelerator_config",
+        "parallelism_config", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers",
+        "dataloader_prefetch_factor", "dataloader_multiprocessing_context", "torch_empty_cache_steps",
+        "gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_checkpointing",
+        "activation_checkpointing_kwargs", "enable_jit_checkpoint", "restore_callback_states_from_checkpoint",
+    }
+)  # fmt: skip
+NON_RESULT_PREFIXES: tuple[str, ...] = ("hub_", "trackio_")
+# Files up to this size are hashed whole; larger ones (multi-GB weights, corpora) by size and 16 samples.
+_FULL_HASH_LIMIT = 64 * 2**20
+_SAMPLE_COUNT, _SAMPLE_SIZE = 16, 2**16
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+class StaleRunError(RuntimeError):
+    """``output_dir`` holds a run whose settings differ from this one's (or cannot be told): resuming it would
+    continue another run, starting afresh would destroy it."""
+
+
+class IncompleteCheckpointError(RuntimeError):
+    """A checkpoint asked for by path lacks its trainer state, weights or optimizer state."""
+
+
+# ---------------------------------------------------------------------------------------------- fingerprint
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file: whole up to 64 MiB, else of its size and 16 evenly spaced 64 KiB samples."""
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    digest.update(str(size).encode())
+    with path.open("rb") as handle:
+        if size <= _FULL_HASH_LIMIT:
+            for block in iter(lambda: handle.read(2**20), b""):
+                digest.update(block)
+        else:
+            for index in range(_SAMPLE_COUNT):
+                handle.seek((size - _SAMPLE_SIZE) * index // (_SAMPLE_COUNT - 1))
+                digest.update(handle.read(_SAMPLE_SIZE))
+    return digest.hexdigest()
+
+
+def path_identity(path: str | os.PathLike) -> str:
+    """A content digest of a file, or of every file of a folder (names included; hidden entries skipped).
+
+    Copying a model or data folder keeps its identity; retraining or editing it changes the identity.
+    """
+    path = Path(path)
+    if path.is_file():
+        return _file_digest(path)
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*")):
+        relative = file.relative_to(path)
+        if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+            digest.update(f"{relative.as_posix()}\0{_file_digest(file)}\0".encode())
+    return digest.hexdigest()
+
+
+def dataset_identity(dataset: Any) -> str:
+    """A content digest of a ``datasets.Dataset``: its columns and every row, in order."""
+    import pyarrow as pa
+
+    digest = hashlib.sha256()
+    arrow = dataset.with_format("arrow")
+    for start in range(0, len(dataset), 10_000):
+        sink = pa.BufferOutputStream()
+        batch = arrow[start : start + 10_000]
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_table(batch)
+        digest.update(sink.getvalue().to_pybytes())
+    return f"{len(dataset)} rows {dataset.column_names} sha256:{digest.hexdigest()}"
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON value standing for ``value``: paths that exist carry their content identity; functions their
+    qualified name; objects their repr without memory addresses (which change from run to run)."""
+    from datasets import Dataset
+
+    if isinstance(value, Dataset):
+        return {"dataset": dataset_identity(value)}
+    if isinstance(value, enum.Enum):
+        return _canonical(value.value)
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, str | os.PathLike):
+        text = os.fspath(value)
+        if text and len(text) < 4096 and Path(text).exists():
+            return {"path": str(Path(text).resolve()), "content": path_identity(text)}
+        return text
+    if isinstance(value, Mapping):
+        return {str(key): _canonical(item) for key, item in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_canonical(item) for item in value]
+        return sorted(items, key=json.dumps) if isinstance(value, set | frozenset) else items
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return _ADDRESS.sub("", repr(value))
+
+
+def _settings_of(config: Any) -> dict[str, Any]:
+    if hasattr(config, "to_dict") and dataclasses.is_dataclass(config):  # transformers' TrainingArguments
+        settings = dict(config.to_dict())
+        # to_dict turns some fields into strings (an enum's value, a callable's name): read those directly.
+        settings.update({name: getattr(config, name) for name in ("batch_sampler", "multi_dataset_batch_sampler")})
+        return {name: value for name, value in settings.items() if hasattr(config, name)}
+    if dataclasses.is_dataclass(config):
+        return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+    if isinstance(config, Mapping):
+        return dict(config)
+    raise TypeError(f"expected a dataclass or a mapping of settings, got {type(config).__name__}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFingerprint:
+    """The settings that determine a training run's result, in canonical JSON form, and their digest.
+
+    Built from the run's configuration objects (a recipe's dataclass, the trainer's arguments, precomputed
+    rows): every setting counts except those in :data:`NON_RESULT_SETTINGS` (output, logging, evaluation,
+    device layout, training length). A string naming an existing file or folder (the model, the data) counts
+    with its content, so a retrained model or an edited data file in the same place changes the fingerprint;
+    a ``datasets.Dataset`` counts with its rows.
+
+    Args:
+        settings: ``{name: canonical value}``; use :meth:`from_configs` rather than building it by hand.
+
+    Example::
+
+        fingerprint = RunFingerprint.from_configs(config, training_args, {"train_dataset": rows})
+        checkpoint = resolve_checkpoint(training_args.output_dir, "latest", fingerprint)
+        trainer.train(resume_from_checkpoint=checkpoint)
+    """
+
+    settings: dict[str, Any]
+
+    @classmethod
+    def from_configs(cls, *configs: Any, ignore: Iterable[str] = ()) -> RunFingerprint:
+        """The fingerprint of dataclasses / mappings of settings (a later one's value wins on a shared name).
+
+        Args:
+            configs: Recipe configs, ``TrainingArguments``, or ``{name: value}`` (e.g. ``{"rows": dataset}``).
+            ignore: More setting names that do not change the result.
+        """
+        ignored = NON_RESULT_SETTINGS | set(ignore)
+        settings: dict[str, Any] = {}
+        for config in configs:
+            for name, value in _settings_of(config).items():
+                if name not in ignored and not name.startswith(NON_RESULT_PREFIXES):
+                    settings[name] = _canonical(value)
+        return cls(dict(sorted(settings.items())))
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the settings."""
+        return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()
+
+    def differences(self, recorded: RunFingerprint) -> list[str]:
+        """``"name: recorded value → this value"`` for each setting both hold with different values (a setting
+        known to one side only, e.g. a field added by a library upgrade, is not a difference)."""
+        return [
+            f"{name}: {_short(recorded.settings[name])} → {_short(value)}"
+            for name, value in self.settings.items()
+            if name in recorded.settings and recorded.settings[name] != value
+        ]
+
+    def matches(self, recorded: RunFingerprint | None) -> bool:
+        """Whether ``recorded`` is a run with these settings (no :meth:`differences`)."""
+        return recorded is not None and not self.differences(recorded)
+
+    def save(self, output_dir: str | os.PathLike) -> Path:
+        """Write the record ``output_dir/llara_run.json`` (atomically: a killed run never leaves half a file)."""
+        path = Path(output_dir) / RUN_RECORD_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"digest": self.digest, "settings": self.settings}, indent=1), "utf8")
+        partial.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, output_dir: str | os.PathLike) -> RunFingerprint | None:
+        """The record of the run in ``output_dir``, or None if it holds none."""
+        path = Path(output_dir) / RUN_RECORD_NAME
+        if not path.is_file():
+            return None
+        try:
+            return cls(json.loads(path.read_text("utf8"))["settings"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise StaleRunError(f"{path} is not a run record ({error}); remove it or use a new output_dir") from None
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "content" in value:
+        return f"{value['path']} (content {value['content'][:12]})"
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def _weights_complete(path: Path) -> bool:
+    """A safetensors file is complete when its header parses and the file is as long as the header says."""
+    try:
+        with path.open("rb") as handle:
+            header_size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_size))
+    except (OSError, ValueError):
+        return False
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    return path.stat().st_size == 8 + header_size + max(ends, default=0)
+
+
+def checkpoint_problems(checkpoint: str | os.PathLike, require_optimizer: bool = True) -> list[str]:
+    """What a trainer checkpoint folder lacks to be resumed from; empty when it is complete.
+
+    A complete checkpoint has a readable ``trainer_state.json``, model weights (every ``*.safetensors`` file
+    whole, or ``pytorch_model*.bin``, or a DeepSpeed ``global_step*`` folder) and, unless
+    ``require_optimizer`` is false (``save_only_model``), the optimizer state.
+    """
+    folder = Path(checkpoint)
+    problems = []
+    state = folder / "trainer_state.json"
+    try:
+        json.loads(state.read_text("utf8"))
+    except FileNotFoundError:
+        problems.append("no trainer_state.json")
+    except (OSError, ValueError):
+        problems.append("an unreadable trainer_state.json")
+    safetensors = sorted(folder.rglob("*.safetensors"))
+    deepspeed = [path for path in folder.glob("global_step*") if path.is_dir()]
+    if not safetensors and not list(folder.rglob("pytorch_model*.bin")) and not deepspeed:
+        problems.append("no model weights")
+    problems += [f"a truncated {path.relative_to(folder)}" for path in safetensors if not _weights_complete(path)]
+    optimizer = [folder / "optimizer.pt", folder / "optimizer.bin", *deepspeed, *folder.glob("optimizer_*")]
+    if require_optimizer and not any(path.exists() and (path.is_dir() or path.stat().st_size) for path in optimizer):
+        problems.append("no optimizer state")
+    return problems
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    """``checkpoint-N`` folders, newest (highest step) first."""
+    found = [
+        path for path in output_dir.iterdir() if path.is_dir() and _CHECKPOINT_PATTERN.match(path.name)
+    ] if output_dir.is_dir() else []  # fmt: skip
+    return sorted(found, key=lambda path: int(_CHECKPOINT_PATTERN.match(path.name).group(1)), reverse=True)
+
+
+def _wants_latest(resume: str | bool | None) -> bool | None:
+    """True for "latest"/"last"/"true", False for no resume, None for a checkpoint path."""
+    if resume is None or resume is False:
+        return False
+    if resume is True:
+        return True
+    text = str(resume).strip().lower()
+    if text in ("", "false", "none", "no"):
+        return False
+    if text in ("true", "latest", "last", "yes"):
+        return True
+    return None
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+def resolve_checkpoint(
+    output_dir: str | os.PathLike,
+    resume: str | bool | os.PathLike | None,
+    fingerprint: RunFingerprint,
+    overwrite: bool = False,
+    stale_outputs: Iterable[str] = (),
+    require_optimizer: bool = True,
+) -> str | None:
+    """The checkpoint to pass to ``trainer.train(resume_from_checkpoint=...)``, after checking that
+    ``output_dir`` holds this run and not another.
+
+    * ``output_dir`` empty or new: start from scratch (also with ``resume="latest"``); the run is recorded.
+    * It holds a run with the same fingerprint: ``resume="latest"`` (or ``"last"``, ``"true"``, ``True``)
+      gives the newest complete checkpoint; an incomplete newer one (killed while saving) is moved aside as
+      ``checkpoint-N.incomplete`` with a warning. Without ``resume``, existing checkpoints are an error
+      (starting again would replace them): resume, or pass ``overwrite``.
+    * It holds a run with other settings, or checkpoints with no record: :class:`StaleRunError` naming the
+      changed settings, unless ``overwrite``: then the old ``checkpoint-*`` folders, ``trainer_state.json``
+      and ``stale_outputs`` (names under ``output_dir``, e.g. ``"final"``, ``"metrics.json"``) are removed and
+      the run starts from scratch.
+    * ``resume`` a checkpoint path: that checkpoint, if complete (:class:`IncompleteCheckpointError`
+      otherwise) and, when its folder records a run, of the same fingerprint.
+
+    In a multi-process run every process calls this; only the main one removes and writes files.
+
+    Args:
+        output_dir: The run's folder (the trainer's ``output_dir``).
+        resume: ``resume_from_checkpoint`` as configured: None/False, "latest"/"last"/"true"/True, or a path.
+        fingerprint: This run's :class:`RunFingerprint`.
+        overwrite: Start afresh over another run's (or this run's) checkpoints, deleting them.
+        stale_outputs: More outputs of the recipe, removed with the old checkpoints on ``overwrite``.
+        require_optimizer: A checkpoint needs optimizer state to count as complete.
+
+    Returns:
+        A checkpoint folder, or None to start from scratch.
+
+    Example::
+
+        fingerprint = RunFingerprint.from_configs(config, training_args)
+        checkpoint = resolve_checkpoint(training_args.output_dir, "latest", fingerprint)
+        trainer.train(resume_from_checkpoint=checkpoint)
+    """
+    output = Path(output_dir)
+    latest = _wants_latest(resume)
+    if latest is None:
+        return _resolve_checkpoint_path(Path(resume), output, fingerprint, require_optimizer)  # type: ignore[arg-type]
+
+    # Decide from what every process sees, before the main process changes anything.
+    recorded = RunFingerprint.load(output)
+    checkpoints = _checkpoints(output)
+    same_run = fingerprint.matches(recorded)
+    remove = False
+    if not same_run and (recorded is not None or checkpoints):
+        if not overwrite:
+            if recorded is None:
+                raise StaleRunError(
+                    f"output_dir {output} holds checkpoints ({checkpoints[0].name}, ...) of a run that recorded no "
+                    f"settings, so they may belong to another configuration; use a new output_dir, "
+                    "overwrite_output_dir: true to delete them, or resume_from_checkpoint: <that checkpoint folder>"
+                )
+            raise StaleRunError(_mismatch_message(output, fingerprint, recorded, "resume it"))
+        remove = True
+    elif same_run and checkpoints and not latest:
+        if not overwrite:
+            raise StaleRunError(
+                f"output_dir {output} holds checkpoints of this run (newest {checkpoints[0].name}); starting again "
+                "would replace them: set resume_from_checkpoint: latest to continue, or overwrite_output_dir: true "
+                "to start from scratch"
+            )
+        remove = True
+    chosen, incomplete = None, []
+    if latest and not remove:
+        for checkpoint in checkpoints:
+            problems = checkpoint_problems(checkpoint, require_optimizer)
+            if not problems:
+                chosen = checkpoint
+                break
+            incomplete.append((checkpoint, problems))
+    _wait_for_everyone()
+
+    if _is_main_process():
+        if remove:
+            _remove_run(output, checkpoints, stale_outputs)
+        for checkpoint, problems in incomplete:
+            aside = checkpoint.with_name(checkpoint.name + INCOMPLETE_SUFFIX)
+            logger.warning(
+                "Checkpoint %s is incomplete (%s): moved aside to %s; resuming from %s",
+                checkpoint, ", ".join(problems), aside.name, chosen.name if chosen else "scratch",
+            )  # fmt: skip
+            shutil.rmtree(aside, ignore_errors=True)
+            checkpoint.rename(aside)
+        if remove or not same_run:
+            fingerprint.save(output)
+    _wait_for_everyone()
+    if chosen is None and latest:
+        logger.info("No complete checkpoint of this run in %s: starting from scratch", output)
+    return str(chosen) if chosen is not None else None
+
+
+def _resolve_checkpoint_path(
+    checkpoint: Path, output: Path, fingerprint: RunFingerprint, require_optimizer: bool
+) -> str:
+    """``resume_from_checkpoint`` given as a folder: complete, and of this run when its folder says."""
+    if not checkpoint.is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint={str(checkpoint)!r} is not a checkpoint folder")
+    problems = checkpoint_problems(checkpoint, require_optimizer)
+    if problems:
+        raise IncompleteCheckpointError(f"checkpoint {checkpoint} cannot be resumed: it has {', '.join(problems)}")
+    recorded = RunFingerprint.load(checkpoint.parent)
+    if recorded is None:
+        logger.warning("Resuming %s, whose run records no settings: they cannot be checked", checkpoint)
+    elif not fingerprint.matches(recorded):
+        raise StaleRunError(_mismatch_message(checkpoint.parent, fingerprint, recorded, "resume from it"))
+    here = RunFingerprint.load(output)
+    if here is not None and not fingerprint.matches(here):
+        raise StaleRunError(_mismatch_message(output, fingerprint, here, "write into it"))
+    _wait_for_everyone()
+    if _is_main_process() and here is None:
+        fingerprint.save(output)
+    _wait_for_everyone()
+    return str(checkpoint)
+
+
+def _mismatch_message(folder: Path, fingerprint: RunFingerprint, recorded: RunFingerprint, action: str) -> str:
+    changes = "; ".join(fingerprint.differences(recorded))
+    return (
+        f"output_dir {folder} holds a run with a different configuration ({changes}); to {action} "
+        "would mix the two runs: use a new output_dir or overwrite_output_dir: true (which deletes the old run)"
+    )
+
+
+def _remove_run(output: Path, checkpoints: list[Path], stale_outputs: Iterable[str]) -> None:
+    """Delete a run's checkpoints, trainer state, record and the named outputs (call on the main process)."""
+    targets = [*checkpoints, output / "trainer_state.json", output / RUN_RECORD_NAME]
+    targets += [output / name for name in stale_outputs]
+    targets += [path for path in output.glob(f"{PREFIX_CHECKPOINT_DIR}-*{INCOMPLETE_SUFFIX}")]
+    for target in targets:
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+    logger.warning("overwrite_output_dir: removed the earlier run's checkpoints and outputs from %s", output)
