@@ -15,9 +15,11 @@ class LastKPooling(Module):
     attention mask is 1, i.e. over the 8 prompt tokens ``<s1>``…``<s8>`` (passages) or ``<s9>``…``<s16>``
     (queries) that end every LLaRA input.
 
-    The positions follow the attention mask, so rows padded on the left (inference), on the right, or on
-    both sides (the trainer merges columns by right-padding left-padded rows) pool the same tokens.
-    The mean is computed in float32 and returned in the input dtype.
+    The positions follow the attention mask, so rows padded on the right (inference), on the left (the
+    adaptation loss's inputs), or on both sides pool the same tokens. The mean is computed in float32 and
+    returned in the input dtype. When the input module reports how many prompt tokens its templates end
+    with (``features["prompt_token_count"]``, as :class:`~llara_st.modules.LLaRATransformer` does), a
+    different ``num_tokens`` is refused rather than pooled.
 
     Args:
         num_tokens: How many trailing positions to average (8 in LLaRA).
@@ -39,6 +41,12 @@ class LastKPooling(Module):
         self.num_tokens = num_tokens
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        prompt_token_count = features.get("prompt_token_count")
+        if prompt_token_count is not None and prompt_token_count != self.num_tokens:
+            raise ValueError(
+                f"LastKPooling averages the last {self.num_tokens} tokens, but the input module's templates end "
+                f"with {prompt_token_count} prompt tokens: use LastKPooling(num_tokens={prompt_token_count})"
+            )
         token_embeddings: torch.Tensor = features["token_embeddings"]
         mask = features["attention_mask"].bool()
         # How many real tokens lie at or after each position: the last k real tokens have 1..k.

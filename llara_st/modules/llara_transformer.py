@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from sentence_transformers.base.modules import Transformer
-from tokenizers import AddedToken
+from tokenizers import AddedToken, Tokenizer
+from torch import nn
 
+from llara_st.modules.last_k_pooling import LastKPooling
 from llara_st.prompts import (
     DEFAULT_PASSAGE_MAX_LENGTH,
     DEFAULT_QUERY_MAX_LENGTH,
+    NUM_PROMPT_TOKENS,
+    PASSAGE_PROMPT_TOKENS,
     PASSAGE_SUFFIX,
     PREFIX,
     PROMPT_TOKENS,
+    QUERY_PROMPT_TOKENS,
     QUERY_SUFFIX,
 )
 
@@ -40,11 +47,25 @@ class LLaRATransformer(Transformer):
     tokenizer's own special tokens (BOS for Llama-2; nothing for a tokenizer without one, e.g. SmolLM2),
     the text without special tokens, and the passage suffix ``", summarize the above passage within eight
     words: <s1>…<s8>`` for documents or the query suffix ``", predict the following passage within eight
-    words: <s9>…<s16>`` for queries. ``encode_query`` selects the query template, ``encode_document`` and
-    plain ``encode`` the passage template. The text is truncated so that the whole input fits the side's
-    max length; the suffix is never cut. Rows are left-padded. The module returns the last layer's hidden
-    states (after the final norm) as ``token_embeddings``; :class:`~llara_st.modules.LastKPooling` averages
-    the last 8 of them.
+    words: <s9>…<s16>`` for queries. The text is truncated so that the whole input fits the side's max
+    length; the suffix is never cut. Rows are right-padded, so ``output_value="token_embeddings"`` returns one
+    row per real token. The module returns the last layer's hidden states (after the final norm) as
+    ``token_embeddings``; :class:`~llara_st.modules.LastKPooling` averages the last 8 of them.
+
+    **Which template.** The template follows the ``task`` of the call: ``encode_query`` (``task="query"``)
+    selects the query template; ``encode_document`` (``task="document"``) and plain ``encode`` without a
+    prompt select the passage template. A prompt without a task (``encode(texts, prompt_name="query")``)
+    is refused, since the prompt name does not reach the module; call ``encode_query``/``encode_document``
+    or pass ``task=``. ``task="raw"`` (the text alone, for :class:`~llara_st.losses.EBAEEBARLoss`) is
+    tokenised for the loss only: a forward pass of raw features outside the loss is refused.
+
+    **Thread safety.** The task and max length travel with each call; the module keeps no per-call state
+    and tokenises with private copies of the tokenizer's backend that are never reconfigured, so
+    ``encode_query`` and ``encode_document`` may run at the same time on one model (threads, asyncio).
+
+    **Checks.** The passage suffix must end with ``<s1>``…``<s8>`` and the query suffix with
+    ``<s9>``…``<s16>``; max lengths must leave room for text and may not exceed the backbone's
+    ``max_position_embeddings``.
 
     The backbone is loaded with its causal-LM head (``AutoModelForCausalLM``), which the adaptation
     losses need; plain embedding never computes logits.
@@ -77,6 +98,8 @@ class LLaRATransformer(Transformer):
         "passage_suffix",
         "query_suffix",
     ]
+    # The model's forward hands each call's task to this module (encode(task=...), encode_query, ...).
+    forward_kwargs: set[str] = set(Transformer.forward_kwargs) | {"task"}
 
     def __init__(
         self,
@@ -104,16 +127,20 @@ class LLaRATransformer(Transformer):
         self.query_suffix = query_suffix
         self._ensure_prompt_tokens(add_prompt_tokens)
         self._ensure_pad_token()
-        self.tokenizer.padding_side = "left"
+        # Right padding: sentence-transformers strips trailing padding from token embeddings, and positions and
+        # pooling follow the attention mask, so the embeddings do not depend on the padding side.
+        self.tokenizer.padding_side = "right"
         self._prefix_ids = self.tokenizer(prefix, add_special_tokens=True)["input_ids"]
         self._suffix_ids: dict[Side, list[int]] = {
             "passage": self.tokenizer(passage_suffix, add_special_tokens=False)["input_ids"],
             "query": self.tokenizer(query_suffix, add_special_tokens=False)["input_ids"],
         }
-        self.query_max_length = query_max_length
-        self.passage_max_length = passage_max_length
-        for side in ("query", "passage"):
-            self._text_budget(side)  # fail early on a max length that leaves no room for text
+        self._check_suffix_ends_with_prompt_tokens("passage", PASSAGE_PROMPT_TOKENS)
+        self._check_suffix_ends_with_prompt_tokens("query", QUERY_PROMPT_TOKENS)
+        # Private truncating copies of the backend tokenizer, one per max length, never reconfigured once made.
+        self._encoders: dict[int, Tokenizer] = {}
+        self._query_max_length = self._checked_max_length("query", query_max_length)
+        self._passage_max_length = self._checked_max_length("passage", passage_max_length)
 
     # ------------------------------------------------------------------ set-up
 
@@ -134,9 +161,18 @@ class LLaRATransformer(Transformer):
             # Mean-initialised new rows; training must make them trainable (see docs/adaptation.md).
             self.model.resize_token_embeddings(len(self.tokenizer))
             logger.info("Added %d LLaRA prompt tokens and resized the embeddings", len(missing))
-        suffix_tokens = set(self.passage_suffix_tokens() + self.query_suffix_tokens())
-        if not set(PROMPT_TOKENS) <= suffix_tokens:
-            raise ValueError("The passage and query suffixes must end with <s1>…<s8> and <s9>…<s16>")
+
+    def _check_suffix_ends_with_prompt_tokens(self, side: Side, prompt_tokens: list[str]) -> None:
+        # The pooling averages the last 8 positions: they must be these 8 prompt tokens, in this order.
+        expected = [self.tokenizer.convert_tokens_to_ids(token) for token in prompt_tokens]
+        suffix_ids = self._suffix_ids[side]
+        if suffix_ids[-len(expected) :] != expected:
+            suffix = self.passage_suffix if side == "passage" else self.query_suffix
+            ending = self.tokenizer.convert_ids_to_tokens(suffix_ids[-len(expected) :])
+            raise ValueError(
+                f"The {side} suffix must end with the prompt tokens {''.join(prompt_tokens)}, which LastKPooling "
+                f"averages; {side}_suffix={suffix!r} ends with the tokens {ending}"
+            )
 
     def passage_suffix_tokens(self) -> list[str]:
         return self.tokenizer.tokenize(self.passage_suffix)
@@ -171,6 +207,43 @@ class LLaRATransformer(Transformer):
     def max_length(self, side: Side) -> int:
         return self.query_max_length if side == "query" else self.passage_max_length
 
+    @property
+    def max_position_embeddings(self) -> int | None:
+        """The longest input the backbone's position embeddings cover, if its config says."""
+        config = self.model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        return getattr(text_config, "max_position_embeddings", None)
+
+    def _checked_max_length(self, side: Side, value: int) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{side}_max_length must be an integer, got {value!r}")
+        self._text_budget(side, value)
+        limit = self.max_position_embeddings
+        if limit is not None and value > limit:
+            raise ValueError(
+                f"{side}_max_length={value} exceeds the backbone's max_position_embeddings={limit}: longer inputs "
+                f"would reach positions the model was never trained on. Use at most {limit}."
+            )
+        return value
+
+    @property
+    def query_max_length(self) -> int:
+        """Max tokens of a query input, prefix and suffix included."""
+        return self._query_max_length
+
+    @query_max_length.setter
+    def query_max_length(self, value: int) -> None:
+        self._query_max_length = self._checked_max_length("query", value)
+
+    @property
+    def passage_max_length(self) -> int:
+        """Max tokens of a passage (document) input, prefix and suffix included."""
+        return self._passage_max_length
+
+    @passage_max_length.setter
+    def passage_max_length(self, value: int) -> None:
+        self._passage_max_length = self._checked_max_length("passage", value)
+
     def _text_budget(self, side: Side, max_length: int | None = None) -> int:
         max_length = self.max_length(side) if max_length is None else max_length
         if side == "raw":
@@ -190,13 +263,20 @@ class LLaRATransformer(Transformer):
 
     @property
     def max_seq_length(self) -> int:
+        """The longest input, template included: the larger of ``passage_max_length`` and ``query_max_length``.
+
+        Setting it sets ``passage_max_length`` and caps ``query_max_length`` at the same value, so that no
+        input is longer and reading it back gives the value set. Set the two lengths for per-side control.
+        """
         return max(self.query_max_length, self.passage_max_length)
 
     @max_seq_length.setter
     def max_seq_length(self, value: int | None) -> None:
-        # sentence-transformers sets this on the tokenizer; LLaRA's lengths are per side.
-        if value is not None:
-            self.passage_max_length = value
+        if value is None:  # sentence-transformers' "no limit": keep the template lengths
+            return
+        passage_max_length = self._checked_max_length("passage", value)
+        query_max_length = self._checked_max_length("query", min(self.query_max_length, value))
+        self._passage_max_length, self._query_max_length = passage_max_length, query_max_length
 
     # ------------------------------------------------------------------ preprocessing
 
@@ -210,37 +290,51 @@ class LLaRATransformer(Transformer):
                 "'document'/'passage' (or no task) with the passage template"
             ) from None
 
+    def _encode_ids(self, texts: list[str], max_length: int, add_special_tokens: bool) -> list[list[int]]:
+        """Token ids of each text, truncated to ``max_length`` as the tokenizer truncates."""
+        if not self.tokenizer.is_fast:  # Python tokenizers truncate per call and keep no state between calls
+            encoded = self.tokenizer(
+                texts, add_special_tokens=add_special_tokens, truncation=True, max_length=max_length
+            )
+            return encoded["input_ids"]
+        # A fast tokenizer's truncation is state of its shared backend, which every call with another max length
+        # reconfigures: two threads tokenising queries and documents would cut each other's texts. Each max
+        # length gets its own copy of the backend, configured once, as the tokenizer would configure it.
+        encoder = self._encoders.get(max_length)
+        if encoder is None:
+            encoder = copy.deepcopy(self.tokenizer.backend_tokenizer)
+            encoder.no_padding()
+            encoder.enable_truncation(
+                max_length=max_length, stride=0, strategy="longest_first", direction=self.tokenizer.truncation_side
+            )
+            encoder.encode_special_tokens = bool(getattr(self.tokenizer, "split_special_tokens", False))
+            self._encoders[max_length] = encoder
+        return [encoding.ids for encoding in encoder.encode_batch(texts, add_special_tokens=add_special_tokens)]
+
     def tokenize_texts(self, texts: Sequence[str], side: Side, max_length: int | None = None) -> list[list[int]]:
         """Token ids of ``prefix + text + suffix`` for each text, unpadded, the text truncated to fit."""
         for position, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(
-                    f"LLaRA embeds strings; the input at position {position} is "
-                    f"{type(text).__name__}: {text!r:.80}"
+                    f"LLaRA embeds strings; the input at position {position} is {type(text).__name__}: {text!r:.80}"
                 )
         budget = self._text_budget(side, max_length)
         if not texts:
             return []
         if side == "raw":
-            return self.tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=budget)[
-                "input_ids"
-            ]
-        text_ids = self.tokenizer(
-            list(texts), add_special_tokens=False, truncation=True, max_length=budget
-        )["input_ids"]
-        suffix = self._suffix_ids[side]
-        return [self._prefix_ids + ids + suffix for ids in text_ids]
+            return self._encode_ids(list(texts), budget, add_special_tokens=True)
+        text_ids = self._encode_ids(list(texts), budget, add_special_tokens=False)
+        prefix, suffix = self._prefix_ids, self._suffix_ids[side]
+        return [prefix + ids + suffix for ids in text_ids]
 
     def pad(self, rows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
-        """Left-pad token id rows into ``input_ids`` and ``attention_mask`` tensors."""
-        width = max(len(row) for row in rows)
-        pad_id = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            if row:
-                input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-                attention_mask[i, width - len(row) :] = 1
+        """Right-pad token id rows into ``input_ids`` and ``attention_mask`` tensors."""
+        lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
+        width = int(lengths.max()) if len(rows) else 0
+        attention_mask = (torch.arange(width) < lengths.unsqueeze(1)).long()
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        # The real positions, read row by row, are the rows laid end to end.
+        input_ids[attention_mask.bool()] = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     def preprocess(
@@ -255,14 +349,21 @@ class LLaRATransformer(Transformer):
 
         Args:
             inputs: The texts.
-            prompt: An instruction placed before each text, inside the quotes (LLaRA itself uses none).
+            prompt: An instruction placed before each text, inside the quotes (LLaRA itself uses none). Needs a
+                ``task``: a prompt alone means ``encode(prompt_name=...)``, whose name never reaches the module.
             task: ``"query"`` for the query template; ``"document"``, ``"passage"`` or None for the passage
                 one; ``"raw"`` for the text alone with the tokenizer's special tokens (truncated to the passage
-                max length), which :class:`~llara_st.losses.EBAEEBARLoss` reads.
+                max length), which only :class:`~llara_st.losses.EBAEEBARLoss` reads.
             max_length: Overrides the side's max length (prefix and suffix included).
         """
         if isinstance(inputs, str):
             raise TypeError("preprocess takes a list of strings, not a single string")
+        if prompt is not None and task is None:
+            raise ValueError(
+                "LLaRA picks its query or passage template by task, not by prompt: encode(..., prompt_name=...) or "
+                "encode(..., prompt=...) alone would embed every text as a passage. Use model.encode_query(texts) "
+                "or model.encode_document(texts), or pass task='query' / task='document' to encode()."
+            )
         if not inputs:
             return {}
         side = self.side_for_task(task)
@@ -271,6 +372,8 @@ class LLaRATransformer(Transformer):
             texts = [prompt + text if isinstance(text, str) else text for text in texts]
         features = self.pad(self.tokenize_texts(texts, side, max_length))
         features["modality"] = "text"
+        if side == "raw":
+            features["task"] = "raw"
         return features
 
     # ------------------------------------------------------------------ forward
@@ -280,8 +383,14 @@ class LLaRATransformer(Transformer):
         """Positions counted over real tokens only, so that padding (left or right) moves nothing."""
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
-    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if self.training and features.get("task") is None:
+    def forward(self, features: dict[str, Any], task: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        task = task if task is not None else features.get("task")
+        if task == "raw" and "attention_bias" not in features:
+            raise ValueError(
+                "task='raw' tokenises the text alone, without the LLaRA template, for EBAEEBARLoss (which adds the "
+                "templates itself); it gives no LLaRA embedding. Use encode_query / encode_document."
+            )
+        if self.training and task is None:
             logger.warning_once(
                 "LLaRA is training on a column that reached it without a task, so it got the passage template. "
                 "Queries need the query template: set `router_mapping` in the training arguments, e.g. "
@@ -303,4 +412,30 @@ class LLaRATransformer(Transformer):
             return_dict=True,
         )
         features["token_embeddings"] = outputs.last_hidden_state
+        # How many trailing prompt tokens every template ends with: LastKPooling checks its width against it.
+        features["prompt_token_count"] = NUM_PROMPT_TOKENS
         return features
+
+
+def check_pooling_width(modules: Sequence[nn.Module]) -> None:
+    """Refuse a LLaRA model whose :class:`~llara_st.modules.LastKPooling` averages other than the 8 prompt tokens.
+
+    Args:
+        modules: The model's modules in order (a ``SentenceTransformer`` iterates as such).
+
+    Example::
+
+        from llara_st.modules import LastKPooling, check_pooling_width
+
+        check_pooling_width([LastKPooling(8)])
+    """
+    modules = list(modules)
+    if not any(isinstance(module, LLaRATransformer) for module in modules):
+        return
+    for module in modules:
+        if isinstance(module, LastKPooling) and module.num_tokens != NUM_PROMPT_TOKENS:
+            raise ValueError(
+                f"LastKPooling averages the last {module.num_tokens} tokens, but every LLaRA template ends with "
+                f"{NUM_PROMPT_TOKENS} prompt tokens (<s1>…<s8> for passages, <s9>…<s16> for queries): pool "
+                f"num_tokens={NUM_PROMPT_TOKENS}"
+            )
