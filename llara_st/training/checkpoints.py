@@ -336,10 +336,10 @@ def resolve_checkpoint(
       gives the newest complete checkpoint; an incomplete newer one (killed while saving) is moved aside as
       ``checkpoint-N.incomplete`` with a warning. Without ``resume``, existing checkpoints are an error
       (starting again would replace them): resume, or pass ``overwrite``.
-    * It holds a run with other settings, or checkpoints with no record: :class:`StaleRunError` naming the
-      changed settings, unless ``overwrite``: then the old ``checkpoint-*`` folders, ``trainer_state.json``
-      and ``stale_outputs`` (names under ``output_dir``, e.g. ``"final"``, ``"metrics.json"``) are removed and
-      the run starts from scratch.
+    * It holds the work (``checkpoint-*`` folders or ``stale_outputs``) of a run with other settings, or of a
+      run that recorded none: :class:`StaleRunError` naming the changed settings, unless ``overwrite``: then
+      that work and ``trainer_state.json`` are removed and the run starts from scratch. A record without any
+      work (a run that failed before its first checkpoint) is simply replaced.
     * ``resume`` a checkpoint path: that checkpoint, if complete (:class:`IncompleteCheckpointError`
       otherwise) and, when its folder records a run, of the same fingerprint.
 
@@ -350,7 +350,9 @@ def resolve_checkpoint(
         resume: ``resume_from_checkpoint`` as configured: None/False, "latest"/"last"/"true"/True, or a path.
         fingerprint: This run's :class:`RunFingerprint`.
         overwrite: Start afresh over another run's (or this run's) checkpoints, deleting them.
-        stale_outputs: More outputs of the recipe, removed with the old checkpoints on ``overwrite``.
+        stale_outputs: The recipe's other outputs, relative to ``output_dir`` or absolute (e.g. ``"final"``,
+            ``"metrics.json"``, a converted base model): another run's are work not to replace silently, and are
+            removed with its checkpoints on ``overwrite``.
         require_optimizer: A checkpoint needs optimizer state to count as complete.
 
     Returns:
@@ -370,15 +372,17 @@ def resolve_checkpoint(
     # Decide from what every process sees, before the main process changes anything.
     recorded = RunFingerprint.load(output)
     checkpoints = _checkpoints(output)
+    outputs = [output / name for name in stale_outputs if (output / name).exists()]
     same_run = fingerprint.matches(recorded)
     remove = False
-    if not same_run and (recorded is not None or checkpoints):
+    if not same_run and (checkpoints or outputs):
         if not overwrite:
             if recorded is None:
+                found = ", ".join(path.name for path in [*checkpoints, *outputs][:3])
                 raise StaleRunError(
-                    f"output_dir {output} holds checkpoints ({checkpoints[0].name}, ...) of a run that recorded no "
-                    f"settings, so they may belong to another configuration; use a new output_dir, "
-                    "overwrite_output_dir: true to delete them, or resume_from_checkpoint: <that checkpoint folder>"
+                    f"output_dir {output} holds the work of a run that recorded no settings ({found}), so it may "
+                    "belong to another configuration; use a new output_dir, overwrite_output_dir: true to delete "
+                    "it, or resume_from_checkpoint: <a checkpoint folder> to continue from it"
                 )
             raise StaleRunError(_mismatch_message(output, fingerprint, recorded, "resume it"))
         remove = True
@@ -402,7 +406,7 @@ def resolve_checkpoint(
 
     if _is_main_process():
         if remove:
-            _remove_run(output, checkpoints, stale_outputs)
+            _remove_run(output, checkpoints, outputs)
         for checkpoint, problems in incomplete:
             aside = checkpoint.with_name(checkpoint.name + INCOMPLETE_SUFFIX)
             logger.warning(
@@ -451,10 +455,9 @@ def _mismatch_message(folder: Path, fingerprint: RunFingerprint, recorded: RunFi
     )
 
 
-def _remove_run(output: Path, checkpoints: list[Path], stale_outputs: Iterable[str]) -> None:
-    """Delete a run's checkpoints, trainer state, record and the named outputs (call on the main process)."""
-    targets = [*checkpoints, output / "trainer_state.json", output / RUN_RECORD_NAME]
-    targets += [output / name for name in stale_outputs]
+def _remove_run(output: Path, checkpoints: list[Path], outputs: list[Path]) -> None:
+    """Delete a run's checkpoints, trainer state, record and other outputs (call on the main process)."""
+    targets = [*checkpoints, *outputs, output / "trainer_state.json", output / RUN_RECORD_NAME]
     targets += [path for path in output.glob(f"{PREFIX_CHECKPOINT_DIR}-*{INCOMPLETE_SUFFIX}")]
     for target in targets:
         if target.is_dir() and not target.is_symlink():

@@ -177,7 +177,7 @@ def test_a_truncated_weights_file_makes_a_checkpoint_incomplete(tmp_path: Path):
 def test_checkpoints_without_a_record_are_not_resumed_blindly(tmp_path: Path):
     output = tmp_path / "run"
     make_checkpoint(output, 6)
-    with pytest.raises(StaleRunError, match="recorded no settings"):
+    with pytest.raises(StaleRunError, match=r"holds the work of a run that recorded no settings \(checkpoint-6\)"):
         resolve_checkpoint(output, "latest", fingerprint(tmp_path))
     # Naming the checkpoint adopts it (with a warning), and records this run.
     assert resolve_checkpoint(output, output / "checkpoint-6", fingerprint(tmp_path)) == str(output / "checkpoint-6")
@@ -196,3 +196,21 @@ def test_a_checkpoint_path_must_be_complete_and_of_this_run(tmp_path: Path):
     with pytest.raises(StaleRunError, match="weight_decay: 0.0 → 0.1"):
         resolve_checkpoint(tmp_path / "new", output / "checkpoint-2", fingerprint(tmp_path, weight_decay=0.1))
     assert resolve_checkpoint(output, output / "checkpoint-2", fingerprint(tmp_path)) == str(output / "checkpoint-2")
+
+
+def test_a_final_model_of_another_configuration_is_work_not_to_replace(tmp_path: Path):
+    """A finished run without checkpoints (save_strategy no) still holds its final model."""
+    output = tmp_path / "run"
+    resolve_checkpoint(output, None, fingerprint(tmp_path), stale_outputs=["final"])
+    (output / "final").mkdir()
+    with pytest.raises(StaleRunError, match="seed: 42 → 3"):
+        resolve_checkpoint(output, None, fingerprint(tmp_path, seed=3), stale_outputs=["final"])
+    assert resolve_checkpoint(output, None, fingerprint(tmp_path), stale_outputs=["final"]) is None  # same run
+
+
+def test_a_record_without_work_is_replaced(tmp_path: Path):
+    """A run that failed before its first checkpoint leaves nothing to protect."""
+    output = tmp_path / "run"
+    resolve_checkpoint(output, "latest", fingerprint(tmp_path), stale_outputs=["final"])
+    assert resolve_checkpoint(output, "latest", fingerprint(tmp_path, seed=3), stale_outputs=["final"]) is None
+    assert RunFingerprint.load(output) == fingerprint(tmp_path, seed=3)
