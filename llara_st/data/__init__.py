@@ -1,11 +1,20 @@
-"""Data builders for LLaRA training: adaptation pairs and contrastive fine-tuning rows."""
+"""Data for LLaRA: one reader for BEIR folders and JSONL rows, adaptation pairs, contrastive fine-tuning rows."""
 
+from llara_st.data.beir import (
+    BEIRSplit,
+    beir_split_names,
+    load_beir,
+    read_beir,
+    read_beir_documents,
+    read_beir_qrels,
+    read_beir_queries,
+    read_jsonl,
+)
 from llara_st.data.contrastive import (
     ContrastiveExample,
     beir_examples,
     build_contrastive_dataset,
     contrastive_router_mapping,
-    load_beir,
     load_contrastive_dataset,
     negative_columns,
     read_contrastive_jsonl,
@@ -31,6 +40,16 @@ from llara_st.data.pretraining import (
 )
 
 __all__ = [
+    # reading BEIR folders and JSONL rows
+    "BEIRSplit",
+    "beir_split_names",
+    "load_beir",
+    "read_beir",
+    "read_beir_documents",
+    "read_beir_qrels",
+    "read_beir_queries",
+    "read_jsonl",
+    # adaptation pairs
     "NEXT_TEXT_COLUMN",
     "TEXT_COLUMN",
     "DocumentChunker",
@@ -50,7 +69,6 @@ __all__ = [
     "beir_examples",
     "build_contrastive_dataset",
     "contrastive_router_mapping",
-    "load_beir",
     "load_contrastive_dataset",
     "mine_hard_negatives_from_qrels",
     "negative_columns",

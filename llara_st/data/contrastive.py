@@ -13,7 +13,7 @@ from typing import Any, Literal, TypedDict
 
 from datasets import Dataset
 
-from llara_st.data.beir import read_beir_qrels
+from llara_st.data.beir import jsonl_rows, load_beir, read_jsonl, row_line  # noqa: F401 (load_beir: its old home)
 
 logger = logging.getLogger(__name__)
 
@@ -35,74 +35,6 @@ class ContrastiveExample(TypedDict):
 # ---------------------------------------------------------------------------------------------- BEIR
 
 
-def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_number, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from None
-
-
-def load_beir(
-    folder: str | os.PathLike, split: str
-) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
-    """Corpus, queries and qrels of one split of a BEIR-layout folder.
-
-    The folder holds ``corpus.jsonl`` (``{"_id", "title", "text"}``), ``queries.jsonl`` (``{"_id", "text"}``)
-    and ``qrels/{split}.tsv`` (``query-id corpus-id score`` with a header line), as BEIR (Thakur et al.,
-    2021) ships them. A document's text is ``title + " " + text`` (stripped), as BEIR and MTEB embed it.
-    Only the queries that have qrels in ``split`` are returned; the corpus is complete.
-
-    Args:
-        folder: The BEIR folder, e.g. ``../shared/data/scifact``.
-        split: The qrels file to read: ``"train"``, ``"dev"``, ``"test"``, ...
-
-    Returns:
-        ``(corpus, queries, qrels)``: ``{doc_id: text}``, ``{query_id: text}``,
-        ``{query_id: {doc_id: score}}``, ids as strings.
-
-    Example::
-
-        from llara_st.data import load_beir
-
-        corpus, queries, qrels = load_beir("../shared/data/scifact", "train")
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"BEIR folder {folder} does not exist")
-    qrels_path = folder / "qrels" / f"{split}.tsv"
-    for path in (folder / "corpus.jsonl", folder / "queries.jsonl"):
-        if not path.is_file():
-            raise FileNotFoundError(f"BEIR folder {folder} has no {path.name}")
-    if not qrels_path.is_file():
-        available = sorted(path.stem for path in (folder / "qrels").glob("*.tsv"))
-        raise ValueError(f"BEIR folder {folder} has no qrels for split {split!r}; available splits: {available}")
-
-    qrels = read_beir_qrels(qrels_path)
-    corpus: dict[str, str] = {}
-    for line_number, row in _read_jsonl(folder / "corpus.jsonl"):
-        if "_id" not in row or "text" not in row:
-            raise ValueError(f"{folder / 'corpus.jsonl'}:{line_number} needs '_id' and 'text' fields")
-        corpus[str(row["_id"])] = f"{row.get('title') or ''} {row['text']}".strip()
-    queries: dict[str, str] = {}
-    for line_number, row in _read_jsonl(folder / "queries.jsonl"):
-        if "_id" not in row or "text" not in row:
-            raise ValueError(f"{folder / 'queries.jsonl'}:{line_number} needs '_id' and 'text' fields")
-        if str(row["_id"]) in qrels:
-            queries[str(row["_id"])] = row["text"]
-
-    missing_queries = sorted(set(qrels) - set(queries))
-    if missing_queries:
-        raise ValueError(f"qrels/{split}.tsv names queries absent from queries.jsonl: {missing_queries[:5]}")
-    missing_docs = sorted({doc_id for judged in qrels.values() for doc_id in judged} - set(corpus))
-    if missing_docs:
-        raise ValueError(f"qrels/{split}.tsv names documents absent from corpus.jsonl: {missing_docs[:5]}")
-    return corpus, queries, qrels
-
-
 def relevant_documents(qrels: Mapping[str, Mapping[str, int]], min_score: int = 1) -> dict[str, list[str]]:
     """``{query_id: [doc_id, ...]}`` of the judged documents scoring at least ``min_score``, in qrels order.
 
@@ -118,18 +50,26 @@ def relevant_documents(qrels: Mapping[str, Mapping[str, int]], min_score: int = 
 # ------------------------------------------------------------------------------- authors' JSONL rows
 
 
-def _check_example(example: Any, where: str) -> ContrastiveExample:
+def _problem(example: Any) -> str | None:
+    """What is wrong with a ``{"query", "pos", "neg"}`` row, or None."""
     if not isinstance(example, Mapping):
-        raise ValueError(f"{where}: a contrastive row is a mapping with 'query', 'pos' and 'neg', got {example!r:.80}")
+        return f"a contrastive row is a mapping with 'query', 'pos' and 'neg', got {example!r:.80}"
     if not isinstance(example.get("query"), str) or not example["query"].strip():
-        raise ValueError(f"{where}: 'query' must be a non-empty string")
-    positives, negatives = example.get("pos"), example.get("neg", [])
-    for key, texts in (("pos", positives), ("neg", negatives)):
+        return "'query' must be a non-empty string"
+    for key in ("pos", "neg"):
+        texts = example.get(key, [])
         if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
-            raise ValueError(f"{where}: {key!r} must be a list of strings")
-    if not positives:
-        raise ValueError(f"{where}: 'pos' is empty; every query needs at least one positive passage")
-    return {"query": example["query"], "pos": list(positives), "neg": list(negatives)}
+            return f"{key!r} must be a list of strings"
+    if not example.get("pos"):
+        return "'pos' is empty; every query needs at least one positive passage"
+    return None
+
+
+def _check_example(example: Any, where: str) -> ContrastiveExample:
+    problem = _problem(example)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
+    return {"query": example["query"], "pos": list(example["pos"]), "neg": list(example.get("neg", []))}
 
 
 def read_contrastive_jsonl(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[ContrastiveExample]:
@@ -145,11 +85,12 @@ def read_contrastive_jsonl(paths: str | os.PathLike | Sequence[str | os.PathLike
     """
     path_list = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     examples: list[ContrastiveExample] = []
-    for path in map(Path, path_list):
-        if not path.is_file():
-            raise FileNotFoundError(f"contrastive JSONL file {path} does not exist")
-        for line_number, row in _read_jsonl(path):
-            examples.append(_check_example(row, f"{path}:{line_number}"))
+    for path in path_list:
+        for index, row in enumerate(read_jsonl(path, ["query"], text_lists=["pos", "neg"])):
+            problem = _problem(row)
+            if problem is not None:
+                raise ValueError(f"{path}:{row_line(path, index)}: {problem}")
+            examples.append(row)
     if not examples:
         raise ValueError(f"no rows in {[str(path) for path in path_list]}")
     return examples
@@ -337,9 +278,9 @@ def load_contrastive_dataset(
         return _check_rows(Dataset.from_parquet(str(path)), str(path))
     if path.suffix != ".jsonl":
         raise ValueError(f"{path}: expected a .jsonl or .parquet file or a save_to_disk folder")
-    first = next((row for _, row in _read_jsonl(path)), None)
+    first = next((row for _, row in jsonl_rows(path)), None)
     if first is None:
         raise ValueError(f"{path}: no rows")
     if "query" in first:
         return build_contrastive_dataset(read_contrastive_jsonl(path), group_size, positives, seed)
-    return _check_rows(Dataset.from_json(str(path)), str(path))
+    return _check_rows(read_jsonl(path, list(first)), str(path))

@@ -13,7 +13,6 @@ JSONL rows (``input``, ``output_summarize``, ``output_predict``). Every builder 
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import math
 import os
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from datasets import Dataset
+
+from llara_st.data.beir import read_beir_documents, read_jsonl, row_line
 
 logger = logging.getLogger(__name__)
 
@@ -350,22 +351,14 @@ def _is_wrapped_formula(lines: list[str], index: int) -> bool:
 
 
 def read_beir_corpus(path: str | os.PathLike, include_title: bool = True) -> Iterator[TextDocument]:
-    """Documents of a BEIR ``corpus.jsonl`` (``{"_id", "title", "text"}`` per line), title first."""
+    """Documents of a BEIR ``corpus.jsonl`` (``{"_id", "title", "text"}`` per line), title first.
+
+    Read and checked by :func:`llara_st.data.read_beir_documents` (ids, texts, duplicates).
+    """
     (path,) = _as_paths(path)
-    with open(path, encoding="utf8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from None
-            if "text" not in row:
-                raise ValueError(f"{path}:{line_number} has no 'text' field (BEIR corpus rows: _id, title, text)")
-            title = (row.get("title") or "").strip()
-            paragraphs = [title] if include_title and title else []
-            paragraphs.append(row["text"])
-            yield TextDocument(paragraphs, title=str(row.get("_id", line_number)))
+    for row in read_beir_documents(path):
+        title = row["title"].strip()
+        yield TextDocument([title, row["text"]] if include_title and title else [row["text"]], title=row["id"])
 
 
 def read_text_documents(path: str | os.PathLike, split_on_blank_lines: bool = True) -> list[TextDocument]:
@@ -468,28 +461,16 @@ def read_llara_jsonl(paths: PathOrPaths, max_rows: int | None = None) -> Dataset
     next_texts: list[str] = []
     differing = 0
     for path in _as_paths(paths):
-        with open(path, encoding="utf8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from None
-                missing = [key for key in ("output_summarize", "output_predict") if key not in row]
-                if missing:
-                    raise ValueError(
-                        f"{path}:{line_number} lacks {missing}; LLaRA adaptation rows have 'input', "
-                        "'output_summarize' (the text) and 'output_predict' (the next text)"
-                    )
-                for key in ("output_summarize", "output_predict"):
-                    if not isinstance(row[key], str) or not row[key].strip():
-                        raise ValueError(f"{path}:{line_number}: {key!r} must be a non-empty string")
-                differing += "input" in row and row["input"] != row["output_summarize"]
-                texts.append(row["output_summarize"])
-                next_texts.append(row["output_predict"])
-                if max_rows is not None and len(texts) >= max_rows:
-                    break
+        rows = read_jsonl(path, ["output_summarize", "output_predict"], optional_texts=["input"])
+        for index, row in enumerate(rows):
+            for key in ("output_summarize", "output_predict"):
+                if not row[key].strip():
+                    raise ValueError(f"{path}:{row_line(path, index)}: {key!r} must be a non-empty string")
+            differing += bool(row["input"]) and row["input"] != row["output_summarize"]
+            texts.append(row["output_summarize"])
+            next_texts.append(row["output_predict"])
+            if max_rows is not None and len(texts) >= max_rows:
+                break
         if max_rows is not None and len(texts) >= max_rows:
             break
     if differing:

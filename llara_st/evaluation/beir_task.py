@@ -8,37 +8,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, Value, load_dataset
 from mteb.abstasks import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from llara_st.data.beir import read_beir_qrels
+from llara_st.data.beir import (
+    CORPUS_FILE,
+    QRELS_FOLDER,
+    QUERIES_FILE,
+    beir_split_names,
+    check_beir_folder,
+    read_beir,
+    read_beir_qrels,
+)
 
 logger = logging.getLogger(__name__)
-
-_CORPUS_FILE = "corpus.jsonl"
-_QUERIES_FILE = "queries.jsonl"
-_QRELS_FOLDER = "qrels"
-
-
-def beir_split_names(folder: str | Path) -> list[str]:
-    """The splits of a BEIR folder: the names of its ``qrels/*.tsv`` files."""
-    return sorted(path.stem for path in (Path(folder) / _QRELS_FOLDER).glob("*.tsv"))
-
-
-def _check_beir_folder(folder: Path, splits: Sequence[str]) -> None:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"BEIR folder {folder} does not exist")
-    for name in (_CORPUS_FILE, _QUERIES_FILE):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"BEIR folder {folder} has no {name}")
-    available = beir_split_names(folder)
-    for split in splits:
-        if split not in available:
-            raise ValueError(
-                f"BEIR folder {folder} has no qrels for split {split!r} (qrels/{split}.tsv); "
-                f"available splits: {available}"
-            )
 
 
 def _file_digest(path: Path, digest: Any) -> None:
@@ -55,26 +38,11 @@ def beir_folder_revision(folder: str | Path) -> str:
     """
     folder = Path(folder)
     digest = hashlib.sha256()
-    qrels = [folder / _QRELS_FOLDER / f"{split}.tsv" for split in beir_split_names(folder)]
-    for path in [folder / _CORPUS_FILE, folder / _QUERIES_FILE, *qrels]:
+    qrels = [folder / QRELS_FOLDER / f"{split}.tsv" for split in beir_split_names(folder)]
+    for path in [folder / CORPUS_FILE, folder / QUERIES_FILE, *qrels]:
         digest.update(path.name.encode())
         _file_digest(path, digest)
     return digest.hexdigest()[:16]
-
-
-def _load_jsonl(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> Dataset:
-    # datasets streams JSON lines into Arrow, so an 8.8M-passage corpus does not become Python objects.
-    dataset = load_dataset("json", data_files=str(path), split="train")
-    missing = [column for column in columns if column not in dataset.column_names]
-    if missing:
-        raise ValueError(f"{path}: rows lack the fields {missing} (found {dataset.column_names})")
-    for column in optional:
-        if column not in dataset.column_names:
-            dataset = dataset.add_column(column, [""] * len(dataset))
-    dataset = dataset.select_columns([*columns, *optional])
-    if dataset.features["_id"].dtype != "string":
-        dataset = dataset.cast_column("_id", Value("string"))
-    return dataset.rename_column("_id", "id")
 
 
 class BEIRFolderRetrieval(AbsTaskRetrieval):
@@ -126,7 +94,7 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
         splits = list(splits) if splits is not None else beir_split_names(folder_path)
         if not splits:
             raise ValueError(f"BEIR folder {folder_path} has no qrels/*.tsv files")
-        _check_beir_folder(folder_path, splits)
+        check_beir_folder(folder_path, splits)
         metadata = TaskMetadata(
             name=name or folder_path.name,
             description=description or f"Local BEIR-layout retrieval task read from {folder_path}",
@@ -151,19 +119,11 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
         """Read the folder into MTEB's retrieval format (``self.dataset[subset][split]``)."""
         if self.data_loaded:
             return
-        corpus = _load_jsonl(self.folder / _CORPUS_FILE, ["_id", "text"], optional=["title"])
-        queries = _load_jsonl(self.folder / _QUERIES_FILE, ["_id", "text"])
-        query_ids = set(queries["id"])
         self.dataset = {"default": {}}
         for split in self.eval_splits:
-            qrels = read_beir_qrels(self.folder / _QRELS_FOLDER / f"{split}.tsv")
-            unknown = sorted(set(qrels) - query_ids)
-            if unknown:
-                raise ValueError(
-                    f"qrels/{split}.tsv names {len(unknown)} query ids missing from {_QUERIES_FILE}, "
-                    f"e.g. {unknown[:5]}"
-                )
-            split_queries = queries.select([i for i, query_id in enumerate(queries["id"]) if query_id in qrels])
+            # Checked (ids, texts, qrels against corpus and queries) before MTEB sees it: a mismatch would
+            # otherwise score as misses, silently.
+            corpus, split_queries, qrels = read_beir(self.folder, split)
             self.dataset["default"][split] = {
                 "corpus": corpus,
                 "queries": split_queries,

@@ -14,7 +14,7 @@ from mteb.models import CachedEmbeddingWrapper, SearchEncoderWrapper
 from sentence_transformers import SentenceTransformer
 
 from llara_st.evaluation.beir_task import BEIRFolderRetrieval
-from llara_st.evaluation.faiss_index import FaissSearchBackend, IndexKind
+from llara_st.evaluation.faiss_index import FaissSearchBackend
 from llara_st.evaluation.loading import load_sentence_transformer
 from llara_st.evaluation.model_meta import model_fingerprint, model_meta_for, mteb_encoder
 
@@ -48,7 +48,7 @@ def _mteb_model(
     model_name: str | None,
     revision: str | None,
     embedding_cache: str | os.PathLike | None,
-    faiss_index: IndexKind | FaissSearchBackend | None,
+    faiss_index: str | FaissSearchBackend | None,
     meta_overrides: dict[str, Any],
 ) -> Any:
     meta = model_meta_for(model, model_name, revision, source=source, **meta_overrides)
@@ -78,7 +78,7 @@ def _run(
     batch_size: int,
     show_progress_bar: bool,
     embedding_cache: str | os.PathLike | None,
-    faiss_index: IndexKind | FaissSearchBackend | None,
+    faiss_index: str | FaissSearchBackend | None,
     trust_remote_code: bool,
     device: str | None,
     save_predictions: bool,
@@ -121,7 +121,7 @@ def evaluate_beir(
     batch_size: int = 32,
     show_progress_bar: bool = True,
     embedding_cache: str | os.PathLike | None = None,
-    faiss_index: IndexKind | FaissSearchBackend | None = None,
+    faiss_index: str | FaissSearchBackend | None = None,
     trust_remote_code: bool = False,
     device: str | None = None,
     save_predictions: bool = False,
@@ -148,8 +148,8 @@ def evaluate_beir(
         show_progress_bar: Show encoding progress.
         embedding_cache: Folder for MTEB's embedding cache: each text is encoded once per model (fingerprint),
             so a second split or rerun of the same corpus skips the corpus encoding.
-        faiss_index: Retrieve with faiss (``"flat"``, ``"ivf"``, ``"ivfpq"``, ``"hnsw"`` or a configured
-            :class:`~llara_st.evaluation.FaissSearchBackend`) instead of MTEB's exact chunked search.
+        faiss_index: Retrieve with faiss (a factory string such as ``"Flat"``, ``"HNSW32"``, ``"IVF1024,SQ8"``, or a
+            configured :class:`~llara_st.evaluation.FaissSearchBackend`) instead of MTEB's exact chunked search.
         trust_remote_code: See :func:`~llara_st.evaluation.load_sentence_transformer`.
         device: Device when loading from a path.
         save_predictions: Also write MTEB's rankings (top 1000 per query) to ``output_folder/predictions/``.
@@ -169,6 +169,7 @@ def evaluate_beir(
         print(scores["ndcg_at_10"])
     """
     task = BEIRFolderRetrieval(folder, [split], name=task_name)
+    task.load_data()  # bad data fails here, naming file and line, before a model is loaded or a result written
     result = _run(
         model,
         [task],
@@ -202,7 +203,7 @@ def evaluate_mteb(
     batch_size: int = 32,
     show_progress_bar: bool = True,
     embedding_cache: str | os.PathLike | None = None,
-    faiss_index: IndexKind | FaissSearchBackend | None = None,
+    faiss_index: str | FaissSearchBackend | None = None,
     trust_remote_code: bool = False,
     device: str | None = None,
     save_predictions: bool = False,
