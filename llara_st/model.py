@@ -1,19 +1,22 @@
-"""Building, converting and safely loading LLaRA sentence-transformers models."""
+"""Building, converting and safely loading LLaRA sentence-transformers models, and finding their input module."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path, PureWindowsPath
+from typing import Any, Literal, overload
 
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.modules import Normalize
+from sentence_transformers.base.modules import Module, Normalize
 from sentence_transformers.util.misc import import_from_string
+from torch import nn
 
-from llara_st.modules import LastKPooling, LLaRATransformer
-from llara_st.prompts import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGTH, NUM_PROMPT_TOKENS
+from llara_st.model_card import LLaRAModelCardData
+from llara_st.modules import LastKPooling, LLaRATransformer, check_pooling_width
+from llara_st.prompts import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGTH, NUM_PROMPT_TOKENS, PROMPT_TOKENS
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +28,52 @@ LLARA_MODULE_CLASSES: dict[str, type] = {
     "llara_st.modules.LastKPooling": LastKPooling,
 }
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+_CODE_SUFFIXES = (".py", ".pyc")
+# Never downloaded for the safe loader: pickles and code it would refuse, and weights of other frameworks.
+_HUB_IGNORE_PATTERNS = [f"*{suffix}" for suffix in _PICKLE_SUFFIXES + _CODE_SUFFIXES] + [
+    "*.h5",
+    "*.msgpack",
+    "*.gguf",
+    "*.onnx",
+    "onnx/*",
+    "openvino/*",
+]
+
+
+@overload
+def llara_module(model: nn.Module, *, required: Literal[True]) -> LLaRATransformer: ...
+@overload
+def llara_module(model: nn.Module, *, required: bool = False) -> LLaRATransformer | None: ...
+def llara_module(model: nn.Module, *, required: bool = False) -> LLaRATransformer | None:
+    """The :class:`~llara_st.modules.LLaRATransformer` input module of a LLaRA model, or None for other models.
+
+    The one way to tell a LLaRA model from another and to reach its tokenizer, templates and causal LM. Wrappers
+    that trainers swap in (DDP, DeepSpeed's engine) are looked through (``.module``).
+
+    Args:
+        model: A ``SentenceTransformer`` (possibly wrapped), or the input module itself.
+        required: Raise ``TypeError`` instead of returning None when the model is not a LLaRA model.
+
+    Example::
+
+        import llara_st
+        from llara_st.model import llara_module
+
+        model = llara_st.load("llara")
+        llara_module(model, required=True).tokenizer
+    """
+    unwrapped = getattr(model, "module", model)
+    if isinstance(unwrapped, LLaRATransformer):
+        return unwrapped
+    first = unwrapped[0] if isinstance(unwrapped, nn.Sequential) and len(unwrapped) > 0 else None
+    if isinstance(first, LLaRATransformer):
+        return first
+    if required:
+        raise TypeError(
+            f"expected a LLaRA model whose first module is LLaRATransformer, got {type(first or unwrapped).__name__}; "
+            "build one with llara_st.build_llara_model or load one with llara_st.load"
+        )
+    return None
 
 
 def build_llara_model(
@@ -35,6 +84,7 @@ def build_llara_model(
     num_pooled_tokens: int = NUM_PROMPT_TOKENS,
     add_prompt_tokens: bool = True,
     device: str | None = None,
+    model_card_data: LLaRAModelCardData | None = None,
     **transformer_kwargs: Any,
 ) -> SentenceTransformer:
     """A LLaRA embedder (input module → last-8 mean pooling → L2 normalisation) around a causal LM.
@@ -46,6 +96,8 @@ def build_llara_model(
         num_pooled_tokens: Trailing positions averaged (8).
         add_prompt_tokens: Add ``<s1>``…``<s16>`` to a tokenizer that lacks them and resize the embeddings.
         device: Where to put the model.
+        model_card_data: What the saved ``README.md`` says (license, language, ...); default a fresh
+            :class:`~llara_st.model_card.LLaRAModelCardData`.
         **transformer_kwargs: Passed to :class:`~llara_st.modules.LLaRATransformer`
             (``model_kwargs={"torch_dtype": "bfloat16", "attn_implementation": "flash_attention_2"}``, ...).
     """
@@ -56,10 +108,13 @@ def build_llara_model(
         add_prompt_tokens=add_prompt_tokens,
         **transformer_kwargs,
     )
+    modules = [transformer, LastKPooling(num_pooled_tokens), Normalize()]
+    check_pooling_width(modules)
     return SentenceTransformer(
-        modules=[transformer, LastKPooling(num_pooled_tokens), Normalize()],
+        modules=modules,
         similarity_fn_name="cosine",
         device=device,
+        model_card_data=model_card_data or LLaRAModelCardData(),
     )
 
 
@@ -67,8 +122,8 @@ def convert(src: str, dst: str | os.PathLike, **kwargs: Any) -> SentenceTransfor
     """Turn a causal LM (folder or Hub id) into a LLaRA sentence-transformers folder at ``dst``.
 
     Missing ``<s1>``…``<s16>`` tokens are added as special tokens (embeddings resized); present ones keep
-    their ids. The folder holds ``modules.json`` and safetensors weights only, and loads with
-    ``SentenceTransformer(dst, trust_remote_code=True)`` or :func:`llara_st.load`.
+    their ids. The folder holds ``modules.json``, safetensors weights and a LLaRA model card (``README.md``),
+    and loads with ``SentenceTransformer(dst, trust_remote_code=True)`` or :func:`llara_st.load`.
 
     Args:
         src: The causal LM.
@@ -82,61 +137,324 @@ def convert(src: str, dst: str | os.PathLike, **kwargs: Any) -> SentenceTransfor
 
 
 class UnsafeModelError(ValueError):
-    """A model folder holds something :func:`llara_st.load` refuses to run or unpickle."""
+    """A model folder holds something :func:`llara_st.load` refuses to run, unpickle or read from outside it."""
 
 
-def _check_folder_is_safe(folder: Path) -> list[dict[str, Any]]:
-    modules_path = folder / "modules.json"
-    if not modules_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a sentence-transformers folder: it has no modules.json")
-    code = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.py"))
+# ---------------------------------------------------------------------------------------------- where the model is
+
+
+def _is_true(value: str | None) -> bool:
+    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "~", "/")) and "\\" not in text
+
+
+def _model_folder(
+    model_name_or_path: str | os.PathLike,
+    *,
+    revision: str | None,
+    token: bool | str | None,
+    cache_folder: str | None,
+    local_files_only: bool,
+    download_everything: bool,
+) -> tuple[Path, list[Path]]:
+    """The local folder to read, and the roots its files may resolve into (a Hub snapshot's files are links
+    into its repository's ``blobs``)."""
+    folder = Path(model_name_or_path).expanduser()
+    if folder.is_dir():
+        root = folder.resolve()
+        return root, [root]
+    text = str(model_name_or_path)
+    if folder.exists():
+        raise NotADirectoryError(f"{folder} is a file; llara_st.load takes a model folder or a Hub id")
+    if not _looks_like_hub_id(text):
+        raise FileNotFoundError(f"Model folder {folder} does not exist (and {text!r} is not a Hub id 'org/name')")
+
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        IncompleteSnapshotError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = local_files_only or constants.HF_HUB_OFFLINE or _is_true(os.environ.get("HF_HUB_OFFLINE"))
+    cache_folder = cache_folder or os.environ.get("SENTENCE_TRANSFORMERS_HOME")
+    cache_description = cache_folder or constants.HF_HUB_CACHE
+    try:
+        snapshot = snapshot_download(
+            repo_id=text,
+            revision=revision,
+            cache_dir=cache_folder,
+            token=token,
+            local_files_only=offline,
+            ignore_patterns=None if download_everything else _HUB_IGNORE_PATTERNS,
+        )
+    except (LocalEntryNotFoundError, IncompleteSnapshotError) as error:
+        reason = "HF_HUB_OFFLINE is set or local_files_only=True" if offline else "the Hub cannot be reached"
+        raise FileNotFoundError(
+            f"{text!r} is neither a local folder nor a complete download in the Hugging Face cache "
+            f"{cache_description} ({reason}). Download it while online (llara_st.load({text!r}) or "
+            f"`hf download {text}`), or pass the path of a local copy"
+        ) from error
+    except (RepositoryNotFoundError, GatedRepoError) as error:
+        raise FileNotFoundError(
+            f"{text!r} is not a local folder, and the Hub refuses it (no such repository, private or gated: "
+            "log in with `hf auth login` or pass token=...)"
+        ) from error
+    except RevisionNotFoundError as error:
+        raise FileNotFoundError(f"The Hub repository {text!r} has no revision {revision!r}") from error
+    root = Path(snapshot).resolve()
+    roots = [root]
+    blobs = Path(snapshot).parent.parent / "blobs"  # the cache layout: models--org--name/{snapshots/<sha>,blobs}
+    if Path(snapshot).parent.name == "snapshots" and blobs.is_dir():
+        roots.append(blobs.resolve())
+    return root, roots
+
+
+# ---------------------------------------------------------------------------------------------- what it may hold
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def _check_files(folder: Path, roots: Sequence[Path]) -> None:
+    """Refuse code, pickles, index files naming anything but safetensors shards inside the folder, and every
+    entry (file, folder or link) that resolves outside ``roots``."""
+    outside: list[str] = []
+    code: list[str] = []
+    pickles: list[str] = []
+    indexes: list[Path] = []
+    # os.walk does not enter linked folders, but lists them: each entry is checked where it resolves to.
+    for directory, subdirectories, files in os.walk(folder):
+        for name in subdirectories + files:
+            path = Path(directory) / name
+            relative = str(path.relative_to(folder))
+            target = path.resolve()
+            if not _inside(target, roots):
+                outside.append(f"{relative} -> {target}")
+            elif name.endswith(_CODE_SUFFIXES):
+                code.append(relative)
+            elif name.endswith(_PICKLE_SUFFIXES):
+                pickles.append(relative)
+            elif name.endswith(".index.json"):
+                indexes.append(path)
+    if outside:
+        raise UnsafeModelError(
+            f"{folder} holds links that resolve outside it: {sorted(outside)}; llara_st.load reads nothing "
+            "outside the model folder"
+        )
     if code:
-        raise UnsafeModelError(f"{folder} contains Python files {code}; llara_st.load never runs model code")
-    pickles = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in _PICKLE_SUFFIXES)
+        raise UnsafeModelError(f"{folder} contains Python files {sorted(code)}; llara_st.load never runs model code")
     if pickles:
         raise UnsafeModelError(
-            f"{folder} contains pickle-format weights {pickles}; llara_st.load reads safetensors only"
+            f"{folder} contains pickle-format weights {sorted(pickles)}; llara_st.load reads safetensors only"
         )
-    modules = json.loads(modules_path.read_text(encoding="utf8"))
-    for entry in modules:
-        class_ref = entry["type"]
-        if class_ref not in LLARA_MODULE_CLASSES and not class_ref.startswith("sentence_transformers."):
+    for index in sorted(indexes):
+        _check_index(index, folder, roots)
+
+
+def _check_index(index: Path, folder: Path, roots: Sequence[Path]) -> None:
+    relative = index.relative_to(folder)
+    if not index.name.endswith(".safetensors.index.json"):
+        raise UnsafeModelError(
+            f"{folder / relative} indexes weights that are not safetensors (a sharded pickle checkpoint); "
+            "llara_st.load reads safetensors only: delete it or re-save the model with safe_serialization=True"
+        )
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf8"))["weight_map"]
+        shards = set(weight_map.values())
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UnsafeModelError(f"{folder / relative} is not a safetensors index with a 'weight_map': {error}") from None
+    for shard in sorted(shards, key=str):
+        target = (index.parent / str(shard)).resolve()
+        if (
+            not isinstance(shard, str)
+            or PureWindowsPath(shard).anchor
+            or ".." in PureWindowsPath(shard).parts
+            or not shard.endswith(".safetensors")
+            or not _inside(target, roots)
+        ):
             raise UnsafeModelError(
-                f"modules.json names the module class {class_ref!r}, which is neither a llara_st nor a "
-                "sentence-transformers class; llara_st.load refuses it"
+                f"{folder / relative} names the shard {shard!r}, which is not a .safetensors file inside the model "
+                "folder; llara_st.load reads nothing outside it"
             )
-    return modules
+
+
+def _read_modules_json(path: Path, folder: Path) -> list[dict[str, Any]]:
+    """The entries of ``modules.json``, each a dict with a string ``type`` and a relative ``path`` inside."""
+    try:
+        entries = json.loads(path.read_text(encoding="utf8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(
+            f"{path} must hold a non-empty JSON list of modules "
+            '([{"idx": 0, "name": "0", "path": "", "type": "..."}, ...]), '
+            f"got {type(entries).__name__ if entries != [] else 'an empty list'}"
+        )
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: entry {position} must be an object, got {type(entry).__name__}: {entry!r:.80}")
+        for key in ("type", "path"):
+            if not isinstance(entry.get(key), str):
+                problem = "has no" if key not in entry else f"has a non-string ({entry[key]!r:.40})"
+                raise ValueError(f"{path}: entry {position} ({entry!r:.120}) {problem} {key!r}")
+        subfolder = entry["path"]
+        if PureWindowsPath(subfolder).anchor or ".." in PureWindowsPath(subfolder).parts:
+            raise UnsafeModelError(f"{path}: entry {position} has the path {subfolder!r}, outside the model folder")
+        if not (folder / subfolder).is_dir():
+            raise ValueError(f"{path}: entry {position} has the path {subfolder!r}, which is not a folder in {folder}")
+    return entries
+
+
+def _module_class(class_ref: str, path: Path, position: int) -> type[Module]:
+    if class_ref in LLARA_MODULE_CLASSES:
+        return LLARA_MODULE_CLASSES[class_ref]
+    if not class_ref.startswith("sentence_transformers."):
+        raise UnsafeModelError(
+            f"modules.json names the module class {class_ref!r}, which is neither a llara_st nor a "
+            "sentence-transformers class; llara_st.load refuses it"
+        )
+    try:
+        module_class = import_from_string(class_ref)
+    except ImportError:
+        raise ValueError(
+            f"{path}: entry {position} names {class_ref!r}, which this sentence-transformers does not have "
+            "(a typo, or a model saved by another version)"
+        ) from None
+    if not (isinstance(module_class, type) and issubclass(module_class, Module)):
+        raise ValueError(
+            f"{path}: entry {position} names {class_ref!r}, which is not a sentence-transformers module class "
+            f"(it is {type(module_class).__name__} {getattr(module_class, '__qualname__', module_class)!r})"
+        )
+    return module_class
+
+
+def _check_adapter_base(module_folder: Path) -> None:
+    """A LoRA adapter folder loads its base model from elsewhere: that folder is checked the same way."""
+    adapter_config = module_folder / "adapter_config.json"
+    if not adapter_config.is_file():
+        return
+    try:
+        base = json.loads(adapter_config.read_text(encoding="utf8"))["base_model_name_or_path"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{adapter_config} has no readable 'base_model_name_or_path': {error}") from None
+    base_folder = Path(str(base)).expanduser()
+    if not base_folder.is_dir():
+        raise UnsafeModelError(
+            f"{adapter_config} loads its base model from {base!r}, which is not a local folder; llara_st.load "
+            "checks only local folders: load the base with llara_st.load first, or merge the adapter "
+            "(llara_st.training.merge_lora_adapter)"
+        )
+    root = base_folder.resolve()
+    _check_files(root, [root])
+
+
+def _has_prompt_tokens(folder: Path) -> bool:
+    from transformers import AutoTokenizer
+
+    try:
+        vocab = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False).get_vocab()
+    except (OSError, ValueError):
+        return False
+    return all(token in vocab for token in PROMPT_TOKENS)
+
+
+# ---------------------------------------------------------------------------------------------- the loader
 
 
 def load(
-    path: str | os.PathLike,
+    model_name_or_path: str | os.PathLike,
     *,
     device: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    revision: str | None = None,
+    token: bool | str | None = None,
+    cache_folder: str | None = None,
+    local_files_only: bool = False,
+    trust_remote_code: bool = False,
     **kwargs: Any,
 ) -> SentenceTransformer:
-    """Load a saved LLaRA (or any sentence-transformers) model without ``trust_remote_code``.
+    """Load a LLaRA (or any sentence-transformers) model from a folder or a Hub id without running its code.
 
-    Only classes of sentence-transformers and llara_st are instantiated; a folder with other module
-    classes, Python files or pickle weights is refused with :class:`UnsafeModelError`. Remote code in the
-    backbone's ``config.json`` (``auto_map``) is never trusted.
+    The one loader of llara_st. It reads:
+
+    - a sentence-transformers folder: only llara_st and sentence-transformers module classes are instantiated;
+    - an authors' LLaRA checkpoint (a causal LM whose tokenizer has ``<s1>``…``<s16>``, e.g. ``BAAI/LLARA-passage``):
+      wrapped as :func:`build_llara_model` does, keeping its token ids;
+    - a Hub id (``organization/name``): downloaded with ``huggingface_hub.snapshot_download`` (cache, revision and
+      token as given; offline, with ``HF_HUB_OFFLINE=1`` or ``local_files_only=True``, from the local cache), then
+      read as a folder. Pickles, code and other frameworks' weights are not downloaded.
+
+    In every case the folder is checked first, and :class:`UnsafeModelError` names the offending file: Python files,
+    pickle weights, a ``*.index.json`` naming a pickle or a shard outside the folder, any file or link that
+    resolves outside the folder (a Hub snapshot's links into its cache's ``blobs`` are its own), a module class
+    from elsewhere. A LoRA adapter's local base folder is checked the same way. Remote code in the backbone's
+    ``config.json`` (``auto_map``) is never trusted.
 
     Args:
-        path: A local sentence-transformers folder.
+        model_name_or_path: A local folder, or a Hub id.
         device: Where to put the model.
         model_kwargs: Passed to the backbone's ``from_pretrained`` (e.g. ``{"torch_dtype": "bfloat16"}``).
+        revision: The Hub branch, tag or commit.
+        token: Hub token for private or gated repositories.
+        cache_folder: The Hub cache folder (default ``SENTENCE_TRANSFORMERS_HOME``, else the Hugging Face cache).
+        local_files_only: Never reach the Hub (as ``HF_HUB_OFFLINE=1`` does).
+        trust_remote_code: Skip every check and load with ``SentenceTransformer(folder, trust_remote_code=True)``,
+            running the folder's code: only for models you trust that need their own classes.
         **kwargs: Passed to the ``SentenceTransformer`` constructor (``truncate_dim``, ...).
+
+    Example::
+
+        import llara_st
+
+        model = llara_st.load("llara")  # or a Hub id, e.g. llara_st.load("BAAI/LLARA-passage")
+        model.encode_query(["what causes tides?"])
     """
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a local folder (download a Hub model first)")
-    modules_config = _check_folder_is_safe(folder)
+    folder, roots = _model_folder(
+        model_name_or_path,
+        revision=revision,
+        token=token,
+        cache_folder=cache_folder,
+        local_files_only=local_files_only,
+        download_everything=trust_remote_code,
+    )
+    modules_path = folder / "modules.json"
+    if trust_remote_code:
+        card_data = kwargs.pop("model_card_data", None)
+        if card_data is None and modules_path.is_file() and "llara_st." in modules_path.read_text(encoding="utf8"):
+            card_data = LLaRAModelCardData()
+        return SentenceTransformer(
+            str(folder),
+            device=device,
+            trust_remote_code=True,
+            model_kwargs=model_kwargs,
+            model_card_data=card_data,
+            **kwargs,
+        )
+    try:
+        _check_files(folder, roots)
+        entries = _read_modules_json(modules_path, folder) if modules_path.is_file() else []
+        module_classes = [_module_class(entry["type"], modules_path, i) for i, entry in enumerate(entries)]
+        for entry in entries:
+            _check_adapter_base(folder / entry["path"])
+    except UnsafeModelError as error:
+        raise UnsafeModelError(
+            f"{error}. If you trust this model, load it with trust_remote_code=True (CLI: --trust-remote-code), "
+            "which runs its code"
+        ) from None
+    if not entries:
+        return _load_authors_checkpoint(folder, model_name_or_path, device=device, model_kwargs=model_kwargs, **kwargs)
     modules = []
-    for entry in modules_config:
-        class_ref = entry["type"]
-        module_class = LLARA_MODULE_CLASSES.get(class_ref) or import_from_string(class_ref)
+    for entry, module_class in zip(entries, module_classes, strict=True):
         load_kwargs: dict[str, Any] = {"subfolder": entry["path"]}
-        if issubclass(module_class, LLaRATransformer) or class_ref.endswith("Transformer"):
+        if issubclass(module_class, LLaRATransformer) or entry["type"].endswith("Transformer"):
             load_kwargs.update(trust_remote_code=False, model_kwargs=model_kwargs)
         modules.append(module_class.load(str(folder), **load_kwargs))
     settings_path = folder / "config_sentence_transformers.json"
@@ -144,4 +462,40 @@ def load(
     kwargs.setdefault("similarity_fn_name", settings.get("similarity_fn_name"))
     kwargs.setdefault("prompts", settings.get("prompts") or None)
     kwargs.setdefault("default_prompt_name", settings.get("default_prompt_name"))
+    if isinstance(modules[0], LLaRATransformer):
+        kwargs.setdefault("model_card_data", LLaRAModelCardData())
+    check_pooling_width(modules)
     return SentenceTransformer(modules=modules, device=device, **kwargs)
+
+
+def _load_authors_checkpoint(
+    folder: Path,
+    source: str | os.PathLike,
+    *,
+    device: str | None,
+    model_kwargs: dict[str, Any] | None,
+    **kwargs: Any,
+) -> SentenceTransformer:
+    if not (folder / "config.json").is_file() or not _has_prompt_tokens(folder):
+        raise FileNotFoundError(
+            f"{folder} is not a sentence-transformers folder (it has no modules.json), nor an authors' LLaRA "
+            "checkpoint (a causal LM whose tokenizer has <s1>…<s16>). If it is a causal LM, convert it first: "
+            f"`llara-st convert {source} DST` or llara_st.convert({str(source)!r}, DST)"
+        )
+    never_remote_code = {"trust_remote_code": False}  # a config.json auto_map must not pull code in
+    transformer = LLaRATransformer(
+        str(folder),
+        model_kwargs={**(model_kwargs or {}), **never_remote_code},
+        processor_kwargs=never_remote_code,
+        config_kwargs=never_remote_code,
+    )
+    kwargs.setdefault("model_card_data", LLaRAModelCardData())
+    return SentenceTransformer(
+        modules=[transformer, LastKPooling(NUM_PROMPT_TOKENS), Normalize()],
+        similarity_fn_name=kwargs.pop("similarity_fn_name", "cosine"),
+        device=device,
+        **kwargs,
+    )
+
+
+__all__ = ["LLARA_MODULE_CLASSES", "UnsafeModelError", "build_llara_model", "convert", "llara_module", "load"]

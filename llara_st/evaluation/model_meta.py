@@ -16,8 +16,7 @@ from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
 from sentence_transformers import SentenceTransformer
 
 from llara_st.citation import LLARA_CITATION, LLARA_REFERENCE  # noqa: F401  (re-exported)
-from llara_st.evaluation.loading import resolve_model_folder
-from llara_st.modules import LLaRATransformer
+from llara_st.model import llara_module
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +25,8 @@ _FINGERPRINT_SAMPLES = 4096
 
 
 def is_llara_model(model: SentenceTransformer) -> bool:
-    """Whether the model's input module is a :class:`~llara_st.modules.LLaRATransformer`."""
-    return len(model) > 0 and isinstance(model[0], LLaRATransformer)
+    """Alias of ``llara_st.model.llara_module(model) is not None``; use that instead."""
+    return llara_module(model) is not None
 
 
 def model_fingerprint(model: SentenceTransformer) -> str:
@@ -120,7 +119,8 @@ def llara_model_meta(
         memory_usage_mb = memory_usage_mb if memory_usage_mb is not None else megabytes
         embed_dim = embed_dim if embed_dim is not None else model.get_embedding_dimension()
         if max_tokens is None:
-            max_tokens = model[0].passage_max_length if is_llara_model(model) else model.max_seq_length
+            transformer = llara_module(model)
+            max_tokens = transformer.passage_max_length if transformer is not None else model.max_seq_length
         if revision is None:
             revision = model_fingerprint(model)
     return ModelMeta(
@@ -155,26 +155,20 @@ def load_llara_for_mteb(
     device: str | None = None,
     **kwargs: Any,
 ) -> SentenceTransformerEncoderWrapper:
-    """MTEB loader (``ModelMeta.loader``) for LLaRA models, from a local folder or a Hub id.
+    """MTEB loader (``ModelMeta.loader``) for LLaRA models: :func:`llara_st.load` wrapped for MTEB.
 
-    A sentence-transformers folder is read with the safe :func:`llara_st.load`; an authors' LLaRA checkpoint
-    (a plain causal LM with ``<s1>``…``<s16>``, e.g. ``BAAI/LLARA-passage``) is wrapped with
-    :func:`llara_st.build_llara_model`, keeping its token ids.
+    Reads what :func:`llara_st.load` reads (a LLaRA folder, a Hub id, an authors' checkpoint such as
+    ``BAAI/LLARA-passage``), with the same safety checks.
 
     Args:
         model_name: Folder or Hub id.
-        revision: Hub commit to download.
+        revision: Hub revision to download.
         device: Where to put the model.
-        **kwargs: ``model_kwargs`` (e.g. ``{"torch_dtype": "bfloat16"}``) for the backbone.
+        **kwargs: ``model_kwargs`` (e.g. ``{"torch_dtype": "bfloat16"}``) for the backbone; others are ignored.
     """
-    from llara_st.model import build_llara_model, load
+    from llara_st.model import load
 
-    folder = resolve_model_folder(model_name, revision)
-    model_kwargs = kwargs.pop("model_kwargs", None)
-    if (folder / "modules.json").is_file():
-        model = load(folder, device=device, model_kwargs=model_kwargs)
-    else:
-        model = build_llara_model(str(folder), device=device, model_kwargs=model_kwargs or {})
+    model = load(model_name, revision=revision, device=device, model_kwargs=kwargs.pop("model_kwargs", None))
     if kwargs:
         logger.info("load_llara_for_mteb ignores the options %s", sorted(kwargs))
     return SentenceTransformerEncoderWrapper(model)
@@ -214,7 +208,7 @@ def model_meta_for(
     if "/" not in name:
         raise ValueError(f"MTEB model names have the form 'organization/model', got {name!r}")
     revision = revision or model_fingerprint(model)
-    if is_llara_model(model):
+    if llara_module(model) is not None:
         return llara_model_meta(name, revision, model=model, **overrides)
     meta = ModelMeta.from_sentence_transformer_model(model, fetch_from_hf=False)
     count, megabytes = _parameter_stats(model)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from llara_st.citation import LLARA_CITATION
+from llara_st.model import llara_module
 from llara_st.modules.llara_transformer import LLaRATransformer
 from llara_st.prompts import NUM_PROMPT_TOKENS, PASSAGE_PROMPT_TOKENS, QUERY_PROMPT_TOKENS
 
@@ -414,15 +415,7 @@ class EBAEEBARLoss(nn.Module):
     # ------------------------------------------------------------------------------------------ model access
 
     def _input_module(self) -> LLaRATransformer:
-        # Wrappers the trainer may swap in (DDP, DeepSpeed's engine) expose the model as `.module`.
-        model = getattr(self.model, "module", self.model)
-        transformer = model[0] if isinstance(model, nn.Sequential) else None
-        if not isinstance(transformer, LLaRATransformer):
-            raise TypeError(
-                "EBAEEBARLoss needs a LLaRA SentenceTransformer whose first module is LLaRATransformer "
-                f"(see llara_st.build_llara_model), got first module {type(transformer).__name__}"
-            )
-        return transformer
+        return llara_module(self.model, required=True)  # looks through DDP / DeepSpeed wrappers (`.module`)
 
     def _check_wrapper(self) -> None:
         if isinstance(self.model, FullyShardedDataParallel):
