@@ -1,32 +1,91 @@
+"""``llara-st convert SRC DST``: turn a causal LM into a LLaRA sentence-transformers folder."""
+
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
+from pathlib import Path
 
+from llara_st.cli import UserError
 from llara_st.prompts import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGTH
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "convert", help="turn a causal LM into a LLaRA sentence-transformers folder"
+        "convert",
+        help="turn a causal LM into a LLaRA sentence-transformers folder",
+        description=(
+            "Turn a Hugging Face causal LM (folder or Hub id) into a LLaRA sentence-transformers folder. "
+            "DST must be absent or empty; --overwrite replaces an existing sentence-transformers folder."
+        ),
     )
-    parser.add_argument("src", help="Hugging Face causal-LM folder or Hub id")
-    parser.add_argument("dst", help="output sentence-transformers folder")
+    parser.add_argument("src", help="Hugging Face causal-LM folder or Hub id (organization/model)")
+    parser.add_argument("dst", help="output sentence-transformers folder (absent or empty)")
     parser.add_argument("--query-max-length", type=int, default=DEFAULT_QUERY_MAX_LENGTH)
     parser.add_argument("--passage-max-length", type=int, default=DEFAULT_PASSAGE_MAX_LENGTH)
-    parser.add_argument("--dtype", default=None, help="torch dtype to load and save in, e.g. bfloat16")
+    parser.add_argument("--dtype", choices=DTYPES, help="dtype to load and save the weights in, e.g. bfloat16")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace DST if it is a sentence-transformers folder already"
+    )
     parser.set_defaults(func=run)
+
+
+def check_source(src: str) -> None:
+    """A folder with ``config.json``, or something shaped like a Hub id; anything else is a user error."""
+    path = Path(src).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"source folder {path} has no config.json: it is not a Hugging Face model folder")
+        return
+    if path.exists():
+        raise UserError(f"source {path} is a file; give a model folder or a Hub id (organization/model)")
+    if path.is_absolute() or src.startswith((".", "~")) or src.count("/") != 1:
+        raise UserError(f"source {src!r} is neither an existing folder nor a Hub id (organization/model)")
+
+
+def check_output(dst: Path, overwrite: bool) -> None:
+    """Refuse a file, a non-empty folder (unless ``--overwrite``) and, even then, a folder that is not a model."""
+    if dst.exists() and not dst.is_dir():
+        raise UserError(f"output {dst} is a file, not a folder")
+    if not dst.is_dir() or not any(dst.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"output folder {dst} is not empty; choose another folder or pass --overwrite to replace it")
+    if not (dst / "modules.json").is_file():
+        raise UserError(
+            f"output folder {dst} is not empty and is not a sentence-transformers folder (no modules.json); "
+            "--overwrite only replaces a model folder, so choose another folder"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     from llara_st.model import convert
 
-    model_kwargs = {"dtype": args.dtype} if args.dtype else {}
-    convert(
-        args.src,
-        args.dst,
-        query_max_length=args.query_max_length,
-        passage_max_length=args.passage_max_length,
-        model_kwargs=model_kwargs,
-    )
-    print(f"Saved LLaRA model to {args.dst}")
+    for name in ("query_max_length", "passage_max_length"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_source(args.src)
+    dst = Path(args.dst).expanduser()
+    check_output(dst, args.overwrite)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # Build next to DST and move into place at the end: a failed conversion leaves DST as it was.
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.converting-", dir=dst.parent))
+    try:
+        convert(
+            args.src,
+            staging,
+            query_max_length=args.query_max_length,
+            passage_max_length=args.passage_max_length,
+            model_kwargs={"dtype": args.dtype} if args.dtype else {},
+        )
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        staging.rename(dst)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    print(f"Saved LLaRA model to {dst}")
     return 0

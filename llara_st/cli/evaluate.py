@@ -1,8 +1,15 @@
+"""``llara-st evaluate MODEL``: MTEB retrieval scores of a model on a local BEIR folder or MTEB tasks."""
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+from llara_st.cli import UserError
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,9 +34,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--embedding-cache", metavar="DIR", help="cache corpus embeddings here (once per model)")
     parser.add_argument(
-        "--faiss", choices=["flat", "ivf", "ivfpq", "hnsw"], help="retrieve with a faiss index of this kind"
+        "--faiss",
+        metavar="FACTORY",
+        help="retrieve with a faiss index, e.g. Flat, HNSW32, IVF1024,SQ8 (factory string)",
     )
     parser.add_argument("--device", help="torch device, e.g. cuda or cpu")
+    parser.add_argument("--dtype", choices=DTYPES, help="dtype of the backbone's weights, e.g. bfloat16 for a 7B model")
+    parser.add_argument(
+        "--model-kwargs",
+        metavar="JSON",
+        help='backbone from_pretrained arguments as a JSON object, e.g. \'{"attn_implementation": "sdpa"}\'',
+    )
     parser.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -42,29 +57,84 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def parse_model_kwargs(text: str | None, dtype: str | None) -> dict[str, Any]:
+    """``--model-kwargs`` (a JSON object) with ``--dtype`` added; a clear error for bad JSON or a conflict."""
+    model_kwargs: dict[str, Any] = {}
+    if text is not None:
+        try:
+            model_kwargs = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UserError(f"--model-kwargs is not valid JSON ({error}): {text!r}") from None
+        if not isinstance(model_kwargs, dict):
+            raise UserError(
+                f'--model-kwargs must be a JSON object such as \'{{"attn_implementation": "sdpa"}}\', got {text!r}'
+            )
+    if dtype is not None:
+        conflict = {"dtype", "torch_dtype"} & set(model_kwargs)
+        if conflict:
+            raise UserError(f"--dtype and --model-kwargs both set the dtype ({sorted(conflict)[0]}); give it once")
+        model_kwargs["dtype"] = dtype
+    return model_kwargs
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Mistakes found before the model loads (which can take minutes for a 7B model)."""
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    model = Path(args.model).expanduser()
+    if not model.is_dir() and (model.exists() or model.is_absolute() or args.model.startswith((".", "~"))):
+        raise UserError(f"model folder {model} does not exist")
+    if args.beir is not None:
+        beir = Path(args.beir).expanduser()
+        if not beir.is_dir():
+            raise UserError(f"BEIR folder {beir} does not exist")
+    if args.output is not None and Path(args.output).expanduser().is_file():
+        raise UserError(f"--output {args.output} is a file, not a folder")
+
+
+def _mteb_tasks(args: argparse.Namespace) -> list[Any]:
     import mteb
 
-    from llara_st.evaluation import evaluate_beir, evaluate_mteb, format_scores
+    try:
+        if args.tasks:
+            return list(mteb.get_tasks(tasks=args.tasks))
+        return list(mteb.get_benchmark(args.benchmark).tasks)
+    except KeyError as error:
+        what = f"task(s) {args.tasks}" if args.tasks else f"benchmark {args.benchmark!r}"
+        detail = str(error.args[0] if error.args else error).removeprefix("KeyError: ")
+        raise UserError(f"MTEB does not know the {what}: {detail}") from None
 
+
+def run(args: argparse.Namespace) -> int:
+    import mteb  # noqa: F401  (the evaluation needs it: a missing install is reported before the model loads)
+
+    import llara_st
+    from llara_st.evaluation import evaluate_beir, evaluate_mteb, format_scores, model_meta_for
+
+    _check_arguments(args)
+    model_kwargs = parse_model_kwargs(args.model_kwargs, args.dtype)
+    tasks = None if args.beir else _mteb_tasks(args)
+    model = llara_st.load(
+        args.model, device=args.device, model_kwargs=model_kwargs or None, trust_remote_code=args.trust_remote_code
+    )
+    # Results are named as if the path had been given (card name, Hub id or local/{folder}); the revision label is
+    # a placeholder here, so the weights are not hashed twice.
+    model_name = args.model_name or model_meta_for(model, revision="-", source=args.model).name
     options = dict(
-        model_name=args.model_name,
+        model_name=model_name,
         revision=args.revision,
         batch_size=args.batch_size,
         show_progress_bar=not args.no_progress,
         embedding_cache=args.embedding_cache,
         faiss_index=args.faiss,
-        trust_remote_code=args.trust_remote_code,
-        device=args.device,
         save_predictions=args.save_predictions,
         overwrite=args.overwrite,
     )
     if args.beir:
-        scores = evaluate_beir(args.model, args.beir, args.split, args.output, task_name=args.task_name, **options)
+        scores = evaluate_beir(model, args.beir, args.split, args.output, task_name=args.task_name, **options)
         results = {args.task_name or Path(args.beir).expanduser().resolve().name: {args.split: scores}}
     else:
-        tasks = args.tasks if args.tasks else list(mteb.get_benchmark(args.benchmark).tasks)
-        results = evaluate_mteb(args.model, tasks, args.output, **options)
+        results = evaluate_mteb(model, tasks, args.output, **options)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
