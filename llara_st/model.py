@@ -308,7 +308,8 @@ def _read_modules_json(path: Path, folder: Path) -> list[dict[str, Any]]:
         subfolder = entry["path"]
         if PureWindowsPath(subfolder).anchor or ".." in PureWindowsPath(subfolder).parts:
             raise UnsafeModelError(f"{path}: entry {position} has the path {subfolder!r}, outside the model folder")
-        if not (folder / subfolder).is_dir():
+        # A module without files (Normalize in all-MiniLM-L6-v2) may list a folder that was never written.
+        if (folder / subfolder).exists() and not (folder / subfolder).is_dir():
             raise ValueError(f"{path}: entry {position} has the path {subfolder!r}, which is not a folder in {folder}")
     return entries
 
