@@ -1,26 +1,44 @@
 """Building blocks of LLaRA contrastive fine-tuning (Li et al., 2023, arXiv:2312.15503, §3 of docs/METHOD.md):
 the InfoNCE loss, LoRA on the seven linear projections with trainable ``<sK>`` rows, merging the adapter, and a
-retrieval evaluator on a BEIR split. ``recipes/finetune.py`` strings them together."""
+retrieval evaluator on a BEIR split; and the workflow over them: :class:`FinetuneArguments` (the trainer's arguments
+plus LLaRA's), :func:`build_training_rows` (BEIR folder + hard-negative mining, or saved rows) and
+:func:`run_finetuning`, which ``recipes/finetune.py``, ``llara-st finetune CONFIG`` and the reproduction call."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
-from sentence_transformers import SentenceTransformer
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
 )
 from torch import nn
+from transformers import TrainerCallback, set_seed
 
-from llara_st.data.contrastive import relevant_documents
+import llara_st
+from llara_st.data.contrastive import (
+    beir_examples,
+    build_contrastive_dataset,
+    contrastive_router_mapping,
+    load_beir,
+    load_contrastive_dataset,
+    relevant_documents,
+)
+from llara_st.data.mining import mine_hard_negatives_from_qrels
 from llara_st.modules import LLaRATransformer
+from llara_st.training.arguments import parse_arguments, resolve_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -249,3 +267,273 @@ def autocast_available(precision: str) -> bool:
     if not torch.cuda.is_available():
         return precision == "bf16"
     return precision != "bf16" or torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class FinetuneArguments(SentenceTransformerTrainingArguments):
+    """Settings of LLaRA's contrastive fine-tuning (Li et al., 2023, arXiv:2312.15503, §3): the trainer's own
+    arguments (learning rate, epochs, warm-up, precision, checkpoints, …) plus the model, data, hard-negative,
+    loss and LoRA settings, in one dataclass as sentence-transformers' own families extend the trainer's.
+
+    Defaults follow the reference (InfoNCE at temperature 0.01, LoRA r 64 / alpha 16 on the seven projections
+    with the ``<sK>`` rows trainable, lr 3e-4, 10 % warm-up, no duplicate positives in a batch). Mixed precision
+    the machine cannot run falls back to float32 with a warning; without CUDA the CPU is the device, so bf16
+    autocast runs there.
+
+    Example::
+
+        from llara_st.training import parse_finetune_arguments, run_finetuning
+
+        (args,) = parse_finetune_arguments(
+            {"model_name_or_path": "models/llara-base", "output_dir": "runs/ft", "train_data": "data/scifact",
+             "lora": False, "temperature": 0.02, "passage_max_length": 256, "num_train_epochs": 3}
+        )
+        final_model_dir = run_finetuning(args)
+    """
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A LLaRA folder (llara-st convert, or adapted); a plain causal LM is converted first."},
+    )
+    train_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "A BEIR folder (negatives mined here), an authors' {query,pos,neg} JSONL, or rows saved with "
+            "Dataset.save_to_disk / as JSONL or Parquet with anchor, positive, negative_* columns."
+        },
+    )
+    train_split: str = field(default="train", metadata={"help": "qrels split of a BEIR train_data."})
+    dev_data: str | None = field(default=None, metadata={"help": "BEIR folder evaluated before and after training."})
+    dev_split: str = field(default="dev", metadata={"help": "qrels split of dev_data."})
+    dev_corpus_size: int | None = field(
+        default=None, metadata={"help": "Evaluate on the relevant documents plus a random sample (None: all)."}
+    )
+    group_size: int = field(default=16, metadata={"help": "Passages per query: 1 positive + group_size-1 negatives."})
+    positives: str = field(default="sample", metadata={"help": "'sample' one positive per query, or 'all'."})
+    max_train_rows: int | None = field(default=None, metadata={"help": "Keep a seeded sample of this many rows."})
+    mining_retriever: str = field(
+        default="bm25", metadata={"help": "'bm25', 'self' (the model being trained) or a model folder."}
+    )
+    mining_range_min: int = field(default=10, metadata={"help": "Hard negatives come from ranks range_min.."})
+    mining_range_max: int = field(default=200, metadata={"help": "..range_max of the mining retriever."})
+    mining_relative_margin: float | None = field(
+        default=0.05, metadata={"help": "Drop candidates scoring within this fraction of the positive (None: off)."}
+    )
+    mining_max_score: float | None = field(default=None, metadata={"help": "Drop candidates scoring above this."})
+    mined_negatives: int = field(
+        default=15, metadata={"help": "Negatives mined per query (the group draws from them)."}
+    )
+    query_max_length: int = field(default=64, metadata={"help": "Query token budget, template included."})
+    passage_max_length: int = field(default=160, metadata={"help": "Passage token budget, template included."})
+    model_dtype: str | None = field(default=None, metadata={"help": "float32, float16 or bfloat16 weights."})
+    temperature: float = field(default=DEFAULT_TEMPERATURE, metadata={"help": "InfoNCE temperature."})
+    cached_loss: bool = field(default=False, metadata={"help": "GradCache: large batches on small memory."})
+    cached_mini_batch_size: int = field(default=32, metadata={"help": "Mini-batch of the cached loss."})
+    gather_across_devices: bool = field(default=False, metadata={"help": "Negatives from all processes."})
+    lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (false: full fine-tuning)."})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(LLAMA_LINEAR_PROJECTIONS), metadata={"help": "Layers that get adapters."}
+    )
+    train_prompt_tokens: bool = field(default=True, metadata={"help": "Train the <s1>…<s16> embedding rows too."})
+    merge_lora: bool = field(default=True, metadata={"help": "Save merged weights (else the adapter alone)."})
+    # The trainer's settings whose defaults differ for LLaRA fine-tuning.
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate."})
+    warmup_steps: float = field(
+        default=0.1, metadata={"help": "Warm-up steps; a float < 1 is a fraction of the steps."}
+    )
+    batch_sampler: str = field(
+        default="no_duplicates", metadata={"help": "'no_duplicates' keeps a query's other positives out of its batch."}
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log the loss every this many steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
+
+    def __post_init__(self) -> None:
+        if self.model_name_or_path is None:
+            raise ValueError("model_name_or_path is required: a LLaRA folder or a causal LM to convert")
+        if self.output_dir is None:
+            raise ValueError("output_dir is required: checkpoints, metrics.json and the final model go there")
+        if self.positives not in ("sample", "all"):
+            raise ValueError(f"positives must be 'sample' or 'all', got {self.positives!r}")
+        if self.model_dtype not in (None, "float32", "float16", "bfloat16"):
+            raise ValueError(f"model_dtype must be float32, float16 or bfloat16, got {self.model_dtype!r}")
+        for precision in ("fp16", "bf16"):
+            if getattr(self, precision) and not autocast_available(precision):
+                logger.warning("%s needs a CUDA device that supports it; training in float32", precision)
+                setattr(self, precision, False)
+        if self.fp16 and self.model_dtype == "float16" and not self.lora:
+            raise ValueError(
+                "fp16 mixed precision keeps float32 master weights: full fine-tuning cannot train float16 weights "
+                "(use model_dtype float32, or lora: true, whose adapter weights stay float32)"
+            )
+        if not torch.cuda.is_available():
+            self.use_cpu = True  # transformers runs bf16 autocast on the CPU only when told the CPU is the device
+        if self.gradient_checkpointing:  # sentence-transformers checkpoints the input module's activations
+            self.gradient_checkpointing = False
+            self.activation_checkpointing = True
+        if self.activation_checkpointing:
+            self.activation_checkpointing_kwargs = self.activation_checkpointing_kwargs or {"use_reentrant": False}
+        if self.gather_across_devices:  # gathered negatives need the same count on every process
+            self.dataloader_drop_last = True
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False
+        super().__post_init__()
+
+
+def parse_finetune_arguments(
+    source: str | os.PathLike | Mapping[str, Any] | Sequence[str],
+) -> tuple[FinetuneArguments]:
+    """:class:`FinetuneArguments` from a JSON/YAML file, a dict or command-line arguments (unknown keys: error)."""
+    return parse_arguments((FinetuneArguments,), source)
+
+
+def load_finetune_model(args: FinetuneArguments) -> SentenceTransformer:
+    """The LLaRA model to train; a plain causal LM is converted into ``output_dir/base`` first, since an
+    adapter is saved relative to a base folder that has the ``<sK>`` tokens."""
+    model_kwargs = {"dtype": args.model_dtype} if args.model_dtype else None
+    source = Path(args.model_name_or_path)
+    if not (source / "modules.json").is_file():
+        base = Path(args.output_dir) / "base"
+        logger.info("Converting %s into a LLaRA folder at %s", args.model_name_or_path, base)
+        llara_st.convert(
+            args.model_name_or_path,
+            base,
+            query_max_length=args.query_max_length,
+            passage_max_length=args.passage_max_length,
+        )
+        source = base
+    model = llara_st.load(source.resolve(), model_kwargs=model_kwargs)
+    model[0].query_max_length = args.query_max_length
+    model[0].passage_max_length = args.passage_max_length
+    return model
+
+
+def build_training_rows(args: FinetuneArguments, model: SentenceTransformer | None = None) -> Dataset:
+    """Training rows ``(anchor, positive, negative_1 …)`` from ``args.train_data``; negatives of a BEIR
+    folder are mined here (BM25, the model itself, or another retriever)."""
+    if args.train_data is None:
+        raise ValueError("train_data is not set and no train_dataset was given")
+    path = Path(args.train_data)
+    if (path / "corpus.jsonl").is_file():
+        corpus, queries, qrels = load_beir(path, args.train_split)
+        if args.mining_retriever == "bm25":
+            retriever: Any = "bm25"
+        elif args.mining_retriever == "self":
+            retriever = model if model is not None else load_finetune_model(args)
+        else:
+            retriever = llara_st.load(args.mining_retriever)
+        negatives = mine_hard_negatives_from_qrels(
+            corpus,
+            queries,
+            qrels,
+            retriever,
+            num_negatives=args.mined_negatives,
+            range_min=args.mining_range_min,
+            range_max=args.mining_range_max,
+            relative_margin=args.mining_relative_margin,
+            max_score=args.mining_max_score,
+            seed=args.seed,
+        )
+        examples = beir_examples(corpus, queries, qrels, negatives)
+        rows = build_contrastive_dataset(examples, args.group_size, args.positives, args.seed)
+    else:
+        rows = load_contrastive_dataset(path, args.group_size, args.positives, args.seed)
+    if args.max_train_rows is not None:
+        rows = rows.shuffle(seed=args.seed).select(range(min(args.max_train_rows, len(rows))))
+    return rows
+
+
+def run_finetuning(
+    args: FinetuneArguments,
+    train_dataset: Dataset | str | os.PathLike | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> str:
+    """Fine-tune, evaluate on the dev split before and after, save; returns the final model folder.
+
+    Steps: 1 model (+ LoRA), 2 data, 3 loss, 4 routing, 5 evaluate, 6 train (resumable), 7 evaluate, 8 save.
+
+    Args:
+        args: The run's settings (``args.router_mapping`` is set here from the rows' columns).
+        train_dataset: Precomputed rows (a ``Dataset`` or a path :func:`load_contrastive_dataset` reads),
+            which override ``args.train_data``: the same rows can train several models.
+        callbacks: Extra trainer callbacks.
+    """
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(args.seed)  # before the adapter's random initialisation, not only before training
+
+    # 1. Model (+ LoRA adapter)
+    model = load_finetune_model(args)
+    if args.lora:
+        add_lora_adapter(
+            model,
+            r=args.lora_r,
+            alpha=args.lora_alpha,
+            dropout=args.lora_dropout,
+            target_modules=args.lora_target_modules,
+            train_prompt_tokens=args.train_prompt_tokens,
+        )
+
+    # 2. Data: rows (anchor, positive, negative_1 … negative_{group_size-1})
+    if train_dataset is None:
+        train_dataset = build_training_rows(args, model)
+    elif not isinstance(train_dataset, Dataset):
+        train_dataset = load_contrastive_dataset(train_dataset, args.group_size, args.positives, args.seed)
+    logger.info("Training rows: %d, columns %s", len(train_dataset), train_dataset.column_names)
+
+    # 3. Loss: InfoNCE with in-batch and hard negatives
+    loss = contrastive_loss(
+        model,
+        temperature=args.temperature,
+        cached=args.cached_loss,
+        mini_batch_size=args.cached_mini_batch_size,
+        gather_across_devices=args.gather_across_devices,
+    )
+
+    # 4. Routing: the anchor gets the query template, every other column the passage template
+    args.router_mapping = contrastive_router_mapping(train_dataset.column_names)
+
+    # 5. Evaluator on the dev split (queries via encode_query, corpus via encode_document)
+    evaluator = None
+    if args.dev_data:
+        evaluator = beir_ir_evaluator(
+            *load_beir(args.dev_data, args.dev_split),
+            name=args.dev_split,
+            corpus_size=args.dev_corpus_size,
+            batch_size=args.per_device_eval_batch_size,
+            seed=args.seed,
+        )
+    metrics: dict[str, dict[str, float]] = {}
+    if evaluator is not None:
+        metrics["before"] = evaluator(model)
+        logger.info(
+            "Dev before training: %s = %.4f", evaluator.primary_metric, metrics["before"][evaluator.primary_metric]
+        )
+
+    # 6. Train
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator, callbacks=callbacks
+    )
+    trainer.train(resume_from_checkpoint=resolve_checkpoint(args))
+
+    # 7. Evaluate after training
+    if evaluator is not None:
+        metrics["after"] = evaluator(model)
+        logger.info(
+            "Dev after training: %s = %.4f", evaluator.primary_metric, metrics["after"][evaluator.primary_metric]
+        )
+    trainer.save_state()
+
+    # 8. Save (merged weights by default), on the main process only
+    final_dir = output_dir / "final"
+    if trainer.is_world_process_zero():
+        if args.lora and args.merge_lora:
+            merge_lora_adapter(model)
+        model.save(str(final_dir), safe_serialization=True)
+        (output_dir / "metrics.json").write_text(
+            json.dumps({"config": args.to_dict(), "metrics": metrics}, indent=2, default=str), encoding="utf8"
+        )
+        logger.info("Saved the fine-tuned model to %s", final_dir)
+    return str(final_dir)

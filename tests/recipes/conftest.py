@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import llara_st
-
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
-sys.path.insert(0, str(RECIPES_DIR))
 
 # Words that the Llama-2 tokenizer keeps whole, so every row below is longer than the tests' text budget.
 _WORDS = (
@@ -61,7 +57,7 @@ def adaptation_jsonl(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def adapt_config(adaptation_jsonl: Path, tmp_path: Path):
-    """A config dict for ``recipes/adapt.py`` on the tiny data: CPU, float32, in data order, log every step."""
+    """A config dict for ``run_adaptation`` on the tiny data: CPU, float32, in data order, log every step."""
 
     def make(model_dir: Path, **overrides) -> dict:
         config = {

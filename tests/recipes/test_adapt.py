@@ -16,17 +16,18 @@ import yaml
 from transformers import TrainerCallback
 
 import llara_st
+from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
 
-adapt = pytest.importorskip("adapt")  # recipes/ is put on sys.path by tests/recipes/conftest.py
-
-CONFIGS_DIR = Path(adapt.__file__).parent / "configs"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIGS_DIR = REPO_ROOT / "recipes" / "configs"
+ADAPT_RECIPE = REPO_ROOT / "recipes" / "adapt.py"
 TEXTS = ["The river rose quickly after the storm.", "A bicycle chain drives the rear wheel."]
 
 
 def run_recipe(config: dict, callbacks: list[TrainerCallback] | None = None) -> tuple[Path, list[dict]]:
     """Run the recipe in this process; the output folder and the trainer's log history."""
-    adaptation_config, training_args = adapt.parse_config(config)
-    output = Path(adapt.run(adaptation_config, training_args, callbacks=callbacks))
+    adaptation_config, training_args = parse_adaptation_arguments(config)
+    output = Path(run_adaptation(adaptation_config, training_args, callbacks=callbacks))
     state = json.loads((Path(training_args.output_dir) / "trainer_state.json").read_text())
     return output, state["log_history"]
 
@@ -161,8 +162,6 @@ def test_resume_from_a_missing_checkpoint_is_an_error(tiny_llara_dir: Path, adap
 # ---------------------------------------------------------------------------------------------- processes
 
 
-
-
 @pytest.fixture(scope="module")
 def one_and_two_processes(tiny_llara_dir: Path, adaptation_jsonl: Path, tmp_path_factory) -> dict:
     """The same 2 steps (global batch 4, data order fixed) as 2 processes × 2 rows and 1 process × 4 rows."""
@@ -188,7 +187,7 @@ def one_and_two_processes(tiny_llara_dir: Path, adaptation_jsonl: Path, tmp_path
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = subprocess.run(
-        [*command, str(Path(adapt.__file__)), str(config_path)], env=env, capture_output=True, text=True, timeout=600
+        [*command, str(ADAPT_RECIPE), str(config_path)], env=env, capture_output=True, text=True, timeout=600
     )
     if result.returncode != 0:
         return {"error": result.stderr[-4000:]}
@@ -238,7 +237,7 @@ def load_yaml(name: str) -> dict:
 def test_7b_config_holds_the_reference_hyper_parameters():
     raw = load_yaml("adapt_llama2_7b_8gpu.yaml")
     raw["use_cpu"] = True  # bf16 is validated against the hardware; this machine has no GPU
-    config, args = adapt.parse_config(raw)
+    config, args = parse_adaptation_arguments(raw)
     assert not config.use_lora
     assert config.cutoff_length == 128 and config.attn_implementation == "sdpa"
     assert args.learning_rate == 1e-5 and args.warmup_steps == 0.1 and args.num_train_epochs == 1
@@ -247,12 +246,12 @@ def test_7b_config_holds_the_reference_hyper_parameters():
 
     accelerate_config = load_yaml("accelerate_8gpu_zero1.yaml")
     assert accelerate_config["num_processes"] == 8 and accelerate_config["distributed_type"] == "DEEPSPEED"
-    deepspeed_file = Path(adapt.__file__).parents[1] / accelerate_config["deepspeed_config"]["deepspeed_config_file"]
+    deepspeed_file = REPO_ROOT / accelerate_config["deepspeed_config"]["deepspeed_config_file"]
     assert json.loads(deepspeed_file.read_text())["zero_optimization"]["stage"] == 1
 
 
 def test_cpu_config_parses():
-    config, args = adapt.parse_config(str(CONFIGS_DIR / "adapt_smollm2_cpu.yaml"))
+    config, args = parse_adaptation_arguments(str(CONFIGS_DIR / "adapt_smollm2_cpu.yaml"))
     assert args.use_cpu and not args.bf16
     assert config.wikitext_paths and config.max_rows
 
@@ -269,4 +268,4 @@ def test_cpu_config_parses():
 )
 def test_bad_settings_fail_before_any_work(tiny_llara_dir: Path, adapt_config, overrides, message):
     with pytest.raises(ValueError, match=message):
-        adapt.parse_config(adapt_config(tiny_llara_dir, **overrides))
+        parse_adaptation_arguments(adapt_config(tiny_llara_dir, **overrides))

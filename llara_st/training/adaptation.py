@@ -1,0 +1,283 @@
+"""LLaRA adaptation (EBAE + EBAR, Li et al., 2023, arXiv:2312.15503) of a causal LM with the sentence-transformers
+trainer: the arguments, the dataset builder and :func:`run_adaptation`, which ``recipes/adapt.py``,
+``llara-st adapt CONFIG`` and the reproduction pipeline call.
+
+Steps of :func:`run_adaptation`: 1 model, 2 loss, 3 data, 4 training arguments, 5 evaluate, 6 train (resumable),
+7 evaluate, 8 save.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from datasets import Dataset, concatenate_datasets
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from sentence_transformers.base.sampler import DefaultBatchSampler
+from torch.utils.data import SequentialSampler
+from transformers import TrainerCallback
+
+import llara_st
+from llara_st.data import (
+    DocumentChunker,
+    beir_corpus_pairs,
+    read_llara_jsonl,
+    text_file_pairs,
+    wikitext_pairs,
+)
+from llara_st.losses import EBAEEBARLoss
+from llara_st.training.arguments import parse_arguments, resolve_checkpoint
+from llara_st.training.finetuning import (
+    LLAMA_LINEAR_PROJECTIONS,
+    add_lora_adapter,
+    llara_transformer,
+    merge_lora_adapter,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AdaptationArguments:
+    """What to adapt, on which data, with which loss and adapter: LLaRA's EBAE/EBAR stage (Li et al., 2023,
+    arXiv:2312.15503). The trainer's own settings sit beside it in ``SentenceTransformerTrainingArguments``
+    (the model/data/training split of Tevatron's arguments); one config file holds the keys of both.
+
+    Example::
+
+        from llara_st.training import parse_adaptation_arguments
+
+        adaptation, training_args = parse_adaptation_arguments(
+            {"model_name_or_path": "models/llara-base", "wikitext_paths": ["wiki.raw"], "output_dir": "out"}
+        )
+    """
+
+    model_name_or_path: str = field(
+        metadata={"help": "A LLaRA sentence-transformers folder (llara_st.convert) or a causal LM to convert"}
+    )
+    wikitext_paths: list[str] = field(default_factory=list, metadata={"help": "WikiText *.raw files"})
+    beir_corpus_paths: list[str] = field(default_factory=list, metadata={"help": "BEIR corpus.jsonl files"})
+    llara_jsonl_paths: list[str] = field(
+        default_factory=list, metadata={"help": "The authors' JSONL (input, output_summarize, output_predict)"}
+    )
+    text_paths: list[str] = field(
+        default_factory=list, metadata={"help": "Plain text files, documents separated by blank lines"}
+    )
+    max_rows: int | None = field(default=None, metadata={"help": "Use at most this many (text, next_text) rows"})
+    eval_rows: int = field(default=0, metadata={"help": "Hold out this many rows for the eval loss (0: none)"})
+    chunk_unit: str = field(default="tokens", metadata={"help": "Chunk documents in 'tokens' or 'words'"})
+    chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Chunk size; default: the loss's text budget in tokens (89 for Llama-2 at cutoff 128)"},
+    )
+    shuffle: bool = field(
+        default=True, metadata={"help": "Shuffle rows (seeded); false keeps the data order (for comparisons)"}
+    )
+    cutoff_length: int = field(default=128, metadata={"help": "Max adaptation input length, suffixes included"})
+    lm_weight: float = field(default=1.0, metadata={"help": "Weight of the next-token term (0 disables it)"})
+    remove_stop_words: bool = field(default=False, metadata={"help": "Drop English stop words from the targets"})
+    model_dtype: str = field(
+        default="float32", metadata={"help": "Weights dtype when loading: float32, bfloat16 or float16"}
+    )
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "sdpa or eager (the loss needs a 4D mask: no flash attention)"}
+    )
+    use_lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights"})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(LLAMA_LINEAR_PROJECTIONS), metadata={"help": "Layers that get adapters"}
+    )
+    lora_train_prompt_tokens: bool = field(
+        default=True, metadata={"help": "Train the 16 <sK> embedding rows along with the adapter"}
+    )
+    lora_save: str = field(
+        default="merged", metadata={"help": "merged (plain LLaRA model), adapter, or both (adapter in *-adapter)"}
+    )
+    final_model_dir: str | None = field(
+        default=None, metadata={"help": "Where to save the adapted model (default: <output_dir>/final)"}
+    )
+
+    def __post_init__(self) -> None:
+        choices = {
+            "chunk_unit": ("tokens", "words"),
+            "model_dtype": ("float32", "bfloat16", "float16"),
+            "attn_implementation": ("sdpa", "eager"),
+            "lora_save": ("merged", "adapter", "both"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not (self.wikitext_paths or self.beir_corpus_paths or self.text_paths or self.llara_jsonl_paths):
+            raise ValueError("No training data: set wikitext_paths, beir_corpus_paths, text_paths or llara_jsonl_paths")
+        if self.chunk_unit == "words" and self.chunk_size is None:
+            raise ValueError("chunk_unit='words' needs an explicit chunk_size (e.g. 64)")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ValueError(f"max_rows must be positive, got {self.max_rows}")
+        if self.eval_rows < 0:
+            raise ValueError(f"eval_rows must be >= 0, got {self.eval_rows}")
+
+
+def sequential_batch_sampler(
+    dataset: Dataset,
+    batch_size: int,
+    drop_last: bool,
+    valid_label_columns: list[str] | None = None,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+) -> DefaultBatchSampler:
+    """Batches in dataset order (sentence-transformers' default sampler shuffles)."""
+    return DefaultBatchSampler(
+        SequentialSampler(dataset),
+        batch_size=batch_size,
+        drop_last=drop_last,
+        valid_label_columns=valid_label_columns,
+        generator=generator,
+        seed=seed,
+    )
+
+
+def load_adaptation_model(
+    config: AdaptationArguments, training_args: SentenceTransformerTrainingArguments
+) -> tuple[SentenceTransformer, Path | None]:
+    """The LLaRA model to adapt, and the LLaRA folder it was read from (None if converted in memory)."""
+    model_kwargs = {"dtype": config.model_dtype, "attn_implementation": config.attn_implementation}
+    source = Path(config.model_name_or_path)
+    if (source / "modules.json").is_file():
+        return llara_st.load(source, model_kwargs=model_kwargs), source
+    if not config.use_lora:
+        return llara_st.build_llara_model(config.model_name_or_path, model_kwargs=model_kwargs), None
+    # A LoRA adapter records the folder of its base model: convert to disk once, so that checkpoints, resume
+    # and merging find a base that already holds the <sK> tokens.
+    base_dir = Path(training_args.output_dir) / "base-llara"
+    with training_args.main_process_first(local=False, desc="converting the causal LM"):
+        if not (base_dir / "modules.json").is_file():
+            llara_st.convert(config.model_name_or_path, base_dir)
+    return llara_st.load(base_dir, model_kwargs=model_kwargs), base_dir
+
+
+def build_adaptation_dataset(
+    config: AdaptationArguments, model: SentenceTransformer, text_budget: int, seed: int
+) -> Dataset:
+    """All ``(text, next_text)`` rows of the configured sources, shuffled (seeded) and capped."""
+    chunker = DocumentChunker(
+        chunk_size=config.chunk_size or text_budget,
+        unit=config.chunk_unit,
+        tokenizer=llara_transformer(model).tokenizer if config.chunk_unit == "tokens" else None,
+    )
+    parts = []
+    if config.wikitext_paths:
+        parts.append(wikitext_pairs(config.wikitext_paths, chunker))
+    if config.beir_corpus_paths:
+        parts.append(beir_corpus_pairs(config.beir_corpus_paths, chunker))
+    if config.text_paths:
+        parts.append(text_file_pairs(config.text_paths, chunker))
+    if config.llara_jsonl_paths:
+        parts.append(read_llara_jsonl(config.llara_jsonl_paths))
+    dataset = concatenate_datasets(parts)
+    if config.shuffle:
+        dataset = dataset.shuffle(seed=seed).flatten_indices()
+    if config.max_rows is not None:
+        dataset = dataset.select(range(min(config.max_rows, len(dataset))))
+    if len(dataset) <= config.eval_rows:
+        raise ValueError(f"Only {len(dataset)} rows, not enough for eval_rows={config.eval_rows} plus training")
+    logger.info("%d (text, next_text) rows", len(dataset))
+    return dataset
+
+
+def run_adaptation(
+    config: AdaptationArguments,
+    training_args: SentenceTransformerTrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> str:
+    """Adapt the model as configured and return the folder of the adapted LLaRA model."""
+    final_dir = Path(config.final_model_dir or Path(training_args.output_dir) / "final")
+
+    # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable.
+    model, base_dir = load_adaptation_model(config, training_args)
+    if config.use_lora:
+        add_lora_adapter(
+            model,
+            r=config.lora_r,
+            alpha=config.lora_alpha,
+            dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            train_prompt_tokens=config.lora_train_prompt_tokens,
+        )
+
+    # 2. Loss (before the data: its text budget sizes the chunks).
+    loss = EBAEEBARLoss(
+        model,
+        cutoff_length=config.cutoff_length,
+        lm_weight=config.lm_weight,
+        remove_stop_words=config.remove_stop_words,
+    )
+
+    # 3. Data: (text, next_text) rows from every source; the last eval_rows rows are held out.
+    dataset = build_adaptation_dataset(config, model, loss.text_budget, seed=training_args.seed)
+    eval_dataset = None
+    if config.eval_rows:
+        eval_dataset = dataset.select(range(len(dataset) - config.eval_rows, len(dataset)))
+        dataset = dataset.select(range(len(dataset) - config.eval_rows))
+
+    # 4. Training arguments: both columns reach the loss as raw text; optionally in data order.
+    training_args.router_mapping = training_args.router_mapping or dict(EBAEEBARLoss.ROUTER_MAPPING)
+    if training_args.ddp_find_unused_parameters is None:
+        # Under DDP the loss applies the LM head outside the model's forward, which DDP's unused-parameter search
+        # would flag; every trainable parameter gets a gradient at every step, so there is nothing to search.
+        training_args.ddp_find_unused_parameters = False
+    if not config.shuffle:
+        training_args.batch_sampler = sequential_batch_sampler
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        loss=loss,
+        callbacks=callbacks,
+    )
+
+    # 5. Evaluate before training (held-out adaptation loss, logged at step 0), unless resuming.
+    checkpoint = resolve_checkpoint(training_args)
+    if eval_dataset is not None and checkpoint is None:
+        training_args.eval_on_start = True
+
+    # 6. Train, resuming from a checkpoint if asked.
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    # 7. Evaluate after training; the log history (losses, eval losses) goes to output_dir/trainer_state.json.
+    if eval_dataset is not None:
+        logger.info("After adaptation: %s", trainer.evaluate())
+    trainer.save_state()
+
+    # 8. Save a LLaRA folder (model files only, no pickled trainer state): the full weights, or the LoRA
+    # adapter merged into them, and/or the adapter alone (it loads on top of its base folder).
+    adapter_dir = final_dir if config.lora_save == "adapter" else final_dir.with_name(final_dir.name + "-adapter")
+    if trainer.is_world_process_zero():
+        if not config.use_lora:
+            model.save(str(final_dir), safe_serialization=True)
+        else:
+            if config.lora_save != "merged":
+                model.save(str(adapter_dir), safe_serialization=True)
+            if config.lora_save != "adapter":
+                merge_lora_adapter(model, str(base_dir)).save(str(final_dir), safe_serialization=True)
+    PartialState().wait_for_everyone()
+    return str(adapter_dir if config.use_lora and config.lora_save == "adapter" else final_dir)
+
+
+def parse_adaptation_arguments(
+    source: str | os.PathLike | Mapping[str, Any] | Sequence[str],
+) -> tuple[AdaptationArguments, SentenceTransformerTrainingArguments]:
+    """The adaptation and trainer arguments from a JSON/YAML file, a dict or command-line arguments."""
+    return parse_arguments((AdaptationArguments, SentenceTransformerTrainingArguments), source)
