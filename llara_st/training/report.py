@@ -1,0 +1,235 @@
+"""The reproduction report from the stage files alone: ``results.json`` (machine-readable), a markdown table with a
+column per split for every variant, the adaptation effect with a paired bootstrap interval and a paired
+randomisation test, wall time per stage, PNG plots and the configuration."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Label of each variant, the stage holding it, and the key of its scores in that stage's result.
+VARIANTS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("BM25 (bm25s, stemmed)", "baselines", ("bm25",)),
+    ("all-MiniLM-L6-v2", "baselines", ("all-MiniLM-L6-v2",)),
+    ("LLaRA zero-shot (converted, untrained)", "zeroshot", ("scores",)),
+    ("LLaRA unadapted + fine-tuned", "eval_unadapted", ("scores",)),
+    ("LLaRA adapted + fine-tuned", "eval_adapted", ("scores",)),
+]
+TRAINING_STAGES = {
+    "adapt": "adaptation (EBAE/EBAR)",
+    "finetune_unadapted": "fine-tuning, unadapted",
+    "finetune_adapted": "fine-tuning, adapted",
+}
+
+
+def paired_comparison(
+    treatment: Mapping[str, float], control: Mapping[str, float], resamples: int = 10_000, seed: int = 0
+) -> dict[str, float]:
+    """Mean per-query difference ``treatment - control`` with a paired bootstrap 95 % interval and the two-sided
+    p-value of a paired randomisation (sign-flip) test, over the queries both score.
+
+    Args:
+        treatment, control: ``{query_id: score}`` (e.g. nDCG@10 per query) of two systems on the same queries.
+        resamples: Bootstrap resamples and random sign flips.
+        seed: Seed of both (the figures are reproducible).
+
+    Example::
+
+        effect = paired_comparison({"q1": 0.9, "q2": 0.5, "q3": 0.7}, {"q1": 0.8, "q2": 0.5, "q3": 0.4})
+        print(effect["delta"], effect["ci_low"], effect["ci_high"], effect["p_value"])
+    """
+    common = sorted(set(treatment) & set(control))
+    if not common:
+        raise ValueError("the two systems share no query: nothing to compare")
+    differences = np.array([treatment[q] - control[q] for q in common], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(0, len(differences), size=(resamples, len(differences)))].mean(axis=1)
+    signs = rng.choice((-1.0, 1.0), size=(resamples, len(differences)))
+    flipped = np.abs((signs * differences).mean(axis=1))
+    observed = differences.mean()
+    return {
+        "delta": float(observed),
+        "ci_low": float(np.percentile(means, 2.5)),
+        "ci_high": float(np.percentile(means, 97.5)),
+        "p_value": float((np.sum(flipped >= abs(observed) - 1e-12) + 1) / (resamples + 1)),
+        "num_queries": len(common),
+    }
+
+
+def _dig(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        data = data[key]
+    return data
+
+
+def collect_results(
+    stages: dict[str, dict[str, Any]], config: dict[str, Any], metrics: Mapping[str, str], resamples: int = 10_000
+) -> dict[str, Any]:
+    """The machine-readable results: every variant's scores per split, transfer scores, the adaptation effect
+    per split (paired bootstrap and test on per-query nDCG@10), wall time per stage and the configuration."""
+    variants = {
+        label: {
+            split: {key: scores[key] for key in metrics}
+            for split, scores in _dig(stages[stage]["result"], keys).items()
+        }
+        for label, stage, keys in VARIANTS
+        if stage in stages
+    }
+    transfer = {
+        label: {
+            name: {key: value["scores"][key] for key in metrics}
+            for name, value in stages[stage]["result"].get("transfer", {}).items()
+        }
+        for label, stage, _ in VARIANTS
+        if stage in stages and stages[stage]["result"].get("transfer")
+    }
+    effect: dict[str, Any] = {}
+    if "eval_adapted" in stages and "eval_unadapted" in stages:
+        adapted, unadapted = stages["eval_adapted"]["result"], stages["eval_unadapted"]["result"]
+        for split in adapted["per_query"]:
+            if split in unadapted["per_query"]:
+                effect[split] = paired_comparison(
+                    adapted["per_query"][split], unadapted["per_query"][split], resamples=resamples
+                )
+        for name, value in adapted.get("transfer", {}).items():
+            if name in unadapted.get("transfer", {}):
+                effect[f"transfer:{name}"] = paired_comparison(
+                    value["per_query"], unadapted["transfer"][name]["per_query"], resamples=resamples
+                )
+    return {
+        "metric_of_effect": "ndcg_at_10",
+        "variants": variants,
+        "transfer": transfer,
+        "adaptation_effect": effect,
+        "stage_seconds": {name: stage["seconds"] for name, stage in stages.items()},
+        "total_seconds": sum(stage["seconds"] for stage in stages.values()),
+        "config": config,
+    }
+
+
+def loss_curve(log_history: list[dict[str, Any]], key: str = "loss") -> tuple[list[float], list[float]]:
+    points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
+    return [step for step, _ in points], [value for _, value in points]
+
+
+def _markdown(results: dict[str, Any], config: dict[str, Any], metrics: Mapping[str, str]) -> list[str]:
+    splits = list(config["eval_splits"])
+    columns = [(split, key) for split in splits for key in metrics]
+    lines = [
+        "# LLaRA reproduction report",
+        "",
+        f"Evaluation: MTEB retrieval on `{config['beir_dir']}`, splits {', '.join(f'`{s}`' for s in splits)}.",
+        "",
+        "| variant | " + " | ".join(f"{split} {metrics[key]}" for split, key in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for label, by_split in results["variants"].items():
+        cells = [f"{by_split[split][key]:.4f}" if split in by_split else "–" for split, key in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if results["transfer"]:
+        names = sorted({name for by_name in results["transfer"].values() for name in by_name})
+        split = config.get("transfer_split", "test")
+        lines += ["", f"Zero-shot transfer (split `{split}`, never trained, mined or tuned on):", ""]
+        lines += [
+            "| variant | " + " | ".join(f"{name} nDCG@10" for name in names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        for label, by_name in results["transfer"].items():
+            cells = [f"{by_name[name]['ndcg_at_10']:.4f}" if name in by_name else "–" for name in names]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if results["adaptation_effect"]:
+        lines += [
+            "",
+            "Adaptation effect (adapted − unadapted, identical fine-tuning), nDCG@10 points, per query paired: "
+            "bootstrap 95 % interval, two-sided randomisation-test p-value.",
+            "",
+            "| evaluation | effect | 95 % interval | p | queries |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, effect in results["adaptation_effect"].items():
+            lines.append(
+                f"| {name} | {100 * effect['delta']:+.2f} | [{100 * effect['ci_low']:+.2f}, "
+                f"{100 * effect['ci_high']:+.2f}] | {effect['p_value']:.3f} | {effect['num_queries']} |"
+            )
+    lines += ["", "## Wall time per stage", "", "| stage | minutes |", "|---|---:|"]
+    for name, seconds in results["stage_seconds"].items():
+        lines.append(f"| {name} | {seconds / 60:.1f} |")
+    lines.append(f"| **total** | **{results['total_seconds'] / 60:.1f}** |")
+    return lines
+
+
+def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[str, Any], metrics: Mapping[str, str]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(results["variants"])
+    splits = sorted({split for by_split in results["variants"].values() for split in by_split})
+    height = 0.8 / max(1, len(splits))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 1.2 + 0.9 * len(labels)), squeeze=False)
+    for axis, (key, title) in zip(axes[0], metrics.items(), strict=True):
+        for j, split in enumerate(splits):
+            values = [results["variants"][label].get(split, {}).get(key, 0.0) for label in labels]
+            positions = np.arange(len(labels)) + j * height
+            axis.barh(positions, values, height=height, label=split)
+            for y, value in zip(positions, values, strict=True):
+                axis.text(value, y, f" {value:.3f}", va="center", fontsize=8)
+        axis.set_yticks(
+            np.arange(len(labels)) + height * (len(splits) - 1) / 2, labels if key == next(iter(metrics)) else []
+        )
+        axis.set_title(title)
+        axis.invert_yaxis()
+        axis.set_xlim(0, 1)
+        axis.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(report_dir / "scores.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if "adapt" in stages:
+        for key in ("loss", "ebae", "ebar", "lm"):
+            steps, values = loss_curve(stages["adapt"]["result"].get("log_history", []), key)
+            if steps:
+                axes[0].plot(steps, values, label=key)
+        axes[0].set_title("Adaptation (EBAE/EBAR) training loss")
+        axes[0].set_xlabel("step")
+        axes[0].legend()
+    for stage in ("finetune_unadapted", "finetune_adapted"):
+        if stage in stages:
+            steps, values = loss_curve(stages[stage]["result"].get("log_history", []))
+            if steps:
+                axes[1].plot(steps, values, label=TRAINING_STAGES[stage])
+    axes[1].set_title("Contrastive fine-tuning loss")
+    axes[1].set_xlabel("step")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(report_dir / "losses.png", dpi=120)
+    plt.close(fig)
+
+
+def write_report(
+    report_dir: str | Path,
+    stages: dict[str, dict[str, Any]],
+    config: dict[str, Any],
+    metrics: Mapping[str, str],
+    resamples: int = 10_000,
+) -> Path:
+    """Write ``README.md``, ``results.json``, ``config.json``, ``scores.png`` and ``losses.png`` to ``report_dir``
+    from the stage files' contents (``{stage: {"stage", "seconds", "result"}}``); returns the README's path."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    results = collect_results(stages, config, metrics, resamples=resamples)
+    lines = _markdown(results, config, metrics)
+    _plots(report_dir, stages, results, metrics)
+    lines += ["", "## Plots", "", "![scores per variant](scores.png)", "", "![training losses](losses.png)"]
+    lines += ["", "## Configuration", "", "```json", json.dumps(config, indent=2), "```"]
+    (report_dir / "config.json").write_text(json.dumps(config, indent=2))
+    (report_dir / "results.json").write_text(json.dumps(results, indent=2))
+    readme = report_dir / "README.md"
+    readme.write_text("\n".join(lines) + "\n")
+    return readme

