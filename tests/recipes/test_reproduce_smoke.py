@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import random
 from pathlib import Path
 
 import pytest
+import yaml
 from sentence_transformers import SentenceTransformer
 
 import llara_st
+from llara_st.data.beir import read_beir_qrels
+from llara_st.training import parse_adaptation_arguments, parse_finetune_arguments
+from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+from llara_st.training.study import SeedStudy, parse_study_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -18,13 +27,13 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def mini_scifact(data_dir: Path, tmp_path_factory) -> Path:
-    """SciFact cut down: 12 train and 8 dev queries with their relevant documents plus 40 distractors."""
+    """SciFact cut down: 12 train, 8 dev and 8 test queries with their relevant documents plus 40 distractors."""
     source = data_dir / "scifact"
     out = tmp_path_factory.mktemp("mini_scifact")
     (out / "qrels").mkdir()
     keep_docs: set[str] = set()
     keep_queries: set[str] = set()
-    for split, count in (("train", 12), ("dev", 8)):
+    for split, count in (("train", 12), ("dev", 8), ("test", 8)):
         lines = (source / "qrels" / f"{split}.tsv").read_text().splitlines()
         header, rows = lines[0], [line.split("\t") for line in lines[1:]]
         query_ids = sorted({row[0] for row in rows})[:count]
@@ -48,49 +57,119 @@ def mini_wikitext(data_dir: Path, tmp_path_factory) -> Path:
     return path
 
 
+def smoke_config(tmp_path: Path, tiny_llama_dir: Path, mini_scifact: Path, mini_wikitext: Path, **overrides) -> dict:
+    """The CPU config's layout on the tiny model and the cut-down SciFact; LoRA adaptation, full fine-tuning."""
+    config = {
+        "output_dir": str(tmp_path / "run"),
+        "final_model_dir": str(tmp_path / "llara"),
+        "base_model": str(tiny_llama_dir),
+        "beir_dir": str(mini_scifact),
+        "eval_splits": ["dev", "test"],
+        "zeroshot": True,
+        "transfer_dirs": [str(mini_scifact)],
+        "encode_batch_size": 16,
+        "bootstrap_resamples": 500,
+        "adapt": {
+            "wikitext_paths": [str(mini_wikitext)],
+            "beir_corpus_paths": [str(mini_scifact / "corpus.jsonl")],
+            "max_rows": 24,
+            "cutoff_length": 64,
+            "per_device_train_batch_size": 4,
+            "use_lora": True,
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+        },
+        "finetune": {
+            "mining_range_min": 1,
+            "mining_range_max": 20,
+            "group_size": 2,
+            "query_max_length": 48,
+            "passage_max_length": 64,
+            "per_device_train_batch_size": 4,
+            "lora": False,
+            "temperature": 0.05,
+            "learning_rate": 1e-4,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+        },
+    }
+    config.update(overrides)
+    return config
+
+
 @pytest.mark.slow
 def test_pipeline_runs_end_to_end_and_skips_finished_stages(
-    tiny_llama_dir, mini_scifact, mini_wikitext, tmp_path, monkeypatch
+    tiny_llama_dir, mini_scifact, mini_wikitext, tmp_path, monkeypatch, caplog
 ):
-    from reproduce_scifact import Pipeline, ReproductionConfig, main
-
     monkeypatch.chdir(tmp_path)
-    config = ReproductionConfig(
-        output_dir=str(tmp_path / "run"),
-        final_model_dir=str(tmp_path / "llara"),
-        base_model=str(tiny_llama_dir),
-        beir_dir=str(mini_scifact),
-        wikitext_paths=[str(mini_wikitext)],
-        query_max_length=48,
-        passage_max_length=64,
-        encode_batch_size=16,
-        adapt_max_rows=24,
-        adapt_cutoff_length=64,
-        adapt_batch_size=4,
-        adapt_lora_r=4,
-        adapt_lora_alpha=8,
-        mining_range_min=1,
-        mining_range_max=20,
-        finetune_batch_size=4,
-        finetune_lora_r=4,
-        finetune_lora_alpha=8,
-        logging_steps=1,
-    )
-    Pipeline(config).run()
+    raw = smoke_config(tmp_path, tiny_llama_dir, mini_scifact, mini_wikitext)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    pipeline = ReproductionPipeline(parse_reproduction_config(config_file))
+    with caplog.at_level(logging.INFO, logger="mteb"):
+        pipeline.run()
 
-    report = (tmp_path / "run" / "report" / "README.md").read_text()
+    run = tmp_path / "run"
+    report = (run / "report" / "README.md").read_text()
     for label in ("BM25", "all-MiniLM-L6-v2", "zero-shot", "unadapted + fine-tuned", "adapted + fine-tuned"):
         assert label in report
-    assert (tmp_path / "run" / "report" / "scores.png").stat().st_size > 0
-    assert (tmp_path / "run" / "report" / "losses.png").stat().st_size > 0
-    stages = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "run" / "stages").glob("*.json")}
-    assert set(stages) == set(Pipeline(config).stages)
+    assert "dev nDCG@10" in report and "test nDCG@10" in report and "95 % interval" in report
+    assert (run / "report" / "scores.png").stat().st_size > 0
+    assert (run / "report" / "losses.png").stat().st_size > 0
+    stages = {p.stem: json.loads(p.read_text()) for p in (run / "stages").glob("*.json")}
+    assert set(stages) == set(pipeline.stages)
+    assert all(stage["seconds"] > 0 for stage in stages.values())
     assert stages["adapt"]["result"]["log_history"], "the adaptation loss curve must be recorded"
     assert stages["finetune_adapted"]["result"]["log_history"]
-    for stage in ("zeroshot", "eval_unadapted", "eval_adapted"):
-        assert 0.0 <= stages[stage]["result"]["scores"]["ndcg_at_10"] <= 1.0
+    # Full fine-tuning (lora: false) and the nested settings reached the trainer.
+    metrics = json.loads((run / "models" / "finetune-adapted" / "metrics.json").read_text())
+    assert metrics["config"]["lora"] is False and metrics["config"]["temperature"] == 0.05
+
+    # Every variant on both splits; per-query nDCG@10 of the LLaRA variants averages to MTEB's figure.
+    results = json.loads((run / "report" / "results.json").read_text())
+    assert set(results["variants"]) == {
+        "BM25 (bm25s, stemmed)",
+        "all-MiniLM-L6-v2",
+        "LLaRA zero-shot (converted, untrained)",
+        "LLaRA unadapted + fine-tuned",
+        "LLaRA adapted + fine-tuned",
+    }
+    for by_split in results["variants"].values():
+        assert set(by_split) == {"dev", "test"}
+        assert all(0.0 <= scores["ndcg_at_10"] <= 1.0 for scores in by_split.values())
+    for stage in ("eval_unadapted", "eval_adapted"):
+        result = stages[stage]["result"]
+        for split in ("dev", "test"):
+            per_query = result["per_query"][split]
+            assert len(per_query) == len(read_beir_qrels(mini_scifact / "qrels" / f"{split}.tsv"))
+            mean = sum(per_query.values()) / len(per_query)
+            assert mean == pytest.approx(result["scores"][split]["ndcg_at_10"], abs=1e-4)
+        assert set(result["transfer"]) == {mini_scifact.name}
+    for name in ("dev", "test", f"transfer:{mini_scifact.name}"):
+        effect = results["adaptation_effect"][name]
+        assert effect["ci_low"] <= effect["delta"] <= effect["ci_high"] and 0.0 < effect["p_value"] <= 1.0
+    adapted = results["variants"]["LLaRA adapted + fine-tuned"]
+    unadapted = results["variants"]["LLaRA unadapted + fine-tuned"]
+    expected = adapted["dev"]["ndcg_at_10"] - unadapted["dev"]["ndcg_at_10"]
+    assert results["adaptation_effect"]["dev"]["delta"] == pytest.approx(expected, abs=1e-4)
+    assert set(results["stage_seconds"]) == set(pipeline.stages) - {"report"}
     # The MTEB result files follow the leaderboard layout.
-    assert list((tmp_path / "run" / "mteb").glob("results/*/*/*.json"))
+    assert list((run / "mteb").glob("results/*/*/*.json"))
+
+    # The corpus is encoded once per model for all splits: every document-side encode of new items is a first
+    # encode of one model (the test split and the transfer folder, the same corpus here, hit the embedding cache).
+    corpus_size = sum(1 for _ in (mini_scifact / "corpus.jsonl").open())
+    encodes = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith("Encoding ") and "new items" in r.getMessage()
+    ]
+    document_encodes = [m for m in encodes if m == f"Encoding {corpus_size} new items"]
+    assert len(document_encodes) == 4, encodes  # MiniLM, zero-shot, unadapted, adapted
 
     # The final model loads through both loaders and embeds like the fine-tuned adapted model.
     final = tmp_path / "llara"
@@ -98,7 +177,96 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(
     safe = llara_st.load(final)
     assert (trusted.encode_query(["a claim"]) == safe.encode_query(["a claim"])).all()
 
-    # A finished stage is not recomputed: its stage file stays as it was.
-    before = (tmp_path / "run" / "stages" / "adapt.json").read_text()
-    main([f"--output_dir={tmp_path / 'run'}", f"--base_model={tiny_llama_dir}", "--stage", "adapt"])
-    assert (tmp_path / "run" / "stages" / "adapt.json").read_text() == before
+    # A finished stage is not recomputed: its stage file stays as it was (through the recipe's command line).
+    before = (run / "stages" / "adapt.json").read_text()
+    main([str(config_file), "--stage", "adapt"])
+    assert (run / "stages" / "adapt.json").read_text() == before
+
+
+def test_a_missing_data_folder_says_what_to_download(tmp_path):
+    config = parse_reproduction_config({"beir_dir": str(tmp_path / "scifact"), "adapt": {"wikitext_paths": ["x"]}})
+    with pytest.raises(FileNotFoundError, match=r"scifact\.zip"):
+        ReproductionPipeline(config)
+
+
+def test_a_typo_in_a_nested_section_fails_before_any_stage(tmp_path, mini_scifact, mini_wikitext, tiny_llama_dir):
+    raw = smoke_config(tmp_path, tiny_llama_dir, mini_scifact, mini_wikitext)
+    raw["finetune"]["temprature"] = 0.02
+    with pytest.raises(ValueError, match="temprature"):
+        ReproductionPipeline(parse_reproduction_config(raw))
+    raw = smoke_config(tmp_path, tiny_llama_dir, mini_scifact, mini_wikitext)
+    raw["adapt"]["output_dir"] = "elsewhere"
+    with pytest.raises(ValueError, match="adapt.output_dir is set by the pipeline"):
+        ReproductionPipeline(parse_reproduction_config(raw))
+    assert not (tmp_path / "run" / "stages").exists()
+
+
+@pytest.mark.parametrize("name", ["reproduce_smollm2_scifact_cpu.yaml", "reproduce_llama2_7b_gpu.yaml"])
+def test_shipped_reproduction_configs_parse_into_the_stage_arguments(name):
+    config = parse_reproduction_config(REPO_ROOT / "recipes" / "configs" / name)
+    assert config.eval_splits == ["dev", "test"]
+    adaptation, training_args = parse_adaptation_arguments({**config.adapt, "model_name_or_path": "m", "use_cpu": True})
+    (finetune,) = parse_finetune_arguments({**config.finetune, "model_name_or_path": "m", "output_dir": "o"})
+    assert adaptation.use_lora and training_args.num_train_epochs == 1
+    assert finetune.temperature == 0.01 and finetune.group_size >= 2
+
+
+def _recipe_main():
+    spec = importlib.util.spec_from_file_location("reproduce_scifact", REPO_ROOT / "recipes" / "reproduce_scifact.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+main = _recipe_main()
+
+
+@pytest.mark.slow
+def test_seed_study_reuses_one_adaptation_and_resumes_by_stage(
+    tiny_llama_dir, mini_scifact, mini_wikitext, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    raw = smoke_config(tmp_path, tiny_llama_dir, mini_scifact, mini_wikitext, zeroshot=False, transfer_dirs=[])
+    (tmp_path / "reproduce.yaml").write_text(yaml.safe_dump(raw))
+    study_config = {
+        "reproduction_config": str(tmp_path / "reproduce.yaml"),
+        "output_dir": str(tmp_path / "study"),
+        "seeds": [1, 2],
+        "evaluations": [
+            {"folder": str(mini_scifact), "split": "dev", "corpus_size": 30},
+            {"folder": str(mini_scifact), "split": "test"},
+        ],
+        "finetune": {"max_steps": 2},
+    }
+    study = SeedStudy(parse_study_config(study_config))
+    study.run()
+
+    # One adaptation and one set of mined rows, in the reproduction's run, serve every seed of both arms.
+    assert sorted(p.stem for p in (tmp_path / "run" / "stages").glob("*.json")) == ["adapt", "mine", "prepare"]
+    results = json.loads((tmp_path / "study" / "report" / "results.json").read_text())
+    assert set(results["evaluations"]) == {"mini_scifact0 dev (sub-corpus of 30)", "mini_scifact0 test"}
+    for row in results["evaluations"].values():
+        for arm in ("unadapted", "adapted"):
+            assert len(row[arm]["per_seed"]) == 2 and row[arm]["sd"] >= 0.0
+        assert row["effect"]["mean"] == pytest.approx(row["adapted"]["mean"] - row["unadapted"]["mean"], abs=1e-9)
+    # The seeds differ: two fine-tunings of one arm do not give the same model.
+    first = json.loads((tmp_path / "study" / "stages" / "finetune_adapted_seed1.json").read_text())["result"]
+    second = json.loads((tmp_path / "study" / "stages" / "finetune_adapted_seed2.json").read_text())["result"]
+    assert [e["loss"] for e in first["log_history"] if "loss" in e] != [
+        e["loss"] for e in second["log_history"] if "loss" in e
+    ]
+    # The sub-corpus keeps every relevant document of the split and is the same on a rerun (seeded).
+    sub = tmp_path / "study" / "data" / "mini_scifact0-dev-30" / "corpus.jsonl"
+    ids = {json.loads(line)["_id"] for line in sub.read_text().splitlines()}
+    relevant = {doc for judged in read_beir_qrels(mini_scifact / "qrels" / "dev.tsv").values() for doc in judged}
+    assert len(ids) == 30 and relevant <= ids
+    # Resumable: a finished study's stages are not recomputed; a removed stage is, alone.
+    before = {p.name: p.read_text() for p in (tmp_path / "study" / "stages").glob("*.json")}
+    (tmp_path / "study" / "stages" / "eval_unadapted_seed2.json").unlink()
+    (tmp_path / "study" / "stages" / "report.json").unlink()
+    SeedStudy(parse_study_config(study_config)).run(only="report")
+    after = {p.name: p.read_text() for p in (tmp_path / "study" / "stages").glob("*.json")}
+    assert set(after) == set(before)
+    # (its fine-tuned model had been deleted after evaluation, keep_models false: that fine-tuning reran too)
+    rerun = ("eval_unadapted_seed2.json", "finetune_unadapted_seed2.json", "report.json")
+    assert all(after[name] == text for name, text in before.items() if name not in rerun)

@@ -1,0 +1,59 @@
+"""``llara-st adapt|finetune|reproduce|study CONFIG``: the training workflows of ``llara_st.training``, the same
+functions the recipes call, for a ``pip install llara-st`` user who has no ``recipes/`` folder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from llara_st.training import parse_adaptation_arguments, run_adaptation
+
+    print(run_adaptation(*parse_adaptation_arguments(args.config)))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from llara_st.training import parse_finetune_arguments, run_finetuning
+
+    (finetune_args,) = parse_finetune_arguments(args.config)
+    print(run_finetuning(finetune_args))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+
+    ReproductionPipeline(parse_reproduction_config(args.config)).run(only=args.stage, force=args.force)
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from llara_st.training.study import SeedStudy, parse_study_config
+
+    SeedStudy(parse_study_config(args.config)).run(only=args.stage, force=args.force)
+    return 0
+
+
+def _add_staged(subparsers: argparse._SubParsersAction, name: str, help_text: str, func) -> None:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    parser.add_argument("config", help="YAML/JSON config (see recipes/configs/)")
+    parser.add_argument("--stage", help="run only this stage (and the unfinished stages it needs)")
+    parser.add_argument("--force", action="store_true", help="recompute the stage even if it is finished")
+    parser.set_defaults(func=func)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    adapt = subparsers.add_parser(
+        "adapt",
+        help="EBAE/EBAR adaptation of a causal LM / LLaRA model (AdaptationArguments + trainer arguments)",
+    )
+    adapt.add_argument("config", help="YAML/JSON config (e.g. recipes/configs/adapt_smollm2_cpu.yaml)")
+    adapt.set_defaults(func=_adapt)
+    finetune = subparsers.add_parser(
+        "finetune", help="contrastive fine-tuning with hard negatives, LoRA or full (FinetuneArguments)"
+    )
+    finetune.add_argument("config", help="YAML/JSON config (e.g. recipes/configs/finetune_smollm2_scifact_cpu.yaml)")
+    finetune.set_defaults(func=_finetune)
+    _add_staged(subparsers, "reproduce", "the end-to-end reproduction pipeline, resumable by stage", _reproduce)
+    _add_staged(subparsers, "study", "the adaptation seed study (both arms x seeds), resumable by stage", _study)

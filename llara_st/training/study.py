@@ -1,0 +1,239 @@
+"""The adaptation study: does EBAE/EBAR adaptation help beyond the noise of fine-tuning? Both arms (unadapted and
+adapted) are fine-tuned with several seeds on identical rows and settings, each model is evaluated on every
+evaluation set (e.g. SciFact dev, NFCorpus test zero-shot), and the report gives mean ± sd per arm and of the
+seed-paired effect.
+
+It reuses the reproduction run named by ``reproduction_config``: its converted model, its adaptation and its mined
+rows (those stages run first if that run has not finished them). Each fine-tuning and each evaluation is a stage
+(``{output_dir}/stages/{stage}.json``), so an interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llara_st.data.beir import read_beir_qrels
+from llara_st.evaluation import HEADLINE_METRICS, evaluate_beir
+from llara_st.training.arguments import parse_arguments
+from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
+from llara_st.training.reproduction import (
+    ReproductionPipeline,
+    StageRunner,
+    check_beir_folder,
+    parse_reproduction_config,
+    read_log_history,
+)
+
+logger = logging.getLogger(__name__)
+ARMS = ("unadapted", "adapted")
+
+
+@dataclass
+class StudyConfig:
+    """Settings of the seed study; ``finetune`` overrides keys of the reproduction's ``finetune:`` section."""
+
+    reproduction_config: str = field(
+        metadata={"help": "The reproduction config whose run (adaptation, rows) is reused"}
+    )
+    output_dir: str = field(default="runs/study-smollm2", metadata={"help": "Stage files, models, report"})
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Fine-tuning seeds per arm"})
+    evaluations: list[dict[str, Any]] = field(
+        default_factory=lambda: [{"folder": "../shared/data/scifact", "split": "dev"}],
+        metadata={"help": "[{folder, split, corpus_size (optional: relevant documents + a seeded sample)}]"},
+    )
+    corpus_seed: int = field(default=0, metadata={"help": "Seed of the sub-corpus samples"})
+    encode_batch_size: int = field(default=32, metadata={"help": "Evaluation encoding batch size"})
+    encode_bf16: bool = field(default=False, metadata={"help": "bfloat16 weights for evaluation encoding"})
+    keep_models: bool = field(default=False, metadata={"help": "Keep each fine-tuned model after its evaluation"})
+    finetune: dict[str, Any] = field(default_factory=dict, metadata={"help": "Overrides of the finetune section"})
+
+    def __post_init__(self) -> None:
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be at least two distinct seeds (for a standard deviation), got {self.seeds}")
+        for position, evaluation in enumerate(self.evaluations):
+            if not isinstance(evaluation, dict) or set(evaluation) - {"folder", "split", "corpus_size"}:
+                raise ValueError(f"evaluations[{position}] must be {{folder, split, corpus_size}}, got {evaluation!r}")
+            if "folder" not in evaluation or "split" not in evaluation:
+                raise ValueError(f"evaluations[{position}] needs a folder and a split, got {evaluation!r}")
+
+
+def parse_study_config(source: str | os.PathLike | dict[str, Any]) -> StudyConfig:
+    """A :class:`StudyConfig` from a YAML/JSON file or a dict (unknown keys are an error)."""
+    (config,) = parse_arguments((StudyConfig,), source)
+    return config
+
+
+def write_sub_corpus(folder: str | os.PathLike, split: str, size: int, seed: int, out: str | os.PathLike) -> Path:
+    """A BEIR folder with every document judged relevant in ``split`` plus a seeded random sample of the others,
+    ``size`` documents in all (queries and the split's qrels copied as they are)."""
+    folder, out = Path(folder), Path(out)
+    if (out / "corpus.jsonl").is_file():
+        return out
+    qrels = read_beir_qrels(folder / "qrels" / f"{split}.tsv")
+    relevant = {doc for judged in qrels.values() for doc, score in judged.items() if score > 0}
+    lines = (folder / "corpus.jsonl").read_text(encoding="utf8").splitlines()
+    ids = [json.loads(line)["_id"] for line in lines]
+    others = sorted(set(ids) - relevant)
+    keep = relevant | set(random.Random(seed).sample(others, max(0, min(len(others), size - len(relevant)))))
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    shutil.copy(folder / "queries.jsonl", out / "queries.jsonl")
+    shutil.copy(folder / "qrels" / f"{split}.tsv", out / "qrels" / f"{split}.tsv")
+    partial = out / "corpus.jsonl.partial"
+    partial.write_text("".join(line + "\n" for line, doc in zip(lines, ids, strict=True) if doc in keep), "utf8")
+    partial.replace(out / "corpus.jsonl")
+    return out
+
+
+class SeedStudy(StageRunner):
+    """The stages of a :class:`StudyConfig`: ``finetune_{arm}_seed{s}`` and ``eval_{arm}_seed{s}`` for both arms
+    and every seed, then ``report`` (``report/README.md`` and ``report/results.json``).
+
+    Example::
+
+        from llara_st.training.study import SeedStudy, parse_study_config
+
+        SeedStudy(parse_study_config("recipes/configs/study_smollm2_cpu.yaml")).run()
+    """
+
+    def __init__(self, config: StudyConfig) -> None:
+        self.config = config
+        self.reproduction = ReproductionPipeline(parse_reproduction_config(config.reproduction_config))
+        for evaluation in config.evaluations:
+            check_beir_folder(evaluation["folder"], [evaluation["split"]])
+        self.finetune_arguments("unadapted", 0, "x")  # a typo in the finetune overrides fails now
+        stages: dict[str, Callable[[], dict[str, Any]]] = {}
+        for seed in config.seeds:
+            for arm in ARMS:
+                stages[f"finetune_{arm}_seed{seed}"] = lambda arm=arm, seed=seed: self.finetune(arm, seed)
+                stages[f"eval_{arm}_seed{seed}"] = lambda arm=arm, seed=seed: self.evaluate(arm, seed)
+        stages["report"] = self.report
+        super().__init__(config.output_dir, stages)
+
+    def finetune_arguments(self, arm: str, seed: int, model_dir: str) -> Any:
+        section = self.reproduction._section("finetune", {})
+        section |= self.config.finetune | {"seed": seed}
+        section |= {"model_name_or_path": model_dir, "output_dir": str(self.out_models / f"finetune-{arm}-seed{seed}")}
+        section.setdefault("train_data", self.reproduction.config.beir_dir)
+        (args,) = parse_finetune_arguments(section)
+        return args
+
+    @property
+    def out_models(self) -> Path:
+        return Path(self.config.output_dir) / "models"
+
+    def finetune(self, arm: str, seed: int) -> dict[str, Any]:
+        start = self.reproduction.result("prepare")["llara_base"] if arm == "unadapted" else None
+        model_dir = start or self.reproduction.result("adapt")["model"]
+        args = self.finetune_arguments(arm, seed, model_dir)
+        rows = self.reproduction.result("mine")["rows"]  # identical rows for every arm and seed
+        if any(Path(args.output_dir).glob("checkpoint-*")):
+            args.resume_from_checkpoint = "latest"
+        final = run_finetuning(args, train_dataset=rows)
+        return {"model": final, "log_history": read_log_history(Path(args.output_dir))}
+
+    def _evaluation_folder(self, evaluation: dict[str, Any]) -> str:
+        if not evaluation.get("corpus_size"):
+            return evaluation["folder"]
+        name = f"{Path(evaluation['folder']).name}-{evaluation['split']}-{evaluation['corpus_size']}"
+        out = Path(self.config.output_dir) / "data" / name
+        write_sub_corpus(
+            evaluation["folder"], evaluation["split"], evaluation["corpus_size"], self.config.corpus_seed, out
+        )
+        return str(out)
+
+    def evaluate(self, arm: str, seed: int) -> dict[str, Any]:
+        import llara_st
+
+        model_dir = self.result(f"finetune_{arm}_seed{seed}")["model"]
+        if not Path(model_dir).is_dir():  # deleted after an earlier evaluation (keep_models: false): train it again
+            model_dir = self.run_stage(f"finetune_{arm}_seed{seed}", force=True)["model"]
+        model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if self.config.encode_bf16 else None)
+        scores = {}
+        for evaluation in self.config.evaluations:
+            folder = self._evaluation_folder(evaluation)
+            result = evaluate_beir(
+                model,
+                folder,
+                evaluation["split"],
+                Path(self.config.output_dir) / "mteb",
+                model_name=f"llara-st-study/{arm}-seed{seed}",
+                batch_size=self.config.encode_batch_size,
+                show_progress_bar=False,
+            )
+            scores[evaluation_name(evaluation)] = {key: result[key] for key in HEADLINE_METRICS}
+        if not self.config.keep_models:
+            shutil.rmtree(Path(model_dir).parent, ignore_errors=True)  # the whole fine-tuning folder
+        return {"scores": scores}
+
+    def report(self) -> dict[str, Any]:
+        results = summarise_study(
+            {stage: self.result(stage) for stage in self.stages if stage.startswith("eval_")},
+            self.config.seeds,
+        )
+        results["config"] = asdict(self.config)
+        results["stage_seconds"] = {name: stage["seconds"] for name, stage in self.finished_stages().items()}
+        report_dir = Path(self.config.output_dir) / "report"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / "results.json").write_text(json.dumps(results, indent=2))
+        (report_dir / "README.md").write_text(study_markdown(results) + "\n")
+        return {"report": str(report_dir / "README.md")}
+
+
+def evaluation_name(evaluation: dict[str, Any]) -> str:
+    name = f"{Path(evaluation['folder']).name} {evaluation['split']}"
+    return name + (f" (sub-corpus of {evaluation['corpus_size']})" if evaluation.get("corpus_size") else "")
+
+
+def summarise_study(evaluations: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Mean ± sd of nDCG@10 per arm and of the seed-paired effect (adapted − unadapted) per evaluation set."""
+    names = list(evaluations[f"eval_adapted_seed{seeds[0]}"]["scores"])
+    summary: dict[str, Any] = {"seeds": seeds, "metric": "ndcg_at_10", "evaluations": {}}
+    for name in names:
+        per_arm = {
+            arm: [evaluations[f"eval_{arm}_seed{s}"]["scores"][name]["ndcg_at_10"] for s in seeds] for arm in ARMS
+        }
+        effect = [a - u for a, u in zip(per_arm["adapted"], per_arm["unadapted"], strict=True)]
+        summary["evaluations"][name] = {
+            **{
+                arm: {"per_seed": values, "mean": statistics.mean(values), "sd": statistics.stdev(values)}
+                for arm, values in per_arm.items()
+            },
+            "effect": {"per_seed": effect, "mean": statistics.mean(effect), "sd": statistics.stdev(effect)},
+        }
+    return summary
+
+
+def study_markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# LLaRA adaptation study",
+        "",
+        f"nDCG@10, mean ± sd over fine-tuning seeds {results['seeds']} (identical rows and settings per arm).",
+        "",
+        "| evaluation | unadapted + fine-tuned | adapted + fine-tuned | effect (points) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, row in results["evaluations"].items():
+        u, a, e = row["unadapted"], row["adapted"], row["effect"]
+        lines.append(
+            f"| {name} | {u['mean']:.4f} ± {u['sd']:.4f} | {a['mean']:.4f} ± {a['sd']:.4f} | "
+            f"{100 * e['mean']:+.2f} ± {100 * e['sd']:.2f} |"
+        )
+    minutes = sum(results["stage_seconds"].values()) / 60
+    lines += [
+        "",
+        f"Wall time of the study's stages: {minutes:.1f} minutes.",
+        "",
+        "```json",
+        json.dumps(results["config"], indent=2),
+        "```",
+    ]
+    return "\n".join(lines)
