@@ -20,6 +20,7 @@ from collections.abc import Iterator
 SUBCOMMAND_MODULES: list[str] = [
     "llara_st.cli.convert",
     "llara_st.cli.evaluate",
+    "llara_st.cli.train",
 ]
 
 # Top-level modules of optional dependencies -> the llara-st extra that installs them.
