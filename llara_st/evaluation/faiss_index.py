@@ -1,26 +1,29 @@
-"""A faiss inner-product index over corpus embeddings that keeps the corpus ids, and its MTEB search backend."""
+"""A faiss inner-product index, described by a faiss factory string, that keeps the corpus ids; its MTEB backend."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
-IndexKind = Literal["flat", "ivf", "ivfpq", "hnsw"]
-_KINDS: tuple[str, ...] = ("flat", "ivf", "ivfpq", "hnsw")
+SearchParameters = str | Mapping[str, float]
 _INDEX_FILE = "index.faiss"
 _IDS_FILE = "ids.json"
 _CONFIG_FILE = "faiss_index_config.json"
-# faiss k-means uses at most 256 points per centroid; more training data only costs time.
-_MAX_TRAINING_POINTS_PER_LIST = 256
+_EMBEDDINGS_FILE = "embeddings.npy"
 _ADD_CHUNK_ROWS = 65_536
+_RESCORE_CHUNK_FLOATS = 2**26  # bound the gathered candidate vectors to 256 MB per query chunk
+# faiss errors read "Error in <C++ signature> at <file>:<line>: <message>"; users need only the message.
+_FAISS_ERROR_PREFIX = re.compile(r"^Error in .*? at \S+:\d+: ", re.DOTALL)
 
 
 def _import_faiss() -> Any:
@@ -33,6 +36,10 @@ def _import_faiss() -> Any:
     return faiss
 
 
+def _faiss_message(error: Exception) -> str:
+    return _FAISS_ERROR_PREFIX.sub("", str(error)).strip()
+
+
 def faiss_gpu_count() -> int:
     """Number of GPUs faiss can use (0 with faiss-cpu)."""
     faiss = _import_faiss()
@@ -40,7 +47,7 @@ def faiss_gpu_count() -> int:
 
 
 def default_nlist(num_vectors: int) -> int:
-    """faiss's rule of thumb: about 4·√n inverted lists, at least 1 and at most n / 39 (≥ 39 points per list)."""
+    """faiss's rule of thumb for ``IVF{nlist}``: about 4·√n lists, at least 1 and at most n / 39 (≥ 39 points each)."""
     return max(1, min(int(4 * math.sqrt(num_vectors)), num_vectors // 39))
 
 
@@ -55,165 +62,128 @@ def _as_float32_rows(embeddings: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def _parse_search_parameters(parameters: SearchParameters) -> dict[str, float]:
+    if isinstance(parameters, Mapping):
+        items = list(parameters.items())
+    else:
+        items = []
+        for part in filter(None, (piece.strip() for piece in parameters.split(","))):
+            name, equals, value = part.partition("=")
+            if not equals:
+                raise ValueError(f"Search parameter {part!r} is not name=value (e.g. 'nprobe=32,efSearch=128')")
+            items.append((name.strip(), value.strip()))
+    parsed = {}
+    for name, value in items:
+        try:
+            parsed[name] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"Search parameter {name}={value!r} is not a number") from None
+    return parsed
+
+
 class FaissIndex:
-    """Maximum-inner-product search over corpus embeddings with faiss, returning corpus ids and scores.
+    """Maximum-inner-product search with any faiss index, returning corpus ids and scores.
 
-    The index kind trades exactness for memory and speed:
+    The index is described by a ``faiss.index_factory`` string (faiss's own vocabulary), for example:
 
-    - ``"flat"``: exact inner product (``IndexFlatIP``); ``n × dim × 4`` bytes. For corpora up to a few million
-      small vectors, and as ground truth.
-    - ``"ivf"``: inverted file with ``nlist`` k-means lists, exact vectors (``IVF{nlist},Flat``); searches
-      ``nprobe`` lists; same memory as flat, far less compute.
-    - ``"ivfpq"``: IVF with product quantisation (``IVF{nlist},PQ{pq_m}x{pq_bits}``): ``pq_m`` bytes per vector
-      (8-bit codes), e.g. 64 bytes for a 4096-d LLaRA embedding instead of 16 KiB; approximate scores.
-    - ``"hnsw"``: HNSW graph over exact vectors (``HNSW{hnsw_m}``); no training, flat memory plus the graph.
+    - ``"Flat"``: exact search, ``n × dim × 4`` bytes; ground truth and corpora up to a few million vectors.
+    - ``"IVF4096,Flat"``: inverted file with 4096 k-means lists; searches ``nprobe`` lists (needs training).
+    - ``"HNSW32"``: HNSW graph over exact vectors; searches with breadth ``efSearch``; no training.
+    - ``"SQ8"``: 8-bit scalar quantisation, 4× smaller than fp32 (trained on value ranges).
+    - ``"IVF4096,PQ64x8"``: IVF with product quantisation, 64 bytes per vector (needs training).
+
+    Search parameters use faiss's names (``nprobe``, ``efSearch``, ``ht``, ...) and are applied through
+    ``faiss.ParameterSpace``. A quantised index (SQ, PQ) gives approximate scores; with ``rescore_multiplier``
+    the index also keeps the full-precision embeddings, retrieves ``rescore_multiplier × k`` candidates and
+    rescores them exactly, as sentence-transformers' ``semantic_search_faiss`` does for quantised corpora.
 
     Scores are inner products, i.e. cosine similarities for L2-normalised embeddings such as LLaRA's
-    (Li et al., 2023, arXiv:2312.15503); pass ``normalize=True`` for models that do not normalise. With
-    faiss-gpu installed, ``use_gpu=None`` (the default) puts flat and IVF indexes on all GPUs (HNSW stays on
-    the CPU: faiss has no GPU HNSW); ``use_gpu=True`` insists and fails without a GPU.
+    (Li et al., 2023, arXiv:2312.15503); pass ``normalize=True`` for models that do not normalise. Calls are
+    serialised by a lock (faiss parallelises each search itself), so one index can be shared across threads.
 
     Args:
         dim: Embedding dimension.
-        kind: ``"flat"``, ``"ivf"``, ``"ivfpq"`` or ``"hnsw"``.
-        nlist: IVF lists (default when trained: about ``4·√n``).
-        nprobe: IVF lists searched per query (recall/speed knob, changeable later via :attr:`nprobe`).
-        pq_m: PQ sub-quantisers (bytes per vector at 8 bits); must divide ``dim``.
-        pq_bits: Bits per PQ code (8 is standard).
-        hnsw_m: HNSW graph degree.
-        ef_search: HNSW search breadth.
+        factory_string: The ``faiss.index_factory`` description (the metric is always inner product).
+        search_parameters: faiss search parameters, ``"nprobe=32,efSearch=128"`` or ``{"nprobe": 32}``.
         normalize: L2-normalise embeddings and queries before use.
-        use_gpu: True, False, or None for "if faiss-gpu sees a GPU".
+        rescore_multiplier: Keep the full-precision embeddings and rescore this many times ``k`` candidates
+            (``None``: no rescoring, nothing kept).
+        use_gpu: Put the index on all GPUs (faiss-gpu). Untested here: this project's machines have no GPU.
 
     Example::
 
-        from llara_st.evaluation import FaissIndex
-
-        index = FaissIndex.build(corpus_embeddings, corpus_ids, kind="ivf", nprobe=32)
-        scores, ids = index.search(query_embeddings, k=10)
-        index.save("runs/scifact-index")
-        index = FaissIndex.load("runs/scifact-index")
+        >>> import numpy as np
+        >>> from llara_st.evaluation import FaissIndex
+        >>> corpus = np.eye(4, dtype=np.float32)
+        >>> index = FaissIndex.build(corpus, ["a", "b", "c", "d"], "SQ8", rescore_multiplier=2)
+        >>> scores, ids = index.search(np.array([[0.1, 0.9, 0.3, 0.0]]), k=2)
+        >>> print(ids[0], scores[0].round(3))
+        ['b', 'c'] [0.9 0.3]
     """
 
     def __init__(
         self,
         dim: int,
-        kind: IndexKind = "flat",
+        factory_string: str = "Flat",
         *,
-        nlist: int | None = None,
-        nprobe: int = 16,
-        pq_m: int = 64,
-        pq_bits: int = 8,
-        hnsw_m: int = 32,
-        ef_search: int = 128,
+        search_parameters: SearchParameters | None = None,
         normalize: bool = False,
-        use_gpu: bool | None = None,
+        rescore_multiplier: float | None = None,
+        use_gpu: bool = False,
     ) -> None:
-        if kind not in _KINDS:
-            raise ValueError(f"Unknown faiss index kind {kind!r}; choose one of {_KINDS}")
         if dim < 1:
             raise ValueError(f"dim must be positive, got {dim}")
-        if kind == "ivfpq" and dim % pq_m:
-            raise ValueError(f"pq_m={pq_m} must divide the embedding dimension {dim}")
-        for name, value in (("nprobe", nprobe), ("pq_m", pq_m), ("pq_bits", pq_bits), ("hnsw_m", hnsw_m)):
-            if value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if nlist is not None and nlist < 1:
-            raise ValueError(f"nlist must be positive, got {nlist}")
+        if rescore_multiplier is not None and not rescore_multiplier >= 1:
+            raise ValueError(f"rescore_multiplier must be at least 1 (or None), got {rescore_multiplier}")
+        faiss = _import_faiss()
+        try:
+            cpu_index = faiss.index_factory(dim, factory_string, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as error:
+            raise ValueError(
+                f"faiss cannot build an index from the factory string {factory_string!r} for dim {dim}: "
+                f"{_faiss_message(error)}"
+            ) from None
         self.dim = dim
-        self.kind: IndexKind = kind
-        self.nlist = nlist
-        self.pq_m = pq_m
-        self.pq_bits = pq_bits
-        self.hnsw_m = hnsw_m
+        self.factory_string = factory_string
         self.normalize = normalize
-        self._nprobe = nprobe
-        self._ef_search = ef_search
+        self.rescore_multiplier = rescore_multiplier
+        self.use_gpu = use_gpu
         self.ids: list[str] = []
+        self.search_parameters: dict[str, float] = {}
         self._id_set: set[str] = set()
-        self._use_gpu = self._resolve_gpu(use_gpu)
-        self._index: Any = None
-        if kind in ("flat", "hnsw"):
-            self._index = self._create()
+        self._embedding_chunks: list[np.ndarray] = []  # full-precision rows, kept only for rescoring
+        self._lock = threading.RLock()
+        self._index = self._place(cpu_index)
+        if search_parameters is not None:
+            self.set_search_parameters(search_parameters)
 
-    # ------------------------------------------------------------------ construction
-
-    def _resolve_gpu(self, use_gpu: bool | None) -> bool:
-        gpus = faiss_gpu_count()
-        if use_gpu and not gpus:
+    def _place(self, cpu_index: Any) -> Any:
+        if not self.use_gpu:
+            return cpu_index
+        # Untested path (no GPU here): shard the vectors over all GPUs instead of replicating them.
+        faiss = _import_faiss()
+        if not faiss_gpu_count():
             raise RuntimeError("use_gpu=True, but faiss sees no GPU (install faiss-gpu and check CUDA)")
-        if use_gpu and self.kind == "hnsw":
-            raise ValueError("faiss has no GPU HNSW index; use kind='flat', 'ivf' or 'ivfpq' on GPU")
-        if use_gpu is None:
-            return bool(gpus) and self.kind != "hnsw"
-        return use_gpu
-
-    @property
-    def factory_string(self) -> str:
-        """The ``faiss.index_factory`` description of this index."""
-        if self.kind == "flat":
-            return "Flat"
-        if self.kind == "hnsw":
-            return f"HNSW{self.hnsw_m}"
-        if self.nlist is None:
-            raise RuntimeError("nlist is unknown until the index is trained (or pass nlist=)")
-        if self.kind == "ivf":
-            return f"IVF{self.nlist},Flat"
-        return f"IVF{self.nlist},PQ{self.pq_m}x{self.pq_bits}"
-
-    def _create(self) -> Any:
-        faiss = _import_faiss()
-        index = faiss.index_factory(self.dim, self.factory_string, faiss.METRIC_INNER_PRODUCT)
-        if self._use_gpu:
-            index = self._to_gpu(index)
-        self._apply_search_parameters(index)
-        return index
-
-    def _to_gpu(self, cpu_index: Any) -> Any:
-        # Guarded path: exercised only where faiss-gpu and CUDA are present (not in this project's CI).
-        faiss = _import_faiss()
         options = faiss.GpuMultipleClonerOptions()
-        options.shard = True  # split the vectors over the GPUs instead of replicating them
-        options.useFloat16 = self.kind == "ivfpq"  # GPU IVFPQ needs fp16 lookup tables beyond 48 bytes/code
-        return faiss.index_cpu_to_all_gpus(cpu_index, co=options)
+        options.shard = True
+        try:
+            return faiss.index_cpu_to_all_gpus(cpu_index, co=options)
+        except RuntimeError as error:
+            raise ValueError(f"faiss cannot put {self.factory_string!r} on GPU: {_faiss_message(error)}") from None
 
-    def _cpu_index(self) -> Any:
+    def set_search_parameters(self, parameters: SearchParameters) -> None:
+        """Set search parameters by their faiss names, e.g. ``"nprobe=64"`` or ``{"efSearch": 256}``."""
         faiss = _import_faiss()
-        return faiss.index_gpu_to_cpu(self._index) if self._use_gpu else self._index
-
-    def _apply_search_parameters(self, index: Any) -> None:
-        faiss = _import_faiss()
-        if self.kind == "flat":
-            return
-        space = faiss.GpuParameterSpace() if self._use_gpu else faiss.ParameterSpace()
-        if self.kind == "hnsw":
-            space.set_index_parameter(index, "efSearch", self._ef_search)
-        else:
-            space.set_index_parameter(index, "nprobe", self._nprobe)
-
-    @property
-    def nprobe(self) -> int:
-        return self._nprobe
-
-    @nprobe.setter
-    def nprobe(self, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"nprobe must be positive, got {value}")
-        self._nprobe = value
-        if self._index is not None:
-            self._apply_search_parameters(self._index)
-
-    @property
-    def ef_search(self) -> int:
-        return self._ef_search
-
-    @ef_search.setter
-    def ef_search(self, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"ef_search must be positive, got {value}")
-        self._ef_search = value
-        if self._index is not None:
-            self._apply_search_parameters(self._index)
+        space = faiss.GpuParameterSpace() if self.use_gpu else faiss.ParameterSpace()
+        with self._lock:
+            for name, value in _parse_search_parameters(parameters).items():
+                try:
+                    space.set_index_parameter(self._index, name, value)
+                except RuntimeError:
+                    raise ValueError(
+                        f"faiss has no search parameter {name!r} for a {self.factory_string!r} index"
+                    ) from None
+                self.search_parameters[name] = value
 
     @property
     def ntotal(self) -> int:
@@ -221,13 +191,13 @@ class FaissIndex:
 
     @property
     def is_trained(self) -> bool:
-        return self._index is not None and bool(self._index.is_trained)
+        return bool(self._index.is_trained)
 
     def __len__(self) -> int:
         return self.ntotal
 
     def __repr__(self) -> str:
-        return f"FaissIndex(kind={self.kind!r}, dim={self.dim}, ntotal={self.ntotal}, gpu={self._use_gpu})"
+        return f"FaissIndex({self.factory_string!r}, dim={self.dim}, ntotal={self.ntotal})"
 
     def _prepare(self, embeddings: Any, name: str) -> np.ndarray:
         array = _as_float32_rows(embeddings, name)
@@ -236,78 +206,69 @@ class FaissIndex:
         if not np.isfinite(array).all():
             raise ValueError(f"{name} contain NaN or infinite values")
         if self.normalize:
-            norms = np.linalg.norm(array, axis=1, keepdims=True)
-            array = array / np.maximum(norms, np.finfo(np.float32).tiny)
+            array = array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), np.finfo(np.float32).tiny)
         return array
 
-    def train(self, embeddings: Any, *, max_training_points: int | None = None, seed: int = 0) -> None:
-        """Train the IVF quantiser (and PQ codebooks) on a sample of the corpus embeddings (no-op for flat/HNSW).
-
-        Args:
-            embeddings: Training vectors, typically a random sample of the corpus (at least ``39 · nlist``).
-            max_training_points: Sample at most this many rows (default ``256 · nlist``, faiss's own cap).
-            seed: Sampling seed.
-        """
-        if self.kind in ("flat", "hnsw"):
-            return
-        if self.ntotal:
-            raise RuntimeError("The index already holds vectors; train before adding (retraining would drop them)")
-        array = _as_float32_rows(embeddings, "training embeddings")
-        if self.nlist is None:
-            self.nlist = default_nlist(len(array))
-            logger.info("Chose nlist=%d for %d training vectors", self.nlist, len(array))
-        if len(array) < self.nlist:
-            raise ValueError(f"IVF with nlist={self.nlist} needs at least that many training vectors, got {len(array)}")
-        if self.kind == "ivfpq" and len(array) < 2**self.pq_bits:
-            raise ValueError(f"PQ with {self.pq_bits}-bit codes needs at least {2**self.pq_bits} training vectors")
-        limit = max_training_points or _MAX_TRAINING_POINTS_PER_LIST * self.nlist
-        if len(array) > limit:
-            rows = np.random.default_rng(seed).choice(len(array), size=limit, replace=False)
-            array = array[np.sort(rows)]
-        array = self._prepare(array, "training embeddings")
-        self._index = self._create()
-        self._index.train(array)
+    def train(self, embeddings: Any) -> None:
+        """Train the index (IVF centroids, PQ codebooks, SQ ranges) on a sample of the corpus; a no-op when it
+        needs no training (``Flat``, ``HNSW``) or is already trained. faiss's k-means itself uses at most 256
+        points per centroid."""
+        array = self._prepare(embeddings, "training embeddings")
+        with self._lock:
+            if self._index.is_trained:
+                return
+            try:
+                self._index.train(array)
+            except RuntimeError as error:
+                message = f"Training the {self.factory_string!r} index on {len(array)} vectors failed"
+                raise ValueError(f"{message}: {_faiss_message(error)}") from None
 
     def add(self, embeddings: Any, ids: Sequence[str]) -> None:
         """Add corpus embeddings (rows) with their string ids; ids must be new and unique."""
         ids = list(ids)
-        array = _as_float32_rows(embeddings, "embeddings")
+        array = self._prepare(embeddings, "embeddings")
         if len(ids) != len(array):
             raise ValueError(f"Got {len(array)} embeddings but {len(ids)} ids")
-        bad = [value for value in ids[:1000] if not isinstance(value, str)]
+        bad = [value for value in ids if not isinstance(value, str)]
         if bad:
             raise TypeError(f"Corpus ids must be strings, got e.g. {bad[0]!r} ({type(bad[0]).__name__})")
         new_ids = set(ids)
         if len(new_ids) != len(ids):
             raise ValueError("The ids contain duplicates; each corpus id must appear once")
-        clash = new_ids & self._id_set
-        if clash:
-            raise ValueError(f"{len(clash)} ids are already in the index, e.g. {sorted(clash)[:3]}")
-        if not self.is_trained:
-            if self.kind in ("ivf", "ivfpq"):
-                raise RuntimeError(f"A {self.kind} index must be trained before add(): call train() or use build()")
-        for start in range(0, len(array), _ADD_CHUNK_ROWS):
-            self._index.add(self._prepare(array[start : start + _ADD_CHUNK_ROWS], "embeddings"))
-        self.ids.extend(ids)
-        self._id_set |= new_ids
+        with self._lock:
+            clash = new_ids & self._id_set
+            if clash:
+                raise ValueError(f"{len(clash)} ids are already in the index, e.g. {sorted(clash)[:3]}")
+            if not self._index.is_trained:
+                raise RuntimeError(
+                    f"The {self.factory_string!r} index must be trained before add(): call train() or use build()"
+                )
+            for start in range(0, len(array), _ADD_CHUNK_ROWS):
+                self._index.add(array[start : start + _ADD_CHUNK_ROWS])
+            if self.rescore_multiplier is not None:
+                self._embedding_chunks.append(array)
+            self.ids.extend(ids)
+            self._id_set |= new_ids
 
     @classmethod
-    def build(cls, embeddings: Any, ids: Sequence[str], kind: IndexKind = "flat", **kwargs: Any) -> FaissIndex:
-        """Create, train (IVF kinds) and fill an index in one call.
-
-        Args:
-            embeddings: Corpus embeddings, ``(n, dim)``.
-            ids: Corpus ids, one per row.
-            kind: See the class docstring.
-            **kwargs: Passed to :class:`FaissIndex` (``nlist``, ``nprobe``, ``pq_m``, ``use_gpu``, ...).
-        """
+    def build(cls, embeddings: Any, ids: Sequence[str], factory_string: str = "Flat", **kwargs: Any) -> FaissIndex:
+        """Create, train if needed and fill an index in one call; ``kwargs`` go to :class:`FaissIndex`."""
         array = _as_float32_rows(embeddings, "embeddings")
-        index = cls(array.shape[1], kind, **kwargs)
+        index = cls(array.shape[1], factory_string, **kwargs)
         index.train(array)
         index.add(array, ids)
         return index
 
-    # ------------------------------------------------------------------ search
+    @property
+    def embeddings(self) -> np.ndarray | None:
+        """The full-precision (normalised if ``normalize``) embeddings kept for rescoring, or ``None``."""
+        with self._lock:
+            if self.rescore_multiplier is None:
+                return None
+            if len(self._embedding_chunks) != 1:
+                empty = np.empty((0, self.dim), dtype=np.float32)
+                self._embedding_chunks = [np.concatenate([empty, *self._embedding_chunks])]
+            return self._embedding_chunks[0]
 
     def search_positions(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Scores and row positions (in insertion order) of the ``k`` best corpus entries per query.
@@ -315,14 +276,34 @@ class FaissIndex:
         Missing hits (fewer than ``k`` found, e.g. IVF with a small ``nprobe``) have position ``-1`` and score
         ``-inf``.
         """
-        if self.ntotal == 0:
-            raise RuntimeError("The index is empty: add() embeddings before searching")
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         array = self._prepare(queries, "queries")
-        scores, positions = self._index.search(array, min(k, self.ntotal))
+        with self._lock:
+            if self.ntotal == 0:
+                raise RuntimeError("The index is empty: add() embeddings before searching")
+            k = min(k, self.ntotal)
+            if self.rescore_multiplier is None:
+                scores, positions = self._index.search(array, k)
+            else:
+                candidates = min(self.ntotal, math.ceil(k * self.rescore_multiplier))
+                _, positions = self._index.search(array, candidates)
+                scores = self._rescore(array, positions)
         scores[positions < 0] = -np.inf
+        if self.rescore_multiplier is not None:
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            scores, positions = np.take_along_axis(scores, order, 1), np.take_along_axis(positions, order, 1)
         return scores, positions
+
+    def _rescore(self, queries: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        corpus = self.embeddings
+        scores = np.empty(positions.shape, dtype=np.float32)
+        rows_per_chunk = max(1, _RESCORE_CHUNK_FLOATS // (positions.shape[1] * self.dim))
+        for start in range(0, len(queries), rows_per_chunk):
+            block = slice(start, start + rows_per_chunk)
+            candidates = corpus[np.maximum(positions[block], 0)]  # (queries, candidates, dim); -1 masked later
+            scores[block] = np.einsum("qd,qcd->qc", queries[block], candidates)
+        return scores
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """The ``k`` best corpus entries per query: ``(scores, ids)``.
@@ -332,101 +313,116 @@ class FaissIndex:
         ``-inf``), so ``zip(ids[i], scores[i])`` pairs them.
         """
         scores, positions = self.search_positions(queries, k)
-        ids = [[self.ids[p] for p in row if p >= 0] for row in positions]
-        return scores, ids
-
-    # ------------------------------------------------------------------ persistence
+        return scores, [[self.ids[p] for p in row if p >= 0] for row in positions]
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``index.faiss``, ``ids.json`` and the settings to ``folder`` (a GPU index is saved from a CPU copy)."""
-        if self._index is None:
-            raise RuntimeError("Nothing to save: the index has not been trained or filled")
+        """Write ``index.faiss``, ``ids.json``, the settings and (when rescoring) ``embeddings.npy`` to ``folder``."""
         faiss = _import_faiss()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self._cpu_index(), str(folder / _INDEX_FILE))
-        (folder / _IDS_FILE).write_text(json.dumps(self.ids), encoding="utf8")
-        config = {
-            "dim": self.dim,
-            "kind": self.kind,
-            "nlist": self.nlist,
-            "nprobe": self._nprobe,
-            "pq_m": self.pq_m,
-            "pq_bits": self.pq_bits,
-            "hnsw_m": self.hnsw_m,
-            "ef_search": self._ef_search,
-            "normalize": self.normalize,
-            "ntotal": self.ntotal,
-            "factory_string": self.factory_string,
-        }
-        (folder / _CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf8")
+        with self._lock:
+            cpu_index = faiss.index_gpu_to_cpu(self._index) if self.use_gpu else self._index
+            faiss.write_index(cpu_index, str(folder / _INDEX_FILE))
+            (folder / _IDS_FILE).write_text(json.dumps(self.ids), encoding="utf8")
+            if self.rescore_multiplier is not None:
+                np.save(folder / _EMBEDDINGS_FILE, self.embeddings, allow_pickle=False)
+            config = {
+                "dim": self.dim,
+                "factory_string": self.factory_string,
+                "search_parameters": self.search_parameters,
+                "normalize": self.normalize,
+                "rescore_multiplier": self.rescore_multiplier,
+                "ntotal": self.ntotal,
+            }
+            (folder / _CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf8")
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, *, use_gpu: bool | None = None, mmap: bool = False) -> FaissIndex:
-        """Read an index written by :meth:`save`.
+    def load(cls, folder: str | Path, *, use_gpu: bool = False, mmap: bool = False) -> FaissIndex:
+        """Read an index written by :meth:`save`, refusing files that do not belong together.
 
         Args:
             folder: The folder.
             use_gpu: As in the constructor.
-            mmap: Memory-map the index file read-only instead of reading it into RAM (IVF indexes).
+            mmap: Memory-map the index file (IVF indexes) and the rescoring embeddings instead of reading them.
         """
         faiss = _import_faiss()
         folder = Path(folder)
         for name in (_INDEX_FILE, _IDS_FILE, _CONFIG_FILE):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder} is not a saved FaissIndex: {name} is missing")
-        config = json.loads((folder / _CONFIG_FILE).read_text(encoding="utf8"))
-        ids = json.loads((folder / _IDS_FILE).read_text(encoding="utf8"))
+        config, ids = (_read_json(folder / name) for name in (_CONFIG_FILE, _IDS_FILE))
+        if not isinstance(ids, list) or not all(isinstance(value, str) for value in ids):
+            raise ValueError(f"{folder / _IDS_FILE} must hold a JSON list of string ids")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{folder / _IDS_FILE} contains duplicate ids")
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         cpu_index = faiss.read_index(str(folder / _INDEX_FILE), flags)
-        if cpu_index.ntotal != len(ids) or cpu_index.d != config["dim"]:
+        if cpu_index.ntotal != len(ids) or cpu_index.ntotal != config["ntotal"]:
             raise ValueError(
-                f"{folder}: the index holds {cpu_index.ntotal} vectors of dim {cpu_index.d}, but ids.json lists "
-                f"{len(ids)} ids and the config says dim {config['dim']}"
+                f"{folder / _IDS_FILE} lists {len(ids)} ids and the config says {config['ntotal']}, but "
+                f"{folder / _INDEX_FILE} holds {cpu_index.ntotal} vectors"
+            )
+        if cpu_index.d != config["dim"] or cpu_index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError(
+                f"{folder / _INDEX_FILE} holds {cpu_index.d}-d vectors with metric {cpu_index.metric_type}, the "
+                f"config says {config['dim']}-d inner product ({faiss.METRIC_INNER_PRODUCT})"
             )
         index = cls(
             config["dim"],
-            config["kind"],
-            nlist=config["nlist"],
-            nprobe=config["nprobe"],
-            pq_m=config["pq_m"],
-            pq_bits=config["pq_bits"],
-            hnsw_m=config["hnsw_m"],
-            ef_search=config["ef_search"],
+            config["factory_string"],
             normalize=config["normalize"],
-            use_gpu=use_gpu,
+            rescore_multiplier=config["rescore_multiplier"],
         )
-        index._index = index._to_gpu(cpu_index) if index._use_gpu else cpu_index
-        index._apply_search_parameters(index._index)
-        index.ids = list(ids)
+        if index.rescore_multiplier is not None:
+            embeddings = np.load(folder / _EMBEDDINGS_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
+            if embeddings.shape != (len(ids), index.dim):
+                raise ValueError(
+                    f"{folder / _EMBEDDINGS_FILE} has shape {embeddings.shape}, expected {(len(ids), index.dim)}"
+                )
+            index._embedding_chunks = [embeddings]
+        index.use_gpu = use_gpu
+        index._index = index._place(cpu_index)
+        index.set_search_parameters(config["search_parameters"])
+        index.ids = ids
         index._id_set = set(ids)
         return index
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
 
 
 class FaissSearchBackend:
     """MTEB search backend (``mteb.models.IndexEncoderSearchProtocol``) that retrieves with a :class:`FaissIndex`.
 
-    Pass it to ``mteb.models.SearchEncoderWrapper(encoder, index_backend=FaissSearchBackend(kind="ivf"))``, or
-    use ``evaluate_beir(..., faiss_index="ivf")``. Each task split builds the index from the corpus
-    embeddings MTEB computes, searches, and clears it. Full-corpus retrieval only: reranking tasks (which
-    give candidate lists) are refused.
+    Pass it to ``mteb.models.SearchEncoderWrapper(encoder, index_backend=FaissSearchBackend("HNSW32"))``, or use
+    ``evaluate_beir(..., faiss_index="HNSW32")``. Each task split builds the index from the corpus embeddings
+    MTEB computes, searches, and clears it. Full-corpus retrieval only: reranking tasks are refused.
+
+    It implements MTEB's backend protocol rather than subclassing MTEB's ``FaissSearchIndex``, whose interface
+    does not take a factory string: it creates the index as ``index_type(dim)`` from a flat index class chosen by
+    the model's similarity, never trains it, searches the raw faiss index (no search parameters, no rescoring,
+    no ``-1`` handling), reranks by reconstructing vectors (approximate for SQ/PQ, unsupported by IVF), and its
+    constructor needs the MTEB encoder and mteb itself, which :class:`FaissIndex` must not.
 
     Args:
-        kind: Index kind (see :class:`FaissIndex`).
-        **index_kwargs: Passed to :meth:`FaissIndex.build` (``nlist``, ``nprobe``, ``normalize``, ``use_gpu``, ...).
+        factory_string: The ``faiss.index_factory`` description (see :class:`FaissIndex`).
+        **index_kwargs: Passed to :meth:`FaissIndex.build` (``search_parameters``, ``normalize``,
+            ``rescore_multiplier``, ``use_gpu``).
     """
 
-    def __init__(self, kind: IndexKind = "flat", **index_kwargs: Any) -> None:
-        if kind not in _KINDS:
-            raise ValueError(f"Unknown faiss index kind {kind!r}; choose one of {_KINDS}")
-        self.kind: IndexKind = kind
+    def __init__(self, factory_string: str = "Flat", **index_kwargs: Any) -> None:
+        self.factory_string = factory_string
         self.index_kwargs = index_kwargs
         self.index: FaissIndex | None = None
 
     def add_documents(self, embeddings: Any, idxs: list[str]) -> None:
         if self.index is None:
-            self.index = FaissIndex.build(embeddings, list(idxs), self.kind, **self.index_kwargs)
+            self.index = FaissIndex.build(embeddings, list(idxs), self.factory_string, **self.index_kwargs)
         else:
             self.index.add(embeddings, idxs)
 
@@ -456,4 +452,4 @@ class FaissSearchBackend:
         self.index = None
 
 
-__all__ = ["FaissIndex", "FaissSearchBackend", "IndexKind", "default_nlist", "faiss_gpu_count"]
+__all__ = ["FaissIndex", "FaissSearchBackend", "SearchParameters", "default_nlist", "faiss_gpu_count"]

@@ -33,7 +33,7 @@ def test_evaluate_json_output_and_names(fixed_model, fixed_beir_folder, tmp_path
     model_dir = tmp_path / "m"
     fixed_model.save(str(model_dir))
     argv = ["evaluate", str(model_dir), "--beir", str(fixed_beir_folder), "--split", "dev", "--json", "--no-progress"]
-    assert main([*argv, "--task-name", "Tiny", "--faiss", "flat"]) == 0
+    assert main([*argv, "--task-name", "Tiny", "--faiss", "Flat"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["Tiny"]["dev"]["ndcg_at_10"] == pytest.approx(1.0)
 

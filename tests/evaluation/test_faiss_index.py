@@ -1,6 +1,8 @@
-"""FaissIndex: exact search equals numpy, IVF recall, persistence with ids, the MTEB backend, bad input."""
+"""FaissIndex: factory strings, ParameterSpace parameters, SQ8 rescoring, persistence with ids, the MTEB backend."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -23,6 +25,11 @@ def _clustered(rng: np.random.Generator, n: int, dim: int, centers: np.ndarray, 
     return _normalized(centers[labels] + noise * rng.standard_normal((n, dim)))
 
 
+def _recall(found: list[list[str]], exact_rows: np.ndarray, ids: list[str]) -> float:
+    overlaps = [len(set(f) & {ids[r] for r in rows}) for f, rows in zip(found, exact_rows, strict=True)]
+    return float(np.mean(overlaps)) / exact_rows.shape[1]
+
+
 @pytest.fixture(scope="module")
 def small_corpus() -> tuple[np.ndarray, list[str], np.ndarray]:
     rng = np.random.default_rng(0)
@@ -31,70 +38,136 @@ def small_corpus() -> tuple[np.ndarray, list[str], np.ndarray]:
     return corpus, [f"doc-{i}" for i in range(len(corpus))], queries
 
 
+@pytest.fixture(scope="module")
+def clustered_corpus() -> tuple[np.ndarray, list[str], np.ndarray]:
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((50, 32))
+    # Noise as large as the cluster spread, so that neighbours straddle IVF cells and nprobe matters.
+    corpus = _clustered(rng, 5_000, 32, centers, noise=0.8)
+    queries = _clustered(rng, 100, 32, centers, noise=0.8)
+    return corpus, [str(i) for i in range(len(corpus))], queries
+
+
 def test_flat_search_equals_exact_numpy_search(small_corpus):
     corpus, ids, queries = small_corpus
-    index = FaissIndex.build(corpus, ids, "flat")
+    index = FaissIndex.build(corpus, ids, "Flat")
     scores, found = index.search(queries, k=10)
     exact_scores, exact_rows = _exact_top_k(queries, corpus, 10)
     assert found == [[ids[row] for row in rows] for rows in exact_rows]
     np.testing.assert_allclose(scores, exact_scores, atol=1e-5)
 
 
-def _recall_at_10(found: list[list[str]], exact_rows: np.ndarray, ids: list[str]) -> float:
-    overlaps = [len(set(f) & {ids[r] for r in rows}) for f, rows in zip(found, exact_rows, strict=True)]
-    return float(np.mean(overlaps)) / 10
-
-
-@pytest.mark.slow
-def test_ivf_recall_at_10_on_100k_clustered_vectors():
-    rng = np.random.default_rng(1)
-    dim = 64
-    centers = rng.standard_normal((1000, dim))
-    # Noise as large as the cluster spread, so that neighbours straddle IVF cells and nprobe matters.
-    corpus = _clustered(rng, 100_000, dim, centers, noise=0.8)
-    queries = _clustered(rng, 200, dim, centers, noise=0.8)
-    ids = [str(i) for i in range(len(corpus))]
-    exact_rows = np.argpartition(-(queries @ corpus.T), 10, axis=1)[:, :10]  # the exact top 10, unordered
-
-    index = FaissIndex.build(corpus, ids, "ivf", nlist=256, nprobe=16)
+def test_ivf_recall_follows_nprobe_set_through_parameter_space(clustered_corpus):
+    corpus, ids, queries = clustered_corpus
+    _, exact_rows = _exact_top_k(queries, corpus, 10)
+    index = FaissIndex.build(corpus, ids, "IVF64,Flat", search_parameters="nprobe=16")
+    assert index.search_parameters == {"nprobe": 16}
     _, found = index.search(queries, k=10)
-    recall = _recall_at_10(found, exact_rows, ids)
-    assert recall >= 0.95
-    # One probed list is the fast, lossy end of the same knob.
-    index.nprobe = 1
+    recall = _recall(found, exact_rows, ids)
+    assert recall >= 0.9
+    index.set_search_parameters({"nprobe": 1})  # one probed list: the fast, lossy end of the same knob
     _, found_one_list = index.search(queries, k=10)
-    assert _recall_at_10(found_one_list, exact_rows, ids) < recall
+    assert _recall(found_one_list, exact_rows, ids) < recall
+    index.set_search_parameters("nprobe=64")  # every list: exact
+    _, found_all_lists = index.search(queries, k=10)
+    assert _recall(found_all_lists, exact_rows, ids) == 1.0
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq", "hnsw"])
-def test_save_and_load_keep_ids_results_and_settings(small_corpus, tmp_path, kind):
+def test_hnsw_takes_ef_search(small_corpus):
     corpus, ids, queries = small_corpus
-    options = {"nlist": 8, "nprobe": 8, "pq_m": 8, "pq_bits": 4} if kind in ("ivf", "ivfpq") else {}
-    index = FaissIndex.build(corpus, ids, kind, **options)
+    index = FaissIndex.build(corpus, ids, "HNSW16", search_parameters={"efSearch": 256})
+    _, found = index.search(queries, k=5)
+    _, exact_rows = _exact_top_k(queries, corpus, 5)
+    assert _recall(found, exact_rows, ids) >= 0.95
+
+
+def test_sq8_rescoring_restores_exact_scores_and_recall(clustered_corpus):
+    corpus, ids, queries = clustered_corpus
+    exact_scores, exact_rows = _exact_top_k(queries, corpus, 10)
+    quantized = FaissIndex.build(corpus, ids, "SQ4")
+    rescored = FaissIndex.build(corpus, ids, "SQ4", rescore_multiplier=4)
+    approximate_scores, approximate_found = quantized.search(queries, k=10)
+    scores, found = rescored.search(queries, k=10)
+    # 4-bit codes alone perturb the scores; rescoring the 40 candidates with the kept fp32 vectors removes that.
+    assert np.abs(approximate_scores - exact_scores).max() > 1e-3
+    position = {doc_id: row for row, doc_id in enumerate(ids)}
+    for query, hits, row_scores in zip(queries, found, scores, strict=True):
+        np.testing.assert_allclose(row_scores, corpus[[position[h] for h in hits]] @ query, atol=1e-5)
+        assert np.all(np.diff(row_scores) <= 0)  # still sorted best first
+    assert _recall(found, exact_rows, ids) >= 0.99
+    assert _recall(found, exact_rows, ids) > _recall(approximate_found, exact_rows, ids)
+
+
+@pytest.mark.parametrize(
+    ("factory_string", "options"),
+    [
+        ("Flat", {}),
+        ("IVF8,Flat", {"search_parameters": "nprobe=4"}),
+        ("IVF8,PQ8x4", {"search_parameters": {"nprobe": 8}}),
+        ("HNSW16", {"search_parameters": "efSearch=64"}),
+        ("SQ8", {"rescore_multiplier": 3, "normalize": True}),
+    ],
+)
+def test_save_and_load_keep_ids_results_and_settings(small_corpus, tmp_path, factory_string, options):
+    corpus, ids, queries = small_corpus
+    index = FaissIndex.build(corpus, ids, factory_string, **options)
     scores, found = index.search(queries, k=5)
     index.save(tmp_path / "index")
-    loaded = FaissIndex.load(tmp_path / "index")
-    loaded_scores, loaded_found = loaded.search(queries, k=5)
-    assert loaded.ids == ids and loaded.kind == kind and loaded.nprobe == index.nprobe
-    assert loaded_found == found
-    np.testing.assert_allclose(loaded_scores, scores, atol=1e-6)
+    for mmap in (False, True):
+        loaded = FaissIndex.load(tmp_path / "index", mmap=mmap)
+        loaded_scores, loaded_found = loaded.search(queries, k=5)
+        assert loaded.ids == ids and loaded.factory_string == factory_string
+        assert loaded.search_parameters == index.search_parameters and loaded.normalize == index.normalize
+        assert loaded.rescore_multiplier == index.rescore_multiplier
+        assert loaded_found == found
+        np.testing.assert_allclose(loaded_scores, scores, atol=1e-6)
+    assert not list(tmp_path.glob("index/*.pkl"))
 
 
-def test_incremental_adds_keep_the_id_mapping(small_corpus):
-    corpus, ids, queries = small_corpus
-    index = FaissIndex(corpus.shape[1], "flat")
+def test_load_refuses_files_that_do_not_belong_together(small_corpus, tmp_path):
+    corpus, ids, _ = small_corpus
+    FaissIndex.build(corpus, ids, "Flat").save(tmp_path / "a")
+    (tmp_path / "a" / "ids.json").write_text(json.dumps(ids[:-1]), encoding="utf8")
+    with pytest.raises(ValueError, match="ids.json lists 499 ids .* holds 500 vectors"):
+        FaissIndex.load(tmp_path / "a")
+    (tmp_path / "a" / "ids.json").write_text(json.dumps([*ids[:-1], ids[0]]), encoding="utf8")
+    with pytest.raises(ValueError, match="duplicate ids"):
+        FaissIndex.load(tmp_path / "a")
+    (tmp_path / "a" / "ids.json").write_text(json.dumps(list(range(500))), encoding="utf8")
+    with pytest.raises(ValueError, match="list of string ids"):
+        FaissIndex.load(tmp_path / "a")
+    # Another index's file (other dimension) next to these ids and settings.
+    FaissIndex.build(corpus[:, :16], ids, "Flat").save(tmp_path / "b")
+    (tmp_path / "a" / "ids.json").write_text(json.dumps(ids), encoding="utf8")
+    (tmp_path / "a" / "index.faiss").write_bytes((tmp_path / "b" / "index.faiss").read_bytes())
+    with pytest.raises(ValueError, match="16-d vectors .* config says 32-d"):
+        FaissIndex.load(tmp_path / "a")
+    FaissIndex.build(corpus, ids, "SQ8", rescore_multiplier=2).save(tmp_path / "c")
+    np.save(tmp_path / "c" / "embeddings.npy", corpus[:10])
+    with pytest.raises(ValueError, match=r"embeddings.npy has shape \(10, 32\)"):
+        FaissIndex.load(tmp_path / "c")
+    with pytest.raises(FileNotFoundError, match="not a saved FaissIndex"):
+        FaissIndex.load(tmp_path)
+
+
+def test_incremental_adds_keep_the_id_mapping_and_rescoring_rows(small_corpus):
+    corpus, ids, _ = small_corpus
+    index = FaissIndex(corpus.shape[1], "SQ8", rescore_multiplier=2)
+    index.train(corpus)
     index.add(corpus[:200], ids[:200])
     index.add(corpus[200:], ids[200:])
     assert len(index) == len(ids)
-    _, found = index.search(corpus[[3, 250]], k=1)  # each document is its own nearest neighbour
+    np.testing.assert_array_equal(index.embeddings, corpus)
+    scores, found = index.search(corpus[[3, 250]], k=1)  # each document is its own nearest neighbour
     assert found == [["doc-3"], ["doc-250"]]
+    np.testing.assert_allclose(scores, [[1.0], [1.0]], atol=1e-5)
 
 
 def test_normalize_turns_inner_product_into_cosine():
     corpus = np.array([[10.0, 0.0], [0.6, 0.8]], dtype=np.float32)
     query = np.array([[0.6, 0.8]], dtype=np.float32)
-    raw, raw_ids = FaissIndex.build(corpus, ["long", "aligned"], "flat").search(query, k=1)
-    cosine, cosine_ids = FaissIndex.build(corpus, ["long", "aligned"], "flat", normalize=True).search(query, k=1)
+    raw, raw_ids = FaissIndex.build(corpus, ["long", "aligned"]).search(query, k=1)
+    cosine, cosine_ids = FaissIndex.build(corpus, ["long", "aligned"], normalize=True).search(query, k=1)
     assert raw_ids == [["long"]] and raw[0, 0] == pytest.approx(6.0)
     assert cosine_ids == [["aligned"]] and cosine[0, 0] == pytest.approx(1.0)
 
@@ -106,14 +179,28 @@ def test_k_larger_than_the_corpus_returns_every_document():
     np.testing.assert_allclose(scores, [[0.3, 0.2, 0.1]], atol=1e-6)
 
 
-def test_mteb_backend_returns_positions_without_missing_hits(small_corpus):
+def test_missing_ivf_hits_are_dropped_not_mapped_to_the_last_document():
+    # Two far-apart clusters in two IVF lists; probing one list finds only its 3 documents.
+    corpus = _normalized(np.array([[1, 0.01], [1, 0.02], [1, 0.03], [-1, 0.01], [-1, 0.02], [-1, 0.03]]))
+    ids = list("abcdef")
+    index = FaissIndex.build(corpus, ids, "IVF2,Flat", search_parameters="nprobe=1")
+    scores, found = index.search(np.array([[1.0, 0.0]]), k=5)
+    assert sorted(found[0]) == ["a", "b", "c"]
+    assert np.isneginf(scores[0, 3:]).all()
+    backend = FaissSearchBackend("IVF2,Flat", search_parameters="nprobe=1")
+    backend.add_documents(corpus, ids)
+    values, positions = backend.search(np.array([[1.0, 0.0]]), top_k=5)
+    assert sorted(positions[0]) == [0, 1, 2] and len(values[0]) == 3
+
+
+def test_mteb_backend_takes_a_factory_string_and_returns_positions(small_corpus):
     corpus, ids, queries = small_corpus
-    backend = FaissSearchBackend("flat")
+    backend = FaissSearchBackend("SQ8", rescore_multiplier=4)
     backend.add_documents(corpus, ids)
     scores, positions = backend.search(queries, top_k=7)
-    _, exact_rows = _exact_top_k(queries, corpus, 7)
+    exact_scores, exact_rows = _exact_top_k(queries, corpus, 7)
     assert positions == exact_rows.tolist()
-    assert all(len(row) == 7 for row in scores)
+    np.testing.assert_allclose(scores, exact_scores, atol=1e-5)
     with pytest.raises(NotImplementedError, match="reranking"):
         backend.search(queries, top_k=3, top_ranked={"q": ["doc-1"]}, query_idx_to_id={0: "q"})
     backend.clear()
@@ -127,13 +214,25 @@ def test_default_nlist_follows_the_square_root_rule():
     assert default_nlist(10) == 1
 
 
-def test_bad_input_is_named(small_corpus, tmp_path):
+def test_bad_input_is_named(small_corpus):
     corpus, ids, queries = small_corpus
-    with pytest.raises(ValueError, match="Unknown faiss index kind 'annoy'"):
+    with pytest.raises(ValueError, match="factory string 'annoy' for dim 32: could not parse index string annoy"):
         FaissIndex(32, "annoy")
-    with pytest.raises(ValueError, match="pq_m=7 must divide"):
-        FaissIndex(32, "ivfpq", pq_m=7)
-    index = FaissIndex(32, "flat")
+    with pytest.raises(ValueError, match="'IVF8,PQ7'.*multiple of the number of subquantizers"):
+        FaissIndex(32, "IVF8,PQ7")
+    with pytest.raises(ValueError, match="no search parameter 'nprobe' for a 'HNSW32' index"):
+        FaissIndex(32, "HNSW32", search_parameters="nprobe=8")
+    with pytest.raises(ValueError, match="'nprobe' is not name=value"):
+        FaissIndex(32, "IVF8,Flat", search_parameters="nprobe")
+    with pytest.raises(ValueError, match="nprobe='many' is not a number"):
+        FaissIndex(32, "IVF8,Flat", search_parameters={"nprobe": "many"})
+    with pytest.raises(ValueError, match="rescore_multiplier must be at least 1"):
+        FaissIndex(32, "SQ8", rescore_multiplier=0.5)
+    with pytest.raises(RuntimeError, match="'IVF8,Flat' index must be trained"):
+        FaissIndex(32, "IVF8,Flat").add(corpus, ids)
+    with pytest.raises(ValueError, match="Training the 'IVF64,Flat' index on 10 vectors failed: .*at least as large"):
+        FaissIndex(32, "IVF64,Flat").train(corpus[:10])
+    index = FaissIndex(32)
     with pytest.raises(RuntimeError, match="empty"):
         index.search(queries, k=3)
     with pytest.raises(ValueError, match="dimension 16, the index expects 32"):
@@ -151,9 +250,3 @@ def test_bad_input_is_named(small_corpus, tmp_path):
         index.add(corpus[2:3], ["a"])
     with pytest.raises(ValueError, match="2-D"):
         index.search(queries[0], k=3)
-    with pytest.raises(RuntimeError, match="must be trained"):
-        FaissIndex(32, "ivf", nlist=4).add(corpus, ids)
-    with pytest.raises(ValueError, match="at least that many training vectors"):
-        FaissIndex(32, "ivf", nlist=64).train(corpus[:10])
-    with pytest.raises(FileNotFoundError, match="not a saved FaissIndex"):
-        FaissIndex.load(tmp_path)
