@@ -142,3 +142,42 @@ def test_tokenizer_without_bos_gets_no_bos(tiny_llama_dir, tmp_path):
     transformer = llara_st.LLaRATransformer(str(tmp_path / "nobos"))
     assert transformer.prefix_ids == no_bos('"', add_special_tokens=False)["input_ids"]
     assert transformer.tokenizer.bos_token_id not in transformer.prefix_ids
+
+
+# ------------------------------------------------------------------------------ one loader, one accessor (issue 12.2)
+
+
+def test_llara_module_is_the_one_way_to_reach_the_input_module(reference_llara):
+    from torch import nn
+
+    from llara_st.model import llara_module
+
+    assert llara_module(reference_llara) is reference_llara[0]
+    assert llara_module(reference_llara[0]) is reference_llara[0]
+
+    class Wrapper(nn.Module):  # what DDP and DeepSpeed's engine look like from outside
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert llara_module(Wrapper(reference_llara)) is reference_llara[0]
+    other = nn.Sequential(nn.Linear(2, 2))
+    assert llara_module(other) is None
+    with pytest.raises(TypeError, match="LLaRATransformer.*got Linear"):
+        llara_module(other, required=True)
+
+
+def test_one_loader_reads_folders_with_or_without_trusting_code(reference_llara_dir, reference_llara):
+    from llara_st.evaluation.loading import load_sentence_transformer
+
+    expected = reference_llara.encode_query(["what causes tides?"])
+    for model in (
+        llara_st.load(reference_llara_dir, device="cpu", trust_remote_code=True),
+        load_sentence_transformer(reference_llara_dir, device="cpu"),  # the former evaluation loader, an alias now
+    ):
+        assert np.array_equal(model.encode_query(["what causes tides?"]), expected)
+
+
+def test_an_unconverted_causal_lm_is_told_to_convert(tiny_llama_dir):
+    with pytest.raises(FileNotFoundError, match="llara-st convert"):
+        llara_st.load(tiny_llama_dir)
