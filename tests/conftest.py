@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import llara_st
 
@@ -128,3 +129,76 @@ def reference_llara_dir(_reference_llara) -> Path:
 def reference_llara(_reference_llara):
     """The converted fixture model, a fresh copy per test (float32, CPU)."""
     return copy.deepcopy(_reference_llara[1])
+
+
+# ------------------------------------------------------------------ built from scratch: no ../shared needed
+
+SCRATCH_TOKENIZER_TEXTS = [
+    "The tides rise and fall with the pull of the Moon and the Sun on the oceans.",
+    "Honeybees dance on the comb to show the others where the flowers are.",
+    "what causes the tides? how do bees find food? which volcano erupted last?",
+    "A retriever embeds queries and documents; relevant documents score high, the others low.",
+]
+
+
+def build_scratch_tokenizer(out: Path, vocab_size: int = 400) -> Path:
+    """A Llama-2-style tokenizer trained on a few sentences, saved as a Hugging Face folder.
+
+    Like Llama-2's: BPE over "▁"-marked words with a "▁" in front of the text, byte fallback (any text encodes),
+    ``<unk>``, ``<s>``, ``</s>``, and BOS added in front. So token counts behave as the authors' tokenizer's do.
+    """
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=[chr(code) for code in range(33, 127)],
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(SCRATCH_TOKENIZER_TEXTS, trainer)
+    # Byte tokens <0x00>…<0xFF> as ordinary vocabulary (as in Llama-2) for characters outside the alphabet.
+    spec = json.loads(tokenizer.to_str())
+    for byte in range(256):
+        spec["model"]["vocab"].setdefault(f"<0x{byte:02X}>", len(spec["model"]["vocab"]))
+    spec["model"]["byte_fallback"] = True
+    tokenizer = Tokenizer.from_str(json.dumps(spec))
+    # Merges were learned within words; encoding then reads the text as one "▁"-marked string, as Llama-2 does.
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    bos_id = tokenizer.token_to_id("<s>")
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos_id)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def scratch_tokenizer_dir(tmp_path_factory) -> Path:
+    """A tiny Llama-2-style tokenizer built here (see :func:`build_scratch_tokenizer`)."""
+    return build_scratch_tokenizer(tmp_path_factory.mktemp("scratch_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def scratch_causal_lm_dir(scratch_tokenizer_dir: Path, tmp_path_factory) -> Path:
+    """A random 2-layer, 64-wide Llama over the scratch tokenizer: what a user converts, without ../shared."""
+    return build_tiny_llama(tmp_path_factory.mktemp("scratch_causal_lm"), scratch_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def _scratch_llara(scratch_causal_lm_dir: Path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scratch_llara") / "llara"
+    return out, llara_st.convert(str(scratch_causal_lm_dir), out)
+
+
+@pytest.fixture(scope="session")
+def scratch_llara_dir(_scratch_llara) -> Path:
+    """The scratch causal LM converted to a LLaRA sentence-transformers folder (prompt tokens added)."""
+    return _scratch_llara[0]
+
+
+@pytest.fixture
+def scratch_llara(_scratch_llara):
+    """The converted scratch model, a fresh copy per test (float32, CPU)."""
+    return copy.deepcopy(_scratch_llara[1])

@@ -87,7 +87,7 @@ def test_queries_without_relevant_documents_are_skipped_and_bad_settings_named()
 
 
 @pytest.mark.parametrize("use_faiss", [False, True])
-def test_dense_mining_ranks_by_the_llara_query_and_passage_embeddings(reference_llara, use_faiss: bool) -> None:
+def test_dense_mining_ranks_by_the_llara_query_and_passage_embeddings(scratch_llara, use_faiss: bool) -> None:
     if use_faiss:
         pytest.importorskip("faiss")
     qrels = {"q": {"pos": 1}, "r": {"pos": 1, "second_pos": 1}}
@@ -95,7 +95,7 @@ def test_dense_mining_ranks_by_the_llara_query_and_passage_embeddings(reference_
         CORPUS,
         QUERIES,
         qrels,
-        reference_llara,
+        scratch_llara,
         num_negatives=4,
         range_min=1,
         range_max=5,
@@ -105,8 +105,8 @@ def test_dense_mining_ranks_by_the_llara_query_and_passage_embeddings(reference_
     )
     # Independent ranking: query template for queries, passage template for the corpus, cosine.
     unique_docs = ["pos", "near", "pie", "moon", "orchard", "banana", "second_pos"]  # pos_copy is the same text
-    queries = reference_llara.encode_query(list(QUERIES.values()), convert_to_tensor=True)
-    documents = reference_llara.encode_document([CORPUS[d] for d in unique_docs], convert_to_tensor=True)
+    queries = scratch_llara.encode_query(list(QUERIES.values()), convert_to_tensor=True)
+    documents = scratch_llara.encode_document([CORPUS[d] for d in unique_docs], convert_to_tensor=True)
     scores = queries @ documents.T
     for row, query_id in enumerate(QUERIES):
         ranked = [unique_docs[i] for i in torch.argsort(scores[row], descending=True).tolist()]

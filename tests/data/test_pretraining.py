@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -52,8 +53,9 @@ def heading_lines(wikitext_path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def llama_tokenizer(fixture_dir: Path):
-    return AutoTokenizer.from_pretrained(fixture_dir / "model")
+def llama_tokenizer(scratch_tokenizer_dir: Path):
+    """A Llama-2-style tokenizer built in the tests (tests/conftest.py); no ../shared needed."""
+    return AutoTokenizer.from_pretrained(scratch_tokenizer_dir)
 
 
 # ---------------------------------------------------------------------------------------------- WikiText
@@ -180,7 +182,9 @@ def test_token_chunker_splits_a_word_longer_than_a_chunk(llama_tokenizer):
     chunks = chunker.chunk(text)
     assert "".join(chunk.replace(" ", "") for chunk in chunks) == text.replace(" ", "")
     # Cut between tokens of the whole text; a piece starting mid-word may re-tokenise one token longer.
-    assert len(chunks) == 4
+    fewest = math.ceil(chunker.length(text) / 8)
+    assert fewest <= len(chunks) <= fewest + 1  # balancing may add one chunk of slack, never more
+    assert any(len(chunk) > 1 and set(chunk) == {"x"} for chunk in chunks)  # the long word was cut
     assert all(chunker.length(chunk) <= 8 + 1 for chunk in chunks)
 
 

@@ -132,7 +132,7 @@ def test_default_name_and_revision_come_from_the_folder_and_weights(fixed_model,
     assert expected.is_file()
 
 
-def test_llara_queries_and_documents_get_their_templates(reference_llara, make_beir_folder, tmp_path):
+def test_llara_queries_and_documents_get_their_templates(scratch_llara, make_beir_folder, tmp_path):
     """MTEB's scores are cos(encode_query(q), encode_document(title + " " + text)): LLaRA's two templates."""
     corpus = {
         "a": ("Tides", "The Moon's gravity pulls the oceans and causes tides."),
@@ -145,19 +145,17 @@ def test_llara_queries_and_documents_get_their_templates(reference_llara, make_b
         "llara", corpus=corpus, queries=queries, qrels={"test": [("x", "a", 1), ("y", "b", 1), ("z", "c", 1)]}
     )
     out = tmp_path / "out"
-    evaluate_beir(reference_llara, folder, "test", out, save_predictions=True, show_progress_bar=False)
+    evaluate_beir(scratch_llara, folder, "test", out, save_predictions=True, show_progress_bar=False)
     predictions = json.loads((out / "predictions" / "llara_predictions.json").read_text())["default"]["test"]
 
     doc_ids = list(corpus)
     doc_texts = [f"{title} {text}".strip() for title, text in corpus.values()]
     query_ids = list(queries)
-    expected = reference_llara.encode_query(list(queries.values())) @ reference_llara.encode_document(doc_texts).T
+    expected = scratch_llara.encode_query(list(queries.values())) @ scratch_llara.encode_document(doc_texts).T
     got = np.array([[predictions[q][d] for d in doc_ids] for q in query_ids])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # The templates matter: passage-template queries would have scored differently.
-    passage_side = (
-        reference_llara.encode_document(list(queries.values())) @ reference_llara.encode_document(doc_texts).T
-    )
+    passage_side = scratch_llara.encode_document(list(queries.values())) @ scratch_llara.encode_document(doc_texts).T
     assert np.abs(passage_side - expected).max() > 1e-3
 
 
