@@ -26,10 +26,43 @@ from llara_st.data import (
     wikitext_pairs,
 )
 
+# A WikiText-2 excerpt in the raw file's own layout (leading and trailing space, CRLF, " @-@ " tokenisation,
+# headings "= = Title = ="), with the two formula lines of "Constant k filter" that wrap so as to look like
+# headings. The structure tests run on it without ../shared, and on the whole test file when it is there.
+_FILLER = (
+    " The series received mixed reviews from critics , who praised the acting but found the plot slow . "
+    "Ratings rose in the second season , and the show ran for 5 @,@ 000 episodes in 12 countries . "
+)
+WIKITEXT_EXCERPT = [
+    " = Robert Boulter = ",
+    " Robert Boulter is an English film , television and theatre actor . He had a guest @-@ starring role on "
+    "the television series The Bill in 2000 ." + _FILLER * 6,
+    " = = Career = = ",
+    " = = = 2000 – 2005 = = = ",
+    ' In 2000 Boulter had a guest @-@ starring role on the television series The Bill ; he portrayed " Scott '
+    'Parry " in the episode , " In Safe Hands " .' + _FILLER * 6,
+    " = = = 2006 – present = = = ",
+    " In 2006 Boulter starred in the play Citizenship written by Mark Ravenhill ." + _FILLER * 6,
+    " = Constant k filter = ",
+    " Constant k filters , also k @-@ type filters , are a type of electronic filter designed using the image "
+    "method ." + _FILLER * 6,
+    " = = = Prototype transformations = = = ",
+    " The presented plots of image impedance , attenuation and phase change correspond to a low @-@ pass "
+    "prototype filter section . The prototype has a cut @-@ off frequency of ωc ",
+    " = 1 rad / s and a nominal impedance k = ",
+    " 1 Ω . This is produced by a filter half @-@ section with inductance L ",
+    " = 1 henry and capacitance C = ",
+    " 1 farad . This prototype can be impedance scaled and frequency scaled to the desired values ." + _FILLER * 6,
+]
 
-@pytest.fixture(scope="session")
-def wikitext_path(data_dir: Path) -> Path:
-    path = data_dir / "wikitext2" / "wiki.test.raw"
+
+@pytest.fixture(scope="session", params=["excerpt", "wikitext-2 test file"])
+def wikitext_path(request, tmp_path_factory) -> Path:
+    if request.param == "excerpt":
+        path = tmp_path_factory.mktemp("wikitext") / "excerpt.raw"
+        path.write_bytes("".join(f"{line}\r\n" for line in WIKITEXT_EXCERPT).encode("utf8"))
+        return path
+    path = request.getfixturevalue("data_dir") / "wikitext2" / "wiki.test.raw"
     if not path.is_file():
         pytest.skip(f"{path} not found")
     return path
@@ -81,10 +114,10 @@ def test_wikitext_heading_levels():
     assert wikitext_heading(" = = Unbalanced = ") is None
 
 
-def test_wikitext_articles_are_the_level_one_headings(wikitext_articles, heading_lines):
+def test_wikitext_articles_are_the_level_one_headings(wikitext_path, wikitext_articles, heading_lines):
     titles = [detokenize_wikitext(title) for level, title in map(wikitext_heading, heading_lines) if level == 1]
     assert [article.title for article in wikitext_articles] == titles
-    assert len(wikitext_articles) == 60
+    assert len(wikitext_articles) == {"excerpt.raw": 2, "wiki.test.raw": 60}[wikitext_path.name]
     constant_k = next(article for article in wikitext_articles if article.title == "Constant k filter")
     assert "cut-off frequency of ωc = 1 rad / s and a nominal impedance k = 1 Ω." in constant_k.text
 
@@ -132,7 +165,7 @@ def test_wikitext_token_chunks_fit_the_budget(wikitext_path, llama_tokenizer):
     budget = 89  # the reference text budget: cutoff 128 - BOS " - 19 - 18
     chunker = DocumentChunker(chunk_size=budget, unit="tokens", tokenizer=llama_tokenizer)
     rows = wikitext_pairs(wikitext_path, chunker, max_rows=400)
-    assert len(rows) == 400
+    assert len(rows) == 400 if wikitext_path.name == "wiki.test.raw" else len(rows) >= 10
     lengths = [
         len(llama_tokenizer(text, add_special_tokens=False)["input_ids"])
         for text in list(rows[TEXT_COLUMN]) + list(rows[NEXT_TEXT_COLUMN])
