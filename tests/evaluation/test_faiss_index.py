@@ -73,6 +73,23 @@ def test_ivf_recall_follows_nprobe_set_through_parameter_space(clustered_corpus)
     assert _recall(found_all_lists, exact_rows, ids) == 1.0
 
 
+@pytest.mark.slow
+def test_ivf_recall_at_10_on_100k_clustered_vectors():
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((1000, 64))
+    corpus = _clustered(rng, 100_000, 64, centers, noise=0.8)
+    queries = _clustered(rng, 200, 64, centers, noise=0.8)
+    ids = [str(i) for i in range(len(corpus))]
+    exact_rows = np.argpartition(-(queries @ corpus.T), 10, axis=1)[:, :10]  # the exact top 10, unordered
+    index = FaissIndex.build(corpus, ids, "IVF256,Flat", search_parameters="nprobe=16")
+    _, found = index.search(queries, k=10)
+    recall = _recall(found, exact_rows, ids)
+    assert recall >= 0.95
+    index.set_search_parameters("nprobe=1")
+    _, found_one_list = index.search(queries, k=10)
+    assert _recall(found_one_list, exact_rows, ids) < recall
+
+
 def test_hnsw_takes_ef_search(small_corpus):
     corpus, ids, queries = small_corpus
     index = FaissIndex.build(corpus, ids, "HNSW16", search_parameters={"efSearch": 256})
@@ -103,7 +120,7 @@ def test_sq8_rescoring_restores_exact_scores_and_recall(clustered_corpus):
     [
         ("Flat", {}),
         ("IVF8,Flat", {"search_parameters": "nprobe=4"}),
-        ("IVF8,PQ8x4", {"search_parameters": {"nprobe": 8}}),
+        ("IVF8,PQ8x4np", {"search_parameters": {"nprobe": 8}}),  # np: skip the slow polysemous training
         ("HNSW16", {"search_parameters": "efSearch=64"}),
         ("SQ8", {"rescore_multiplier": 3, "normalize": True}),
     ],
