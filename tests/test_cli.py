@@ -28,6 +28,7 @@ def test_version_names_llara_st_and_the_libraries_it_runs_on(capsys):
     assert "transformers " in printed and "torch " in printed
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and sentence-transformers
 def test_the_console_script_prints_one_line_for_a_missing_source(tmp_path):
     """Issue 13.4's example: `llara-st convert /nonexistent out` ended in an 18-line OSError traceback."""
     result = subprocess.run(
