@@ -7,7 +7,8 @@ from llara_st.training.adaptation import (
     parse_adaptation_arguments,
     run_adaptation,
 )
-from llara_st.training.arguments import parse_arguments, read_config_file, resolve_checkpoint
+from llara_st.training.arguments import parse_arguments, read_config_file
+from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
 from llara_st.training.finetuning import (
     LLAMA_LINEAR_PROJECTIONS,
     FinetuneArguments,
@@ -27,6 +28,7 @@ __all__ = [
     "LLAMA_LINEAR_PROJECTIONS",
     "AdaptationArguments",
     "FinetuneArguments",
+    "RunFingerprint",
     "add_lora_adapter",
     "autocast_available",
     "beir_ir_evaluator",

@@ -36,7 +36,9 @@ from llara_st.data import (
     wikitext_pairs,
 )
 from llara_st.losses import EBAEEBARLoss
-from llara_st.training.arguments import parse_arguments, resolve_checkpoint
+from llara_st.training.arguments import parse_arguments
+from llara_st.training.callbacks import DivergenceCallback, check_probe_embeddings
+from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
 from llara_st.training.finetuning import (
     LLAMA_LINEAR_PROJECTIONS,
     add_lora_adapter,
@@ -107,6 +109,10 @@ class AdaptationArguments:
     )
     final_model_dir: str | None = field(
         default=None, metadata={"help": "Where to save the adapted model (default: <output_dir>/final)"}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Delete another run's checkpoints and model in output_dir and start afresh (else an error)"},
     )
 
     def __post_init__(self) -> None:
@@ -245,11 +251,22 @@ def run_adaptation(
         train_dataset=dataset,
         eval_dataset=eval_dataset,
         loss=loss,
-        callbacks=callbacks,
+        # A non-finite loss or gradient stops the run (the trainer would log it as a finite mean).
+        callbacks=[DivergenceCallback(loss), *(callbacks or [])],
     )
 
-    # 5. Evaluate before training (held-out adaptation loss, logged at step 0), unless resuming.
-    checkpoint = resolve_checkpoint(training_args)
+    # 5. Evaluate before training (held-out adaptation loss, logged at step 0), unless resuming. Only a run with
+    # the same settings and data is resumed; another run's checkpoints in output_dir are an error.
+    fingerprint = RunFingerprint.from_configs(config, training_args, {"train_dataset": dataset})
+    output_dir = Path(training_args.output_dir).resolve()
+    own_outputs = [path.name for path in (final_dir, final_dir.with_name(final_dir.name + "-adapter"))]
+    checkpoint = resolve_checkpoint(
+        training_args.output_dir,
+        training_args.resume_from_checkpoint,
+        fingerprint,
+        overwrite=config.overwrite_output_dir,
+        stale_outputs=own_outputs if final_dir.resolve().parent == output_dir else (),
+    )
     if eval_dataset is not None and checkpoint is None:
         training_args.eval_on_start = True
 
@@ -265,6 +282,7 @@ def run_adaptation(
     # adapter merged into them, and/or the adapter alone (it loads on top of its base folder).
     adapter_dir = final_dir if config.lora_save == "adapter" else final_dir.with_name(final_dir.name + "-adapter")
     if trainer.is_world_process_zero():
+        check_probe_embeddings(model)  # never save a model whose embeddings are non-finite or collapsed
         if not config.use_lora:
             model.save(str(final_dir), safe_serialization=True)
         else:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import HfArgumentParser, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
-
-logger = logging.getLogger(__name__)
+from transformers import HfArgumentParser
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -60,19 +56,3 @@ def parse_arguments(
             names = ", ".join(t.__name__ for t in dataclass_types)
             raise ValueError(f"{error} (settings of {names})") from None
     return parser.parse_args_into_dataclasses(list(source))
-
-
-def resolve_checkpoint(training_args: TrainingArguments) -> str | None:
-    """``resume_from_checkpoint``: a path, or "true"/"last"/"latest" for the newest checkpoint in output_dir
-    (None if it has none yet)."""
-    value = training_args.resume_from_checkpoint
-    if value is None or str(value).lower() in ("", "false", "none"):
-        return None
-    if str(value).lower() in ("true", "last", "latest"):
-        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
-        if last is None:
-            logger.info("No checkpoint in %s: starting from scratch", training_args.output_dir)
-        return last
-    if not Path(value).is_dir():
-        raise FileNotFoundError(f"resume_from_checkpoint={value!r} is not a checkpoint folder")
-    return str(value)

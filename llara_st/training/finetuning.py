@@ -38,7 +38,10 @@ from llara_st.data.contrastive import (
 )
 from llara_st.data.mining import mine_hard_negatives_from_qrels
 from llara_st.modules import LLaRATransformer
-from llara_st.training.arguments import parse_arguments, resolve_checkpoint
+from llara_st.training.arguments import parse_arguments
+from llara_st.training.callbacks import DivergenceCallback, check_probe_embeddings
+from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
+from llara_st.training.validation import check_text_rows
 
 logger = logging.getLogger(__name__)
 
@@ -339,6 +342,10 @@ class FinetuneArguments(SentenceTransformerTrainingArguments):
     )
     train_prompt_tokens: bool = field(default=True, metadata={"help": "Train the <s1>…<s16> embedding rows too."})
     merge_lora: bool = field(default=True, metadata={"help": "Save merged weights (else the adapter alone)."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Delete another run's checkpoints and model in output_dir and start afresh (else an error)."},
+    )
     # The trainer's settings whose defaults differ for LLaRA fine-tuning.
     learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate."})
     warmup_steps: float = field(
@@ -481,6 +488,8 @@ def run_finetuning(
         train_dataset = build_training_rows(args, model)
     elif not isinstance(train_dataset, Dataset):
         train_dataset = load_contrastive_dataset(train_dataset, args.group_size, args.positives, args.seed)
+    # An empty query or passage would train the model to match the template alone: refused, naming the row.
+    train_dataset = check_text_rows(train_dataset, source=str(args.train_data or "train_dataset"))
     logger.info("Training rows: %d, columns %s", len(train_dataset), train_dataset.column_names)
 
     # 3. Loss: InfoNCE with in-batch and hard negatives
@@ -514,9 +523,24 @@ def run_finetuning(
 
     # 6. Train
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator, callbacks=callbacks
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        loss=loss,
+        evaluator=evaluator,
+        # A non-finite loss or gradient stops the run (the trainer would log it as a finite mean).
+        callbacks=[DivergenceCallback(loss), *(callbacks or [])],
     )
-    trainer.train(resume_from_checkpoint=resolve_checkpoint(args))
+    # Only a run with the same settings and rows is resumed; another run's work in output_dir is an error.
+    fingerprint = RunFingerprint.from_configs(args, {"train_dataset": train_dataset})
+    checkpoint = resolve_checkpoint(
+        args.output_dir,
+        args.resume_from_checkpoint,
+        fingerprint,
+        overwrite=args.overwrite_output_dir,
+        stale_outputs=("final", "metrics.json"),
+    )
+    trainer.train(resume_from_checkpoint=checkpoint)
 
     # 7. Evaluate after training
     if evaluator is not None:
@@ -531,6 +555,7 @@ def run_finetuning(
     if trainer.is_world_process_zero():
         if args.lora and args.merge_lora:
             merge_lora_adapter(model)
+        check_probe_embeddings(model)  # never save a model whose embeddings are non-finite or collapsed
         model.save(str(final_dir), safe_serialization=True)
         (output_dir / "metrics.json").write_text(
             json.dumps({"config": args.to_dict(), "metrics": metrics}, indent=2, default=str), encoding="utf8"

@@ -125,7 +125,12 @@ class StageRunner:
             return json.loads(path.read_text())["result"]
         logger.info("Stage %s: starting", name)
         start = time.perf_counter()
-        result = self.stages[name]()
+        # A forced training stage starts afresh over its earlier run; an unfinished one resumes it.
+        self.forced, previous = force, getattr(self, "forced", False)
+        try:
+            result = self.stages[name]()
+        finally:
+            self.forced = previous
         seconds = time.perf_counter() - start
         self.stages_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"stage": name, "seconds": seconds, "result": result}, indent=2))
@@ -285,7 +290,9 @@ class ReproductionPipeline(StageRunner):
 
     def adapt(self) -> dict[str, Any]:
         adaptation, training_args = self.adaptation_arguments(self.result("prepare")["llara_base"])
-        if any(Path(training_args.output_dir).glob("checkpoint-*")):
+        if self.forced:
+            adaptation.overwrite_output_dir = True
+        elif any(Path(training_args.output_dir).glob("checkpoint-*")):
             training_args.resume_from_checkpoint = "true"
         model_dir = run_adaptation(adaptation, training_args)
         return {"model": model_dir, "log_history": read_log_history(Path(training_args.output_dir))}
@@ -299,7 +306,9 @@ class ReproductionPipeline(StageRunner):
 
     def finetune(self, name: str, model_dir: str) -> dict[str, Any]:
         args = self.finetune_arguments(name, model_dir)
-        if any(Path(args.output_dir).glob("checkpoint-*")):
+        if self.forced:
+            args.overwrite_output_dir = True
+        elif any(Path(args.output_dir).glob("checkpoint-*")):
             args.resume_from_checkpoint = "latest"
         final = run_finetuning(args, train_dataset=self.result("mine")["rows"])
         return {"model": final, "log_history": read_log_history(Path(args.output_dir))}

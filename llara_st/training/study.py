@@ -135,7 +135,9 @@ class SeedStudy(StageRunner):
         model_dir = start or self.reproduction.result("adapt")["model"]
         args = self.finetune_arguments(arm, seed, model_dir)
         rows = self.reproduction.result("mine")["rows"]  # identical rows for every arm and seed
-        if any(Path(args.output_dir).glob("checkpoint-*")):
+        if self.forced:
+            args.overwrite_output_dir = True
+        elif any(Path(args.output_dir).glob("checkpoint-*")):
             args.resume_from_checkpoint = "latest"
         final = run_finetuning(args, train_dataset=rows)
         return {"model": final, "log_history": read_log_history(Path(args.output_dir))}
