@@ -54,6 +54,8 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
     (``title + " " + text``) with ``encode_document``, which for a LLaRA model (Li et al., 2023,
     arXiv:2312.15503) select the query and passage templates. No Hub call is made. The dataset revision
     recorded in the result file is a content hash of the files, so results on different data never merge.
+    The data is read and checked by :func:`llara_st.data.read_beir`: qrels naming a missing query or document,
+    duplicate or null ids, null or non-string texts and empty files are errors naming the file and line.
 
     Args:
         folder: The BEIR folder.
