@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 
@@ -21,9 +22,11 @@ def test_evaluate_beir_folder_prints_headline_metrics_and_writes_results(
     assert main([*argv, "--no-progress"]) == 0
     printed = capsys.readouterr().out
     # Mean over q1..q3 of the hand-computed values in test_evaluate_beir.py.
-    ndcg = ((1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3)) + 1 + (0.5 + 2 / math.log2(6)) / (
-        2 + 1 / math.log2(3)
-    )) / 3
+    ndcg = (
+        (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+        + 1
+        + (0.5 + 2 / math.log2(6)) / (2 + 1 / math.log2(3))
+    ) / 3
     assert f"fixed [test]  nDCG@10 {ndcg:.4f}  Recall@100 1.0000  MRR@10 {(1 / 2 + 1 + 1 / 3) / 3:.4f}" in printed
     result_file = out / "results" / "local__static-model" / model_fingerprint(fixed_model) / "fixed.json"
     assert json.loads(result_file.read_text())["scores"]["test"][0]["ndcg_at_10"] == pytest.approx(ndcg, abs=1e-5)
@@ -38,8 +41,80 @@ def test_evaluate_json_output_and_names(fixed_model, fixed_beir_folder, tmp_path
     assert scores["Tiny"]["dev"]["ndcg_at_10"] == pytest.approx(1.0)
 
 
-def test_evaluate_needs_a_data_source(tmp_path):
+def test_evaluate_needs_a_data_source(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", str(tmp_path)])
-    with pytest.raises(KeyError, match="NoSuchTask"):
-        main(["evaluate", str(tmp_path), "--tasks", "NoSuchTask"])
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path), "--tasks", "NoSuchTask"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "llara-st evaluate: error: MTEB does not know the task(s) ['NoSuchTask']: 'NoSuchTask' not found and no "
+        "similar keys were found."
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra_argv", "message"),
+    [
+        (["--beir", "{tmp}/absent"], "BEIR folder {tmp}/absent does not exist"),
+        (["--beir", "{beir}", "--model-kwargs", "{{bad"], "--model-kwargs is not valid JSON"),
+        (["--beir", "{beir}", "--model-kwargs", "[1]"], "--model-kwargs must be a JSON object"),
+        (
+            ["--beir", "{beir}", "--dtype", "bfloat16", "--model-kwargs", '{{"torch_dtype": "float16"}}'],
+            "--dtype and --model-kwargs both set the dtype (torch_dtype)",
+        ),
+        (["--beir", "{beir}", "--batch-size", "0"], "--batch-size must be positive, got 0"),
+    ],
+)
+def test_evaluate_user_errors_are_one_line(extra_argv, message, fixed_beir_folder, tmp_path, capsys):
+    argv = [arg.format(tmp=tmp_path, beir=fixed_beir_folder) for arg in extra_argv]
+    assert main(["evaluate", str(fixed_beir_folder), *argv]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert message.format(tmp=tmp_path) in err
+
+
+def test_evaluate_missing_model_is_one_line(fixed_beir_folder, tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "no-model"), "--beir", str(fixed_beir_folder)]) == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == f"llara-st evaluate: error: model folder {tmp_path / 'no-model'} does not exist"
+    )
+
+
+def test_evaluate_dtype_and_model_kwargs_reach_the_loader(reference_llara_dir, fixed_beir_folder, tmp_path, capsys):
+    """--dtype bfloat16 loads the backbone in bf16: the results land under the bf16 weights' fingerprint."""
+    import llara_st
+
+    out = tmp_path / "out"
+    argv = ["evaluate", str(reference_llara_dir), "--beir", str(fixed_beir_folder), "--output", str(out)]
+    assert (
+        main([*argv, "--no-progress", "--dtype", "bfloat16", "--model-kwargs", '{"attn_implementation": "sdpa"}']) == 0
+    )
+    bf16 = llara_st.load(reference_llara_dir, model_kwargs={"dtype": "bfloat16"})
+    fp32 = llara_st.load(reference_llara_dir)
+    assert model_fingerprint(bf16) != model_fingerprint(fp32)
+    assert (out / "results" / "local__llara" / model_fingerprint(bf16) / "fixed.json").is_file()
+    # Backbone options reach from_pretrained: transformers names an unknown attention implementation.
+    capsys.readouterr()
+    assert main([*argv, "--no-progress", "--model-kwargs", '{"attn_implementation": "no-such-attention"}']) == 1
+    err = capsys.readouterr().err
+    assert "no-such-attention" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_logging_is_quiet_by_default(fixed_model, fixed_beir_folder, tmp_path, capsys):
+    model_dir = tmp_path / "m"
+    fixed_model.save(str(model_dir))
+    argv = ["evaluate", str(model_dir), "--beir", str(fixed_beir_folder), "--no-progress", "--output", str(tmp_path)]
+    with warnings.catch_warnings(record=True) as quiet_warnings:
+        warnings.simplefilter("always")
+        assert main(argv) == 0
+    assert "INFO" not in capsys.readouterr().err
+    assert not [w for w in quiet_warnings if issubclass(w.category, FutureWarning)]
+    # A second run finds the results in the output folder; MTEB's cache notice is INFO, shown with -v, and
+    # mteb's FutureWarnings (about sentence-transformers renames, nothing a user can act on) come back.
+    with warnings.catch_warnings(record=True) as verbose_warnings:
+        warnings.simplefilter("always")
+        assert main([*argv, "-v"]) == 0
+    assert "INFO mteb" in capsys.readouterr().err
+    assert [w for w in verbose_warnings if issubclass(w.category, FutureWarning)]
