@@ -245,8 +245,8 @@ class FaissIndex:
                 )
             for start in range(0, len(array), _ADD_CHUNK_ROWS):
                 self._index.add(array[start : start + _ADD_CHUNK_ROWS])
-            if self.rescore_multiplier is not None:
-                self._embedding_chunks.append(array)
+            if self.rescore_multiplier is not None:  # a copy: the caller's array (or tensor) may change later
+                self._embedding_chunks.append(array.copy())
             self.ids.extend(ids)
             self._id_set |= new_ids
 

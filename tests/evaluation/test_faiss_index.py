@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -178,6 +179,30 @@ def test_incremental_adds_keep_the_id_mapping_and_rescoring_rows(small_corpus):
     scores, found = index.search(corpus[[3, 250]], k=1)  # each document is its own nearest neighbour
     assert found == [["doc-3"], ["doc-250"]]
     np.testing.assert_allclose(scores, [[1.0], [1.0]], atol=1e-5)
+
+
+def test_threads_adding_and_searching_at_once_keep_ids_and_vectors_aligned(small_corpus):
+    corpus, ids, _ = small_corpus
+    index = FaissIndex(corpus.shape[1], "SQ8", rescore_multiplier=2)
+    index.train(corpus)
+
+    def add_then_search(shard: int) -> list[list[str]]:
+        rows = slice(shard * 50, (shard + 1) * 50)
+        index.add(corpus[rows], ids[rows])
+        return index.search(corpus[rows], k=1)[1]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(add_then_search, range(10)))
+    assert [hit for shard in results for [hit] in shard] == ids  # each document finds itself
+    np.testing.assert_array_equal(index.embeddings, corpus[[ids.index(doc_id) for doc_id in index.ids]])
+
+
+def test_kept_embeddings_are_a_copy_of_the_callers_array():
+    corpus = np.eye(3, dtype=np.float32)
+    index = FaissIndex.build(corpus, ["a", "b", "c"], "SQ8", rescore_multiplier=3)
+    corpus[:] = 0  # the caller reuses its buffer
+    scores, found = index.search(np.array([[0.0, 1.0, 0.0]]), k=1)
+    assert found == [["b"]] and scores[0, 0] == pytest.approx(1.0)
 
 
 def test_normalize_turns_inner_product_into_cosine():
