@@ -309,7 +309,9 @@ class LLaRATransformer(Transformer):
             )
             encoder.encode_special_tokens = bool(getattr(self.tokenizer, "split_special_tokens", False))
             self._encoders[max_length] = encoder
-        return [encoding.ids for encoding in encoder.encode_batch(texts, add_special_tokens=add_special_tokens)]
+        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets, which nothing here reads.
+        encode_batch = getattr(encoder, "encode_batch_fast", encoder.encode_batch)
+        return [encoding.ids for encoding in encode_batch(texts, add_special_tokens=add_special_tokens)]
 
     def tokenize_texts(self, texts: Sequence[str], side: Side, max_length: int | None = None) -> list[list[int]]:
         """Token ids of ``prefix + text + suffix`` for each text, unpadded, the text truncated to fit."""
