@@ -146,7 +146,7 @@ class FaissIndex:
         self.dim = dim
         self.factory_string = factory_string
         self.normalize = normalize
-        self.rescore_multiplier = rescore_multiplier
+        self._rescore_multiplier = rescore_multiplier
         self.use_gpu = use_gpu
         self.ids: list[str] = []
         self.search_parameters: dict[str, float] = {}
@@ -184,6 +184,11 @@ class FaissIndex:
                         f"faiss has no search parameter {name!r} for a {self.factory_string!r} index"
                     ) from None
                 self.search_parameters[name] = value
+
+    @property
+    def rescore_multiplier(self) -> float | None:
+        """Candidates rescored per hit (fixed at construction: the index keeps embeddings only when it is set)."""
+        return self._rescore_multiplier
 
     @property
     def ntotal(self) -> int:
@@ -352,6 +357,9 @@ class FaissIndex:
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder} is not a saved FaissIndex: {name} is missing")
         config, ids = (_read_json(folder / name) for name in (_CONFIG_FILE, _IDS_FILE))
+        keys = {"dim", "factory_string", "search_parameters", "normalize", "rescore_multiplier", "ntotal"}
+        if not isinstance(config, dict) or keys - config.keys():
+            raise ValueError(f"{folder / _CONFIG_FILE} must be a JSON object with the keys {sorted(keys)}")
         if not isinstance(ids, list) or not all(isinstance(value, str) for value in ids):
             raise ValueError(f"{folder / _IDS_FILE} must hold a JSON list of string ids")
         if len(set(ids)) != len(ids):

@@ -164,6 +164,12 @@ def test_load_refuses_files_that_do_not_belong_together(small_corpus, tmp_path):
     np.save(tmp_path / "c" / "embeddings.npy", corpus[:10])
     with pytest.raises(ValueError, match=r"embeddings.npy has shape \(10, 32\)"):
         FaissIndex.load(tmp_path / "c")
+    (tmp_path / "c" / "faiss_index_config.json").write_text("{}", encoding="utf8")
+    with pytest.raises(ValueError, match="faiss_index_config.json must be a JSON object with the keys"):
+        FaissIndex.load(tmp_path / "c")
+    (tmp_path / "c" / "faiss_index_config.json").write_text("{", encoding="utf8")
+    with pytest.raises(ValueError, match="faiss_index_config.json is not valid JSON"):
+        FaissIndex.load(tmp_path / "c")
     with pytest.raises(FileNotFoundError, match="not a saved FaissIndex"):
         FaissIndex.load(tmp_path)
 
