@@ -23,7 +23,7 @@ _EMBEDDINGS_FILE = "embeddings.npy"
 _ADD_CHUNK_ROWS = 65_536
 _RESCORE_CHUNK_FLOATS = 2**26  # bound the gathered candidate vectors to 256 MB per query chunk
 # faiss errors read "Error in <C++ signature> at <file>:<line>: <message>"; users need only the message.
-_FAISS_ERROR_PREFIX = re.compile(r"^Error in .*? at \S+:\d+: ", re.DOTALL)
+_FAISS_ERROR_PREFIX = re.compile(r"^Error in .*? at \S+:\d+: (Error: '.*?' failed: )?", re.DOTALL)
 
 
 def _import_faiss() -> Any:
@@ -60,25 +60,6 @@ def _as_float32_rows(embeddings: Any, name: str) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
         raise TypeError(f"{name} must hold floats, got dtype {array.dtype}")
     return np.ascontiguousarray(array, dtype=np.float32)
-
-
-def _parse_search_parameters(parameters: SearchParameters) -> dict[str, float]:
-    if isinstance(parameters, Mapping):
-        items = list(parameters.items())
-    else:
-        items = []
-        for part in filter(None, (piece.strip() for piece in parameters.split(","))):
-            name, equals, value = part.partition("=")
-            if not equals:
-                raise ValueError(f"Search parameter {part!r} is not name=value (e.g. 'nprobe=32,efSearch=128')")
-            items.append((name.strip(), value.strip()))
-    parsed = {}
-    for name, value in items:
-        try:
-            parsed[name] = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"Search parameter {name}={value!r} is not a number") from None
-    return parsed
 
 
 class FaissIndex:
@@ -172,18 +153,22 @@ class FaissIndex:
             raise ValueError(f"faiss cannot put {self.factory_string!r} on GPU: {_faiss_message(error)}") from None
 
     def set_search_parameters(self, parameters: SearchParameters) -> None:
-        """Set search parameters by their faiss names, e.g. ``"nprobe=64"`` or ``{"efSearch": 256}``."""
+        """Set search parameters by their faiss names, e.g. ``"nprobe=64,efSearch=128"`` or ``{"nprobe": 64}``."""
         faiss = _import_faiss()
         space = faiss.GpuParameterSpace() if self.use_gpu else faiss.ParameterSpace()
+        if not isinstance(parameters, str):
+            parameters = ",".join(f"{name}={value}" for name, value in parameters.items())
         with self._lock:
-            for name, value in _parse_search_parameters(parameters).items():
-                try:
-                    space.set_index_parameter(self._index, name, value)
-                except RuntimeError:
-                    raise ValueError(
-                        f"faiss has no search parameter {name!r} for a {self.factory_string!r} index"
-                    ) from None
-                self.search_parameters[name] = value
+            try:
+                space.set_index_parameters(self._index, parameters)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"faiss cannot set the search parameters {parameters!r} on a {self.factory_string!r} index: "
+                    f"{_faiss_message(error)}"
+                ) from None
+            for part in filter(None, parameters.split(",")):  # faiss accepted "name=value,...": keep them to save
+                name, _, value = part.partition("=")
+                self.search_parameters[name] = float(value)
 
     @property
     def rescore_multiplier(self) -> float | None:
