@@ -82,7 +82,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     model = Path(args.model).expanduser()
-    if not model.is_dir() and (model.exists() or model.is_absolute() or args.model.startswith((".", "~"))):
+    if model.exists() and not model.is_dir():
+        raise UserError(f"model {model} is a file; give a model folder or a Hub id (organization/model)")
+    if not model.is_dir() and (model.is_absolute() or args.model.startswith((".", "~")) or args.model.count("/") > 1):
         raise UserError(f"model folder {model} does not exist")
     if args.beir is not None:
         beir = Path(args.beir).expanduser()
