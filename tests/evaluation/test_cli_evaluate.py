@@ -80,6 +80,9 @@ def test_evaluate_missing_model_is_one_line(fixed_beir_folder, tmp_path, capsys)
         capsys.readouterr().err.strip()
         == f"llara-st evaluate: error: model folder {tmp_path / 'no-model'} does not exist"
     )
+    (tmp_path / "model.gguf").write_text("not a folder")
+    assert main(["evaluate", str(tmp_path / "model.gguf"), "--beir", str(fixed_beir_folder)]) == 1
+    assert "model.gguf is a file; give a model folder or a Hub id" in capsys.readouterr().err
 
 
 def test_evaluate_dtype_and_model_kwargs_reach_the_loader(reference_llara_dir, fixed_beir_folder, tmp_path, capsys):
