@@ -38,7 +38,7 @@ from llara_st.data import (
 from llara_st.losses import EBAEEBARLoss
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.callbacks import DivergenceCallback, check_probe_embeddings
-from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
+from llara_st.training.checkpoints import RunFingerprint, path_identity, resolve_checkpoint
 from llara_st.training.finetuning import (
     LLAMA_LINEAR_PROJECTIONS,
     add_lora_adapter,
@@ -165,8 +165,9 @@ def load_adaptation_model(
     if not config.use_lora:
         return llara_st.build_llara_model(config.model_name_or_path, model_kwargs=model_kwargs), None
     # A LoRA adapter records the folder of its base model: convert to disk once, so that checkpoints, resume
-    # and merging find a base that already holds the <sK> tokens.
-    base_dir = Path(training_args.output_dir) / "base-llara"
+    # and merging find a base that already holds the <sK> tokens. The folder is named for the model's content:
+    # a base left by an earlier run on another model is neither reused nor overwritten (its checkpoints need it).
+    base_dir = Path(training_args.output_dir) / f"base-llara-{path_identity(config.model_name_or_path)[:12]}"
     with training_args.main_process_first(local=False, desc="converting the causal LM"):
         if not (base_dir / "modules.json").is_file():
             llara_st.convert(config.model_name_or_path, base_dir)

@@ -93,9 +93,12 @@ def _file_digest(path: Path) -> str:
 def path_identity(path: str | os.PathLike) -> str:
     """A content digest of a file, or of every file of a folder (names included; hidden entries skipped).
 
-    Copying a model or data folder keeps its identity; retraining or editing it changes the identity.
+    Copying a model or data folder keeps its identity; retraining or editing it changes the identity. A path
+    that does not exist (a Hub id) is identified by its name.
     """
     path = Path(path)
+    if not path.exists():
+        return hashlib.sha256(f"name\0{os.fspath(path)}".encode()).hexdigest()
     if path.is_file():
         return _file_digest(path)
     digest = hashlib.sha256()
