@@ -36,6 +36,7 @@ from llara_st.evaluation import HEADLINE_METRICS, BEIRFolderRetrieval, evaluate_
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.finetuning import build_training_rows, parse_finetune_arguments, run_finetuning
+from llara_st.training.precision import resolve_bf16
 from llara_st.training.report import write_report
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,14 @@ class ReproductionConfig:
     )
     transfer_split: str = field(default="test", metadata={"help": "qrels split of the transfer folders"})
     encode_batch_size: int = field(default=32, metadata={"help": "Evaluation encoding batch size"})
-    encode_bf16: bool = field(default=False, metadata={"help": "bfloat16 weights for evaluation encoding"})
+    bf16: str = field(
+        default="auto",
+        metadata={
+            "help": "bfloat16 for evaluation encoding and the default of the adapt/finetune sections' bf16: true, "
+            "false, or 'auto' (only where the hardware computes bf16 natively; emulated bf16 is several times "
+            "slower than float32 on AVX2-only CPUs)"
+        },
+    )
     bootstrap_resamples: int = field(default=10_000, metadata={"help": "Paired bootstrap / randomisation samples"})
     adapt: dict[str, Any] = field(default_factory=dict, metadata={"help": "AdaptationArguments + trainer keys"})
     finetune: dict[str, Any] = field(default_factory=dict, metadata={"help": "FinetuneArguments keys"})
@@ -197,7 +205,12 @@ class ReproductionPipeline(StageRunner):
             if key in section:
                 raise ValueError(f"{name}.{key} is set by the pipeline; remove it from the config's {name}: section")
         # Without CUDA the CPU is the device (bf16 autocast runs there only when told so); no experiment trackers.
-        return {"use_cpu": not torch.cuda.is_available(), "report_to": "none", **section, **values}
+        defaults = {
+            "use_cpu": not torch.cuda.is_available(),
+            "report_to": "none",
+            "bf16": resolve_bf16(self.config.bf16),
+        }
+        return {**defaults, **section, **values}
 
     def adaptation_arguments(self, model_dir: str) -> tuple[Any, Any]:
         section = self._section(
@@ -267,8 +280,7 @@ class ReproductionPipeline(StageRunner):
         return result
 
     def evaluate(self, model_dir: str, name: str, per_query: bool = True) -> dict[str, Any]:
-        # bfloat16 weights encode about twice as fast on CPUs with AVX512-BF16, at no cost to the rankings.
-        model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if self.config.encode_bf16 else None)
+        model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
         result: dict[str, Any] = {"scores": {}, "per_query": {}, "transfer": {}}
         for split in self.config.eval_splits:
             scores = self._evaluate_folder(model, name, self.config.beir_dir, split, per_query)

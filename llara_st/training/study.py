@@ -25,6 +25,7 @@ from llara_st.data.beir import read_beir_qrels
 from llara_st.evaluation import HEADLINE_METRICS, evaluate_beir
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
+from llara_st.training.precision import resolve_bf16
 from llara_st.training.reproduction import (
     ReproductionPipeline,
     StageRunner,
@@ -52,7 +53,9 @@ class StudyConfig:
     )
     corpus_seed: int = field(default=0, metadata={"help": "Seed of the sub-corpus samples"})
     encode_batch_size: int = field(default=32, metadata={"help": "Evaluation encoding batch size"})
-    encode_bf16: bool = field(default=False, metadata={"help": "bfloat16 weights for evaluation encoding"})
+    bf16: str = field(
+        default="auto", metadata={"help": "bfloat16 weights for evaluation encoding: true, false or 'auto'"}
+    )
     keep_models: bool = field(default=False, metadata={"help": "Keep each fine-tuned model after its evaluation"})
     finetune: dict[str, Any] = field(default_factory=dict, metadata={"help": "Overrides of the finetune section"})
 
@@ -158,7 +161,7 @@ class SeedStudy(StageRunner):
         model_dir = self.result(f"finetune_{arm}_seed{seed}")["model"]
         if not Path(model_dir).is_dir():  # deleted after an earlier evaluation (keep_models: false): train it again
             model_dir = self.run_stage(f"finetune_{arm}_seed{seed}", force=True)["model"]
-        model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if self.config.encode_bf16 else None)
+        model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
         scores = {}
         for evaluation in self.config.evaluations:
             folder = self._evaluation_folder(evaluation)
