@@ -67,29 +67,29 @@ def test_debug_shows_the_traceback(tmp_path):
         main(["convert", "--debug", str(tmp_path / "nonexistent"), str(tmp_path / "out")])
 
 
-def test_convert_refuses_a_non_empty_output_folder_unless_overwrite(tiny_llama_dir, tmp_path, capsys):
+def test_convert_refuses_a_non_empty_output_folder_unless_overwrite(scratch_causal_lm_dir, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    assert main(["convert", str(tiny_llama_dir), str(out)]) == 1
+    assert main(["convert", str(scratch_causal_lm_dir), str(out)]) == 1
     (line,) = _error_lines(capsys)
     assert "output folder" in line and "is not empty" in line and "--overwrite" in line
     # --overwrite replaces model folders only, never an arbitrary folder of the user's.
-    assert main(["convert", str(tiny_llama_dir), str(out), "--overwrite"]) == 1
+    assert main(["convert", str(scratch_causal_lm_dir), str(out), "--overwrite"]) == 1
     (line,) = _error_lines(capsys)
     assert "not a sentence-transformers folder (no modules.json)" in line
     assert (out / "notes.txt").read_text() == "keep me"
 
     model_dir = tmp_path / "model"
-    assert main(["convert", str(tiny_llama_dir), str(model_dir), "--query-max-length", "40"]) == 0
+    assert main(["convert", str(scratch_causal_lm_dir), str(model_dir), "--query-max-length", "100"]) == 0
     stale = model_dir / "stale.txt"
     stale.write_text("from an earlier conversion")
-    assert main(["convert", str(tiny_llama_dir), str(model_dir)]) == 1
+    assert main(["convert", str(scratch_causal_lm_dir), str(model_dir)]) == 1
     assert stale.exists()
-    assert main(["convert", str(tiny_llama_dir), str(model_dir), "--overwrite"]) == 0
+    assert main(["convert", str(scratch_causal_lm_dir), str(model_dir), "--overwrite"]) == 0
     assert not stale.exists()  # replaced as a whole, not written over
     config = json.loads((model_dir / "sentence_bert_config.json").read_text())
-    assert config["query_max_length"] != 40
+    assert config["query_max_length"] != 100
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []  # no staging left
     assert llara_st.load(model_dir).encode_query(["a query"]).shape[0] == 1
 
