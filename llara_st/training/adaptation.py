@@ -36,13 +36,13 @@ from llara_st.data import (
     wikitext_pairs,
 )
 from llara_st.losses import EBAEEBARLoss
+from llara_st.model import llara_module
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.callbacks import DivergenceCallback, check_probe_embeddings
 from llara_st.training.checkpoints import RunFingerprint, path_identity, resolve_checkpoint
 from llara_st.training.finetuning import (
     LLAMA_LINEAR_PROJECTIONS,
     add_lora_adapter,
-    llara_transformer,
     merge_lora_adapter,
 )
 
@@ -181,7 +181,7 @@ def build_adaptation_dataset(
     chunker = DocumentChunker(
         chunk_size=config.chunk_size or text_budget,
         unit=config.chunk_unit,
-        tokenizer=llara_transformer(model).tokenizer if config.chunk_unit == "tokens" else None,
+        tokenizer=llara_module(model, required=True).tokenizer if config.chunk_unit == "tokens" else None,
     )
     parts = []
     if config.wikitext_paths:

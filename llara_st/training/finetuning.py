@@ -37,7 +37,7 @@ from llara_st.data.contrastive import (
     relevant_documents,
 )
 from llara_st.data.mining import mine_hard_negatives_from_qrels
-from llara_st.modules import LLaRATransformer
+from llara_st.model import llara_module
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.callbacks import DivergenceCallback, check_probe_embeddings
 from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
@@ -57,17 +57,6 @@ LLAMA_LINEAR_PROJECTIONS: tuple[str, ...] = (
 )
 DEFAULT_TEMPERATURE = 0.01
 ADAPTER_NAME = "default"
-
-
-def llara_transformer(model: SentenceTransformer) -> LLaRATransformer:
-    """The :class:`~llara_st.modules.LLaRATransformer` input module of a LLaRA model (an error otherwise)."""
-    first = model[0]
-    if not isinstance(first, LLaRATransformer):
-        raise TypeError(
-            f"expected a LLaRA model whose first module is LLaRATransformer, got {type(first).__name__}; "
-            "build one with llara_st.build_llara_model or load one with llara_st.load"
-        )
-    return first
 
 
 def contrastive_loss(
@@ -148,7 +137,7 @@ def add_lora_adapter(
     from peft import LoraConfig
     from peft.functional import cast_adapter_dtype
 
-    transformer = llara_transformer(model)
+    transformer = llara_module(model, required=True)
     if r < 1:
         raise ValueError(f"LoRA rank r must be at least 1, got {r}")
     names = {
@@ -177,7 +166,7 @@ def add_lora_adapter(
 
 def has_lora_adapter(model: SentenceTransformer) -> bool:
     """Whether the backbone carries a PEFT adapter (added by :func:`add_lora_adapter` or loaded with one)."""
-    return bool(getattr(llara_transformer(model).model, "peft_config", None))
+    return bool(getattr(llara_module(model, required=True).model, "peft_config", None))
 
 
 def merge_lora_adapter(model: SentenceTransformer, base_model_name_or_path: str | None = None) -> SentenceTransformer:
@@ -201,7 +190,7 @@ def merge_lora_adapter(model: SentenceTransformer, base_model_name_or_path: str 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    transformer = llara_transformer(model)
+    transformer = llara_module(model, required=True)
     adapted = transformer.model
     if not has_lora_adapter(model):
         raise ValueError("the model has no adapter to merge")
@@ -412,8 +401,9 @@ def load_finetune_model(args: FinetuneArguments) -> SentenceTransformer:
         )
         source = base
     model = llara_st.load(source.resolve(), model_kwargs=model_kwargs)
-    model[0].query_max_length = args.query_max_length
-    model[0].passage_max_length = args.passage_max_length
+    transformer = llara_module(model, required=True)
+    transformer.query_max_length = args.query_max_length
+    transformer.passage_max_length = args.passage_max_length
     return model
 
 
