@@ -26,7 +26,8 @@ _CASES = {
     # feature names the extra to install.
     "none": """
         import llara_st, llara_st.integrations, llara_st.evaluation
-        from llara_st.evaluation import FaissIndex, load_sentence_transformer
+        from llara_st.evaluation import FaissIndex
+        from llara_st import load
         from llara_st.cli import main
         try:
             llara_st.evaluation.evaluate_beir

@@ -168,12 +168,10 @@ def test_llara_module_is_the_one_way_to_reach_the_input_module(reference_llara):
 
 
 def test_one_loader_reads_folders_with_or_without_trusting_code(reference_llara_dir, reference_llara):
-    from llara_st.evaluation.loading import load_sentence_transformer
-
     expected = reference_llara.encode_query(["what causes tides?"])
     for model in (
         llara_st.load(reference_llara_dir, device="cpu", trust_remote_code=True),
-        load_sentence_transformer(reference_llara_dir, device="cpu"),  # the former evaluation loader, an alias now
+        llara_st.load(reference_llara_dir, device="cpu"),
     ):
         assert np.array_equal(model.encode_query(["what causes tides?"]), expected)
 

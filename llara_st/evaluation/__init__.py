@@ -1,8 +1,8 @@
 """Evaluation: MTEB retrieval on local BEIR folders and MTEB tasks, LLaRA model metadata, faiss indexes.
 
 Names load on first use, so each optional extra works alone: ``FaissIndex`` needs faiss but not mteb,
-``load_sentence_transformer`` needs neither, and the MTEB functions say ``pip install llara-st[mteb]`` when mteb
-is missing.
+and the MTEB functions say ``pip install llara-st[mteb]`` when mteb is missing. Models load with
+:func:`llara_st.load`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     )
     from llara_st.evaluation.evaluate import HEADLINE_METRICS, evaluate_beir, evaluate_mteb, format_scores
     from llara_st.evaluation.faiss_index import FaissIndex, FaissSearchBackend, default_nlist, faiss_gpu_count
-    from llara_st.evaluation.loading import load_sentence_transformer, resolve_model_folder
     from llara_st.evaluation.model_meta import (
         LLARA_CITATION,
-        is_llara_model,
         llara_model_meta,
         load_llara_for_mteb,
         model_fingerprint,
@@ -44,10 +42,7 @@ _SUBMODULE_OF: dict[str, str] = {
     "FaissSearchBackend": "faiss_index",
     "default_nlist": "faiss_index",
     "faiss_gpu_count": "faiss_index",
-    "load_sentence_transformer": "loading",
-    "resolve_model_folder": "loading",
     "LLARA_CITATION": "model_meta",
-    "is_llara_model": "model_meta",
     "llara_model_meta": "model_meta",
     "load_llara_for_mteb": "model_meta",
     "model_fingerprint": "model_meta",
@@ -96,13 +91,10 @@ __all__ = [
     "evaluate_mteb",
     "faiss_gpu_count",
     "format_scores",
-    "is_llara_model",
     "llara_model_meta",
     "load_llara_for_mteb",
-    "load_sentence_transformer",
     "model_fingerprint",
     "model_meta_for",
     "mteb_encoder",
     "read_beir_qrels",
-    "resolve_model_folder",
 ]

@@ -15,8 +15,8 @@ from sentence_transformers import SentenceTransformer
 
 from llara_st.evaluation.beir_task import BEIRFolderRetrieval
 from llara_st.evaluation.faiss_index import FaissSearchBackend
-from llara_st.evaluation.loading import load_sentence_transformer
 from llara_st.evaluation.model_meta import model_fingerprint, model_meta_for, mteb_encoder
+from llara_st.model import load
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _prepare_model(
     if isinstance(model, SentenceTransformer):
         return model, None
     if isinstance(model, str | os.PathLike):
-        return load_sentence_transformer(model, trust_remote_code=trust_remote_code, device=device), Path(model)
+        return load(model, trust_remote_code=trust_remote_code, device=device), Path(model)
     raise TypeError(f"model must be a SentenceTransformer or a path, got {type(model).__name__}")
 
 
@@ -150,7 +150,7 @@ def evaluate_beir(
             so a second split or rerun of the same corpus skips the corpus encoding.
         faiss_index: Retrieve with faiss (a factory string such as ``"Flat"``, ``"HNSW32"``, ``"IVF1024,SQ8"``, or a
             configured :class:`~llara_st.evaluation.FaissSearchBackend`) instead of MTEB's exact chunked search.
-        trust_remote_code: See :func:`~llara_st.evaluation.load_sentence_transformer`.
+        trust_remote_code: See :func:`llara_st.load`.
         device: Device when loading from a path.
         save_predictions: Also write MTEB's rankings (top 1000 per query) to ``output_folder/predictions/``.
         overwrite: Recompute even if ``output_folder`` already holds this split's results for this model

@@ -24,11 +24,6 @@ logger = logging.getLogger(__name__)
 _FINGERPRINT_SAMPLES = 4096
 
 
-def is_llara_model(model: SentenceTransformer) -> bool:
-    """Alias of ``llara_st.model.llara_module(model) is not None``; use that instead."""
-    return llara_module(model) is not None
-
-
 def model_fingerprint(model: SentenceTransformer) -> str:
     """A short hash of a model's module configs, prompts and a strided sample of every weight tensor.
 
@@ -157,7 +152,9 @@ def load_llara_for_mteb(
 ) -> SentenceTransformerEncoderWrapper:
     """MTEB loader (``ModelMeta.loader``) for LLaRA models: :func:`llara_st.load` wrapped for MTEB.
 
-    Reads what :func:`llara_st.load` reads (a LLaRA folder, a Hub id, an authors' checkpoint such as
+    MTEB calls a loader with ``(name, revision, **kwargs)`` and expects an MTEB encoder back, so this is not a
+    second loader but the adapter MTEB needs; load models yourself with :func:`llara_st.load`. It reads what
+    :func:`llara_st.load` reads (a LLaRA folder, a Hub id, an authors' checkpoint such as
     ``BAAI/LLARA-passage``), with the same safety checks.
 
     Args:
@@ -228,7 +225,6 @@ def mteb_encoder(model: SentenceTransformer, meta: ModelMeta) -> SentenceTransfo
 
 __all__ = [
     "LLARA_CITATION",
-    "is_llara_model",
     "llara_model_meta",
     "load_llara_for_mteb",
     "model_fingerprint",

@@ -89,3 +89,16 @@ def test_mteb_evaluate_loads_a_llara_meta(reference_llara_dir, reference_llara, 
     direct = evaluate_beir(reference_llara, folder, "test", show_progress_bar=False)
     assert scores["ndcg_at_10"] == pytest.approx(direct["ndcg_at_10"])
     assert scores["mrr_at_10"] == pytest.approx(direct["mrr_at_10"])
+
+
+def test_one_loader_and_one_accessor_remain():
+    """Issue 12.2: models load with llara_st.load and the input module is reached with llara_st.model.llara_module;
+    the former aliases are gone (load_llara_for_mteb stays: it is the MTEB encoder a ModelMeta's loader returns)."""
+    import llara_st.evaluation
+    import llara_st.training
+
+    for alias in ("load_sentence_transformer", "resolve_model_folder", "is_llara_model"):
+        assert alias not in llara_st.evaluation.__all__
+        with pytest.raises(AttributeError):
+            getattr(llara_st.evaluation, alias)
+    assert not hasattr(llara_st.training, "llara_transformer")
