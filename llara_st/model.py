@@ -56,11 +56,13 @@ def llara_module(model: nn.Module, *, required: bool = False) -> LLaRATransforme
 
     Example::
 
-        import llara_st
-        from llara_st.model import llara_module
-
-        model = llara_st.load("llara")
-        llara_module(model, required=True).tokenizer
+        >>> import llara_st
+        >>> from llara_st.model import llara_module
+        >>> model = llara_st.load(llara_path)  # a LLaRA folder, e.g. written by llara_st.convert
+        >>> llara_module(model, required=True).tokenizer.convert_tokens_to_ids("<s1>") > 0
+        True
+        >>> llara_module(model[1]) is None  # the pooling module is not a LLaRA input module
+        True
     """
     unwrapped = getattr(model, "module", model)
     if isinstance(unwrapped, LLaRATransformer):
@@ -100,6 +102,15 @@ def build_llara_model(
             :class:`~llara_st.model_card.LLaRAModelCardData`.
         **transformer_kwargs: Passed to :class:`~llara_st.modules.LLaRATransformer`
             (``model_kwargs={"torch_dtype": "bfloat16", "attn_implementation": "flash_attention_2"}``, ...).
+
+    Example::
+
+        >>> import llara_st
+        >>> model = llara_st.build_llara_model(causal_lm_path)  # e.g. "HuggingFaceTB/SmolLM2-135M"
+        >>> [type(module).__name__ for module in model]
+        ['LLaRATransformer', 'LastKPooling', 'Normalize']
+        >>> model.encode_document(["The Moon pulls the oceans."]).shape
+        (1, 64)
     """
     transformer = LLaRATransformer(
         model_name_or_path,
@@ -129,6 +140,16 @@ def convert(src: str, dst: str | os.PathLike, **kwargs: Any) -> SentenceTransfor
         src: The causal LM.
         dst: The output folder.
         **kwargs: Passed to :func:`build_llara_model`.
+
+    Example::
+
+        >>> from pathlib import Path
+        >>> import llara_st
+        >>> model = llara_st.convert(causal_lm_path, "llara")  # e.g. "meta-llama/Llama-2-7b-hf"
+        >>> (Path("llara") / "modules.json").is_file(), (Path("llara") / "README.md").is_file()
+        (True, True)
+        >>> llara_st.load("llara").encode_query(["what causes tides?"]).shape
+        (1, 64)
     """
     model = build_llara_model(src, **kwargs)
     model.save(str(dst), safe_serialization=True)
@@ -413,10 +434,10 @@ def load(
 
     Example::
 
-        import llara_st
-
-        model = llara_st.load("llara")  # or a Hub id, e.g. llara_st.load("BAAI/LLARA-passage")
-        model.encode_query(["what causes tides?"])
+        >>> import llara_st
+        >>> model = llara_st.load(llara_path)  # a folder, or a Hub id, e.g. llara_st.load("BAAI/LLARA-passage")
+        >>> model.encode_query(["what causes tides?"]).shape
+        (1, 64)
     """
     folder, roots = _model_folder(
         model_name_or_path,

@@ -1,0 +1,93 @@
+"""What the docstring examples of ``llara_st`` run on (``python -m pytest`` collects them with ``--doctest-modules``).
+
+Each example runs in a fresh temporary folder (so ``model.save("llara")`` or ``"rows.jsonl"`` write nowhere else) and
+finds these names, all built here offline from the tests' tiny model builders (no Hub, no ../shared):
+
+- ``causal_lm_path``: a random 2-layer, 64-wide Llama with a Llama-2-style tokenizer (what a user converts);
+- ``llara_path``: that model converted to a LLaRA sentence-transformers folder (``llara_st.convert``);
+- ``model``: ``llara_path`` loaded (a fresh copy per example, float32, CPU);
+- ``beir_path``: a BEIR folder of five documents and three queries with ``train``, ``dev`` and ``test`` qrels.
+
+The file sits at the repository root, outside the package, so the wheel does not carry it.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+from _pytest.doctest import DoctestItem
+
+from tests.conftest import build_scratch_tokenizer, build_tiny_llama
+
+ROOT = Path(__file__).resolve().parent
+PACKAGE = ROOT / "llara_st"
+# The packages of the install extras: a module of llara_st that needs a missing one is not collected for doctests.
+EXTRA_PACKAGES = {"mteb", "faiss", "langchain_core", "bm25s", "Stemmer", "gguf", "matplotlib"}
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Skip (for doctests) a module of the package whose extra is not installed; any other import error shows."""
+    if collection_path.suffix != ".py" or PACKAGE not in collection_path.parents:
+        return None
+    parts = collection_path.relative_to(ROOT).with_suffix("").parts
+    module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] in EXTRA_PACKAGES:
+            return True
+        raise
+    return None
+
+
+DOCUMENTS = {
+    "d1": ("Tides", "The tides rise and fall with the pull of the Moon and the Sun on the oceans."),
+    "d2": ("Bees", "Honeybees dance on the comb to show the others where the flowers are."),
+    "d3": ("Volcanoes", "A volcano erupts when magma rises through the crust."),
+    "d4": ("Retrieval", "A retriever embeds queries and documents; relevant documents score high."),
+    "d5": ("Rivers", "The river rose and the fields flooded after a week of rain."),
+}
+QUERIES = {"q1": "what causes the tides?", "q2": "how do bees find food?", "q3": "why did the river flood?"}
+QRELS = {"q1": "d1", "q2": "d2", "q3": "d5"}
+
+
+def build_beir_folder(out: Path) -> Path:
+    """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/{train,dev,test}.tsv) over :data:`DOCUMENTS`."""
+    (out / "qrels").mkdir(parents=True)
+    with (out / "corpus.jsonl").open("w", encoding="utf8") as handle:
+        for doc_id, (title, text) in DOCUMENTS.items():
+            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
+    with (out / "queries.jsonl").open("w", encoding="utf8") as handle:
+        for query_id, text in QUERIES.items():
+            handle.write(json.dumps({"_id": query_id, "text": text}) + "\n")
+    for split in ("train", "dev", "test"):
+        lines = ["query-id\tcorpus-id\tscore", *(f"{q}\t{d}\t1" for q, d in QRELS.items())]
+        (out / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def _doctest_paths(tmp_path_factory) -> dict[str, str]:
+    import llara_st
+
+    tokenizer = build_scratch_tokenizer(tmp_path_factory.mktemp("doctest_tokenizer"))
+    causal_lm = build_tiny_llama(tmp_path_factory.mktemp("doctest_causal_lm"), tokenizer)
+    llara = tmp_path_factory.mktemp("doctest_llara") / "llara"
+    loaded = llara_st.convert(str(causal_lm), llara)
+    beir = build_beir_folder(tmp_path_factory.mktemp("doctest_beir") / "scifact")
+    return {"causal_lm_path": str(causal_lm), "llara_path": str(llara), "beir_path": str(beir), "_model": loaded}
+
+
+@pytest.fixture(autouse=True)
+def _llara_doctest_namespace(request, doctest_namespace, tmp_path, monkeypatch) -> None:
+    """For docstring examples only: the names above, and a temporary working folder."""
+    if not isinstance(request.node, DoctestItem):
+        return
+    paths = request.getfixturevalue("_doctest_paths")
+    doctest_namespace.update({name: value for name, value in paths.items() if not name.startswith("_")})
+    doctest_namespace["model"] = copy.deepcopy(paths["_model"])
+    monkeypatch.chdir(tmp_path)
