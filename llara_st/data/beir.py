@@ -169,7 +169,13 @@ def read_jsonl(
 
     Example::
 
-        rows = read_jsonl("corpus.jsonl", ["text"], optional_texts=["title"], id_field="_id")
+        >>> from pathlib import Path
+        >>> from llara_st.data import read_jsonl
+        >>> lines = ['{"_id": 7, "text": "Tides."}', '{"_id": "d2", "title": "Bees", "text": "Bees."}']
+        >>> _ = Path("corpus.jsonl").write_text("\\n".join(lines))
+        >>> rows = read_jsonl("corpus.jsonl", ["text"], optional_texts=["title"], id_field="_id")
+        >>> rows[:]
+        {'_id': ['7', 'd2'], 'text': ['Tides.', 'Bees.'], 'title': ['', 'Bees']}
     """
     path = Path(path)
     if not path.is_file():
@@ -282,10 +288,12 @@ def read_beir(folder: str | os.PathLike, split: str) -> BEIRSplit:
 
     Example::
 
-        from llara_st.data import read_beir
-
-        corpus, queries, qrels = read_beir("data/scifact", "test")
-        corpus[0]  # {'id': '4983', 'title': 'Microstructural development ...', 'text': '...'}
+        >>> from llara_st.data import read_beir
+        >>> corpus, queries, qrels = read_beir(beir_path, "test")  # e.g. a download of BEIR's SciFact
+        >>> corpus.column_names, corpus[0]["title"]
+        (['id', 'title', 'text'], 'Tides')
+        >>> queries[0], qrels["q1"]
+        ({'id': 'q1', 'text': 'what causes the tides?'}, {'d1': 1})
     """
     folder = check_beir_folder(folder, [split])
     qrels_path = folder / QRELS_FOLDER / f"{split}.tsv"
@@ -316,9 +324,12 @@ def load_beir(
 
     Example::
 
-        from llara_st.data import load_beir
-
-        corpus, queries, qrels = load_beir("data/scifact", "train")
+        >>> from llara_st.data import load_beir
+        >>> corpus, queries, qrels = load_beir(beir_path, "train")
+        >>> corpus["d2"]  # title and text
+        'Bees Honeybees dance on the comb to show the others where the flowers are.'
+        >>> queries["q2"], qrels["q2"]
+        ('how do bees find food?', {'d2': 1})
     """
     corpus, queries, qrels = read_beir(folder, split)
     documents = {row["id"]: f"{row['title']} {row['text']}".strip() for row in corpus}
