@@ -82,8 +82,11 @@ class DocumentChunker:
     chunks of about ``L / n`` units each, so there is no short left-over tail (a 70-word document with
     ``chunk_size=64`` gives two chunks of ~35 words rather than 64 + 6). In ``"tokens"`` mode the units are
     the tokenizer's tokens as they fall in the whole document (word-aligned; a single word longer than
-    ``chunk_size`` tokens is cut between tokens); re-tokenising a chunk on its own gives the same count up to
-    the merge at its first word.
+    ``chunk_size`` tokens is cut between tokens), and every chunk, tokenised on its own as
+    :class:`~llara_st.losses.EBAEEBARLoss` tokenises it, has at most ``chunk_size`` tokens: a chunk's first word
+    can take more tokens alone than inside the document (a byte-level BPE such as GPT-2's or SmolLM2's merges
+    ``" retrieval"`` into one token but may split ``"retrieval"`` into three), so the chunks are re-tokenised
+    and, when one is over, the document is cut again with that much less per chunk.
 
     A document that fits in one chunk has no next chunk. With ``split_short_documents=True`` (default) it is
     cut into two halves, so that short documents (SciFact abstracts, one-paragraph pages) still give one
@@ -139,36 +142,47 @@ class DocumentChunker:
 
     def chunk(self, document: TextDocument | str) -> list[str]:
         """Consecutive chunks of a document; one chunk if it fits, none if it is empty."""
-        text = _document_text(document)
-        spans = self._spans(text)
-        total = sum(span.cost for span in spans)
-        if total == 0:
-            return []
-        groups = self._balanced_groups(spans, math.ceil(total / self.chunk_size))
-        return [text[group[0].start : group[-1].end] for group in groups]
+        return self._chunks(_document_text(document), halve_one_chunk=False)
 
     def pairs(self, document: TextDocument | str) -> list[tuple[str, str]]:
         """``(chunk, next chunk)`` for every pair of neighbouring chunks of one document."""
-        text = _document_text(document)
-        spans = self._spans(text)
-        total = sum(span.cost for span in spans)
-        if total == 0:
-            return []
-        num_chunks = math.ceil(total / self.chunk_size)
-        if num_chunks == 1:
-            if not self.split_short_documents or total < 2 * self.min_chunk_size or len(spans) < 2:
-                return []
-            num_chunks = 2
-        groups = self._balanced_groups(spans, num_chunks)
-        chunks = [text[group[0].start : group[-1].end] for group in groups]
+        chunks = self._chunks(_document_text(document), halve_one_chunk=self.split_short_documents)
         return list(zip(chunks[:-1], chunks[1:], strict=True))
 
     # ------------------------------------------------------------------ internals
 
-    def _spans(self, text: str) -> list[_Span]:
+    def _chunks(self, text: str, halve_one_chunk: bool) -> list[str]:
+        """The chunks of ``text``; a document that fits in one chunk is halved when asked and long enough."""
         words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
-        if self.unit == "words":
-            return [_Span(start, end, 1) for start, end in words]
+        token_ends = self._token_ends(text, words) if self.unit == "tokens" else None
+        limit = self.chunk_size  # units per chunk as counted inside the document
+        while True:
+            spans = self._spans(words, token_ends, limit)
+            total = sum(span.cost for span in spans)
+            if total == 0:
+                return []
+            num_chunks = math.ceil(total / limit)
+            if num_chunks == 1 and halve_one_chunk and total >= 2 * self.min_chunk_size and len(spans) >= 2:
+                num_chunks = 2
+            groups = self._balanced_groups(spans, num_chunks, limit)
+            chunks = [text[group[0].start : group[-1].end] for group in groups]
+            if self.unit == "words":
+                return chunks
+            # The loss tokenises each chunk on its own, where its first word (or the piece of a cut word) may
+            # take more tokens than inside the document: cut again with that much less per chunk.
+            lengths = [len(ids) for ids in self.tokenizer(chunks, add_special_tokens=False)["input_ids"]]
+            over = max(lengths) - self.chunk_size
+            if over <= 0:
+                return chunks
+            if limit - over < 1:
+                raise ValueError(
+                    f"cannot cut the document starting {text[:60]!r} into chunks of at most {self.chunk_size} "
+                    f"tokens: a chunk of {limit} tokens inside the document takes {max(lengths)} on its own"
+                )
+            limit -= over
+
+    def _token_ends(self, text: str, words: list[tuple[int, int]]) -> list[list[int]]:
+        """For each word, the end offsets of its tokens as the whole text is tokenised."""
         if not words:
             return []
         # verbose=False: documents may be longer than the model's max length; only offsets are read here.
@@ -185,30 +199,39 @@ class DocumentChunker:
             else:
                 index = max(0, bisect.bisect_right(word_starts, token_end - 1) - 1)
             token_ends[index].append(token_end)
+        return token_ends
+
+    @staticmethod
+    def _spans(words: list[tuple[int, int]], token_ends: list[list[int]] | None, limit: int) -> list[_Span]:
+        """The uncut pieces of the text: words, and runs of ``limit`` tokens of a word longer than that."""
+        if token_ends is None:
+            return [_Span(start, end, 1) for start, end in words]
         spans: list[_Span] = []
         for (start, end), ends in zip(words, token_ends, strict=True):
-            if len(ends) <= self.chunk_size:
+            if len(ends) <= limit:
                 spans.append(_Span(start, end, len(ends)))
                 continue
             # A "word" longer than a whole chunk (a URL, a formula): cut it between tokens.
             piece_start, previous = start, 0
-            for count in range(self.chunk_size, len(ends), self.chunk_size):
+            for count in range(limit, len(ends), limit):
                 cut = ends[count - 1]
                 spans.append(_Span(piece_start, cut, count - previous))
                 piece_start, previous = cut, count
             spans.append(_Span(piece_start, end, len(ends) - previous))
         return spans
 
-    def _balanced_groups(self, spans: list[_Span], num_chunks: int) -> list[list[_Span]]:
+    @classmethod
+    def _balanced_groups(cls, spans: list[_Span], num_chunks: int, limit: int) -> list[list[_Span]]:
         # Cutting at word boundaries leaves each chunk a little under its share; when the shortfall adds up
         # to an extra (tiny) last chunk, aim for one chunk more, which gives every chunk some slack.
         while True:
-            groups = self._greedy_groups(spans, num_chunks)
+            groups = cls._greedy_groups(spans, num_chunks, limit)
             if len(groups) <= num_chunks:
                 return groups
             num_chunks += 1
 
-    def _greedy_groups(self, spans: list[_Span], num_chunks: int) -> list[list[_Span]]:
+    @staticmethod
+    def _greedy_groups(spans: list[_Span], num_chunks: int, limit: int) -> list[list[_Span]]:
         total = sum(span.cost for span in spans)
         target = total / num_chunks
         groups: list[list[_Span]] = [[]]
@@ -216,7 +239,7 @@ class DocumentChunker:
         done = 0  # cost of the closed groups and the open one, i.e. cumulative cost so far
         for span in spans:
             boundary = len(groups) * target
-            if groups[-1] and group_cost + span.cost > self.chunk_size:
+            if groups[-1] and group_cost + span.cost > limit:
                 groups.append([])
                 group_cost = 0
             elif groups[-1] and done + span.cost > boundary and len(groups) < num_chunks:
