@@ -45,13 +45,17 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 DOCUMENTS = {
-    "d1": ("Tides", "The tides rise and fall with the pull of the Moon and the Sun on the oceans."),
-    "d2": ("Bees", "Honeybees dance on the comb to show the others where the flowers are."),
-    "d3": ("Volcanoes", "A volcano erupts when magma rises through the crust."),
+    "d1": ("Tides", "The tides rise and fall with the pull of the Moon on the ocean water."),
+    "d2": ("Bees", "Honeybees dance on the comb to show the others where flowers and water are."),
+    "d3": ("Volcanoes", "A volcano erupts when magma rises through the crust under the ocean."),
     "d4": ("Retrieval", "A retriever embeds queries and documents; relevant documents score high."),
-    "d5": ("Rivers", "The river rose and the fields flooded after a week of rain."),
+    "d5": ("Rivers", "The river rose and the fields flooded after a week of rain and water from the hills."),
 }
-QUERIES = {"q1": "what causes the tides?", "q2": "how do bees find food?", "q3": "why did the river flood?"}
+QUERIES = {
+    "q1": "why do the ocean tides rise?",
+    "q2": "where do bees find flowers and water?",
+    "q3": "why did the river rise?",
+}
 QRELS = {"q1": "d1", "q2": "d2", "q3": "d5"}
 
 

@@ -1,4 +1,14 @@
-"""The LLaRA input templates (METHOD.md §1), shared by the input module, the losses and the converter."""
+"""The LLaRA input templates (the EBAE/EBAR prompts of Li et al., 2023, arXiv:2312.15503), shared by the input
+module, the losses and the converter.
+
+Example::
+
+    >>> from llara_st.prompts import PASSAGE_SUFFIX, PREFIX, QUERY_SUFFIX
+    >>> PREFIX + "The Moon pulls the oceans." + PASSAGE_SUFFIX
+    '"The Moon pulls the oceans.", summarize the above passage within eight words: <s1><s2><s3><s4><s5><s6><s7><s8>'
+    >>> QUERY_SUFFIX[-20:]
+    '<s13><s14><s15><s16>'
+"""
 
 from __future__ import annotations
 

@@ -293,7 +293,7 @@ def read_beir(folder: str | os.PathLike, split: str) -> BEIRSplit:
         >>> corpus.column_names, corpus[0]["title"]
         (['id', 'title', 'text'], 'Tides')
         >>> queries[0], qrels["q1"]
-        ({'id': 'q1', 'text': 'what causes the tides?'}, {'d1': 1})
+        ({'id': 'q1', 'text': 'why do the ocean tides rise?'}, {'d1': 1})
     """
     folder = check_beir_folder(folder, [split])
     qrels_path = folder / QRELS_FOLDER / f"{split}.tsv"
@@ -327,9 +327,9 @@ def load_beir(
         >>> from llara_st.data import load_beir
         >>> corpus, queries, qrels = load_beir(beir_path, "train")
         >>> corpus["d2"]  # title and text
-        'Bees Honeybees dance on the comb to show the others where the flowers are.'
+        'Bees Honeybees dance on the comb to show the others where flowers and water are.'
         >>> queries["q2"], qrels["q2"]
-        ('how do bees find food?', {'d2': 1})
+        ('where do bees find flowers and water?', {'d2': 1})
     """
     corpus, queries, qrels = read_beir(folder, split)
     documents = {row["id"]: f"{row['title']} {row['text']}".strip() for row in corpus}

@@ -1,5 +1,6 @@
 """Contrastive fine-tuning rows ``(anchor, positive, negative_1 … negative_n)`` from BEIR folders or the
-authors' ``{"query", "pos", "neg"}`` JSONL (Li et al., 2023, arXiv:2312.15503, §3 of docs/METHOD.md)."""
+authors' ``{"query", "pos", "neg"}`` JSONL: LLaRA's fine-tuning data (Li et al., 2023, arXiv:2312.15503; the
+repository's docs/finetuning.md)."""
 
 from __future__ import annotations
 
@@ -80,8 +81,11 @@ def read_contrastive_jsonl(paths: str | os.PathLike | Sequence[str | os.PathLike
 
     Example::
 
-        examples = read_contrastive_jsonl("toy_finetune_data.jsonl")
-        dataset = build_contrastive_dataset(examples, group_size=16)
+        >>> from llara_st.data import read_contrastive_jsonl, write_contrastive_jsonl
+        >>> row = {"query": "what causes tides?", "pos": ["The Moon pulls the oceans."], "neg": ["Bees dance."]}
+        >>> _ = write_contrastive_jsonl([row], "toy_finetune_data.jsonl")
+        >>> read_contrastive_jsonl("toy_finetune_data.jsonl") == [row]
+        True
     """
     path_list = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     examples: list[ContrastiveExample] = []
@@ -151,8 +155,12 @@ def contrastive_router_mapping(column_names: Sequence[str]) -> dict[str, str]:
 
     Example::
 
-        mapping = contrastive_router_mapping(dataset.column_names)
-        args = SentenceTransformerTrainingArguments(output_dir="out", router_mapping=mapping)
+        >>> from sentence_transformers import SentenceTransformerTrainingArguments
+        >>> from llara_st.data import contrastive_router_mapping
+        >>> mapping = contrastive_router_mapping(["anchor", "positive", "negative_1"])  # rows.column_names
+        >>> mapping
+        {'anchor': 'query', 'positive': 'document', 'negative_1': 'document'}
+        >>> args = SentenceTransformerTrainingArguments(output_dir="out", router_mapping=mapping)
     """
     if ANCHOR_COLUMN not in column_names:
         raise ValueError(f"contrastive rows need an {ANCHOR_COLUMN!r} column, got {list(column_names)}")
@@ -194,11 +202,15 @@ def build_contrastive_dataset(
 
     Example::
 
-        rows = build_contrastive_dataset(
-            [{"query": "what causes tides", "pos": ["The Moon's gravity ..."], "neg": ["Waves are ...", "..."]}],
-            group_size=4,
-        )
-        rows.column_names  # ['anchor', 'positive', 'negative_1', 'negative_2', 'negative_3']
+        >>> from llara_st.data import build_contrastive_dataset
+        >>> rows = build_contrastive_dataset(
+        ...     [{"query": "what causes tides", "pos": ["The Moon's gravity."], "neg": ["Waves.", "Bees."]}],
+        ...     group_size=4,
+        ... )
+        >>> rows.column_names
+        ['anchor', 'positive', 'negative_1', 'negative_2', 'negative_3']
+        >>> sorted(rows[0][f"negative_{i}"] for i in (1, 2, 3))  # two negatives, one drawn again
+        ['Bees.', 'Waves.', 'Waves.']
     """
     if group_size < 1:
         raise ValueError(f"group_size must be at least 1 (the positive), got {group_size}")
@@ -263,9 +275,12 @@ def load_contrastive_dataset(
 
     Example::
 
-        rows = build_contrastive_dataset(examples, group_size=16)
-        rows.save_to_disk("rows")
-        assert load_contrastive_dataset("rows")[:] == rows[:]
+        >>> from llara_st.data import build_contrastive_dataset, load_contrastive_dataset
+        >>> examples = [{"query": "what causes tides", "pos": ["The Moon's gravity."], "neg": ["Waves.", "Bees."]}]
+        >>> rows = build_contrastive_dataset(examples, group_size=3)
+        >>> rows.save_to_disk("rows")
+        >>> load_contrastive_dataset("rows")[:] == rows[:]
+        True
     """
     path = Path(path)
     if path.is_dir():

@@ -198,11 +198,15 @@ def mine_hard_negatives_from_qrels(
 
     Example::
 
-        from llara_st.data import beir_examples, build_contrastive_dataset, load_beir, mine_hard_negatives_from_qrels
-
-        corpus, queries, qrels = load_beir("../shared/data/scifact", "train")
-        negatives = mine_hard_negatives_from_qrels(corpus, queries, qrels, "bm25", num_negatives=15)
-        rows = build_contrastive_dataset(beir_examples(corpus, queries, qrels, negatives), group_size=16)
+        >>> from llara_st.data import beir_examples, build_contrastive_dataset, load_beir
+        >>> from llara_st.data import mine_hard_negatives_from_qrels
+        >>> corpus, queries, qrels = load_beir(beir_path, "train")  # e.g. BEIR's SciFact (there: num_negatives=15)
+        >>> negatives = mine_hard_negatives_from_qrels(corpus, queries, qrels, "bm25", num_negatives=2, range_min=0)
+        >>> negatives
+        {'q1': ['d3'], 'q2': ['d1', 'd5'], 'q3': ['d1', 'd3']}
+        >>> rows = build_contrastive_dataset(beir_examples(corpus, queries, qrels, negatives), group_size=3)
+        >>> rows.column_names, len(rows)
+        (['anchor', 'positive', 'negative_1', 'negative_2'], 3)
     """
     _check_window(num_negatives, range_min, range_max)
     if sampling_strategy not in ("random", "top"):

@@ -282,8 +282,8 @@ def run_adaptation(
     # 8. Save a LLaRA folder (model files only, no pickled trainer state): the full weights, or the LoRA
     # adapter merged into them, and/or the adapter alone (it loads on top of its base folder).
     adapter_dir = final_dir if config.lora_save == "adapter" else final_dir.with_name(final_dir.name + "-adapter")
+    check_probe_embeddings(model)  # on every process (a ZeRO-3 forward needs all); never save a collapsed model
     if trainer.is_world_process_zero():
-        check_probe_embeddings(model)  # never save a model whose embeddings are non-finite or collapsed
         if not config.use_lora:
             model.save(str(final_dir), safe_serialization=True)
         else:
