@@ -449,7 +449,8 @@ def run_finetuning(
 ) -> str:
     """Fine-tune, evaluate on the dev split before and after, save; returns the final model folder.
 
-    Steps: 1 model (+ LoRA), 2 data, 3 loss, 4 routing, 5 evaluate, 6 train (resumable), 7 evaluate, 8 save.
+    Steps: 0 check ``output_dir`` (before any expensive work), 1 model (+ LoRA), 2 data, 3 loss, 4 routing,
+    5 evaluate, 6 train (resumable), 7 evaluate, 8 save.
 
     Args:
         args: The run's settings (``args.router_mapping`` is set here from the rows' columns).
@@ -460,6 +461,20 @@ def run_finetuning(
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)  # before the adapter's random initialisation, not only before training
+
+    # 0. Only a run with the same settings and data is resumed; another run's work in output_dir is an error,
+    # raised before loading, mining or evaluating. The settings (data files and folders by their content,
+    # mining settings, seed) determine mined rows, so only rows given here count on their own; the router
+    # mapping follows from the rows' columns.
+    given_rows = {"train_dataset": train_dataset} if train_dataset is not None else {}
+    fingerprint = RunFingerprint.from_configs(args, given_rows, ignore=("router_mapping",))
+    checkpoint = resolve_checkpoint(
+        args.output_dir,
+        args.resume_from_checkpoint,
+        fingerprint,
+        overwrite=args.overwrite_output_dir,
+        stale_outputs=("final", "metrics.json"),
+    )
 
     # 1. Model (+ LoRA adapter)
     model = load_finetune_model(args)
@@ -521,15 +536,6 @@ def run_finetuning(
         # A non-finite loss or gradient stops the run (the trainer would log it as a finite mean).
         callbacks=[DivergenceCallback(loss), *(callbacks or [])],
     )
-    # Only a run with the same settings and rows is resumed; another run's work in output_dir is an error.
-    fingerprint = RunFingerprint.from_configs(args, {"train_dataset": train_dataset})
-    checkpoint = resolve_checkpoint(
-        args.output_dir,
-        args.resume_from_checkpoint,
-        fingerprint,
-        overwrite=args.overwrite_output_dir,
-        stale_outputs=("final", "metrics.json"),
-    )
     trainer.train(resume_from_checkpoint=checkpoint)
 
     # 7. Evaluate after training
@@ -540,12 +546,14 @@ def run_finetuning(
         )
     trainer.save_state()
 
-    # 8. Save (merged weights by default), on the main process only
+    # 8. Save (merged weights by default), on the main process only. Never save a model whose embeddings are
+    # non-finite or collapsed: every process embeds the probe (under DeepSpeed ZeRO-3 a forward gathers the
+    # weights from all processes, so one process alone would wait forever); merging changes them only by rounding.
+    check_probe_embeddings(model)
     final_dir = output_dir / "final"
     if trainer.is_world_process_zero():
         if args.lora and args.merge_lora:
             merge_lora_adapter(model)
-        check_probe_embeddings(model)  # never save a model whose embeddings are non-finite or collapsed
         model.save(str(final_dir), safe_serialization=True)
         (output_dir / "metrics.json").write_text(
             json.dumps({"config": args.to_dict(), "metrics": metrics}, indent=2, default=str), encoding="utf8"

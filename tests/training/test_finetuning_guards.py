@@ -1,0 +1,114 @@
+"""Where fine-tuning runs its guards: a stale rerun is refused before the model is loaded, negatives are mined or
+the dev split is evaluated (it used to be refused only after all three), and the probe check that precedes
+saving runs on every process, not only the main one (under DeepSpeed ZeRO-3 a probe on one process would hang)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+from sentence_transformers import SentenceTransformerTrainer
+
+import llara_st.training.finetuning as finetuning
+from llara_st.training.callbacks import DegenerateEmbeddingsError
+from llara_st.training.checkpoints import StaleRunError
+from llara_st.training.finetuning import FinetuneArguments, run_finetuning
+
+
+def finetune_args(model_dir: Path, output_dir: Path, **overrides) -> FinetuneArguments:
+    settings = {
+        "model_name_or_path": str(model_dir),
+        "output_dir": str(output_dir),
+        "query_max_length": 32,
+        "passage_max_length": 48,
+        "lora": False,
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1e-4,
+        "warmup_steps": 0,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 1,
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "seed": 42,
+    }
+    return FinetuneArguments(**(settings | overrides))
+
+
+@pytest.fixture
+def beir_folder(contrastive_rows: Dataset, tmp_path: Path) -> Path:
+    """A BEIR folder of the same eight topics: train and dev qrels."""
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    corpus = [{"_id": f"d{i}", "title": "", "text": text} for i, text in enumerate(contrastive_rows["positive"])]
+    queries = [{"_id": f"q{i}", "text": text} for i, text in enumerate(contrastive_rows["anchor"])]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in corpus))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(row) + "\n" for row in queries))
+    qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(corpus)))
+    (folder / "qrels" / "train.tsv").write_text(qrels)
+    (folder / "qrels" / "dev.tsv").write_text(qrels)
+    return folder
+
+
+def test_a_stale_rerun_is_refused_before_loading_mining_or_evaluating(
+    training_llara_dir: Path, contrastive_rows: Dataset, beir_folder: Path, tmp_path: Path, monkeypatch
+):
+    output = tmp_path / "run"
+    run_finetuning(finetune_args(training_llara_dir, output), train_dataset=contrastive_rows)
+
+    expensive: list[str] = []
+
+    def spy(name):
+        def record(*args, **kwargs):
+            expensive.append(name)
+            raise AssertionError(f"{name} ran before the stale run was refused")
+
+        return record
+
+    for name in ("load_finetune_model", "mine_hard_negatives_from_qrels", "beir_ir_evaluator"):
+        monkeypatch.setattr(finetuning, name, spy(name))
+    rerun = finetune_args(
+        training_llara_dir, output, seed=3, train_data=str(beir_folder), dev_data=str(beir_folder), max_steps=4
+    )
+    with pytest.raises(StaleRunError, match="seed: 42 → 3"):
+        run_finetuning(rerun)
+    assert expensive == []
+
+
+def test_the_same_mined_run_resumes_and_extends(
+    training_llara_dir: Path, beir_folder: Path, tmp_path: Path, monkeypatch
+):
+    """The fingerprint of a run that mines its rows holds the data folder and mining settings, not the rows: the
+    same run resumes (here: extended from 2 to 3 steps), and an edited data folder makes it stale."""
+    pytest.importorskip("bm25s")
+    output = tmp_path / "run"
+    settings = {"train_data": str(beir_folder), "group_size": 2, "mined_negatives": 2, "mining_range_min": 0}
+    run_finetuning(finetune_args(training_llara_dir, output, **settings))
+    run_finetuning(finetune_args(training_llara_dir, output, max_steps=3, resume_from_checkpoint="latest", **settings))
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    with (beir_folder / "queries.jsonl").open("a") as handle:
+        handle.write(json.dumps({"_id": "q99", "text": "an added query"}) + "\n")
+    with pytest.raises(StaleRunError, match="train_data"):
+        run_finetuning(
+            finetune_args(training_llara_dir, output, max_steps=4, resume_from_checkpoint="latest", **settings)
+        )
+
+
+def test_every_process_checks_the_probe_before_saving(
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path: Path, monkeypatch
+):
+    """On a process other than the main one (simulated), a collapsed model is still caught: the probe is a
+    collective forward under ZeRO-3, so every process must run it."""
+    monkeypatch.setattr(SentenceTransformerTrainer, "is_world_process_zero", lambda self: False)
+    output = tmp_path / "run"
+    with pytest.raises(DegenerateEmbeddingsError, match="collapsed"):
+        run_finetuning(
+            finetune_args(training_llara_dir, output, learning_rate=1e3, max_steps=4, save_strategy="no"),
+            train_dataset=contrastive_rows,
+        )
+    assert not (output / "final").exists()
