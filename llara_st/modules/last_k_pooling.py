@@ -26,8 +26,16 @@ class LastKPooling(Module):
 
     Example::
 
-        from llara_st.modules import LastKPooling
-        pooling = LastKPooling(num_tokens=8)
+        >>> import torch
+        >>> from llara_st.modules import LastKPooling
+        >>> pooling = LastKPooling(num_tokens=2)  # LLaRA: 8
+        >>> features = {
+        ...     "token_embeddings": torch.tensor([[[1.0], [2.0], [3.0], [0.0]], [[0.0], [5.0], [6.0], [7.0]]]),
+        ...     "attention_mask": torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]]),  # right and left padding
+        ... }
+        >>> pooling(features)["sentence_embedding"]
+        tensor([[2.5000],
+                [6.5000]])
 
     Reference: Li et al., 2023, arXiv:2312.15503.
     """

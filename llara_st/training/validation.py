@@ -36,11 +36,17 @@ def check_text_rows(
 
     Example::
 
-        from datasets import Dataset
-
-        rows = Dataset.from_dict({"anchor": ["tides?", " "], "positive": ["The Moon ...", "Waves ..."]})
-        check_text_rows(rows, "rows.jsonl")  # InvalidTrainingRowsError: rows.jsonl: row 1, column 'anchor' ...
-        check_text_rows(rows, on_invalid="drop")  # 1 row left
+        >>> from datasets import Dataset
+        >>> from llara_st.training.validation import check_text_rows
+        >>> rows = Dataset.from_dict({"anchor": ["tides?", " "], "positive": ["The Moon ...", "Waves ..."]})
+        >>> check_text_rows(rows, "rows.jsonl")
+        Traceback (most recent call last):
+            ...
+        llara_st.training.validation.InvalidTrainingRowsError: rows.jsonl: 1 of 2 rows have an empty or missing
+        text, which would train the model on the template alone — row 1: 'anchor'; fix or remove them (or drop
+        them: on_invalid='drop')
+        >>> len(check_text_rows(rows, on_invalid="drop"))  # and a warning naming row 1
+        1
     """
     import pyarrow.compute as pc
 
