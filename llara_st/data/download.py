@@ -1,0 +1,289 @@
+"""A BEIR folder for SciFact or NFCorpus from MTEB's task on the Hugging Face Hub, when there is no local copy.
+
+The recipes read BEIR folders (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``; see
+:mod:`llara_st.data.beir`). A user without them gets them from MTEB: :func:`materialize_beir_folder` loads
+``mteb.get_task("SciFact")`` (or ``"NFCorpus"``) and writes the same layout, once. Offline, or with no network,
+it fails with what to download and where to put it.
+
+SciFact's ``dev`` split is not on the Hub: it is 200 of BEIR's train queries, the 200 whose
+``sha1("scifact-dev-{query id}")`` hex digests sort first (:func:`scifact_dev_query_ids`); ``train`` keeps the
+other 609. NFCorpus is a held-out evaluation set here: only its ``test`` split is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llara_st.data.beir import CORPUS_FILE, QRELS_FOLDER, QUERIES_FILE
+
+logger = logging.getLogger(__name__)
+
+BEIR_DOWNLOAD_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+#: SciFact's dev split: this many of BEIR's train queries, chosen by :func:`scifact_dev_query_ids`.
+SCIFACT_DEV_QUERIES = 200
+
+
+@dataclass(frozen=True)
+class MTEBSource:
+    """How one BEIR folder is built from an MTEB retrieval task.
+
+    Args:
+        task_name: The MTEB task (``mteb.get_task(task_name)``).
+        hub_splits: The task's splits that are loaded from the Hub.
+        splits: The splits written to ``qrels/``: the Hub's, or derived from them (SciFact's ``dev``).
+    """
+
+    task_name: str
+    hub_splits: tuple[str, ...]
+    splits: tuple[str, ...]
+
+
+#: BEIR folders that can be built from MTEB, by folder name (as in ``../shared/data/{name}``).
+MTEB_SOURCES = {
+    "scifact": MTEBSource("SciFact", hub_splits=("train", "test"), splits=("train", "dev", "test")),
+    "nfcorpus": MTEBSource("NFCorpus", hub_splits=("test",), splits=("test",)),
+}
+
+
+def missing_beir_files(folder: str | os.PathLike, splits: Iterable[str]) -> list[Path]:
+    """The files of a BEIR folder that ``splits`` need and that are not there."""
+    folder = Path(folder)
+    needed = [folder / CORPUS_FILE, folder / QUERIES_FILE, *(folder / QRELS_FOLDER / f"{s}.tsv" for s in splits)]
+    return [path for path in needed if not path.is_file()]
+
+
+def download_instructions(folder: str | os.PathLike) -> str:
+    """What to download and where to unzip it so that ``folder`` is a BEIR folder."""
+    folder = Path(folder)
+    text = (
+        f"Download the BEIR dataset (e.g. {BEIR_DOWNLOAD_URL.format(name=folder.name)}) and unzip it so that "
+        f"{folder}/{CORPUS_FILE}, {folder}/{QUERIES_FILE} and {folder}/{QRELS_FOLDER}/<split>.tsv exist, or point "
+        "the config at another folder."
+    )
+    if folder.name.lower() == "scifact":
+        text += (
+            f" BEIR's scifact.zip has no dev split: this project's dev is {SCIFACT_DEV_QUERIES} of its train queries "
+            "(llara_st.data.download.split_scifact_dev(folder) moves them from qrels/train.tsv to qrels/dev.tsv)."
+        )
+    return text
+
+
+def scifact_dev_query_ids(train_query_ids: Iterable[str]) -> set[str]:
+    """The SciFact train queries that form this project's ``dev`` split.
+
+    The :data:`SCIFACT_DEV_QUERIES` ids whose ``sha1("scifact-dev-{id}")`` hex digests sort first: a fixed choice
+    that needs no random state and that gives ``../shared/data/scifact/qrels/dev.tsv`` exactly from BEIR's train
+    qrels.
+
+    Example::
+
+        >>> from llara_st.data.download import scifact_dev_query_ids
+        >>> dev = scifact_dev_query_ids(str(number) for number in range(1000))
+        >>> len(dev), sorted(dev, key=int)[:3]
+        (200, ['9', '15', '22'])
+    """
+    ids = sorted(
+        set(train_query_ids), key=lambda query_id: hashlib.sha1(f"scifact-dev-{query_id}".encode()).hexdigest()
+    )
+    if len(ids) <= SCIFACT_DEV_QUERIES:
+        raise ValueError(
+            f"SciFact's train qrels have {len(ids)} queries; the dev split takes {SCIFACT_DEV_QUERIES} of them and "
+            "needs more (BEIR's train split has 809)"
+        )
+    return set(ids[:SCIFACT_DEV_QUERIES])
+
+
+def _split_dev(
+    train: dict[str, dict[str, int]],
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    dev_ids = scifact_dev_query_ids(train)
+    return (
+        {query_id: docs for query_id, docs in train.items() if query_id not in dev_ids},
+        {query_id: docs for query_id, docs in train.items() if query_id in dev_ids},
+    )
+
+
+def _write_qrels(path: Path, qrels: dict[str, dict[str, int]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf8", newline="") as handle:
+        handle.write("query-id\tcorpus-id\tscore\n")
+        for query_id in sorted(qrels):
+            for document_id in sorted(qrels[query_id]):
+                handle.write(f"{query_id}\t{document_id}\t{int(qrels[query_id][document_id])}\n")
+
+
+def split_scifact_dev(folder: str | os.PathLike) -> Path:
+    """Turn an unzipped BEIR ``scifact.zip`` into this project's layout: ``dev`` taken out of ``train``.
+
+    Writes ``qrels/dev.tsv`` (the queries of :func:`scifact_dev_query_ids`) and rewrites ``qrels/train.tsv``
+    without them. A folder that already has ``qrels/dev.tsv`` is refused, so that it is never split twice.
+
+    Args:
+        folder: The unzipped BEIR SciFact folder.
+
+    Returns:
+        The folder.
+    """
+    from llara_st.data.beir import read_beir_qrels
+
+    folder = Path(folder)
+    train_path, dev_path = folder / QRELS_FOLDER / "train.tsv", folder / QRELS_FOLDER / "dev.tsv"
+    if dev_path.exists():
+        raise FileExistsError(f"{dev_path} exists already: {folder} is split into train and dev")
+    if not train_path.is_file():
+        raise FileNotFoundError(f"{train_path} does not exist: {download_instructions(folder)}")
+    train, dev = _split_dev(read_beir_qrels(train_path))
+    _write_qrels(dev_path, dev)
+    _write_qrels(train_path, train)
+    return folder
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _load_task_splits(source: MTEBSource, folder: Path) -> dict[str, Any]:
+    """``{hub split: mteb RetrievalSplitData}`` of the source's task; a failed download names the way offline."""
+    import mteb
+    from huggingface_hub import is_offline_mode
+
+    task = mteb.get_task(source.task_name, eval_splits=list(source.hub_splits))
+    try:
+        task.load_data()
+    except OSError as error:  # ConnectionError, OfflineModeIsEnabled, a dataset missing from the cache
+        offline = "HF_HUB_OFFLINE is set" if is_offline_mode() else "the Hub could not be reached"
+        raise FileNotFoundError(
+            f"BEIR folder {folder.resolve()} does not exist and MTEB's {source.task_name} task could not be "
+            f"loaded from the Hugging Face Hub ({offline}: {error}). {download_instructions(folder)}"
+        ) from error
+    subsets = task.dataset
+    if "default" not in subsets or set(source.hub_splits) - set(subsets["default"]):
+        raise ValueError(
+            f"MTEB's {source.task_name} task loaded subsets {sorted(subsets)} with splits "
+            f"{ {name: sorted(splits) for name, splits in subsets.items()} }; expected the 'default' subset with "
+            f"{list(source.hub_splits)}"
+        )
+    return subsets["default"]
+
+
+def materialize_beir_folder(
+    folder: str | os.PathLike, splits: Sequence[str] = (), task_name: str | None = None
+) -> Path:
+    """Make sure ``folder`` is a BEIR folder with ``splits``: if it does not exist, build it from MTEB's task.
+
+    A folder that exists is left as it is (and refused, with what to download, if it lacks a file ``splits``
+    need). An absent folder is written from ``mteb.get_task(task_name)`` with every split of its
+    :data:`MTEB_SOURCES` entry: ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (the queries
+    judged in those splits) and ``qrels/{split}.tsv``, ids as strings. The files are written to a temporary
+    sibling folder that is then renamed, so that a reader never sees half a folder and two processes do not mix
+    their files. Needs the Hub (or the Hub's dataset in the local ``datasets`` cache); otherwise a
+    ``FileNotFoundError`` says what to download and where to put it.
+
+    Args:
+        folder: The BEIR folder, e.g. ``../shared/data/scifact``.
+        splits: The qrels splits needed.
+        task_name: ``"SciFact"`` or ``"NFCorpus"``; by default, from the folder's name (``scifact``, ``nfcorpus``).
+
+    Returns:
+        The folder.
+
+    Example::
+
+        from llara_st.data import read_beir
+        from llara_st.data.download import materialize_beir_folder
+
+        folder = materialize_beir_folder("data/scifact", ["train", "dev"])  # from the Hub, the first time only
+        corpus, queries, qrels = read_beir(folder, "dev")
+    """
+    folder = Path(folder)
+    by_task = {source.task_name.lower(): source for source in MTEB_SOURCES.values()}
+    source = by_task.get(task_name.lower()) if task_name else MTEB_SOURCES.get(folder.name.lower())
+    missing = missing_beir_files(folder, splits)
+    if not missing:
+        return folder
+    exists = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))  # an empty folder counts as absent
+    if exists or source is None:
+        unknown = (
+            ""
+            if exists
+            else f" ({task_name or folder.name!r} is not one of the MTEB tasks this can download: "
+            f"{', '.join(f'{name} (folder {folder_name})' for folder_name, name in _task_names())})"
+        )
+        raise FileNotFoundError(
+            f"BEIR folder {folder.resolve()} lacks {', '.join(str(path) for path in missing)}{unknown}. "
+            f"{download_instructions(folder)}"
+        )
+    unavailable = [split for split in splits if split not in source.splits]
+    if unavailable:
+        raise ValueError(
+            f"BEIR folder {folder} does not exist, and the {source.task_name} folder built from MTEB's task has the "
+            f"splits {list(source.splits)}, not {unavailable}. {download_instructions(folder)}"
+        )
+    logger.info("%s does not exist: writing it from MTEB's %s task", folder, source.task_name)
+    data = _load_task_splits(source, folder)
+    qrels = {
+        split: {str(q): {str(d): int(s) for d, s in docs.items()} for q, docs in data[split]["relevant_docs"].items()}
+        for split in source.hub_splits
+    }
+    if "dev" in source.splits and "dev" not in source.hub_splits:
+        qrels["train"], qrels["dev"] = _split_dev(qrels["train"])
+    _write_folder(folder, data, qrels, source)
+    return folder
+
+
+def _task_names() -> list[tuple[str, str]]:
+    return [(folder_name, source.task_name) for folder_name, source in MTEB_SOURCES.items()]
+
+
+def _write_folder(
+    folder: Path, data: dict[str, Any], qrels: dict[str, dict[str, dict[str, int]]], source: MTEBSource
+) -> None:
+    corpus = data[source.hub_splits[0]]["corpus"]  # every split of a BEIR task shares one corpus
+    judged = {query_id for split_qrels in qrels.values() for query_id in split_qrels}
+    queries: dict[str, str] = {}
+    for split in source.hub_splits:
+        for row in data[split]["queries"]:
+            if str(row["id"]) in judged:
+                queries.setdefault(str(row["id"]), row["text"])
+    scratch = folder.parent / f".{folder.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    (scratch / QRELS_FOLDER).mkdir(parents=True)
+    try:
+        _write_jsonl(
+            scratch / CORPUS_FILE,
+            ({"_id": str(row["id"]), "title": row.get("title") or "", "text": row["text"]} for row in corpus),
+        )
+        _write_jsonl(scratch / QUERIES_FILE, ({"_id": query_id, "text": text} for query_id, text in queries.items()))
+        for split in source.splits:
+            _write_qrels(scratch / QRELS_FOLDER / f"{split}.tsv", qrels[split])
+        try:
+            scratch.rename(folder)
+        except OSError:
+            if not folder.is_dir():  # not another process that finished first
+                raise
+            logger.info("%s was written meanwhile by another process: keeping that one", folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+__all__ = [
+    "BEIR_DOWNLOAD_URL",
+    "MTEB_SOURCES",
+    "MTEBSource",
+    "SCIFACT_DEV_QUERIES",
+    "download_instructions",
+    "materialize_beir_folder",
+    "missing_beir_files",
+    "scifact_dev_query_ids",
+    "split_scifact_dev",
+]
