@@ -43,14 +43,17 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
 
     Example::
 
-        import llara_st
-        from llara_st.model_card import LLaRAModelCardData
-
-        model = llara_st.build_llara_model(
-            "HuggingFaceTB/SmolLM2-135M", model_card_data=LLaRAModelCardData(license="apache-2.0")
-        )
-        model.model_card_data.add_evaluation_results("SciFact", {"ndcg_at_10": 0.61}, split="test")
-        model.save("llara-smollm2")  # README.md: a LLaRA card with the SciFact scores and the citation
+        >>> from pathlib import Path
+        >>> import llara_st
+        >>> from llara_st.model_card import LLaRAModelCardData
+        >>> model = llara_st.build_llara_model(  # e.g. "HuggingFaceTB/SmolLM2-135M"
+        ...     causal_lm_path, model_card_data=LLaRAModelCardData(license="apache-2.0")
+        ... )
+        >>> model.model_card_data.add_evaluation_results("SciFact", {"ndcg_at_10": 0.61}, split="test")
+        >>> model.save("llara-smollm2")
+        >>> card = Path("llara-smollm2/README.md").read_text(encoding="utf8")  # the SciFact scores, the citation
+        >>> "license: apache-2.0" in card, "| ndcg_at_10 | 0.6100 |" in card, "2312.15503" in card
+        (True, True, True)
     """
 
     task_name: str = LLARA_TASK_NAME
@@ -177,6 +180,17 @@ def use_llara_model_card(model: SentenceTransformer) -> LLaRAModelCardData:
 
     Args:
         model: A LLaRA ``SentenceTransformer``.
+
+    Example::
+
+        >>> from sentence_transformers import SentenceTransformer
+        >>> from llara_st.model_card import LLaRAModelCardData, use_llara_model_card
+        >>> model = SentenceTransformer(llara_path, trust_remote_code=True)
+        >>> type(model.model_card_data).__name__
+        'SentenceTransformerModelCardData'
+        >>> card_data = use_llara_model_card(model)
+        >>> model.model_card_data is card_data, "LLaRA" in card_data.task_name
+        (True, True)
     """
     current = model.model_card_data
     if isinstance(current, LLaRAModelCardData):
