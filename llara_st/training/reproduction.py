@@ -11,8 +11,8 @@ unless forced):
   6. finetune_unadapted   contrastive fine-tuning of the converted model (the ``finetune:`` section)
   7. finetune_adapted     the same, identical settings and rows, from the adapted model
   8. eval_unadapted, eval_adapted   every split (corpus encoded once per model), per-query nDCG@10, transfer folders
-  9. report               ``report/``: table, ``results.json``, plots, configuration; the final model is copied to
-                          ``final_model_dir``
+  9. report               ``report/``: table, ``results.json``, plots, configuration; the final model is saved to
+                          ``final_model_dir`` with its MTEB scores on its model card
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import torch
 import llara_st
 from llara_st.data.beir import read_beir_qrels
 from llara_st.evaluation import HEADLINE_METRICS, BEIRFolderRetrieval, evaluate_beir
+from llara_st.model_card import use_llara_model_card
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.finetuning import build_training_rows, parse_finetune_arguments, run_finetuning
@@ -333,8 +334,25 @@ class ReproductionPipeline(StageRunner):
         final = Path(self.config.final_model_dir)
         if final.exists():
             shutil.rmtree(final)
-        shutil.copytree(self.result("finetune_adapted")["model"], final)
+        self.save_final_model(final)
         return {"report": str(report_dir / "README.md"), "final_model": str(final)}
+
+    def save_final_model(self, final: Path) -> None:
+        """Save the adapted, fine-tuned model to ``final`` with its MTEB scores (every split, transfer folders) on
+        its model card. The card is written anew from the saved model: the fine-tuning run's card, with its
+        training hyperparameters and logs, stays in the run's ``models/finetune-adapted/final``."""
+        model = llara_st.load(self.result("finetune_adapted")["model"])  # in the dtype it was saved in
+        card = use_llara_model_card(model)
+        evaluation = self.result("eval_adapted")
+        scored = [(Path(self.config.beir_dir).name, split, scores) for split, scores in evaluation["scores"].items()]
+        scored += [
+            (folder, self.config.transfer_split, transfer["scores"])
+            for folder, transfer in evaluation.get("transfer", {}).items()
+        ]
+        for dataset, split, scores in scored:
+            metrics = {label: scores[key] for key, label in HEADLINE_METRICS.items() if key in scores}
+            card.add_evaluation_results(dataset, metrics, split=split, evaluated_with="mteb")
+        model.save(str(final), safe_serialization=True)
 
 
 def per_query_ndcg(predictions_file: Path, split: str, qrels_file: Path, k: int = 10) -> dict[str, float]:

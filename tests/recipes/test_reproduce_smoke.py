@@ -171,8 +171,14 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(
     document_encodes = [m for m in encodes if m == f"Encoding {corpus_size} new items"]
     assert len(document_encodes) == 4, encodes  # MiniLM, zero-shot, unadapted, adapted
 
-    # The final model loads through both loaders and embeds like the fine-tuned adapted model.
+    # The final model's card records its MTEB scores: the dataset and split, and the nDCG@10 of results.json.
     final = tmp_path / "llara"
+    card = (final / "README.md").read_text()
+    for split in ("dev", "test"):
+        assert f"{mini_scifact.name} ({split})" in card
+        assert f"| nDCG@10 | {adapted[split]['ndcg_at_10']:.4f} |" in card
+
+    # The final model loads through both loaders and embeds like the fine-tuned adapted model.
     trusted = SentenceTransformer(str(final), trust_remote_code=True)
     safe = llara_st.load(final)
     assert (trusted.encode_query(["a claim"]) == safe.encode_query(["a claim"])).all()
@@ -183,7 +189,32 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(
     assert (run / "stages" / "adapt.json").read_text() == before
 
 
+def test_the_final_model_card_records_its_mteb_scores(
+    reference_llara_dir, reference_llara, tiny_llama_dir, mini_scifact, mini_wikitext, tmp_path
+):
+    """The report stage saves the final model with the scores of the eval_adapted stage on its card (it used to
+    copy the fine-tuned folder, whose card had no MTEB scores), in the weights' own dtype, embedding the same."""
+    raw = smoke_config(tmp_path, tiny_llama_dir, mini_scifact, mini_wikitext, eval_splits=["dev"])
+    pipeline = ReproductionPipeline(parse_reproduction_config(raw))
+    pipeline.stages_dir.mkdir(parents=True)
+    finetuned = {"stage": "finetune_adapted", "seconds": 1.0, "result": {"model": str(reference_llara_dir)}}
+    pipeline.stage_file("finetune_adapted").write_text(json.dumps(finetuned))
+    evaluation = pipeline.run_stage("eval_adapted")  # MTEB on the cut-down SciFact: dev and the transfer folder
+    final = tmp_path / "llara"
+    pipeline.save_final_model(final)
+
+    card = (final / "README.md").read_text()
+    dev = evaluation["scores"]["dev"]
+    assert f"{mini_scifact.name} (dev)" in card and "mteb" in card
+    assert f"| nDCG@10 | {dev['ndcg_at_10']:.4f} |" in card and f"| Recall@100 | {dev['recall_at_100']:.4f} |" in card
+    assert f"{mini_scifact.name} ({pipeline.config.transfer_split})" in card
+    saved = llara_st.load(final)
+    assert next(saved.parameters()).dtype == next(reference_llara.parameters()).dtype
+    assert (saved.encode_query(["a claim"]) == reference_llara.encode_query(["a claim"])).all()
+
+
 def test_a_missing_data_folder_says_what_to_download(tmp_path):
+    (tmp_path / "scifact").mkdir()  # present but empty: refused (an absent one comes from MTEB: tests/data)
     config = parse_reproduction_config({"beir_dir": str(tmp_path / "scifact"), "adapt": {"wikitext_paths": ["x"]}})
     with pytest.raises(FileNotFoundError, match=r"scifact\.zip"):
         ReproductionPipeline(config)
