@@ -58,11 +58,24 @@ class DivergenceCallback(TrainerCallback):
 
     Example::
 
-        loss = contrastive_loss(model)
-        trainer = SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=rows, loss=loss, callbacks=[DivergenceCallback(loss)]
-        )
-        trainer.train()  # raises TrainingDivergedError instead of saving NaN weights
+        >>> import torch
+        >>> from datasets import Dataset
+        >>> from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+        >>> from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        >>> from llara_st.training.callbacks import DivergenceCallback
+        >>> rows = Dataset.from_dict({"anchor": ["what causes tides?", "why dance?"], "positive": ["Moon.", "Food."]})
+        >>> mapping = {"anchor": "query", "positive": "document"}  # the LLaRA templates
+        >>> args = SentenceTransformerTrainingArguments(output_dir="out", max_steps=1, router_mapping=mapping)
+        >>> loss = MultipleNegativesRankingLoss(model)
+        >>> trainer = SentenceTransformerTrainer(
+        ...     model=model, args=args, train_dataset=rows, loss=loss, callbacks=[DivergenceCallback(loss)]
+        ... )
+        >>> with torch.no_grad():  # an overflow, as too high a learning rate causes
+        ...     _ = model[0].auto_model.get_input_embeddings().weight.fill_(float("inf"))
+        >>> trainer.train()  # stops instead of training on and saving NaN weights
+        Traceback (most recent call last):
+            ...
+        llara_st.training.callbacks.TrainingDivergedError: training diverged at step 1: the loss is nan. Nothing ...
     """
 
     def __init__(self, loss: nn.Module | None = None, fp16_patience: int = 25) -> None:
@@ -150,9 +163,16 @@ def check_probe_embeddings(
 
     Example::
 
-        merge_lora_adapter(model)
-        check_probe_embeddings(model)  # raises DegenerateEmbeddingsError on a collapsed model
-        model.save("llara-finetuned")
+        >>> import torch
+        >>> from llara_st.training.callbacks import check_probe_embeddings
+        >>> check_probe_embeddings(model).shape  # 8 probe texts, as queries and as passages
+        torch.Size([16, 64])
+        >>> with torch.no_grad():  # every token the same input: every text the same embedding
+        ...     _ = model[0].auto_model.get_input_embeddings().weight.zero_()
+        >>> check_probe_embeddings(model)  # raised before model.save("llara-finetuned")
+        Traceback (most recent call last):
+            ...
+        llara_st.training.callbacks.DegenerateEmbeddingsError: ...
     """
     if len(set(texts)) < 2:
         raise ValueError("the probe needs at least two different texts")
