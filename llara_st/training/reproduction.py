@@ -32,6 +32,7 @@ import torch
 
 import llara_st
 from llara_st.data.beir import read_beir_qrels
+from llara_st.data.download import MTEB_SOURCES, materialize_beir_folder
 from llara_st.evaluation import HEADLINE_METRICS, BEIRFolderRetrieval, evaluate_beir
 from llara_st.model_card import use_llara_model_card
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
@@ -94,8 +95,13 @@ def parse_reproduction_config(source: str | os.PathLike | dict[str, Any]) -> Rep
 
 
 def check_beir_folder(folder: str | os.PathLike, splits: list[str]) -> None:
-    """Refuse a missing BEIR folder or split with what to download and where to put it."""
+    """Refuse a missing BEIR folder or split with what to download and where to put it.
+
+    An absent ``scifact`` or ``nfcorpus`` folder is first written from MTEB's task on the Hub
+    (:func:`llara_st.data.download.materialize_beir_folder`)."""
     folder = Path(folder)
+    if not folder.exists() and folder.name.lower() in MTEB_SOURCES:
+        materialize_beir_folder(folder, splits)
     missing = [folder / name for name in ("corpus.jsonl", "queries.jsonl") if not (folder / name).is_file()]
     missing += [
         folder / "qrels" / f"{split}.tsv" for split in splits if not (folder / "qrels" / f"{split}.tsv").is_file()

@@ -154,6 +154,7 @@ def test_no_network_says_what_to_download_and_where(tmp_path, monkeypatch):
     assert not (tmp_path / "scifact").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter imports mteb and sentence-transformers
 def test_offline_with_real_mteb_says_what_to_download_and_where(tmp_path):
     # HF_HUB_OFFLINE is read when huggingface_hub is imported: a fresh interpreter, with an empty cache.
     code = (
