@@ -178,9 +178,14 @@ class RunFingerprint:
 
     Example::
 
-        fingerprint = RunFingerprint.from_configs(config, training_args, {"train_dataset": rows})
-        checkpoint = resolve_checkpoint(training_args.output_dir, "latest", fingerprint)
-        trainer.train(resume_from_checkpoint=checkpoint)
+        >>> from llara_st.training.checkpoints import RunFingerprint
+        >>> # e.g. RunFingerprint.from_configs(config, training_args, {"train_dataset": rows})
+        >>> first = RunFingerprint.from_configs({"model": llara_path, "learning_rate": 1e-5}, {"output_dir": "a"})
+        >>> second = RunFingerprint.from_configs({"model": llara_path, "learning_rate": 2e-5}, {"output_dir": "b"})
+        >>> sorted(first.settings), len(first.settings["model"]["content"])  # the folder counts by its content
+        (['learning_rate', 'model'], 64)
+        >>> second.differences(first)  # output_dir does not change the result
+        ['learning_rate: 1e-05 → 2e-05']
     """
 
     settings: dict[str, Any]
@@ -363,9 +368,25 @@ def resolve_checkpoint(
 
     Example::
 
-        fingerprint = RunFingerprint.from_configs(config, training_args)
-        checkpoint = resolve_checkpoint(training_args.output_dir, "latest", fingerprint)
-        trainer.train(resume_from_checkpoint=checkpoint)
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from safetensors.torch import save_file
+        >>> from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
+        >>> fingerprint = RunFingerprint.from_configs({"learning_rate": 1e-5})  # (config, training_args)
+        >>> print(resolve_checkpoint("run", "latest", fingerprint))  # nothing yet: from scratch, run recorded
+        None
+        >>> checkpoint = Path("run/checkpoint-2")  # what the trainer saves after step 2
+        >>> checkpoint.mkdir()
+        >>> _ = (checkpoint / "trainer_state.json").write_text("{}")
+        >>> save_file({"weight": torch.zeros(2)}, checkpoint / "model.safetensors")
+        >>> torch.save({}, checkpoint / "optimizer.pt")
+        >>> resolve_checkpoint("run", "latest", fingerprint)  # trainer.train(resume_from_checkpoint=...)
+        'run/checkpoint-2'
+        >>> resolve_checkpoint("run", "latest", RunFingerprint.from_configs({"learning_rate": 2e-5}))
+        Traceback (most recent call last):
+            ...
+        llara_st.training.checkpoints.StaleRunError: output_dir run holds a run with a different configuration
+        (learning_rate: 1e-05 → 2e-05); to resume it would mix the two runs: ...
     """
     output = Path(output_dir)
     latest = _wants_latest(resume)
