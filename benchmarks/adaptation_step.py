@@ -1,9 +1,10 @@
 """One EBAE/EBAR adaptation step vs. one plain causal-LM step on the same tokens (CPU, float32).
 
 Both steps are forward + backward over the same ``[batch, cutoff]`` token ids of a random Llama: the
-adaptation step is ``EBAEEBARLoss`` (4D mask, shared positions, output head at the 16 prompt positions and
-the text positions only); the plain step is ``LlamaForCausalLM(input_ids, labels=input_ids)`` (full-sequence
-logits). Printed: median step times and peak memory, and their ratios (adaptation / plain; target <= 1.10).
+adaptation step is ``EBAEEBARLoss`` on a batch of ``EBAEEBARDataCollator`` (built once beforehand, as the
+data loader would: 4D mask, shared positions, output head at the 16 prompt positions and the text positions
+only); the plain step is ``LlamaForCausalLM(input_ids, labels=input_ids)`` (full-sequence logits). Printed:
+median step times and peak memory, and their ratios (adaptation / plain; target <= 1.10).
 
 Time: steps alternate in this process after a warm-up, medians over ``--repeats`` of wall-clock and of
 process CPU time (the steadier figure on a shared machine). Peak memory: each step
@@ -30,7 +31,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 import llara_st
-from llara_st.losses import EBAEEBARLoss
+from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
 
 DEFAULT_TOKENIZER = Path(__file__).resolve().parents[2] / "shared/fixtures/llara_reference_visible/model"
 
@@ -77,7 +78,7 @@ def build_model(args: argparse.Namespace, out: Path) -> Path:
     return llara_dir
 
 
-# 2. Inputs: texts long enough that every row fills the cutoff, tokenised as the trainer would.
+# 2. Inputs: texts long enough that every row fills the cutoff, collated as the trainer would.
 def load_step(args: argparse.Namespace, model_dir: str):
     torch.set_num_threads(args.threads)
     model = llara_st.load(model_dir, device="cpu", model_kwargs={"attn_implementation": args.attention})
@@ -89,19 +90,17 @@ def load_step(args: argparse.Namespace, model_dir: str):
     def random_text() -> str:
         return tokenizer.decode([rng.choice(vocab) for _ in range(2 * args.cutoff_length)])
 
-    columns = []
-    for _ in EBAEEBARLoss.COLUMNS:
-        features = model.preprocess([random_text() for _ in range(args.batch_size)], task="raw")
-        features["task"] = "raw"
-        columns.append(features)
-    loss = EBAEEBARLoss(model, cutoff_length=args.cutoff_length)
-    batch = loss.build_inputs(*columns)
+    collator = EBAEEBARDataCollator(model, cutoff_length=args.cutoff_length)
+    collated = collator([{"text": random_text(), "next_text": random_text()} for _ in range(args.batch_size)])
+    # The feature group the trainer hands the loss: the collator's keys without their prefix.
+    features = [{key.removeprefix("adaptation_"): value for key, value in collated.items()}]
+    loss = EBAEEBARLoss(model)
     causal_lm = model[0].causal_lm
-    input_ids, attention_mask = batch.input_ids, batch.attention_mask
+    input_ids, attention_mask = features[0]["input_ids"], features[0]["attention_mask"]
 
     def adaptation_step() -> None:
         model.zero_grad(set_to_none=True)
-        sum(loss(columns).values()).backward()
+        sum(loss(features).values()).backward()
 
     def plain_step() -> None:
         model.zero_grad(set_to_none=True)

@@ -1,21 +1,25 @@
-"""LLaRA training losses for sentence-transformers."""
+"""LLaRA training losses for sentence-transformers, and the data collator that builds the adaptation input."""
 
 from llara_st.losses.ebae_ebar import (
-    AdaptationBatch,
     AdaptationLogits,
     EBAEEBARLoss,
-    adaptation_attention_mask,
-    adaptation_position_ids,
     bag_of_words_loss,
     ebae_ebar_loss,
-    load_stop_words,
     next_token_loss,
+)
+from llara_st.losses.ebae_ebar_collator import (
+    AdaptationBatch,
+    EBAEEBARDataCollator,
+    adaptation_attention_mask,
+    adaptation_position_ids,
+    load_stop_words,
     stop_word_token_ids,
 )
 
 __all__ = [
     "AdaptationBatch",
     "AdaptationLogits",
+    "EBAEEBARDataCollator",
     "EBAEEBARLoss",
     "adaptation_attention_mask",
     "adaptation_position_ids",

@@ -56,8 +56,10 @@ class LLaRATransformer(Transformer):
     selects the query template; ``encode_document`` (``task="document"``) and plain ``encode`` without a
     prompt select the passage template. A prompt without a task (``encode(texts, prompt_name="query")``)
     is refused, since the prompt name does not reach the module; call ``encode_query``/``encode_document``
-    or pass ``task=``. ``task="raw"`` (the text alone, for :class:`~llara_st.losses.EBAEEBARLoss`) is
-    tokenised for the loss only: a forward pass of raw features outside the loss is refused.
+    or pass ``task=``. ``task="raw"`` (the text alone, no template) gives no embedding: a forward pass of raw
+    features is refused unless they carry the 4D ``attention_bias`` of an adaptation input, which
+    :class:`~llara_st.losses.EBAEEBARDataCollator` builds (boolean, turned here into the model's additive
+    mask) and :class:`~llara_st.losses.EBAEEBARLoss` runs.
 
     **Thread safety.** The task and max length travel with each call; the module keeps no per-call state
     and tokenises with private copies of the tokenizer's backend that are never reconfigured, so
@@ -313,6 +315,16 @@ class LLaRATransformer(Transformer):
         encode_batch = getattr(encoder, "encode_batch_fast", encoder.encode_batch)
         return [encoding.ids for encoding in encode_batch(texts, add_special_tokens=add_special_tokens)]
 
+    def tokenize_plain(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        """Token ids of each text alone, without any special token or template, truncated to ``max_length``.
+
+        What :class:`~llara_st.losses.EBAEEBARDataCollator` places between the templates and reads its
+        bag-of-words targets from; thread-safe like the templated tokenisation.
+        """
+        if max_length < 1:
+            raise ValueError(f"max_length must be at least 1, got {max_length}")
+        return self._encode_ids(list(texts), max_length, add_special_tokens=False) if texts else []
+
     def tokenize_texts(self, texts: Sequence[str], side: Side, max_length: int | None = None) -> list[list[int]]:
         """Token ids of ``prefix + text + suffix`` for each text, unpadded, the text truncated to fit."""
         for position, text in enumerate(texts):
@@ -355,7 +367,7 @@ class LLaRATransformer(Transformer):
                 ``task``: a prompt alone means ``encode(prompt_name=...)``, whose name never reaches the module.
             task: ``"query"`` for the query template; ``"document"``, ``"passage"`` or None for the passage
                 one; ``"raw"`` for the text alone with the tokenizer's special tokens (truncated to the passage
-                max length), which only :class:`~llara_st.losses.EBAEEBARLoss` reads.
+                max length), which gives no embedding.
             max_length: Overrides the side's max length (prefix and suffix included).
         """
         if isinstance(inputs, str):
@@ -385,6 +397,15 @@ class LLaRATransformer(Transformer):
         """Positions counted over real tokens only, so that padding (left or right) moves nothing."""
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
+    def _additive_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        # Eager attention adds the mask to the scores, so it must be a float mask in the model's dtype (a boolean
+        # one would be added as 0/1); the dtype's minimum rather than -inf keeps a masked row free of NaN.
+        dtype = self.model.get_input_embeddings().weight.dtype
+        if not dtype.is_floating_point:  # quantised embeddings: the attention runs in the default float dtype
+            dtype = torch.get_default_dtype()
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return bias.masked_fill(~allowed, torch.finfo(dtype).min)
+
     def forward(self, features: dict[str, Any], task: str | None = None, **kwargs: Any) -> dict[str, Any]:
         task = task if task is not None else features.get("task")
         if task == "raw" and "attention_bias" not in features:
@@ -402,9 +423,11 @@ class LLaRATransformer(Transformer):
         position_ids = features.get("position_ids")
         if position_ids is None:
             position_ids = self.position_ids_from_mask(attention_mask)
-        # A 4D additive mask (the adaptation loss's) replaces the causal one; the 2D mask still marks real tokens.
-        # It comes through here, not around the module, so that DDP's gradient hooks see the forward.
+        # A 4D mask (the adaptation input's) replaces the causal one; the 2D mask still marks real tokens. It comes
+        # through here, not around the module, so that DDP's gradient hooks see the forward.
         decoder_mask = features.get("attention_bias", attention_mask)
+        if decoder_mask.ndim == 4 and decoder_mask.dtype == torch.bool:
+            decoder_mask = self._additive_mask(decoder_mask)
         # The decoder alone: the last hidden state after the final norm, no vocabulary projection.
         outputs = self.model.get_decoder()(
             input_ids=features["input_ids"],

@@ -35,7 +35,7 @@ from llara_st.data import (
     text_file_pairs,
     wikitext_pairs,
 )
-from llara_st.losses import EBAEEBARLoss
+from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
 from llara_st.model import llara_module
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.callbacks import DivergenceCallback, check_probe_embeddings
@@ -80,7 +80,7 @@ class AdaptationArguments:
     chunk_unit: str = field(default="tokens", metadata={"help": "Chunk documents in 'tokens' or 'words'"})
     chunk_size: int | None = field(
         default=None,
-        metadata={"help": "Chunk size; default: the loss's text budget in tokens (89 for Llama-2 at cutoff 128)"},
+        metadata={"help": "Chunk size; default: the collator's text budget in tokens (89 for Llama-2 at cutoff 128)"},
     )
     shuffle: bool = field(
         default=True, metadata={"help": "Shuffle rows (seeded); false keeps the data order (for comparisons)"}
@@ -223,23 +223,20 @@ def run_adaptation(
             train_prompt_tokens=config.lora_train_prompt_tokens,
         )
 
-    # 2. Loss (before the data: its text budget sizes the chunks).
-    loss = EBAEEBARLoss(
-        model,
-        cutoff_length=config.cutoff_length,
-        lm_weight=config.lm_weight,
-        remove_stop_words=config.remove_stop_words,
+    # 2. Collator (builds the adaptation input; before the data: its text budget sizes the chunks) and loss.
+    collator = EBAEEBARDataCollator(
+        model, cutoff_length=config.cutoff_length, remove_stop_words=config.remove_stop_words
     )
+    loss = EBAEEBARLoss(model, lm_weight=config.lm_weight)
 
     # 3. Data: (text, next_text) rows from every source; the last eval_rows rows are held out.
-    dataset = build_adaptation_dataset(config, model, loss.text_budget, seed=training_args.seed)
+    dataset = build_adaptation_dataset(config, model, collator.text_budget, seed=training_args.seed)
     eval_dataset = None
     if config.eval_rows:
         eval_dataset = dataset.select(range(len(dataset) - config.eval_rows, len(dataset)))
         dataset = dataset.select(range(len(dataset) - config.eval_rows))
 
-    # 4. Training arguments: both columns reach the loss as raw text; optionally in data order.
-    training_args.router_mapping = training_args.router_mapping or dict(EBAEEBARLoss.ROUTER_MAPPING)
+    # 4. Training arguments: optionally in data order.
     if training_args.ddp_find_unused_parameters is None:
         # Under DDP the loss applies the LM head outside the model's forward, which DDP's unused-parameter search
         # would flag; every trainable parameter gets a gradient at every step, so there is nothing to search.
@@ -252,6 +249,7 @@ def run_adaptation(
         train_dataset=dataset,
         eval_dataset=eval_dataset,
         loss=loss,
+        data_collator=collator,
         # A non-finite loss or gradient stops the run (the trainer would log it as a finite mean).
         callbacks=[DivergenceCallback(loss), *(callbacks or [])],
     )

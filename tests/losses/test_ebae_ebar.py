@@ -1,4 +1,5 @@
-"""EBAEEBARLoss: tensor functions, fidelity to the authors' reference, mask/position semantics, errors."""
+"""EBAEEBARLoss and EBAEEBARDataCollator: tensor functions, fidelity to the authors' reference, mask/position
+semantics, errors."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import pytest
 import torch
 from datasets import Dataset
 from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
 
 from llara_st.losses import (
+    AdaptationBatch,
+    EBAEEBARDataCollator,
     EBAEEBARLoss,
     adaptation_attention_mask,
     adaptation_position_ids,
@@ -27,27 +31,18 @@ from llara_st.losses.ebae_ebar import IGNORE_INDEX
 ATTENTION = ["eager", "sdpa"]
 
 
-def raw_features(model, texts: list[str], padding_side: str = "left") -> dict:
-    """What the collator hands the loss for one column under EBAEEBARLoss.ROUTER_MAPPING."""
-    features = model.preprocess(texts, task="raw")
-    if padding_side == "right":
-        mask = features["attention_mask"].bool()
-        ids = torch.full_like(features["input_ids"], model[0].tokenizer.pad_token_id)
-        right_mask = torch.zeros_like(features["attention_mask"])
-        for i in range(len(texts)):
-            real = features["input_ids"][i][mask[i]]
-            ids[i, : len(real)] = real
-            right_mask[i, : len(real)] = 1
-        features["input_ids"], features["attention_mask"] = ids, right_mask
-    features["task"] = "raw"
-    return features
+def rows(pairs) -> list[dict[str, str]]:
+    return [{"text": text, "next_text": next_text} for text, next_text in pairs]
 
 
-def pair_features(model, pairs, padding_side: str = "left") -> list[dict]:
-    return [
-        raw_features(model, [text for text, _ in pairs], padding_side),
-        raw_features(model, [next_text for _, next_text in pairs], padding_side),
-    ]
+def pair_features(model, pairs, **collator_kwargs) -> list[dict]:
+    """What the trainer hands the loss: the collator's batch as feature groups (one, the adaptation input)."""
+    collated = EBAEEBARDataCollator(model, **collator_kwargs)(rows(pairs))
+    return [{key.removeprefix("adaptation_"): value for key, value in collated.items()}]
+
+
+def build(model, pairs, **collator_kwargs) -> AdaptationBatch:
+    return EBAEEBARDataCollator(model, **collator_kwargs).build([t for t, _ in pairs], [n for _, n in pairs])
 
 
 def use_attention(model, implementation: str) -> None:
@@ -71,10 +66,9 @@ def test_attention_mask_blocks_only_query_suffix_to_passage_suffix():
     real = torch.tensor([[0, 1, 1, 1, 1, 1, 1]])
     passage = torch.tensor([[0, 0, 0, 1, 1, 0, 0]])
     query = torch.tensor([[0, 0, 0, 0, 0, 1, 1]])
-    bias = adaptation_attention_mask(real, passage, query, torch.float32)
-    assert bias.shape == (1, 1, 7, 7) and bias.dtype == torch.float32
-    assert set(bias.unique().tolist()) == {0.0, torch.finfo(torch.float32).min}
-    allowed = (bias == 0)[0, 0]
+    mask = adaptation_attention_mask(real, passage, query)
+    assert mask.shape == (1, 1, 7, 7) and mask.dtype == torch.bool
+    allowed = mask[0, 0]
     for i in range(7):
         for j in range(7):
             expected = j <= i and bool(real[0, j]) and not (query[0, i] and passage[0, j])
@@ -82,9 +76,6 @@ def test_attention_mask_blocks_only_query_suffix_to_passage_suffix():
             assert allowed[i, j].item() == expected, (i, j)
     # The text and passage suffix rows are plain causal; query rows see text and their own prefix of the suffix.
     assert allowed[5].tolist() == [False, True, True, False, False, True, False]
-    assert adaptation_attention_mask(real, passage, query, torch.bfloat16).dtype == torch.bfloat16
-    with pytest.raises(TypeError, match="floating"):
-        adaptation_attention_mask(real, passage, query, torch.bool)
 
 
 def test_bag_of_words_loss_matches_its_definition():
@@ -147,8 +138,7 @@ def pretrain_reference(fixture_dir):
 
 def test_built_inputs_match_the_reference_collator(reference_llara, reference_texts, reference, pretrain_reference):
     reference_inputs, reference_allowed = pretrain_reference
-    loss = EBAEEBARLoss(reference_llara)
-    batch = loss.build_inputs(*pair_features(reference_llara, reference_texts["pretrain_pairs"]))
+    batch = build(reference_llara, reference_texts["pretrain_pairs"])
 
     assert batch.input_ids.tolist() == reference_inputs["input_ids"]
     assert batch.attention_mask.tolist() == reference_inputs["attention_mask"]
@@ -162,7 +152,7 @@ def test_built_inputs_match_the_reference_collator(reference_llara, reference_te
         first = int(real.nonzero()[0])
         assert batch.position_ids[row, real].tolist() == (shared_positions[real] - shared_positions[first]).tolist()
 
-    allowed = (batch.attention_bias == 0)[:, 0]
+    allowed = batch.attention_bias[:, 0]
     real = batch.attention_mask.bool()
     for row in range(len(real)):
         assert torch.equal(allowed[row][real[row]], reference_allowed[row, 0][real[row]])
@@ -186,10 +176,11 @@ def test_built_inputs_match_the_reference_collator(reference_llara, reference_te
 @pytest.mark.parametrize("implementation", ATTENTION)
 def test_loss_equals_the_reference(reference_llara, reference_texts, reference, implementation):
     use_attention(reference_llara, implementation)
-    loss = EBAEEBARLoss(reference_llara, cutoff_length=128, lm_weight=1.0, remove_stop_words=False)
+    loss = EBAEEBARLoss(reference_llara, lm_weight=1.0)
     expected = reference["pretrain"]
+    features = pair_features(reference_llara, reference_texts["pretrain_pairs"], cutoff_length=128)
     with torch.no_grad():
-        components = loss(pair_features(reference_llara, reference_texts["pretrain_pairs"]))
+        components = loss(features)
     assert abs(sum(components.values()).item() - expected["total_loss"]) < 1e-5
     assert abs(2 * components["ebae"].item() - expected["bow_summarize_loss"]) < 1e-5
     assert abs(2 * components["ebar"].item() - expected["bow_predict_loss"]) < 1e-5
@@ -207,12 +198,16 @@ def test_trainer_evaluate_gives_the_reference_loss(
     args = SentenceTransformerTrainingArguments(
         output_dir=str(tmp_path),
         per_device_eval_batch_size=len(pairs),
-        router_mapping=EBAEEBARLoss.ROUTER_MAPPING,
         report_to="none",
         use_cpu=True,
     )
-    loss = EBAEEBARLoss(reference_llara)
-    trainer = SentenceTransformerTrainer(model=reference_llara, args=args, eval_dataset=dataset, loss=loss)
+    trainer = SentenceTransformerTrainer(
+        model=reference_llara,
+        args=args,
+        eval_dataset=dataset,
+        loss=EBAEEBARLoss(reference_llara),
+        data_collator=EBAEEBARDataCollator(reference_llara),
+    )
     metrics = trainer.evaluate()
     expected = reference["pretrain"]
     assert abs(metrics["eval_loss"] - expected["total_loss"]) < 1e-5
@@ -223,14 +218,20 @@ def test_trainer_evaluate_gives_the_reference_loss(
     assert abs(logged["eval_lm"] - expected["ar_loss"]) <= 6e-5
 
 
-def test_right_padded_raw_features_give_the_same_loss(reference_llara, reference_texts):
-    loss = EBAEEBARLoss(reference_llara)
+def test_trainer_batches_reach_the_loss_as_one_adaptation_group(reference_llara, reference_texts):
+    # What SentenceTransformerTrainer.collect_features makes of the collator's keys: the loss's only input.
     pairs = reference_texts["pretrain_pairs"]
+    collated = EBAEEBARDataCollator(reference_llara)(rows(pairs))
+    trainer = SentenceTransformerTrainer.__new__(SentenceTransformerTrainer)
+    features, labels = trainer.collect_features(collated)
+    assert labels is None and len(features) == 1
+    assert set(features[0]) == {field for field in AdaptationBatch.__dataclass_fields__}
+    loss = EBAEEBARLoss(reference_llara)
     with torch.no_grad():
-        left = loss(pair_features(reference_llara, pairs, "left"))
-        right = loss(pair_features(reference_llara, pairs, "right"))
-    for key in left:
-        assert left[key].item() == pytest.approx(right[key].item(), abs=1e-6)
+        through_trainer = loss(features)
+        direct = loss(pair_features(reference_llara, pairs))
+    for key in direct:
+        assert through_trainer[key].item() == direct[key].item()
 
 
 # ---------------------------------------------------------------------------------------------- mask and positions
@@ -256,7 +257,7 @@ def test_one_pass_equals_two_separate_prompt_passes(sharp_llara, implementation)
     use_attention(sharp_llara, implementation)
     transformer = sharp_llara[0]
     loss = EBAEEBARLoss(sharp_llara)
-    batch = loss.build_inputs(*pair_features(sharp_llara, PAIRS))
+    batch = build(sharp_llara, PAIRS)
     with torch.no_grad():
         logits = loss.compute_logits(batch)
     for row, (text, _) in enumerate(PAIRS):
@@ -278,7 +279,7 @@ def test_one_pass_equals_two_separate_prompt_passes(sharp_llara, implementation)
 def test_query_prompt_logits_ignore_the_passage_suffix(sharp_llara, implementation):
     use_attention(sharp_llara, implementation)
     loss = EBAEEBARLoss(sharp_llara)
-    batch = loss.build_inputs(*pair_features(sharp_llara, PAIRS))
+    batch = build(sharp_llara, PAIRS)
     with torch.no_grad():
         before = loss.compute_logits(batch)
         n_query, n_passage = len(sharp_llara[0].suffix_ids("query")), len(sharp_llara[0].suffix_ids("passage"))
@@ -323,7 +324,7 @@ def test_decoder_receives_the_shared_positions_and_a_float_mask(sharp_llara, imp
 def test_positions_matter_on_the_sharp_model(sharp_llara):
     # Guards the two tests above: with plain positions the query prompt's logits would differ.
     loss = EBAEEBARLoss(sharp_llara)
-    batch = loss.build_inputs(*pair_features(sharp_llara, PAIRS))
+    batch = build(sharp_llara, PAIRS)
     with torch.no_grad():
         shared = loss.compute_logits(batch).query_prompt_logits
         batch.position_ids = sharp_llara[0].position_ids_from_mask(batch.attention_mask)
@@ -337,7 +338,7 @@ def test_targets_of_special_tokens_only_give_a_finite_loss(reference_llara, impl
     loss = EBAEEBARLoss(reference_llara)
     pairs = [("<s1><s2>", "<s9>"), ("<s3>", "<s10><s11>")]
     features = pair_features(reference_llara, pairs)
-    batch = loss.build_inputs(*features)
+    batch = build(reference_llara, pairs)
     assert batch.ebae_target_ids.numel() == 0 and batch.ebar_target_ids.numel() == 0
     components = loss(features)
     total = sum(components.values())
@@ -351,14 +352,11 @@ def test_targets_of_special_tokens_only_give_a_finite_loss(reference_llara, impl
 def test_padded_batches_stay_finite_and_match_rows_alone(sharp_llara, implementation):
     use_attention(sharp_llara, implementation)
     loss = EBAEEBARLoss(sharp_llara)
-    batch = loss.build_inputs(*pair_features(sharp_llara, PAIRS))
+    batch = build(sharp_llara, PAIRS)
     assert not batch.attention_mask.bool().all()  # the batch is padded
     with torch.no_grad():
         together = loss.compute_logits(batch).query_prompt_logits
-        alone = [
-            loss.compute_logits(loss.build_inputs(*pair_features(sharp_llara, [pair]))).query_prompt_logits
-            for pair in PAIRS
-        ]
+        alone = [loss.compute_logits(build(sharp_llara, [pair])).query_prompt_logits for pair in PAIRS]
     assert torch.isfinite(together).all()
     scale = together.abs().max().item()
     assert torch.allclose(together, torch.cat(alone), atol=1e-5 * scale, rtol=0)
@@ -390,15 +388,16 @@ def test_tokenizer_without_bos(no_bos_llara):
     transformer = no_bos_llara[0]
     assert transformer.tokenizer("x")["input_ids"] == transformer.tokenizer("x", add_special_tokens=False)["input_ids"]
     loss = EBAEEBARLoss(no_bos_llara)
+    collator = EBAEEBARDataCollator(no_bos_llara)
     features = pair_features(no_bos_llara, PAIRS)
-    batch = loss.build_inputs(*features)
+    batch = build(no_bos_llara, PAIRS)
     for row, (text, next_text) in enumerate(PAIRS):
         text_ids = transformer.tokenizer(text, add_special_tokens=False)["input_ids"]
         real = batch.input_ids[row][batch.attention_mask[row].bool()].tolist()
         assert real[: len(transformer.prefix_ids) + len(text_ids)] == transformer.prefix_ids + text_ids
         next_ids = transformer.tokenizer(next_text, add_special_tokens=False)["input_ids"]
         ebar = [t for t in batch.ebar_target_ids[row].tolist() if t != IGNORE_INDEX]
-        assert ebar == sorted(set(next_ids) - loss.excluded_target_ids)
+        assert ebar == sorted(set(next_ids) - collator.excluded_target_ids)
     assert torch.isfinite(sum(loss(features).values()))
 
 
@@ -414,15 +413,14 @@ def test_stop_words_are_removed_from_the_targets(reference_llara):
     river = tokenizer("river", add_special_tokens=False)["input_ids"]
 
     pairs = [("The river and the sea.", "Of the hills, the highest.")]
-    features = pair_features(reference_llara, pairs)
-    kept = EBAEEBARLoss(reference_llara).build_inputs(*features)
-    removed = EBAEEBARLoss(reference_llara, remove_stop_words=True).build_inputs(*features)
+    kept = build(reference_llara, pairs)
+    removed = build(reference_llara, pairs, remove_stop_words=True)
     stop_ids = stop_word_token_ids(tokenizer, words)
     kept_ids, removed_ids = set(kept.ebae_target_ids[0].tolist()), set(removed.ebae_target_ids[0].tolist())
     assert the_ids & kept_ids and not the_ids & removed_ids
     assert not stop_ids & removed_ids and not stop_ids & set(removed.ebar_target_ids[0].tolist())
     assert set(river) <= removed_ids
-    custom = EBAEEBARLoss(reference_llara, remove_stop_words=True, stop_words=["river"]).build_inputs(*features)
+    custom = build(reference_llara, pairs, remove_stop_words=True, stop_words=["river"])
     custom_ids = set(custom.ebae_target_ids[0].tolist())
     assert not set(river) & custom_ids and the_ids & custom_ids
 
@@ -430,34 +428,60 @@ def test_stop_words_are_removed_from_the_targets(reference_llara):
 # ---------------------------------------------------------------------------------------------- errors and config
 
 
-def test_features_not_tokenised_raw_are_refused(reference_llara):
+def test_batches_of_another_collator_are_refused(reference_llara):
     loss = EBAEEBARLoss(reference_llara)
-    features = pair_features(reference_llara, PAIRS)
-    for task in (None, "document", "query"):
-        features[1]["task"] = task
-        with pytest.raises(ValueError, match="router_mapping"):
-            loss(features)
-    with pytest.raises(ValueError, match="two columns"):
-        loss(features[:1])
-    templated = reference_llara.preprocess(["a text"], task="document")
-    templated["task"] = "raw"  # mislabelled: the rows start with the prefix, not with BOS alone
-    templated["input_ids"][0, -templated["attention_mask"][0].sum()] = 376
-    with pytest.raises(ValueError, match="special tokens"):
-        loss([templated, raw_features(reference_llara, ["b"])])
+    # The trainer's default collator (no data_collator given) tokenises each column with a template.
+    default = SentenceTransformerDataCollator(preprocess_fn=reference_llara.preprocess)(rows(PAIRS))
+    trainer = SentenceTransformerTrainer.__new__(SentenceTransformerTrainer)
+    features, _ = trainer.collect_features(default)
+    with pytest.raises(ValueError, match=r"data_collator=EBAEEBARDataCollator"):
+        loss(features)
+    adaptation = pair_features(reference_llara, PAIRS)
+    with pytest.raises(ValueError, match="EBAEEBARDataCollator"):
+        loss(adaptation + adaptation)
+    incomplete = {key: value for key, value in adaptation[0].items() if key != "ebar_target_ids"}
+    with pytest.raises(ValueError, match="EBAEEBARDataCollator"):
+        loss([incomplete])
+
+
+def test_collator_refuses_bad_rows(reference_llara):
+    collator = EBAEEBARDataCollator(reference_llara)
+    with pytest.raises(ValueError, match=r"two text columns.*\['text'\]"):
+        collator([{"text": "a"}])
+    with pytest.raises(ValueError, match="two text columns"):
+        collator([{"text": "a", "next_text": "b", "extra": "c"}])
+    with pytest.raises(TypeError, match=r"'next_text'.* row 1 .*int"):
+        collator([{"text": "a", "next_text": "b"}, {"text": "c", "next_text": 7}])
+    # A label column and the dataset name are not text columns.
+    collated = collator([{"text": "a", "next_text": "b", "label": 1.0, "dataset_name": "wiki"}])
+    assert collated["dataset_name"] == "wiki" and "adaptation_input_ids" in collated
 
 
 def test_bad_settings_are_refused(reference_llara):
-    with pytest.raises(ValueError, match="passage_max_length"):
-        EBAEEBARLoss(reference_llara, cutoff_length=reference_llara[0].passage_max_length + 1)
+    limit = reference_llara[0].max_position_embeddings
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        EBAEEBARDataCollator(reference_llara, cutoff_length=limit + 1)
     with pytest.raises(ValueError, match="no room for text"):
-        EBAEEBARLoss(reference_llara, cutoff_length=2 + 19 + 18)
+        EBAEEBARDataCollator(reference_llara, cutoff_length=2 + 19 + 18)
+    with pytest.raises(TypeError, match="cutoff_length"):
+        EBAEEBARDataCollator(reference_llara, cutoff_length=128.0)
     with pytest.raises(ValueError, match="lm_weight"):
         EBAEEBARLoss(reference_llara, lm_weight=-1)
     with pytest.raises(TypeError, match="lm_weight"):
         EBAEEBARLoss(reference_llara, lm_weight=math.nan)
     with pytest.raises(ValueError, match="remove_stop_words"):
-        EBAEEBARLoss(reference_llara, stop_words=["the"])
-    assert EBAEEBARLoss(reference_llara, cutoff_length=2 + 19 + 18 + 1).text_budget == 1
+        EBAEEBARDataCollator(reference_llara, stop_words=["the"])
+    assert EBAEEBARDataCollator(reference_llara, cutoff_length=2 + 19 + 18 + 1).text_budget == 1
+
+
+def test_cutoff_beyond_the_passage_max_length_keeps_whole_targets(reference_llara):
+    # The collator tokenises on its own: a cutoff above passage_max_length no longer cuts targets short.
+    transformer = reference_llara[0]
+    cutoff = transformer.passage_max_length + 40
+    text, ids = distinct_word_text(transformer.tokenizer, cutoff)
+    batch = build(reference_llara, [(text, "b")], cutoff_length=cutoff)
+    assert batch.input_ids.shape[1] == cutoff
+    assert [t for t in batch.ebae_target_ids[0].tolist() if t != IGNORE_INDEX] == sorted(ids[: cutoff - 1])
 
 
 def test_flash_attention_is_refused(reference_llara):
@@ -467,11 +491,12 @@ def test_flash_attention_is_refused(reference_llara):
         loss(pair_features(reference_llara, PAIRS))
 
 
-def test_config_citation_and_router_mapping(reference_llara):
-    loss = EBAEEBARLoss(reference_llara, cutoff_length=100, lm_weight=0.5, remove_stop_words=True)
-    assert loss.get_config_dict() == {"cutoff_length": 100, "lm_weight": 0.5, "remove_stop_words": True}
+def test_config_and_citation(reference_llara):
+    loss = EBAEEBARLoss(reference_llara, lm_weight=0.5)
+    assert loss.get_config_dict() == {"lm_weight": 0.5}
     assert "2312.15503" in loss.citation and loss.citation.strip().startswith("@")
-    assert EBAEEBARLoss.ROUTER_MAPPING == dict.fromkeys(EBAEEBARLoss.COLUMNS, "raw")
+    collator = EBAEEBARDataCollator(reference_llara, cutoff_length=100, remove_stop_words=True)
+    assert repr(collator) == "EBAEEBARDataCollator(cutoff_length=100, remove_stop_words=True)"
 
 
 @pytest.fixture
@@ -527,17 +552,18 @@ def test_tokenizer_appending_eos(eos_llara):
     transformer = eos_llara[0]
     eos = transformer.tokenizer.eos_token_id
     assert transformer.tokenizer("x")["input_ids"][-1] == eos
-    loss = EBAEEBARLoss(eos_llara, cutoff_length=60)
+    loss = EBAEEBARLoss(eos_llara)
+    collator = EBAEEBARDataCollator(eos_llara, cutoff_length=60)
     long_text, long_ids = distinct_word_text(transformer.tokenizer, 100)
     pairs = [(long_text, PAIRS[0][1])] + PAIRS[1:]
-    features = pair_features(eos_llara, pairs)
-    batch = loss.build_inputs(*features)
+    features = pair_features(eos_llara, pairs, cutoff_length=60)
+    batch = build(eos_llara, pairs, cutoff_length=60)
     suffixes = transformer.suffix_ids("passage") + transformer.suffix_ids("query")
     for row, (text, _) in enumerate(pairs):
         text_ids = transformer.tokenizer(text, add_special_tokens=False)["input_ids"]
         real = batch.input_ids[row][batch.attention_mask[row].bool()].tolist()
         # The text is the raw row without the appended EOS; the suffixes follow it directly.
-        assert real == transformer.prefix_ids + text_ids[: loss.text_budget] + suffixes
+        assert real == transformer.prefix_ids + text_ids[: collator.text_budget] + suffixes
     assert batch.input_ids.shape[1] == 60
     # The EBAE target is the text tokenised alone to the cutoff, EOS included (59 text tokens), minus EOS.
     assert [t for t in batch.ebae_target_ids[0].tolist() if t != IGNORE_INDEX] == sorted(long_ids[:59])
@@ -553,11 +579,17 @@ def test_bfloat16_model_gets_a_bfloat16_mask_and_a_finite_loss(
     reference_llara.to(torch.bfloat16)
     loss = EBAEEBARLoss(reference_llara)
     features = pair_features(reference_llara, reference_texts["pretrain_pairs"])
-    batch = loss.build_inputs(*features)
-    assert batch.attention_bias.dtype == torch.bfloat16
-    assert batch.attention_bias.min().item() == torch.finfo(torch.bfloat16).min
-    with torch.no_grad():
-        components = loss(features)
+    seen = {}
+    decoder = reference_llara[0].causal_lm.get_decoder()
+    handle = decoder.register_forward_pre_hook(lambda module, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            components = loss(features)
+    finally:
+        handle.remove()
+    # The module turns the collator's boolean mask into the model's dtype (0 allowed, the dtype's minimum not).
+    assert seen["attention_mask"].dtype == torch.bfloat16
+    assert set(seen["attention_mask"].unique().tolist()) == {0.0, torch.finfo(torch.bfloat16).min}
     assert all(torch.isfinite(value) for value in components.values())
     # bfloat16 is coarse, but the loss must stay near the float32 reference value.
     assert sum(components.values()).item() == pytest.approx(reference["pretrain"]["total_loss"], abs=0.1)
@@ -573,7 +605,6 @@ def test_training_logs_each_component_and_moves_the_prompt_embeddings(reference_
         max_steps=2,
         logging_steps=1,
         learning_rate=1e-3,
-        router_mapping=EBAEEBARLoss.ROUTER_MAPPING,
         report_to="none",
         use_cpu=True,
         save_strategy="no",
@@ -582,7 +613,11 @@ def test_training_logs_each_component_and_moves_the_prompt_embeddings(reference_
     prompt_ids = list(reference_llara[0].prompt_token_ids.values())
     before = embeddings[prompt_ids].detach().clone()
     trainer = SentenceTransformerTrainer(
-        model=reference_llara, args=args, train_dataset=dataset, loss=EBAEEBARLoss(reference_llara)
+        model=reference_llara,
+        args=args,
+        train_dataset=dataset,
+        loss=EBAEEBARLoss(reference_llara),
+        data_collator=EBAEEBARDataCollator(reference_llara),
     )
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry and "ebae" in entry]
