@@ -67,11 +67,15 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
 
     Example::
 
-        import mteb
-        from llara_st.evaluation import BEIRFolderRetrieval
-
-        task = BEIRFolderRetrieval("data/scifact", splits=["dev"])
-        result = mteb.evaluate(model, task, cache=mteb.ResultCache("runs/"))
+        >>> import mteb
+        >>> from llara_st.evaluation import BEIRFolderRetrieval
+        >>> task = BEIRFolderRetrieval(beir_path, splits=["dev"])  # e.g. a download of BEIR's SciFact
+        >>> task.metadata.name, task.metadata.eval_splits
+        ('scifact', ['dev'])
+        >>> result = mteb.evaluate(model, task, cache=mteb.ResultCache("runs/"), show_progress_bar=False)
+        >>> scores = result.task_results[0].scores["dev"][0]
+        >>> 0 <= scores["ndcg_at_10"] <= 1
+        True
     """
 
     folder: Path
