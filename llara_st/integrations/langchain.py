@@ -66,17 +66,18 @@ class LLaRAEmbeddings(Embeddings):
 
     Example::
 
-        from langchain_core.vectorstores import InMemoryVectorStore
-        from llara_st.integrations.langchain import LLaRAEmbeddings
-
-        embeddings = LLaRAEmbeddings(
-            model_name="models/llara-scifact",
-            model_kwargs={"device": "cpu", "model_kwargs": {"dtype": "bfloat16"}},
-            encode_kwargs={"batch_size": 16},
-        )
-        store = InMemoryVectorStore(embeddings)
-        store.add_texts(["Tides are caused by the Moon.", "Paris is in France."])
-        store.similarity_search("what causes tides?", k=1)
+        >>> from langchain_core.vectorstores import InMemoryVectorStore
+        >>> from llara_st.integrations.langchain import LLaRAEmbeddings
+        >>> embeddings = LLaRAEmbeddings(
+        ...     model_name=llara_path,  # a LLaRA folder or Hub id, e.g. a fine-tuned "models/llara-scifact"
+        ...     model_kwargs={"device": "cpu", "model_kwargs": {"dtype": "bfloat16"}},
+        ...     encode_kwargs={"batch_size": 16},
+        ... )
+        >>> store = InMemoryVectorStore(embeddings)
+        >>> ids = store.add_texts(["Tides are caused by the Moon.", "Paris is in France."])
+        >>> hits = store.similarity_search("what causes tides?", k=1)  # a trained model finds the Moon
+        >>> len(hits), len(embeddings.embed_query("what causes tides?"))
+        (1, 64)
     """
 
     def __init__(
