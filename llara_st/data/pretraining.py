@@ -7,7 +7,7 @@ target). This module reads documents (WikiText, a BEIR ``corpus.jsonl``, plain t
 consecutive chunks of a configured size in words or tokens, and pairs neighbours; it also reads the authors'
 JSONL rows (``input``, ``output_summarize``, ``output_predict``). Every builder returns a
 :class:`datasets.Dataset` with exactly the columns ``text`` and ``next_text`` that
-:class:`~llara_st.losses.EBAEEBARLoss` reads.
+:class:`~llara_st.losses.EBAEEBARDataCollator` reads.
 """
 
 from __future__ import annotations
@@ -83,10 +83,10 @@ class DocumentChunker:
     ``chunk_size=64`` gives two chunks of ~35 words rather than 64 + 6). In ``"tokens"`` mode the units are
     the tokenizer's tokens as they fall in the whole document (word-aligned; a single word longer than
     ``chunk_size`` tokens is cut between tokens), and every chunk, tokenised on its own as
-    :class:`~llara_st.losses.EBAEEBARLoss` tokenises it, has at most ``chunk_size`` tokens: a chunk's first word
-    can take more tokens alone than inside the document (a byte-level BPE such as GPT-2's or SmolLM2's merges
-    ``" retrieval"`` into one token but may split ``"retrieval"`` into three), so the chunks are re-tokenised
-    and, when one is over, the document is cut again with that much less per chunk.
+    :class:`~llara_st.losses.EBAEEBARDataCollator` tokenises it, has at most ``chunk_size`` tokens: a chunk's
+    first word can take more tokens alone than inside the document (a byte-level BPE such as GPT-2's or
+    SmolLM2's merges ``" retrieval"`` into one token but may split ``"retrieval"`` into three), so the chunks
+    are re-tokenised and, when one is over, the document is cut again with that much less per chunk.
 
     A document that fits in one chunk has no next chunk. With ``split_short_documents=True`` (default) it is
     cut into two halves, so that short documents (SciFact abstracts, one-paragraph pages) still give one
@@ -168,7 +168,7 @@ class DocumentChunker:
             chunks = [text[group[0].start : group[-1].end] for group in groups]
             if self.unit == "words":
                 return chunks
-            # The loss tokenises each chunk on its own, where its first word (or the piece of a cut word) may
+            # The collator tokenises each chunk on its own, where its first word (or the piece of a cut word) may
             # take more tokens than inside the document: cut again with that much less per chunk.
             lengths = [len(ids) for ids in self.tokenizer(chunks, add_special_tokens=False)["input_ids"]]
             over = max(lengths) - self.chunk_size
