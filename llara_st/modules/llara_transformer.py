@@ -410,8 +410,8 @@ class LLaRATransformer(Transformer):
         task = task if task is not None else features.get("task")
         if task == "raw" and "attention_bias" not in features:
             raise ValueError(
-                "task='raw' tokenises the text alone, without the LLaRA template, for EBAEEBARLoss (which adds the "
-                "templates itself); it gives no LLaRA embedding. Use encode_query / encode_document."
+                "task='raw' tokenises the text alone, without the LLaRA template; it gives no LLaRA embedding (the "
+                "adaptation input is EBAEEBARDataCollator's). Use encode_query / encode_document."
             )
         if self.training and task is None:
             logger.warning_once(
