@@ -93,11 +93,12 @@ def _doctest_paths(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _llara_doctest_namespace(request, doctest_namespace, tmp_path, monkeypatch) -> None:
-    """For docstring examples only: the names above, and a temporary working folder."""
+def _llara_doctest_namespace(request: pytest.FixtureRequest) -> None:
+    """For docstring examples only (the tests do not pay for it): the names above, a temporary working folder."""
     if not isinstance(request.node, DoctestItem):
         return
     paths = request.getfixturevalue("_doctest_paths")
-    doctest_namespace.update({name: value for name, value in paths.items() if not name.startswith("_")})
-    doctest_namespace["model"] = copy.deepcopy(paths["_model"])
-    monkeypatch.chdir(tmp_path)
+    namespace = request.getfixturevalue("doctest_namespace")
+    namespace.update({name: value for name, value in paths.items() if not name.startswith("_")})
+    namespace["model"] = copy.deepcopy(paths["_model"])
+    request.getfixturevalue("monkeypatch").chdir(request.getfixturevalue("tmp_path"))
