@@ -125,6 +125,15 @@ def beir_examples(
         negatives: ``{query_id: [doc_id, ...]}`` hard negatives (e.g. from
             :func:`llara_st.data.mine_hard_negatives_from_qrels`); none when omitted.
         min_score: Smallest qrels score that counts as relevant.
+
+    Example::
+
+        >>> from llara_st.data import beir_examples, load_beir
+        >>> corpus, queries, qrels = load_beir(beir_path, "train")
+        >>> beir_examples(corpus, queries, qrels, negatives={"q1": ["d3"]})[0]
+        {'query': 'why do the ocean tides rise?',
+         'pos': ['Tides The tides rise and fall with the pull of the Moon on the ocean water.'],
+         'neg': ['Volcanoes A volcano erupts when magma rises through the crust under the ocean.']}
     """
     negatives = negatives or {}
     examples: list[ContrastiveExample] = []
