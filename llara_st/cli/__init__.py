@@ -36,6 +36,8 @@ EXTRA_OF_MODULE: dict[str, str] = {
 }
 
 # Libraries whose INFO logs (cache notices, per-step timings) and FutureWarnings are hidden unless -v is given.
+#: dtypes a model's weights can be loaded in (``--dtype`` of convert and evaluate).
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 _CHATTY_LOGGERS = ("mteb", "faiss", "datasets", "huggingface_hub", "sentence_transformers", "transformers")
 
 

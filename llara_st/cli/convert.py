@@ -7,10 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from llara_st.cli import UserError
+from llara_st.cli import DTYPES, UserError
 from llara_st.prompts import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGTH
-
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

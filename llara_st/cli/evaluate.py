@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llara_st.cli import UserError
-
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+from llara_st.cli import DTYPES, UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

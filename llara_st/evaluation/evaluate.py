@@ -170,7 +170,7 @@ def evaluate_beir(
     """
     task = BEIRFolderRetrieval(folder, [split], name=task_name)
     task.load_data()  # bad data fails here, naming file and line, before a model is loaded or a result written
-    result = _run(
+    summary = evaluate_mteb(
         model,
         [task],
         output_folder,
@@ -184,13 +184,9 @@ def evaluate_beir(
         device=device,
         save_predictions=save_predictions,
         overwrite=overwrite,
-        meta_overrides=meta_overrides,
+        **meta_overrides,
     )
-    if result.exceptions:
-        raise RuntimeError(f"MTEB failed on {task.metadata.name}: {result.exceptions}")
-    (task_result,) = result.task_results
-    (scores,) = task_result.scores[split]
-    return _numeric_scores(scores)
+    return summary[task.metadata.name][split]
 
 
 def evaluate_mteb(

@@ -1,4 +1,5 @@
-"""LLaRA's adaptation loss: EBAE and EBAR bag-of-words prediction in one forward pass (METHOD.md §2)."""
+"""LLaRA's adaptation loss: EBAE and EBAR bag-of-words prediction in one forward pass
+(Li et al., 2023, arXiv:2312.15503, §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The adaptation input of LLaRA (METHOD.md §2), built by a data collator where sentence-transformers builds inputs."""
+"""The adaptation input of LLaRA (Li et al., 2023, arXiv:2312.15503, §2), built by a data collator where
+sentence-transformers builds inputs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Building blocks of LLaRA contrastive fine-tuning (Li et al., 2023, arXiv:2312.15503, §3 of docs/METHOD.md):
+"""Building blocks of LLaRA contrastive fine-tuning (Li et al., 2023, arXiv:2312.15503, §3; docs/finetuning.md):
 the InfoNCE loss, LoRA on the seven linear projections with trainable ``<sK>`` rows, merging the adapter, and a
 retrieval evaluator on a BEIR split; and the workflow over them: :class:`FinetuneArguments` (the trainer's arguments
 plus LLaRA's), :func:`build_training_rows` (BEIR folder + hard-negative mining, or saved rows) and
