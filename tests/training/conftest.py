@@ -10,6 +10,7 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 
 import llara_st
+from llara_st.training.finetuning import FinetuneArguments
 
 TOPICS = ["volcano", "honeybee", "glacier", "saxophone", "telescope", "origami", "penguin", "cactus"]
 
@@ -44,3 +45,32 @@ def contrastive_rows() -> Dataset:
             "negative_1": passages[1:] + passages[:1],
         }
     )
+
+
+@pytest.fixture
+def finetune_args():
+    """Builds ``FinetuneArguments`` for a short full fine-tuning run on the tiny model (2 steps, a checkpoint per
+    step); keyword arguments override the defaults."""
+
+    def build(model_dir: Path, output_dir: Path, **overrides) -> FinetuneArguments:
+        settings = {
+            "model_name_or_path": str(model_dir),
+            "output_dir": str(output_dir),
+            "query_max_length": 32,
+            "passage_max_length": 48,
+            "lora": False,
+            "max_steps": 2,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1e-4,
+            "warmup_steps": 0,
+            "logging_steps": 1,
+            "save_strategy": "steps",
+            "save_steps": 1,
+            "report_to": "none",
+            "use_cpu": True,
+            "disable_tqdm": True,
+            "seed": 42,
+        }
+        return FinetuneArguments(**(settings | overrides))
+
+    return build

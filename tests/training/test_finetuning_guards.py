@@ -14,29 +14,7 @@ from sentence_transformers import SentenceTransformerTrainer
 import llara_st.training.finetuning as finetuning
 from llara_st.training.callbacks import DegenerateEmbeddingsError
 from llara_st.training.checkpoints import StaleRunError
-from llara_st.training.finetuning import FinetuneArguments, run_finetuning
-
-
-def finetune_args(model_dir: Path, output_dir: Path, **overrides) -> FinetuneArguments:
-    settings = {
-        "model_name_or_path": str(model_dir),
-        "output_dir": str(output_dir),
-        "query_max_length": 32,
-        "passage_max_length": 48,
-        "lora": False,
-        "max_steps": 2,
-        "per_device_train_batch_size": 4,
-        "learning_rate": 1e-4,
-        "warmup_steps": 0,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": 1,
-        "report_to": "none",
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "seed": 42,
-    }
-    return FinetuneArguments(**(settings | overrides))
+from llara_st.training.finetuning import run_finetuning
 
 
 @pytest.fixture
@@ -55,7 +33,7 @@ def beir_folder(contrastive_rows: Dataset, tmp_path: Path) -> Path:
 
 
 def test_a_stale_rerun_is_refused_before_loading_mining_or_evaluating(
-    training_llara_dir: Path, contrastive_rows: Dataset, beir_folder: Path, tmp_path: Path, monkeypatch
+    training_llara_dir: Path, contrastive_rows: Dataset, beir_folder: Path, tmp_path: Path, monkeypatch, finetune_args
 ):
     output = tmp_path / "run"
     run_finetuning(finetune_args(training_llara_dir, output), train_dataset=contrastive_rows)
@@ -80,7 +58,7 @@ def test_a_stale_rerun_is_refused_before_loading_mining_or_evaluating(
 
 
 def test_the_same_mined_run_resumes_and_extends(
-    training_llara_dir: Path, beir_folder: Path, tmp_path: Path, monkeypatch
+    training_llara_dir: Path, beir_folder: Path, tmp_path: Path, monkeypatch, finetune_args
 ):
     """The fingerprint of a run that mines its rows holds the data folder and mining settings, not the rows: the
     same run resumes (here: extended from 2 to 3 steps), and an edited data folder makes it stale."""
@@ -100,7 +78,7 @@ def test_the_same_mined_run_resumes_and_extends(
 
 
 def test_every_process_checks_the_probe_before_saving(
-    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path: Path, monkeypatch
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path: Path, monkeypatch, finetune_args
 ):
     """On a process other than the main one (simulated), a collapsed model is still caught: the probe is a
     collective forward under ZeRO-3, so every process must run it."""

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
 from llara_st.training.callbacks import DegenerateEmbeddingsError, TrainingDivergedError
 from llara_st.training.checkpoints import RunFingerprint, StaleRunError, path_identity
-from llara_st.training.finetuning import FinetuneArguments, run_finetuning
+from llara_st.training.finetuning import run_finetuning
 from llara_st.training.validation import InvalidTrainingRowsError
 
 WORDS = "river storm morning field water farmer animal ground library budget committee bicycle chain".split()
@@ -117,31 +117,8 @@ def test_a_diverging_adaptation_stops_and_saves_nothing(
 # ---------------------------------------------------------------------------------------------- fine-tuning
 
 
-def finetune_args(model_dir: Path, output_dir: Path, **overrides) -> FinetuneArguments:
-    settings = {
-        "model_name_or_path": str(model_dir),
-        "output_dir": str(output_dir),
-        "query_max_length": 32,
-        "passage_max_length": 48,
-        "lora": False,
-        "max_steps": 2,
-        "per_device_train_batch_size": 4,
-        "learning_rate": 1e-4,
-        "warmup_steps": 0,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": 1,
-        "report_to": "none",
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "seed": 42,
-    }
-    settings.update(overrides)
-    return FinetuneArguments(**settings)
-
-
 def test_finetuning_latest_never_brings_back_another_runs_weights(
-    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path: Path
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path: Path, finetune_args
 ):
     """Old checkpoints used to survive a new run, and `latest` resumed their weights under the new config."""
     output = tmp_path / "run"
@@ -163,7 +140,9 @@ def test_finetuning_latest_never_brings_back_another_runs_weights(
     assert RunFingerprint.load(output).settings["seed"] == 3
 
 
-def test_finetuning_refuses_rows_with_an_empty_text(training_llara_dir: Path, contrastive_rows: Dataset, tmp_path):
+def test_finetuning_refuses_rows_with_an_empty_text(
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args
+):
     rows = contrastive_rows.map(
         lambda row, index: {"negative_1": "" if index == 2 else row["negative_1"]}, with_indices=True
     )
@@ -172,7 +151,9 @@ def test_finetuning_refuses_rows_with_an_empty_text(training_llara_dir: Path, co
     assert not list((tmp_path / "run").glob("checkpoint-*"))
 
 
-def test_a_collapsed_finetuned_model_is_not_saved(training_llara_dir: Path, contrastive_rows: Dataset, tmp_path):
+def test_a_collapsed_finetuned_model_is_not_saved(
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args
+):
     """lr 1e3 used to save a model that embeds every text as zeros."""
     output = tmp_path / "run"
     with pytest.raises(DegenerateEmbeddingsError, match="collapsed"):
