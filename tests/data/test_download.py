@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub
 import mteb
 import pytest
 from mteb.abstasks.retrieval import AbsTaskRetrieval
@@ -141,14 +142,19 @@ def test_a_folder_no_mteb_task_fills_says_what_to_download(tmp_path, monkeypatch
     assert calls == []
 
 
-def test_no_network_says_what_to_download_and_where(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("offline", "reason"), [(False, "the Hub could not be reached"), (True, "HF_HUB_OFFLINE is set")]
+)
+def test_no_network_says_what_to_download_and_where(tmp_path, monkeypatch, offline, reason):
+    # The reason depends on HF_HUB_OFFLINE (CI sets it): pin it both ways rather than read the environment.
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: offline)
     calls: list[str] = []
     unreachable = ConnectionError("Couldn't reach 'mteb/scifact' on the Hub (LocalEntryNotFoundError)")
     monkeypatch.setattr(mteb, "get_task", fake_get_task(SCIFACT_HUB, calls, error=unreachable))
     with pytest.raises(FileNotFoundError) as error:
         materialize_beir_folder(tmp_path / "scifact", ["dev"])
     message = str(error.value)
-    assert "the Hub could not be reached: Couldn't reach 'mteb/scifact'" in message
+    assert f"{reason}: Couldn't reach 'mteb/scifact'" in message
     assert "thakur/BEIR/datasets/scifact.zip" in message and "scifact/queries.jsonl" in message
     assert "split_scifact_dev" in message  # BEIR's zip has no dev split: the message says how to make it
     assert not (tmp_path / "scifact").exists()
