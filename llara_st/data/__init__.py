@@ -1,5 +1,17 @@
 """Data for LLaRA: one reader for BEIR folders and JSONL rows, adaptation pairs, contrastive fine-tuning rows."""
 
+from llara_st.data.adaptation import (
+    NEXT_TEXT_COLUMN,
+    TEXT_COLUMN,
+    DocumentChunker,
+    TextDocument,
+    build_adaptation_pairs,
+    detokenize_wikitext,
+    read_adaptation_pairs,
+    read_text_documents,
+    read_wikitext,
+    wikitext_heading,
+)
 from llara_st.data.beir import (
     BEIRSplit,
     beir_split_names,
@@ -22,22 +34,6 @@ from llara_st.data.contrastive import (
     write_contrastive_jsonl,
 )
 from llara_st.data.mining import mine_hard_negatives_from_qrels
-from llara_st.data.pretraining import (
-    NEXT_TEXT_COLUMN,
-    TEXT_COLUMN,
-    DocumentChunker,
-    TextDocument,
-    beir_corpus_pairs,
-    build_pretraining_pairs,
-    detokenize_wikitext,
-    read_beir_corpus,
-    read_llara_jsonl,
-    read_text_documents,
-    read_wikitext,
-    text_file_pairs,
-    wikitext_heading,
-    wikitext_pairs,
-)
 
 __all__ = [
     # reading BEIR folders and JSONL rows
@@ -54,16 +50,12 @@ __all__ = [
     "TEXT_COLUMN",
     "DocumentChunker",
     "TextDocument",
-    "beir_corpus_pairs",
-    "build_pretraining_pairs",
+    "build_adaptation_pairs",
     "detokenize_wikitext",
-    "read_beir_corpus",
-    "read_llara_jsonl",
+    "read_adaptation_pairs",
     "read_text_documents",
     "read_wikitext",
-    "text_file_pairs",
     "wikitext_heading",
-    "wikitext_pairs",
     # contrastive fine-tuning
     "ContrastiveExample",
     "beir_examples",

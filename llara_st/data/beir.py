@@ -334,16 +334,3 @@ def load_beir(
     corpus, queries, qrels = read_beir(folder, split)
     documents = {row["id"]: f"{row['title']} {row['text']}".strip() for row in corpus}
     return documents, dict(zip(queries["id"], queries["text"], strict=True)), qrels
-
-
-__all__ = [
-    "BEIRSplit",
-    "beir_split_names",
-    "check_beir_folder",
-    "load_beir",
-    "read_beir",
-    "read_beir_documents",
-    "read_beir_qrels",
-    "read_beir_queries",
-    "read_jsonl",
-]

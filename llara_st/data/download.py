@@ -198,13 +198,20 @@ def materialize_beir_folder(
     Returns:
         The folder.
 
-    Example::
+    Example (an absent ``data/scifact`` would be written from the Hub, the first time only; here a local copy)::
 
-        from llara_st.data import read_beir
-        from llara_st.data.download import materialize_beir_folder
-
-        folder = materialize_beir_folder("data/scifact", ["train", "dev"])  # from the Hub, the first time only
-        corpus, queries, qrels = read_beir(folder, "dev")
+        >>> from llara_st.data import read_beir
+        >>> from llara_st.data.download import materialize_beir_folder
+        >>> folder = materialize_beir_folder(beir_path, ["train", "dev"])  # complete: used as it is
+        >>> folder.name, sorted(path.name for path in folder.iterdir())
+        ('scifact', ['corpus.jsonl', 'qrels', 'queries.jsonl'])
+        >>> corpus, queries, qrels = read_beir(folder, "dev")
+        >>> len(corpus), len(queries)
+        (5, 3)
+        >>> materialize_beir_folder(beir_path, ["validation"])  # present but incomplete: never overwritten
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: BEIR folder .../scifact lacks .../scifact/qrels/validation.tsv. Download the BEIR dataset ...
     """
     folder = Path(folder)
     by_task = {source.task_name.lower(): source for source in MTEB_SOURCES.values()}

@@ -28,13 +28,7 @@ from torch.utils.data import SequentialSampler
 from transformers import TrainerCallback
 
 import llara_st
-from llara_st.data import (
-    DocumentChunker,
-    beir_corpus_pairs,
-    read_llara_jsonl,
-    text_file_pairs,
-    wikitext_pairs,
-)
+from llara_st.data import DocumentChunker, read_adaptation_pairs
 from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
 from llara_st.model import llara_module
 from llara_st.training.arguments import parse_arguments
@@ -185,13 +179,13 @@ def build_adaptation_dataset(
     )
     parts = []
     if config.wikitext_paths:
-        parts.append(wikitext_pairs(config.wikitext_paths, chunker))
+        parts.append(read_adaptation_pairs(config.wikitext_paths, "wikitext", chunker))
     if config.beir_corpus_paths:
-        parts.append(beir_corpus_pairs(config.beir_corpus_paths, chunker))
+        parts.append(read_adaptation_pairs(config.beir_corpus_paths, "beir_corpus", chunker))
     if config.text_paths:
-        parts.append(text_file_pairs(config.text_paths, chunker))
+        parts.append(read_adaptation_pairs(config.text_paths, "text", chunker))
     if config.llara_jsonl_paths:
-        parts.append(read_llara_jsonl(config.llara_jsonl_paths))
+        parts.append(read_adaptation_pairs(config.llara_jsonl_paths, "llara_jsonl"))
     dataset = concatenate_datasets(parts)
     if config.shuffle:
         dataset = dataset.shuffle(seed=seed).flatten_indices()

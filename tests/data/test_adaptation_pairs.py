@@ -16,15 +16,13 @@ from llara_st.data import (
     TEXT_COLUMN,
     DocumentChunker,
     TextDocument,
-    beir_corpus_pairs,
-    build_pretraining_pairs,
+    build_adaptation_pairs,
     detokenize_wikitext,
-    read_beir_corpus,
-    read_llara_jsonl,
+    read_adaptation_pairs,
+    read_beir_documents,
+    read_text_documents,
     read_wikitext,
-    text_file_pairs,
     wikitext_heading,
-    wikitext_pairs,
 )
 
 # A WikiText-2 excerpt in the raw file's own layout (leading and trailing space, CRLF, " @-@ " tokenisation,
@@ -159,10 +157,10 @@ def test_wikitext_text_has_no_headings_or_tokenisation(wikitext_articles):
 
 
 @pytest.mark.slow
-def test_wikitext_pairs_no_heading_no_crossing_and_sized(wikitext_path, wikitext_articles, heading_lines):
+def test_wikitext_rows_no_heading_no_crossing_and_sized(wikitext_path, wikitext_articles, heading_lines):
     chunk_size = 64
     chunker = DocumentChunker(chunk_size=chunk_size, unit="words")
-    rows = wikitext_pairs(wikitext_path, chunker)
+    rows = read_adaptation_pairs(wikitext_path, "wikitext", chunker)
     assert rows.column_names == [TEXT_COLUMN, NEXT_TEXT_COLUMN]
 
     # Pairs come article by article: the whole dataset is the concatenation of per-article pairs, and each
@@ -190,7 +188,7 @@ def test_wikitext_pairs_no_heading_no_crossing_and_sized(wikitext_path, wikitext
 def test_wikitext_token_chunks_fit_the_budget(wikitext_path, llama_tokenizer):
     budget = 89  # the reference text budget: cutoff 128 - BOS " - 19 - 18
     chunker = DocumentChunker(chunk_size=budget, unit="tokens", tokenizer=llama_tokenizer)
-    rows = wikitext_pairs(wikitext_path, chunker, max_rows=400)
+    rows = read_adaptation_pairs(wikitext_path, "wikitext", chunker, max_rows=400)
     assert len(rows) == 400 if wikitext_path.name == "wiki.test.raw" else len(rows) >= 10
     lengths = [
         len(llama_tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -288,7 +286,7 @@ def test_chunker_rejects_a_non_text_document():
 
 def test_max_rows_caps_the_dataset():
     documents = [" ".join(f"d{d}w{i}" for i in range(200)) for d in range(5)]
-    rows = build_pretraining_pairs(documents, DocumentChunker(chunk_size=20), max_rows=7)
+    rows = build_adaptation_pairs(documents, DocumentChunker(chunk_size=20), max_rows=7)
     assert len(rows) == 7
     assert rows[0][TEXT_COLUMN].startswith("d0w0 ")
 
@@ -297,14 +295,13 @@ def test_max_rows_caps_the_dataset():
 
 
 @pytest.mark.slow
-def test_beir_corpus_pairs_on_scifact(data_dir: Path):
+def test_beir_corpus_rows_on_scifact(data_dir: Path):
     corpus = data_dir / "scifact" / "corpus.jsonl"
     chunker = DocumentChunker(chunk_size=64, unit="words")
-    documents = list(read_beir_corpus(corpus))
+    documents = [f"{row['title']} {row['text']}" for row in read_beir_documents(corpus)]
     assert len(documents) == 5183
     first = json.loads(corpus.open(encoding="utf8").readline())
-    assert documents[0].text == " ".join(f"{first['title']} {first['text']}".split())
-    rows = beir_corpus_pairs(corpus, chunker)
+    rows = read_adaptation_pairs(corpus, "beir_corpus", chunker)
     per_document = [len(chunker.pairs(document)) for document in documents]
     assert len(rows) == sum(per_document)
     assert min(per_document) >= 1  # even the shortest abstract (33 words) is halved into one pair
@@ -316,38 +313,82 @@ def test_beir_corpus_rejects_rows_without_text(tmp_path: Path):
     path = tmp_path / "corpus.jsonl"
     path.write_text(json.dumps({"_id": "1", "title": "t"}) + "\n")
     with pytest.raises(ValueError, match="no 'text' field"):
-        beir_corpus_pairs(path)
+        read_adaptation_pairs(path, "beir_corpus")
 
 
-def test_text_file_pairs_respect_blank_line_documents(tmp_path: Path):
+def test_beir_corpus_rows_put_the_title_first_and_never_cross_documents(tmp_path: Path):
+    path = tmp_path / "corpus.jsonl"
+    rows = [
+        {"_id": 7, "title": "Tides", "text": " ".join(f"t{i}" for i in range(30))},
+        {"_id": "d2", "title": None, "text": " ".join(f"b{i}" for i in range(40))},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    pairs = read_adaptation_pairs(path, "beir_corpus", DocumentChunker(chunk_size=20, min_chunk_size=4))
+    assert pairs[TEXT_COLUMN][0].startswith("Tides t0 ")  # the title opens the first chunk
+    assert [text[0] + next_text[0] for text, next_text in zip(*pairs[:].values(), strict=True)] == ["Tt", "bb"]
+
+
+def test_read_adaptation_pairs_rejects_bad_arguments(tmp_path: Path):
+    path = tmp_path / "docs.txt"
+    path.write_text("some words\n")
+    with pytest.raises(ValueError, match="file_format must be one of .*'markdown'"):
+        read_adaptation_pairs(path, "markdown")
+    with pytest.raises(ValueError, match="pairs already: pass no chunker"):
+        read_adaptation_pairs(path, "llara_jsonl", DocumentChunker())
+    with pytest.raises(ValueError, match="max_rows must be positive"):
+        read_adaptation_pairs(path, "text", max_rows=0)
+    with pytest.raises(FileNotFoundError, match="nowhere.raw"):
+        read_adaptation_pairs([path, tmp_path / "nowhere.raw"], "wikitext")
+
+
+def test_text_file_rows_respect_blank_line_documents(tmp_path: Path):
     path = tmp_path / "docs.txt"
     first = " ".join(f"a{i}" for i in range(40))
     second = " ".join(f"b{i}" for i in range(40))
     path.write_text(f"{first}\n\n{second}\n")
-    rows = text_file_pairs(path, DocumentChunker(chunk_size=20))
+    rows = read_adaptation_pairs(path, "text", DocumentChunker(chunk_size=20))
     assert len(rows) == 2
     for text, next_text in zip(rows[TEXT_COLUMN], rows[NEXT_TEXT_COLUMN], strict=True):
         assert text[0] == next_text[0]  # never an "a" chunk paired with a "b" chunk
-    assert len(text_file_pairs(path, DocumentChunker(chunk_size=20), split_on_blank_lines=False)) == 3
+    one_document = read_text_documents(path, split_on_blank_lines=False)
+    assert len(build_adaptation_pairs(one_document, DocumentChunker(chunk_size=20))) == 3
 
 
-def test_read_llara_jsonl_matches_the_authors_rows(fixture_dir: Path):
+def test_llara_jsonl_pairs_match_the_authors_rows(fixture_dir: Path):
     path = fixture_dir / "inputs" / "pretrain.jsonl"
-    rows = read_llara_jsonl(path)
+    rows = read_adaptation_pairs(path, "llara_jsonl")
     raw = [json.loads(line) for line in path.read_text(encoding="utf8").splitlines() if line.strip()]
     assert rows.column_names == [TEXT_COLUMN, NEXT_TEXT_COLUMN]
     assert rows[TEXT_COLUMN] == [row["output_summarize"] for row in raw]
     assert rows[NEXT_TEXT_COLUMN] == [row["output_predict"] for row in raw]
-    assert len(read_llara_jsonl([path, path], max_rows=8)) == 8
+    assert len(read_adaptation_pairs([path, path], "llara_jsonl", max_rows=8)) == 8
 
 
-def test_read_llara_jsonl_names_bad_rows(tmp_path: Path):
+def test_llara_jsonl_pairs_name_bad_rows(tmp_path: Path):
     path = tmp_path / "rows.jsonl"
     path.write_text(json.dumps({"input": "a", "output_summarize": "a"}) + "\n")
     with pytest.raises(ValueError, match=r"rows.jsonl:1: row has no 'output_predict' field"):
-        read_llara_jsonl(path)
+        read_adaptation_pairs(path, "llara_jsonl")
     path.write_text("{not json\n")
     with pytest.raises(ValueError, match="rows.jsonl:1 is not valid JSON"):
-        read_llara_jsonl(path)
+        read_adaptation_pairs(path, "llara_jsonl")
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
-        read_llara_jsonl(tmp_path / "missing.jsonl")
+        read_adaptation_pairs(tmp_path / "missing.jsonl", "llara_jsonl")
+
+
+def test_llara_jsonl_pairs_across_files_capped_and_checked(tmp_path: Path, caplog):
+    def row(text: str, next_text: str, given: str | None = None) -> str:
+        return json.dumps(
+            {"input": text if given is None else given, "output_summarize": text, "output_predict": next_text}
+        )
+
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text(row("a1", "a2") + "\n\n" + row("a2", "a3", given="other") + "\n")
+    second.write_text(row("b1", "b2") + "\n" + row("b2", "b3") + "\n")
+    with caplog.at_level("WARNING", logger="llara_st.data.adaptation"):
+        rows = read_adaptation_pairs([first, second], "llara_jsonl", max_rows=3)
+    assert rows[:] == {TEXT_COLUMN: ["a1", "a2", "b1"], NEXT_TEXT_COLUMN: ["a2", "a3", "b2"]}
+    assert "1 rows have 'input' different" in caplog.text
+    first.write_text(row("a1", "a2") + "\n\n" + row("a2", " ") + "\n")  # the empty text is on line 3
+    with pytest.raises(ValueError, match=r"a.jsonl:3: 'output_predict' must be a non-empty string"):
+        read_adaptation_pairs(first, "llara_jsonl")

@@ -3,11 +3,11 @@
 LLaRA (Li et al., 2023, "Making Large Language Models A Better Foundation For Dense Retrieval",
 arXiv:2312.15503) adapts a causal LM on unlabeled text split into consecutive chunks: each row holds a chunk
 (``text``, the EBAE target) and the chunk that follows it in the same document (``next_text``, the EBAR
-target). This module reads documents (WikiText, a BEIR ``corpus.jsonl``, plain text files), splits each into
-consecutive chunks of a configured size in words or tokens, and pairs neighbours; it also reads the authors'
-JSONL rows (``input``, ``output_summarize``, ``output_predict``). Every builder returns a
-:class:`datasets.Dataset` with exactly the columns ``text`` and ``next_text`` that
-:class:`~llara_st.losses.EBAEEBARDataCollator` reads.
+target). This module reads documents (WikiText, plain text files; a BEIR ``corpus.jsonl`` through
+:func:`llara_st.data.read_beir_documents`), splits each into consecutive chunks of a configured size in words or
+tokens, and pairs neighbours; the authors' JSONL rows (``input``, ``output_summarize``, ``output_predict``) are
+read through :func:`llara_st.data.read_jsonl`. Every builder returns a :class:`datasets.Dataset` with exactly
+the columns ``text`` and ``next_text`` that :class:`~llara_st.losses.EBAEEBARDataCollator` reads.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 
 from llara_st.data.beir import read_beir_documents, read_jsonl, row_line
 
@@ -33,6 +33,7 @@ NEXT_TEXT_COLUMN = "next_text"
 
 ChunkUnit = Literal["words", "tokens"]
 WikiTextBoundary = Literal["article", "section"]
+AdaptationFileFormat = Literal["wikitext", "beir_corpus", "text", "llara_jsonl"]
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 
 
@@ -102,8 +103,19 @@ class DocumentChunker:
 
     Example::
 
-        chunker = DocumentChunker(chunk_size=64, unit="words")
-        pairs = list(chunker.pairs(TextDocument(["A long article ..."])))
+        >>> from llara_st.data import DocumentChunker, TextDocument
+        >>> chunker = DocumentChunker(chunk_size=64, unit="words")
+        >>> article = TextDocument([" ".join(f"w{i}" for i in range(40)), " ".join(f"w{i}" for i in range(40, 70))])
+        >>> [len(chunk.split()) for chunk in chunker.chunk(article)]  # balanced: not 64 + 6
+        [35, 35]
+        >>> text, next_text = chunker.pairs(article)[0]
+        >>> text.split()[-1], next_text.split()[0]
+        ('w34', 'w35')
+        >>> abstract = "a short abstract of six words " * 6  # 36 words: one chunk, halved into a pair
+        >>> [len(chunk.split()) for chunk in chunker.pairs(abstract)[0]]
+        [18, 18]
+        >>> chunker.pairs("a short abstract of six words " * 5)  # halves of 15 words: under min_chunk_size 16
+        []
     """
 
     chunk_size: int = 64
@@ -373,17 +385,6 @@ def _is_wrapped_formula(lines: list[str], index: int) -> bool:
     return previous_stops_mid_sentence and next_continues
 
 
-def read_beir_corpus(path: str | os.PathLike, include_title: bool = True) -> Iterator[TextDocument]:
-    """Documents of a BEIR ``corpus.jsonl`` (``{"_id", "title", "text"}`` per line), title first.
-
-    Read and checked by :func:`llara_st.data.read_beir_documents` (ids, texts, duplicates).
-    """
-    (path,) = _as_paths(path)
-    for row in read_beir_documents(path):
-        title = row["title"].strip()
-        yield TextDocument([title, row["text"]] if include_title and title else [row["text"]], title=row["id"])
-
-
 def read_text_documents(path: str | os.PathLike, split_on_blank_lines: bool = True) -> list[TextDocument]:
     """Documents of a plain UTF-8 text file: separated by blank lines, or the whole file as one document."""
     (path,) = _as_paths(path)
@@ -399,18 +400,26 @@ def read_text_documents(path: str | os.PathLike, split_on_blank_lines: bool = Tr
 # ---------------------------------------------------------------------- dataset builders
 
 
-def build_pretraining_pairs(
-    documents: Iterable[TextDocument | str], chunker: DocumentChunker, max_rows: int | None = None
+def build_adaptation_pairs(
+    documents: Iterable[TextDocument | str], chunker: DocumentChunker | None = None, max_rows: int | None = None
 ) -> Dataset:
     """A ``(text, next_text)`` dataset from consecutive chunks of each document, in document order.
 
     Args:
         documents: The documents; a pair never spans two of them.
-        chunker: How to chunk (size, unit, short documents).
+        chunker: How to chunk (size, unit, short documents); default: 64-word chunks.
         max_rows: Stop after this many rows.
+
+    Example::
+
+        >>> from llara_st.data import DocumentChunker, TextDocument, build_adaptation_pairs
+        >>> tides = TextDocument(["Tides rise and fall every day.", "The Moon pulls on the oceans."], title="Tides")
+        >>> rows = build_adaptation_pairs([tides, "Bees."], DocumentChunker(chunk_size=6, unit="words"))
+        >>> rows[:]  # a one-word document has no pair
+        {'text': ['Tides rise and fall every day.'], 'next_text': ['The Moon pulls on the oceans.']}
     """
-    if max_rows is not None and max_rows < 1:
-        raise ValueError(f"max_rows must be positive or None, got {max_rows}")
+    _check_max_rows(max_rows)
+    chunker = chunker or DocumentChunker()
     texts: list[str] = []
     next_texts: list[str] = []
     skipped = 0
@@ -428,73 +437,92 @@ def build_pretraining_pairs(
     return Dataset.from_dict({TEXT_COLUMN: texts, NEXT_TEXT_COLUMN: next_texts})
 
 
-def wikitext_pairs(
+def read_adaptation_pairs(
     paths: PathOrPaths,
+    file_format: AdaptationFileFormat,
     chunker: DocumentChunker | None = None,
-    boundary: WikiTextBoundary = "article",
     max_rows: int | None = None,
 ) -> Dataset:
-    """``(text, next_text)`` rows from WikiText raw files; pairs never cross an article (or section).
+    """``(text, next_text)`` rows from files of one format, in file order.
+
+    Documents are chunked by ``chunker`` and paired within a document (:func:`build_adaptation_pairs`);
+    the authors' rows are pairs already.
+
+    =================  ======================================================================================
+    ``file_format``    the files
+    =================  ======================================================================================
+    ``"wikitext"``     WikiText ``*.raw`` files, one document per article (:func:`read_wikitext`)
+    ``"beir_corpus"``  BEIR ``corpus.jsonl`` files, title + text per document
+                       (read by :func:`llara_st.data.read_beir_documents`)
+    ``"text"``         plain UTF-8 text, documents separated by blank lines (:func:`read_text_documents`)
+    ``"llara_jsonl"``  the authors' rows ``{"input", "output_summarize", "output_predict"}``:
+                       ``output_summarize`` (the text, which is also the model input) becomes ``text``,
+                       ``output_predict`` (the next chunk) ``next_text``
+    =================  ======================================================================================
+
+    In the authors' data ``input`` equals ``output_summarize``; the loss reads one text for both, so rows where
+    they differ are reported with a warning and ``output_summarize`` is kept. For other reader settings
+    (WikiText sections, a text file as one document, BEIR documents without their title), pass the reader's
+    documents to :func:`build_adaptation_pairs`.
+
+    Args:
+        paths: A file or a list of files.
+        file_format: ``"wikitext"``, ``"beir_corpus"``, ``"text"`` or ``"llara_jsonl"``.
+        chunker: How documents are chunked; default: 64-word chunks. Not for ``"llara_jsonl"``.
+        max_rows: Stop after this many rows.
 
     Example::
 
-        rows = wikitext_pairs("wikitext2/wiki.test.raw", DocumentChunker(chunk_size=64))
+        >>> from pathlib import Path
+        >>> from llara_st.data import DocumentChunker, read_adaptation_pairs
+        >>> article = " The tides rise and fall with the pull of the Moon on the ocean water . " * 3
+        >>> lines = [" = Tides = ", article, " = = Spring tides = = ", article]  # WikiText's own layout
+        >>> _ = Path("wiki.raw").write_text("\\n".join(lines))
+        >>> rows = read_adaptation_pairs("wiki.raw", "wikitext", DocumentChunker(chunk_size=64))
+        >>> len(rows), [len(text.split()) for text in rows[0].values()]  # 90 words: two chunks of 45, one pair
+        (1, [45, 45])
+        >>> rows[0]["next_text"][:50]  # headings are never text; WikiText's " ." is undone
+        'The tides rise and fall with the pull of the Moon '
+        >>> rows[0]["text"][-24:]
+        'Moon on the ocean water.'
     """
-    chunker = chunker or DocumentChunker()
-    documents = (document for path in _as_paths(paths) for document in read_wikitext(path, boundary=boundary))
-    return build_pretraining_pairs(documents, chunker, max_rows=max_rows)
+    if file_format not in _DOCUMENT_READERS and file_format != "llara_jsonl":
+        raise ValueError(f"file_format must be one of {[*_DOCUMENT_READERS, 'llara_jsonl']}, got {file_format!r}")
+    files = _as_paths(paths)
+    if file_format == "llara_jsonl":
+        if chunker is not None:
+            raise ValueError("the authors' rows (file_format='llara_jsonl') are pairs already: pass no chunker")
+        return _llara_jsonl_pairs(files, max_rows)
+    read = _DOCUMENT_READERS[file_format]
+    return build_adaptation_pairs((document for path in files for document in read(path)), chunker, max_rows)
 
 
-def beir_corpus_pairs(
-    paths: PathOrPaths,
-    chunker: DocumentChunker | None = None,
-    include_title: bool = True,
-    max_rows: int | None = None,
-) -> Dataset:
-    """``(text, next_text)`` rows from BEIR ``corpus.jsonl`` files (title + text per document).
-
-    Short documents (one chunk) are halved into one pair by default; see :class:`DocumentChunker`.
-    """
-    chunker = chunker or DocumentChunker()
-    documents = (document for path in _as_paths(paths) for document in read_beir_corpus(path, include_title))
-    return build_pretraining_pairs(documents, chunker, max_rows=max_rows)
+def _beir_corpus_documents(path: Path) -> Iterator[TextDocument]:
+    for row in read_beir_documents(path):
+        yield TextDocument([row["title"], row["text"]], title=row["id"])
 
 
-def text_file_pairs(
-    paths: PathOrPaths,
-    chunker: DocumentChunker | None = None,
-    split_on_blank_lines: bool = True,
-    max_rows: int | None = None,
-) -> Dataset:
-    """``(text, next_text)`` rows from plain text files (documents separated by blank lines, or one per file)."""
-    chunker = chunker or DocumentChunker()
-    documents = (document for path in _as_paths(paths) for document in read_text_documents(path, split_on_blank_lines))
-    return build_pretraining_pairs(documents, chunker, max_rows=max_rows)
+_DOCUMENT_READERS = {"wikitext": read_wikitext, "beir_corpus": _beir_corpus_documents, "text": read_text_documents}
 
 
-def read_llara_jsonl(paths: PathOrPaths, max_rows: int | None = None) -> Dataset:
-    """The authors' adaptation rows ``{"input", "output_summarize", "output_predict"}`` as ``(text, next_text)``.
-
-    ``output_summarize`` (the text, which is also the model input) becomes ``text`` and ``output_predict``
-    (the next chunk) ``next_text``. In the authors' data ``input`` equals ``output_summarize``; the loss here
-    reads one text for both, so rows where they differ are reported with a warning and ``output_summarize``
-    is kept.
-    """
-    texts: list[str] = []
-    next_texts: list[str] = []
-    differing = 0
-    for path in _as_paths(paths):
+def _llara_jsonl_pairs(paths: list[Path], max_rows: int | None) -> Dataset:
+    _check_max_rows(max_rows)
+    parts: list[Dataset] = []
+    count = differing = 0
+    for path in paths:
         rows = read_jsonl(path, ["output_summarize", "output_predict"], optional_texts=["input"])
-        for index, row in enumerate(rows):
-            for key in ("output_summarize", "output_predict"):
-                if not row[key].strip():
-                    raise ValueError(f"{path}:{row_line(path, index)}: {key!r} must be a non-empty string")
-            differing += bool(row["input"]) and row["input"] != row["output_summarize"]
-            texts.append(row["output_summarize"])
-            next_texts.append(row["output_predict"])
-            if max_rows is not None and len(texts) >= max_rows:
-                break
-        if max_rows is not None and len(texts) >= max_rows:
+        if max_rows is not None:
+            rows = rows.select(range(min(len(rows), max_rows - count)))
+        for key in ("output_summarize", "output_predict"):
+            empty = next((index for index, text in enumerate(rows[key]) if not text.strip()), None)
+            if empty is not None:
+                raise ValueError(f"{path}:{row_line(path, empty)}: {key!r} must be a non-empty string")
+        inputs, texts = rows["input"], rows["output_summarize"]
+        differing += sum(bool(given) and given != text for given, text in zip(inputs, texts, strict=True))
+        columns = {"output_summarize": TEXT_COLUMN, "output_predict": NEXT_TEXT_COLUMN}
+        parts.append(rows.select_columns(list(columns)).rename_columns(columns))
+        count += len(rows)
+        if max_rows is not None and count >= max_rows:
             break
     if differing:
         logger.warning(
@@ -502,4 +530,9 @@ def read_llara_jsonl(paths: PathOrPaths, max_rows: int | None = None) -> Dataset
             "(output_summarize) as both the input and the EBAE target",
             differing,
         )
-    return Dataset.from_dict({TEXT_COLUMN: texts, NEXT_TEXT_COLUMN: next_texts})
+    return concatenate_datasets(parts)
+
+
+def _check_max_rows(max_rows: int | None) -> None:
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be positive or None, got {max_rows}")
