@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -22,11 +23,31 @@ logger = logging.getLogger(__name__)
 SamplingStrategy = Literal["random", "top"]
 
 
-def _check_window(num_negatives: int, range_min: int, range_max: int) -> None:
-    if num_negatives < 1:
-        raise ValueError(f"num_negatives must be at least 1, got {num_negatives}")
-    if range_min < 0 or range_max <= range_min:
-        raise ValueError(f"the rank window needs 0 <= range_min < range_max, got [{range_min}, {range_max})")
+@dataclass(frozen=True)
+class _MiningTask:
+    """What both retrievers mine: the corpus, the queries with relevant documents, the rank window and filters."""
+
+    corpus: Mapping[str, str]
+    queries: Mapping[str, str]
+    relevant: Mapping[str, Sequence[str]]
+    range_min: int
+    range_max: int
+    relative_margin: float | None
+    max_score: float | None
+
+    def __post_init__(self) -> None:
+        if self.range_min < 0 or self.range_max <= self.range_min:
+            raise ValueError(
+                f"the rank window needs 0 <= range_min < range_max, got [{self.range_min}, {self.range_max})"
+            )
+        if self.relative_margin is not None and self.relative_margin < 0:
+            raise ValueError(f"relative_margin must be >= 0 (or None), got {self.relative_margin}")
+        missing = sorted({doc_id for doc_ids in self.relevant.values() for doc_id in doc_ids} - set(self.corpus))
+        if missing:
+            raise KeyError(f"relevant documents missing from the corpus: {missing[:5]}")
+        missing = sorted(set(self.relevant) - set(self.queries))
+        if missing:
+            raise KeyError(f"queries of the qrels missing from the queries: {missing[:5]}")
 
 
 def _pick(window: list[str], num_negatives: int, strategy: SamplingStrategy, rng: random.Random) -> list[str]:
@@ -36,21 +57,13 @@ def _pick(window: list[str], num_negatives: int, strategy: SamplingStrategy, rng
     return [doc_id for rank, doc_id in enumerate(window) if rank in chosen]  # keep the retriever's order
 
 
-def _bm25_windows(
-    corpus: Mapping[str, str],
-    query_texts: Mapping[str, str],
-    relevant: Mapping[str, Sequence[str]],
-    range_min: int,
-    range_max: int,
-    relative_margin: float | None,
-    max_score: float | None,
-    language: str,
-) -> dict[str, list[str]]:
+def _bm25_windows(task: _MiningTask, language: str) -> dict[str, list[str]]:
     try:
         import bm25s
         import Stemmer
     except ImportError as error:
         raise ImportError("BM25 mining needs `bm25s` and `PyStemmer`: pip install 'llara-st[bm25]'") from error
+    corpus, query_texts, relevant = task.corpus, task.queries, task.relevant
     doc_ids = list(corpus)
     stemmer = Stemmer.Stemmer(language)
     index = bm25s.BM25()
@@ -77,14 +90,14 @@ def _bm25_windows(
         positives = relevant[query_id]
         positive_texts = {corpus[doc_id] for doc_id in positives}
         threshold = np.inf
-        if relative_margin is not None:
+        if task.relative_margin is not None:
             weakest_positive = min(float(scores[position[doc_id]]) for doc_id in positives)
-            threshold = weakest_positive - abs(weakest_positive) * relative_margin
-        if max_score is not None:
-            threshold = min(threshold, max_score)
+            threshold = weakest_positive - abs(weakest_positive) * task.relative_margin
+        if task.max_score is not None:
+            threshold = min(threshold, task.max_score)
         # No shared term means not retrieved at all: a random passage, not a hard negative.
         matched = int(np.count_nonzero(scores > 0))
-        depth = min(range_max + len(positives), matched)
+        depth = min(task.range_max + len(positives), matched)
         while True:
             top = np.argpartition(-scores, depth - 1)[:depth] if depth else np.array([], dtype=int)
             top = top[np.lexsort((top, -scores[top]))]  # by score, ties by corpus order: deterministic
@@ -93,41 +106,35 @@ def _bm25_windows(
                 for i in top
                 if scores[i] <= threshold and doc_ids[i] not in positives and corpus[doc_ids[i]] not in positive_texts
             ]
-            if len(candidates) >= range_max or depth == matched:
+            if len(candidates) >= task.range_max or depth == matched:
                 break
             depth = min(2 * depth, matched)  # filtered candidates left the window short: look deeper
-        windows[query_id] = candidates[range_min:range_max]
+        windows[query_id] = candidates[task.range_min : task.range_max]
     return windows
 
 
 def _dense_windows(
-    corpus: Mapping[str, str],
-    query_texts: Mapping[str, str],
-    relevant: Mapping[str, Sequence[str]],
-    model: SentenceTransformer,
-    range_min: int,
-    range_max: int,
-    relative_margin: float | None,
-    max_score: float | None,
-    batch_size: int,
-    use_faiss: bool,
+    task: _MiningTask, model: SentenceTransformer, batch_size: int, use_faiss: bool
 ) -> dict[str, list[str]]:
+    corpus, query_texts, relevant = task.corpus, task.queries, task.relevant
     pairs = Dataset.from_dict(
         {
             "anchor": [query_texts[query_id] for query_id, doc_ids in relevant.items() for _ in doc_ids],
             "positive": [corpus[doc_id] for doc_ids in relevant.values() for doc_id in doc_ids],
         }
     )
-    # The whole filtered window, best first; the draw from it happens here, with a local seeded generator.
+    # sentence-transformers encodes, searches and filters (positives, margin, max_score); it returns the whole
+    # window, best first, and the draw happens in mine_hard_negatives_from_qrels with a local seeded generator
+    # (its own "random" strategy draws from the global `random` state). It speaks texts: ids are mapped back.
     mined = mine_hard_negatives(
         pairs,
         model,
         corpus=list(corpus.values()),
-        range_min=range_min,
-        range_max=range_max,
-        relative_margin=relative_margin,
-        max_score=max_score,
-        num_negatives=range_max - range_min,
+        range_min=task.range_min,
+        range_max=task.range_max,
+        relative_margin=task.relative_margin,
+        max_score=task.max_score,
+        num_negatives=task.range_max - task.range_min,
         sampling_strategy="top",
         output_format="labeled-list",
         batch_size=batch_size,
@@ -208,40 +215,22 @@ def mine_hard_negatives_from_qrels(
         >>> rows.column_names, len(rows)
         (['anchor', 'positive', 'negative_1', 'negative_2'], 3)
     """
-    _check_window(num_negatives, range_min, range_max)
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be at least 1, got {num_negatives}")
     if sampling_strategy not in ("random", "top"):
         raise ValueError(f"sampling_strategy must be 'random' or 'top', got {sampling_strategy!r}")
-    if relative_margin is not None and relative_margin < 0:
-        raise ValueError(f"relative_margin must be >= 0 (or None), got {relative_margin}")
     relevant = relevant_documents(qrels, min_relevance)
     if not relevant:
         raise ValueError(f"no query has a document with qrels score >= {min_relevance}")
-    missing = sorted({doc_id for doc_ids in relevant.values() for doc_id in doc_ids} - set(corpus))
-    if missing:
-        raise KeyError(f"relevant documents missing from the corpus: {missing[:5]}")
-    missing = sorted(set(relevant) - set(queries))
-    if missing:
-        raise KeyError(f"queries of the qrels missing from the queries: {missing[:5]}")
-
+    task = _MiningTask(corpus, queries, relevant, range_min, range_max, relative_margin, max_score)
     if isinstance(retriever, str):
         if retriever != "bm25":
             raise ValueError(f"retriever must be a SentenceTransformer or 'bm25', got {retriever!r}")
-        windows = _bm25_windows(corpus, queries, relevant, range_min, range_max, relative_margin, max_score, language)
+        windows = _bm25_windows(task, language)
     elif isinstance(retriever, SentenceTransformer):
         if use_faiss is None:
             use_faiss = importlib.util.find_spec("faiss") is not None
-        windows = _dense_windows(
-            corpus,
-            queries,
-            relevant,
-            retriever,
-            range_min,
-            range_max,
-            relative_margin,
-            max_score,
-            batch_size,
-            use_faiss,
-        )
+        windows = _dense_windows(task, retriever, batch_size, use_faiss)
     else:
         raise TypeError(f"retriever must be a SentenceTransformer or 'bm25', got {type(retriever).__name__}")
 

@@ -80,6 +80,10 @@ def test_queries_without_relevant_documents_are_skipped_and_bad_settings_named()
         mine({"q": {"pos": 1}}, range_min=5, range_max=5)
     with pytest.raises(ValueError, match="num_negatives"):
         mine({"q": {"pos": 1}}, num_negatives=0)
+    with pytest.raises(ValueError, match="relative_margin must be >= 0"):
+        mine({"q": {"pos": 1}}, relative_margin=-0.1)
+    with pytest.raises(KeyError, match="queries of the qrels missing"):
+        mine({"elsewhere": {"pos": 1}})
     with pytest.raises(ValueError, match="'bm25'"):
         mine_hard_negatives_from_qrels(CORPUS, QUERIES, {"q": {"pos": 1}}, "bm42")
     with pytest.raises(KeyError, match="missing"):
