@@ -9,6 +9,7 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -65,25 +66,15 @@ def _bm25_windows(task: _MiningTask, language: str) -> dict[str, list[str]]:
         raise ImportError("BM25 mining needs `bm25s` and `PyStemmer`: pip install 'llara-st[bm25]'") from error
     corpus, query_texts, relevant = task.corpus, task.queries, task.relevant
     doc_ids = list(corpus)
-    stemmer = Stemmer.Stemmer(language)
-    index = bm25s.BM25()
-    corpus_tokens = bm25s.tokenize(
-        [corpus[doc_id] for doc_id in doc_ids],
-        stopwords=language,
-        stemmer=stemmer,
-        return_ids=False,
-        show_progress=False,
+    # Documents and queries are tokenised alike: stemmed, stop words removed.
+    tokenize = partial(
+        bm25s.tokenize, stopwords=language, stemmer=Stemmer.Stemmer(language), return_ids=False, show_progress=False
     )
-    index.index(corpus_tokens, show_progress=False)
+    index = bm25s.BM25()
+    index.index(tokenize([corpus[doc_id] for doc_id in doc_ids]), show_progress=False)
     position = {doc_id: i for i, doc_id in enumerate(doc_ids)}
     query_ids = list(relevant)
-    query_tokens = bm25s.tokenize(
-        [query_texts[query_id] for query_id in query_ids],
-        stopwords=language,
-        stemmer=stemmer,
-        return_ids=False,
-        show_progress=False,
-    )
+    query_tokens = tokenize([query_texts[query_id] for query_id in query_ids])
     windows: dict[str, list[str]] = {}
     for query_id, tokens in zip(query_ids, query_tokens, strict=True):
         scores = index.get_scores(tokens)
