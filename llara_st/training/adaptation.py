@@ -16,13 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import PartialState
 from datasets import Dataset, concatenate_datasets
-from sentence_transformers import (
-    SentenceTransformer,
-    SentenceTransformerTrainer,
-    SentenceTransformerTrainingArguments,
-)
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from torch.utils.data import SequentialSampler
 from transformers import TrainerCallback
@@ -32,11 +27,11 @@ from llara_st.data import DocumentChunker, read_adaptation_pairs
 from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
 from llara_st.model import llara_module
 from llara_st.training.arguments import parse_arguments
-from llara_st.training.callbacks import DivergenceCallback, check_probe_embeddings
+from llara_st.training.callbacks import save_trained_model, train_with_guards
 from llara_st.training.checkpoints import RunFingerprint, path_identity, resolve_checkpoint
 from llara_st.training.finetuning import (
     LLAMA_LINEAR_PROJECTIONS,
-    add_lora_adapter,
+    add_lora_adapter_from_config,
     merge_lora_adapter,
 )
 
@@ -208,14 +203,7 @@ def run_adaptation(
     # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable.
     model, base_dir = load_adaptation_model(config, training_args)
     if config.use_lora:
-        add_lora_adapter(
-            model,
-            r=config.lora_r,
-            alpha=config.lora_alpha,
-            dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-            train_prompt_tokens=config.lora_train_prompt_tokens,
-        )
+        add_lora_adapter_from_config(model, config, train_prompt_tokens=config.lora_train_prompt_tokens)
 
     # 2. Collator (builds the adaptation input; before the data: its text budget sizes the chunks) and loss.
     collator = EBAEEBARDataCollator(
@@ -237,16 +225,6 @@ def run_adaptation(
         training_args.ddp_find_unused_parameters = False
     if not config.shuffle:
         training_args.batch_sampler = sequential_batch_sampler
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset,
-        eval_dataset=eval_dataset,
-        loss=loss,
-        data_collator=collator,
-        # A non-finite loss or gradient stops the run (the trainer would log it as a finite mean).
-        callbacks=[DivergenceCallback(loss), *(callbacks or [])],
-    )
 
     # 5. Evaluate before training (held-out adaptation loss, logged at step 0), unless resuming. Only a run with
     # the same settings and data is resumed; another run's checkpoints in output_dir are an error.
@@ -263,27 +241,30 @@ def run_adaptation(
     if eval_dataset is not None and checkpoint is None:
         training_args.eval_on_start = True
 
-    # 6. Train, resuming from a checkpoint if asked.
-    trainer.train(resume_from_checkpoint=checkpoint)
+    # 6. Train, resuming from a checkpoint if asked; a non-finite loss or gradient stops the run.
+    trainer = train_with_guards(
+        model, training_args, dataset, loss, checkpoint, callbacks, eval_dataset=eval_dataset, data_collator=collator
+    )
 
     # 7. Evaluate after training; the log history (losses, eval losses) goes to output_dir/trainer_state.json.
     if eval_dataset is not None:
         logger.info("After adaptation: %s", trainer.evaluate())
-    trainer.save_state()
 
     # 8. Save a LLaRA folder (model files only, no pickled trainer state): the full weights, or the LoRA
-    # adapter merged into them, and/or the adapter alone (it loads on top of its base folder).
+    # adapter merged into them, and/or the adapter alone (it loads on top of its base folder). Never a model
+    # whose probe embeddings are non-finite or collapsed.
     adapter_dir = final_dir if config.lora_save == "adapter" else final_dir.with_name(final_dir.name + "-adapter")
-    check_probe_embeddings(model)  # on every process (a ZeRO-3 forward needs all); never save a collapsed model
-    if trainer.is_world_process_zero():
+
+    def save() -> None:
         if not config.use_lora:
             model.save(str(final_dir), safe_serialization=True)
-        else:
-            if config.lora_save != "merged":
-                model.save(str(adapter_dir), safe_serialization=True)
-            if config.lora_save != "adapter":
-                merge_lora_adapter(model, str(base_dir)).save(str(final_dir), safe_serialization=True)
-    PartialState().wait_for_everyone()
+            return
+        if config.lora_save != "merged":
+            model.save(str(adapter_dir), safe_serialization=True)
+        if config.lora_save != "adapter":
+            merge_lora_adapter(model, str(base_dir)).save(str(final_dir), safe_serialization=True)
+
+    save_trained_model(trainer, save)
     return str(adapter_dir if config.use_lora and config.lora_save == "adapter" else final_dir)
 
 

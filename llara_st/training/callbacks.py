@@ -1,5 +1,6 @@
 """Guards against a diverged training run: a trainer callback that stops at the first non-finite loss or
-gradient, and a check, before a model is saved, that it still gives usable embeddings.
+gradient, a check, before a model is saved, that it still gives usable embeddings, and the two applied together
+(:func:`train_with_guards`, :func:`save_trained_model`) as both LLaRA workflows train and save.
 
 Why a callback has to look at gradients: the trainer replaces a NaN or infinite step loss by the average of
 the earlier ones before logging it (``logging_nan_inf_filter``, on by default), so a run whose weights have
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from torch import nn
 from transformers import TrainerCallback
 
@@ -201,3 +205,73 @@ def check_probe_embeddings(
                     "in training and is not saved; lower the learning rate and train again"
                 )
     return torch.cat(parts)
+
+
+def train_with_guards(
+    model: SentenceTransformer,
+    args: SentenceTransformerTrainingArguments,
+    train_dataset: Dataset,
+    loss: nn.Module,
+    resume_from_checkpoint: str | None = None,
+    callbacks: Sequence[TrainerCallback] | None = None,
+    **trainer_kwargs: Any,
+) -> SentenceTransformerTrainer:
+    """Train with sentence-transformers' trainer, stopped by :class:`DivergenceCallback` at the first non-finite
+    loss or gradient (the trainer would log it as a finite mean), and return the trainer.
+
+    Args:
+        model, args, train_dataset, loss: As for ``SentenceTransformerTrainer``.
+        resume_from_checkpoint: The checkpoint folder to resume from (None: start afresh).
+        callbacks: More trainer callbacks, after the divergence guard.
+        trainer_kwargs: More ``SentenceTransformerTrainer`` arguments (``eval_dataset``, ``evaluator``,
+            ``data_collator``, ...).
+
+    Example (training and saving, as both LLaRA workflows do)::
+
+        >>> from pathlib import Path
+        >>> from datasets import Dataset
+        >>> from sentence_transformers import SentenceTransformerTrainingArguments
+        >>> from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        >>> from llara_st.training.callbacks import save_trained_model, train_with_guards
+        >>> rows = Dataset.from_dict({"anchor": ["what causes tides?", "why dance?"], "positive": ["Moon.", "Food."]})
+        >>> mapping = {"anchor": "query", "positive": "document"}  # the LLaRA templates
+        >>> args = SentenceTransformerTrainingArguments(output_dir="out", max_steps=1, router_mapping=mapping)
+        >>> trainer = train_with_guards(model, args, rows, MultipleNegativesRankingLoss(model))
+        {...'train_loss': ...}
+        >>> trainer.state.global_step
+        1
+        >>> save_trained_model(trainer, lambda: model.save("out/final"))  # checks the probe embeddings first
+        >>> Path("out/trainer_state.json").is_file(), Path("out/final/modules.json").is_file()
+        (True, True)
+    """
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        loss=loss,
+        callbacks=[DivergenceCallback(loss), *(callbacks or [])],
+        **trainer_kwargs,
+    )
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    return trainer
+
+
+def save_trained_model(trainer: SentenceTransformerTrainer, save: Callable[[], None]) -> None:
+    """Finish a training run: write the trainer state (its log history) to ``output_dir``, refuse a model whose
+    probe embeddings are non-finite or collapsed (:func:`check_probe_embeddings`), then call ``save`` on the main
+    process only; every process waits until it has saved.
+
+    The probe runs on every process, not only the main one: under DeepSpeed ZeRO-3 a forward gathers the weights
+    from all processes, so one process alone would wait forever.
+
+    Args:
+        trainer: The trainer after training.
+        save: Writes the model (and whatever else the run saves); called on the main process only.
+
+    Example: see :func:`train_with_guards`.
+    """
+    trainer.save_state()
+    check_probe_embeddings(trainer.model)
+    if trainer.is_world_process_zero():
+        save()
+    PartialState().wait_for_everyone()

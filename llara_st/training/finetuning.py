@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
@@ -39,7 +39,7 @@ from llara_st.data.contrastive import (
 from llara_st.data.mining import mine_hard_negatives_from_qrels
 from llara_st.model import llara_module
 from llara_st.training.arguments import parse_arguments
-from llara_st.training.callbacks import DivergenceCallback, check_probe_embeddings
+from llara_st.training.callbacks import save_trained_model, train_with_guards
 from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
 from llara_st.training.validation import check_text_rows
 
@@ -86,8 +86,27 @@ def contrastive_loss(
 
     Example::
 
-        loss = contrastive_loss(model, temperature=0.01, cached=True, mini_batch_size=16)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows, loss=loss)
+        >>> from datasets import Dataset
+        >>> from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+        >>> from llara_st.data import contrastive_router_mapping
+        >>> from llara_st.training import contrastive_loss
+        >>> rows = Dataset.from_dict(
+        ...     {
+        ...         "anchor": ["why do tides rise?", "where do bees find water?"],
+        ...         "positive": ["The Moon pulls the ocean.", "Bees dance to show water."],
+        ...         "negative_1": ["A volcano erupts.", "The river flooded."],
+        ...     }
+        ... )
+        >>> loss = contrastive_loss(model, temperature=0.01, cached=True, mini_batch_size=16)
+        >>> loss.scale
+        100.0
+        >>> args = SentenceTransformerTrainingArguments(
+        ...     output_dir="out", max_steps=1, router_mapping=contrastive_router_mapping(rows.column_names)
+        ... )
+        >>> trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows, loss=loss)
+        >>> trainer.train().training_loss > 0  # the trainer prints its summary on the way
+        {...'train_loss': ...}
+        True
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -131,8 +150,14 @@ def add_lora_adapter(
 
     Example::
 
-        model = llara_st.load("llara-base")
-        add_lora_adapter(model, r=64, alpha=16, dropout=0.1)
+        >>> from llara_st.training import add_lora_adapter, has_lora_adapter
+        >>> add_lora_adapter(model, r=64, alpha=16, dropout=0.1).target_modules == set(LLAMA_LINEAR_PROJECTIONS)
+        True
+        >>> has_lora_adapter(model)
+        True
+        >>> trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+        >>> all("lora_" in name or "trainable_tokens" in name for name in trainable)  # the base weights stay frozen
+        True
     """
     from peft import LoraConfig
     from peft.functional import cast_adapter_dtype
@@ -164,6 +189,30 @@ def add_lora_adapter(
     return config
 
 
+def add_lora_adapter_from_config(model: SentenceTransformer, config: Any, train_prompt_tokens: bool) -> Any:
+    """:func:`add_lora_adapter` with the rank, alpha, dropout and target modules of a workflow's settings (the
+    ``lora_r``, ``lora_alpha``, ``lora_dropout`` and ``lora_target_modules`` of :class:`FinetuneArguments` and
+    :class:`~llara_st.training.AdaptationArguments`); returns the ``peft.LoraConfig`` used.
+
+    Example::
+
+        >>> from llara_st.training import add_lora_adapter_from_config, has_lora_adapter, parse_finetune_arguments
+        >>> (args,) = parse_finetune_arguments({"model_name_or_path": llara_path, "output_dir": "out", "lora_r": 4})
+        >>> add_lora_adapter_from_config(model, args, train_prompt_tokens=args.train_prompt_tokens).r
+        4
+        >>> has_lora_adapter(model)
+        True
+    """
+    return add_lora_adapter(
+        model,
+        r=config.lora_r,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        train_prompt_tokens=train_prompt_tokens,
+    )
+
+
 def has_lora_adapter(model: SentenceTransformer) -> bool:
     """Whether the backbone carries a PEFT adapter (added by :func:`add_lora_adapter` or loaded with one)."""
     return bool(getattr(llara_module(model, required=True).model, "peft_config", None))
@@ -183,9 +232,23 @@ def merge_lora_adapter(model: SentenceTransformer, base_model_name_or_path: str 
 
     Example::
 
-        add_lora_adapter(model)
-        trainer.train()
-        merge_lora_adapter(model).save("llara-finetuned")
+        >>> import numpy as np
+        >>> import torch
+        >>> import llara_st
+        >>> from llara_st.training import add_lora_adapter, has_lora_adapter, merge_lora_adapter
+        >>> model = llara_st.load(llara_path)  # the adapter records this folder as its base
+        >>> _ = add_lora_adapter(model)
+        >>> with torch.no_grad():  # as training would: a fresh adapter's B matrices are zero
+        ...     for name, parameter in model.named_parameters():
+        ...         if "lora_B" in name:
+        ...             _ = parameter.normal_(std=0.05)
+        >>> adapted = model.encode_query(["why do tides rise?"])
+        >>> merge_lora_adapter(model).save("llara-finetuned")
+        >>> has_lora_adapter(model)
+        False
+        >>> merged = llara_st.load("llara-finetuned").encode_query(["why do tides rise?"])
+        >>> bool(np.allclose(adapted, merged, atol=1e-4))
+        True
     """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -272,15 +335,31 @@ class FinetuneArguments(SentenceTransformerTrainingArguments):
     the machine cannot run falls back to float32 with a warning; without CUDA the CPU is the device, so bf16
     autocast runs there.
 
-    Example::
+    Example (a BEIR folder: hard negatives mined here; evaluated on its dev split before and after)::
 
-        from llara_st.training import parse_finetune_arguments, run_finetuning
-
-        (args,) = parse_finetune_arguments(
-            {"model_name_or_path": "models/llara-base", "output_dir": "runs/ft", "train_data": "data/scifact",
-             "lora": False, "temperature": 0.02, "passage_max_length": 256, "num_train_epochs": 3}
-        )
-        final_model_dir = run_finetuning(args)
+        >>> import json
+        >>> from llara_st.training import parse_finetune_arguments, run_finetuning
+        >>> (args,) = parse_finetune_arguments(
+        ...     {
+        ...         "model_name_or_path": llara_path,
+        ...         "output_dir": "runs/ft",
+        ...         "train_data": beir_path,
+        ...         "dev_data": beir_path,
+        ...         "lora": False,
+        ...         "temperature": 0.02,
+        ...         "group_size": 2,  # a positive and one mined negative per query
+        ...         "mining_retriever": "self",
+        ...         "mining_range_min": 0,
+        ...         "max_steps": 2,
+        ...         "per_device_train_batch_size": 2,
+        ...     }
+        ... )
+        >>> run_finetuning(args)  # the trainer prints its summary on the way
+        {...'train_loss': ...}
+        'runs/ft/final'
+        >>> metrics = json.loads(open("runs/ft/metrics.json").read())["metrics"]
+        >>> sorted(metrics), "dev_cosine_ndcg@10" in metrics["after"]
+        (['after', 'before'], True)
     """
 
     model_name_or_path: str | None = field(
@@ -479,14 +558,7 @@ def run_finetuning(
     # 1. Model (+ LoRA adapter)
     model = load_finetune_model(args)
     if args.lora:
-        add_lora_adapter(
-            model,
-            r=args.lora_r,
-            alpha=args.lora_alpha,
-            dropout=args.lora_dropout,
-            target_modules=args.lora_target_modules,
-            train_prompt_tokens=args.train_prompt_tokens,
-        )
+        add_lora_adapter_from_config(model, args, train_prompt_tokens=args.train_prompt_tokens)
 
     # 2. Data: rows (anchor, positive, negative_1 … negative_{group_size-1})
     if train_dataset is None:
@@ -526,17 +598,8 @@ def run_finetuning(
             "Dev before training: %s = %.4f", evaluator.primary_metric, metrics["before"][evaluator.primary_metric]
         )
 
-    # 6. Train
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        loss=loss,
-        evaluator=evaluator,
-        # A non-finite loss or gradient stops the run (the trainer would log it as a finite mean).
-        callbacks=[DivergenceCallback(loss), *(callbacks or [])],
-    )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    # 6. Train, resuming from a checkpoint if asked; a non-finite loss or gradient stops the run.
+    trainer = train_with_guards(model, args, train_dataset, loss, checkpoint, callbacks, evaluator=evaluator)
 
     # 7. Evaluate after training
     if evaluator is not None:
@@ -544,14 +607,12 @@ def run_finetuning(
         logger.info(
             "Dev after training: %s = %.4f", evaluator.primary_metric, metrics["after"][evaluator.primary_metric]
         )
-    trainer.save_state()
 
-    # 8. Save (merged weights by default), on the main process only. Never save a model whose embeddings are
-    # non-finite or collapsed: every process embeds the probe (under DeepSpeed ZeRO-3 a forward gathers the
-    # weights from all processes, so one process alone would wait forever); merging changes them only by rounding.
-    check_probe_embeddings(model)
+    # 8. Save (merged weights by default) with the metrics, unless the probe embeddings are non-finite or collapsed
+    # (merging changes them only by rounding).
     final_dir = output_dir / "final"
-    if trainer.is_world_process_zero():
+
+    def save() -> None:
         if args.lora and args.merge_lora:
             merge_lora_adapter(model)
         model.save(str(final_dir), safe_serialization=True)
@@ -559,4 +620,6 @@ def run_finetuning(
             json.dumps({"config": args.to_dict(), "metrics": metrics}, indent=2, default=str), encoding="utf8"
         )
         logger.info("Saved the fine-tuned model to %s", final_dir)
+
+    save_trained_model(trainer, save)
     return str(final_dir)

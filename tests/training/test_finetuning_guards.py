@@ -1,6 +1,6 @@
 """Where fine-tuning runs its guards: a stale rerun is refused before the model is loaded, negatives are mined or
-the dev split is evaluated (it used to be refused only after all three), and the probe check that precedes
-saving runs on every process, not only the main one (under DeepSpeed ZeRO-3 a probe on one process would hang)."""
+the dev split is evaluated (it used to be refused only after all three), and a mined run resumes. (The probe check
+on every process is in test_guards_in_training.py.)"""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 from datasets import Dataset
-from sentence_transformers import SentenceTransformerTrainer
 
 import llara_st.training.finetuning as finetuning
-from llara_st.training.callbacks import DegenerateEmbeddingsError
 from llara_st.training.checkpoints import StaleRunError
 from llara_st.training.finetuning import run_finetuning
 
@@ -75,18 +73,3 @@ def test_the_same_mined_run_resumes_and_extends(
         run_finetuning(
             finetune_args(training_llara_dir, output, max_steps=4, resume_from_checkpoint="latest", **settings)
         )
-
-
-def test_every_process_checks_the_probe_before_saving(
-    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path: Path, monkeypatch, finetune_args
-):
-    """On a process other than the main one (simulated), a collapsed model is still caught: the probe is a
-    collective forward under ZeRO-3, so every process must run it."""
-    monkeypatch.setattr(SentenceTransformerTrainer, "is_world_process_zero", lambda self: False)
-    output = tmp_path / "run"
-    with pytest.raises(DegenerateEmbeddingsError, match="collapsed"):
-        run_finetuning(
-            finetune_args(training_llara_dir, output, learning_rate=1e3, max_steps=4, save_strategy="no"),
-            train_dataset=contrastive_rows,
-        )
-    assert not (output / "final").exists()

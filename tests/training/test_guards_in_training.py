@@ -13,6 +13,7 @@ import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformerTrainer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
@@ -151,10 +152,14 @@ def test_finetuning_refuses_rows_with_an_empty_text(
     assert not list((tmp_path / "run").glob("checkpoint-*"))
 
 
+@pytest.mark.parametrize("main_process", [True, False], ids=["main process", "other process"])
 def test_a_collapsed_finetuned_model_is_not_saved(
-    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args, monkeypatch, main_process: bool
 ):
-    """lr 1e3 used to save a model that embeds every text as zeros."""
+    """lr 1e3 used to save a model that embeds every text as zeros. A process other than the main one (simulated)
+    catches it too: the probe is a collective forward under ZeRO-3, so every process must run it."""
+    if not main_process:
+        monkeypatch.setattr(SentenceTransformerTrainer, "is_world_process_zero", lambda self: False)
     output = tmp_path / "run"
     with pytest.raises(DegenerateEmbeddingsError, match="collapsed"):
         run_finetuning(
