@@ -38,11 +38,15 @@ def parse_arguments(
 
     Example::
 
-        from sentence_transformers import SentenceTransformerTrainingArguments
-        from llara_st.training.arguments import parse_arguments
-
-        (args,) = parse_arguments([SentenceTransformerTrainingArguments], {"output_dir": "out", "seed": 3})
-        assert args.seed == 3
+        >>> from sentence_transformers import SentenceTransformerTrainingArguments
+        >>> from llara_st.training.arguments import parse_arguments
+        >>> (args,) = parse_arguments([SentenceTransformerTrainingArguments], {"output_dir": "out", "seed": 3})
+        >>> args.seed
+        3
+        >>> parse_arguments([SentenceTransformerTrainingArguments], {"output_dir": "out", "sede": 3})
+        Traceback (most recent call last):
+            ...
+        ValueError: Some keys are not used by the HfArgumentParser: ['sede'] (settings of ...)
     """
     parser = HfArgumentParser(list(dataclass_types))
     if isinstance(source, str | os.PathLike) and str(source).endswith((".yaml", ".yml", ".json")):

@@ -39,8 +39,14 @@ def paired_comparison(
 
     Example::
 
-        effect = paired_comparison({"q1": 0.9, "q2": 0.5, "q3": 0.7}, {"q1": 0.8, "q2": 0.5, "q3": 0.4})
-        print(effect["delta"], effect["ci_low"], effect["ci_high"], effect["p_value"])
+        >>> from llara_st.training.report import paired_comparison
+        >>> effect = paired_comparison({"q1": 0.9, "q2": 0.5, "q3": 0.7}, {"q1": 0.8, "q2": 0.5, "q3": 0.4})
+        >>> round(effect["delta"], 4), effect["num_queries"]
+        (0.1333, 3)
+        >>> effect["ci_low"] <= effect["delta"] <= effect["ci_high"]
+        True
+        >>> effect["p_value"] > 0.05  # three queries are too few to call it an effect
+        True
     """
     common = sorted(set(treatment) & set(control))
     if not common:
