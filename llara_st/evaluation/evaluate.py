@@ -68,125 +68,49 @@ def _mteb_model(
     return encoder
 
 
-def _run(
-    model: SentenceTransformer | str | os.PathLike,
-    tasks: Sequence[AbsTask],
-    output_folder: str | os.PathLike | None,
-    *,
-    model_name: str | None,
-    revision: str | None,
-    batch_size: int,
-    show_progress_bar: bool,
-    embedding_cache: str | os.PathLike | None,
-    faiss_index: str | FaissSearchBackend | None,
-    trust_remote_code: bool,
-    device: str | None,
-    save_predictions: bool,
-    overwrite: bool,
-    meta_overrides: dict[str, Any],
-) -> mteb.results.ModelResult:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    loaded, source = _prepare_model(model, trust_remote_code=trust_remote_code, device=device)
-    mteb_model = _mteb_model(
-        loaded,
-        source,
-        model_name=model_name,
-        revision=revision,
-        embedding_cache=embedding_cache,
-        faiss_index=faiss_index,
-        meta_overrides=meta_overrides,
-    )
-    output = Path(output_folder) if output_folder is not None else None
-    return mteb.evaluate(
-        mteb_model,
-        list(tasks),
-        cache=mteb.ResultCache(output) if output is not None else None,
-        encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
-        overwrite_strategy="always" if overwrite else "only-missing",
-        prediction_folder=output / "predictions" if (save_predictions and output is not None) else None,
-        show_progress_bar=show_progress_bar,
-    )
-
-
 def evaluate_beir(
     model: SentenceTransformer | str | os.PathLike,
     folder: str | os.PathLike,
     split: str = "test",
     output_folder: str | os.PathLike | None = None,
     *,
-    model_name: str | None = None,
-    revision: str | None = None,
     task_name: str | None = None,
-    batch_size: int = 32,
-    show_progress_bar: bool = True,
-    embedding_cache: str | os.PathLike | None = None,
-    faiss_index: str | FaissSearchBackend | None = None,
-    trust_remote_code: bool = False,
-    device: str | None = None,
-    save_predictions: bool = False,
-    overwrite: bool = False,
-    **meta_overrides: Any,
+    **kwargs: Any,
 ) -> dict[str, float]:
     """Evaluate a retriever on one split of a local BEIR folder with MTEB, offline; return MTEB's scores.
 
-    Queries go through ``encode_query`` and documents (``title + " " + text``) through ``encode_document``, so a
-    LLaRA model (Li et al., 2023, arXiv:2312.15503) uses its query and passage templates; MTEB ranks by the
-    model's similarity (cosine) and computes nDCG, MAP, recall, precision and MRR at 1, 3, 5, 10, 20, 100, 1000.
+    :func:`evaluate_mteb` on one :class:`~llara_st.evaluation.BEIRFolderRetrieval` task: queries go through
+    ``encode_query`` and documents (``title + " " + text``) through ``encode_document``, so a LLaRA model (Li et
+    al., 2023, arXiv:2312.15503) uses its query and passage templates; MTEB ranks by the model's similarity
+    (cosine) and computes nDCG, MAP, recall, precision and MRR at 1, 3, 5, 10, 20, 100, 1000. The folder is read
+    (and bad data refused, naming file and line) before a model is loaded or a result written.
 
     Args:
-        model: A loaded SentenceTransformer, or a folder / Hub id (loaded with the safe :func:`llara_st.load`, or
-            with remote code if ``trust_remote_code``).
+        model: A loaded SentenceTransformer, or a folder / Hub id (see :func:`evaluate_mteb`).
         folder: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``).
         split: The qrels split.
         output_folder: If given, MTEB writes ``results/{org__model}/{revision}/{task}.json`` and ``model_meta.json``
-            there (the results repository's layout).
-        model_name: ``"organization/model"`` for the result files (default: model card name or ``local/{folder}``).
-        revision: Revision label (default: :func:`~llara_st.evaluation.model_fingerprint`).
+            there (the results repository's layout); one task file holds every split of a folder.
         task_name: Task name in result files (default: the BEIR folder's name).
-        batch_size: Encoding batch size.
-        show_progress_bar: Show encoding progress.
-        embedding_cache: Folder for MTEB's embedding cache: each text is encoded once per model (fingerprint),
-            so a second split or rerun of the same corpus skips the corpus encoding.
-        faiss_index: Retrieve with faiss (a factory string such as ``"Flat"``, ``"HNSW32"``, ``"IVF1024,SQ8"``, or a
-            configured :class:`~llara_st.evaluation.FaissSearchBackend`) instead of MTEB's exact chunked search.
-        trust_remote_code: See :func:`llara_st.load`.
-        device: Device when loading from a path.
-        save_predictions: Also write MTEB's rankings (top 1000 per query) to ``output_folder/predictions/``.
-        overwrite: Recompute even if ``output_folder`` already holds this split's results for this model
-            (name and revision) and replace the task's result file. By default existing results are returned
-            as they are and a new split is added to the task's file (one file holds every split of a folder).
-        **meta_overrides: ``ModelMeta`` fields (``training_datasets={"SciFact"}``, ``license``, ...).
+        **kwargs: The keyword arguments of :func:`evaluate_mteb` (``model_name``, ``revision``, ``batch_size``,
+            ``embedding_cache``, ``faiss_index``, ``overwrite``, ... and ``ModelMeta`` fields).
 
     Returns:
         MTEB's scores for the split: ``{"ndcg_at_10": ..., "recall_at_100": ..., "mrr_at_10": ..., ...}``.
 
     Example::
 
-        from llara_st.evaluation import evaluate_beir
-
-        scores = evaluate_beir("models/llara-scifact", "data/scifact", "dev", "runs/eval", embedding_cache="runs/emb")
-        print(scores["ndcg_at_10"])
+        >>> from llara_st.evaluation import evaluate_beir
+        >>> scores = evaluate_beir(model, beir_path, "dev", "runs/eval", embedding_cache="runs/emb",
+        ...                        show_progress_bar=False)
+        >>> 0 <= scores["ndcg_at_10"] <= 1 and 0 <= scores["recall_at_100"] <= 1
+        True
+        >>> scores["recall_at_100"]  # 3 queries, 5 documents: every relevant document is in the top 100
+        1.0
     """
     task = BEIRFolderRetrieval(folder, [split], name=task_name)
     task.load_data()  # bad data fails here, naming file and line, before a model is loaded or a result written
-    summary = evaluate_mteb(
-        model,
-        [task],
-        output_folder,
-        model_name=model_name,
-        revision=revision,
-        batch_size=batch_size,
-        show_progress_bar=show_progress_bar,
-        embedding_cache=embedding_cache,
-        faiss_index=faiss_index,
-        trust_remote_code=trust_remote_code,
-        device=device,
-        save_predictions=save_predictions,
-        overwrite=overwrite,
-        **meta_overrides,
-    )
-    return summary[task.metadata.name][split]
+    return evaluate_mteb(model, [task], output_folder, **kwargs)[task.metadata.name][split]
 
 
 def evaluate_mteb(
@@ -206,11 +130,34 @@ def evaluate_mteb(
     overwrite: bool = False,
     **meta_overrides: Any,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Evaluate on MTEB tasks by name (``["SciFact", "NFCorpus"]``; data from the Hub) or task objects.
+    """Evaluate a retriever on MTEB tasks by name (``["SciFact", "NFCorpus"]``; data from the Hub) or task objects.
 
-    Same model handling, query/document routing, caching and result layout as :func:`evaluate_beir`; the
-    result files are what the MTEB leaderboard's results repository takes (see docs/mteb_leaderboard.md).
-    Existing results in ``output_folder`` are kept unless ``overwrite``, so an interrupted run resumes.
+    Queries go through ``encode_query`` and documents through ``encode_document`` (MTEB's SentenceTransformer
+    wrapper), so a LLaRA model uses its query and passage templates. The result files are what the MTEB
+    leaderboard's results repository takes (see docs/mteb_leaderboard.md). Existing results in ``output_folder``
+    are kept unless ``overwrite``, so an interrupted run resumes. :func:`evaluate_beir` is this on a local folder.
+
+    Args:
+        model: A loaded SentenceTransformer, or a folder / Hub id (loaded with the safe :func:`llara_st.load`, or
+            with remote code if ``trust_remote_code``).
+        tasks: MTEB task names or task objects (e.g. :class:`~llara_st.evaluation.BEIRFolderRetrieval`).
+        output_folder: If given, MTEB writes ``results/{org__model}/{revision}/{task}.json`` and ``model_meta.json``
+            there (the results repository's layout).
+        model_name: ``"organization/model"`` for the result files (default: model card name or ``local/{folder}``).
+        revision: Revision label (default: :func:`~llara_st.evaluation.model_fingerprint`).
+        batch_size: Encoding batch size.
+        show_progress_bar: Show encoding progress.
+        embedding_cache: Folder for MTEB's embedding cache: each text is encoded once per model (fingerprint),
+            so a second split or rerun of the same corpus skips the corpus encoding.
+        faiss_index: Retrieve with faiss (a factory string such as ``"Flat"``, ``"HNSW32"``, ``"IVF1024,SQ8"``, or a
+            configured :class:`~llara_st.evaluation.FaissSearchBackend`) instead of MTEB's exact chunked search.
+        trust_remote_code: See :func:`llara_st.load`.
+        device: Device when loading from a path.
+        save_predictions: Also write MTEB's rankings (top 1000 per query) to ``output_folder/predictions/``.
+        overwrite: Recompute even if ``output_folder`` already holds a split's results for this model (name and
+            revision) and replace the task's result file. By default existing results are returned as they are
+            and a new split is added to the task's file.
+        **meta_overrides: ``ModelMeta`` fields (``training_datasets={"SciFact"}``, ``license``, ...).
 
     Returns:
         ``{task: {split: scores}}``; for multilingual tasks the split key is ``"{split}/{subset}"``.
@@ -223,21 +170,27 @@ def evaluate_mteb(
         task_objects += list(mteb.get_tasks(tasks=names))
     if not task_objects:
         raise ValueError("No tasks to evaluate")
-    result = _run(
-        model,
-        task_objects,
-        output_folder,
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    loaded, source = _prepare_model(model, trust_remote_code=trust_remote_code, device=device)
+    mteb_model = _mteb_model(
+        loaded,
+        source,
         model_name=model_name,
         revision=revision,
-        batch_size=batch_size,
-        show_progress_bar=show_progress_bar,
         embedding_cache=embedding_cache,
         faiss_index=faiss_index,
-        trust_remote_code=trust_remote_code,
-        device=device,
-        save_predictions=save_predictions,
-        overwrite=overwrite,
         meta_overrides=meta_overrides,
+    )
+    output = Path(output_folder) if output_folder is not None else None
+    result = mteb.evaluate(
+        mteb_model,
+        task_objects,
+        cache=mteb.ResultCache(output) if output is not None else None,
+        encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
+        overwrite_strategy="always" if overwrite else "only-missing",
+        prediction_folder=output / "predictions" if (save_predictions and output is not None) else None,
+        show_progress_bar=show_progress_bar,
     )
     if result.exceptions:
         raise RuntimeError(f"MTEB failed: {result.exceptions}")
