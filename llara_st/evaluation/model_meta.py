@@ -105,8 +105,13 @@ def llara_model_meta(
 
     Example::
 
-        meta = llara_model_meta("me/llara-scifact", revision="3f2a…", model=model, training_datasets={"SciFact"},
-                                adapted_from="HuggingFaceTB/SmolLM2-135M-Instruct", license="apache-2.0")
+        >>> from llara_st.evaluation import llara_model_meta
+        >>> meta = llara_model_meta("me/llara-scifact", revision="3f2a9c1", model=model, training_datasets={"SciFact"},
+        ...                         adapted_from="HuggingFaceTB/SmolLM2-135M-Instruct", license="apache-2.0")
+        >>> meta.model_name_as_path(), meta.embed_dim == model.get_embedding_dimension(), meta.similarity_fn_name
+        ('me__llara-scifact', True, <ScoringFunction.COSINE: 'cosine'>)
+        >>> meta.max_tokens == model[0].passage_max_length, meta.training_datasets
+        (True, {'SciFact'})
     """
     if model is not None:
         counted, megabytes = _parameter_stats(model)
