@@ -39,6 +39,19 @@ _TASK_TO_SIDE: dict[str | None, Side] = {
 }
 
 
+def _checked_max_length_property(side: Side, doc: str) -> property:
+    """``{side}_max_length``, stored as ``_{side}_max_length`` and checked on every assignment."""
+    attribute = f"_{side}_max_length"
+
+    def get(module: LLaRATransformer) -> int:
+        return getattr(module, attribute)
+
+    def set_checked(module: LLaRATransformer, value: int) -> None:
+        setattr(module, attribute, module._checked_max_length(side, value))
+
+    return property(get, set_checked, doc=doc)
+
+
 class LLaRATransformer(Transformer):
     """Input module of a LLaRA embedder (Li et al., 2023, "Making Large Language Models A Better Foundation
     For Dense Retrieval", arXiv:2312.15503).
@@ -84,13 +97,16 @@ class LLaRATransformer(Transformer):
 
     Example::
 
-        from sentence_transformers import SentenceTransformer
-        from sentence_transformers.base.modules import Normalize
-        from llara_st.modules import LastKPooling, LLaRATransformer
-
-        transformer = LLaRATransformer("meta-llama/Llama-2-7b-hf", add_prompt_tokens=True)
-        model = SentenceTransformer(modules=[transformer, LastKPooling(), Normalize()])
-        model.encode_query(["what causes tides?"])
+        >>> from sentence_transformers import SentenceTransformer
+        >>> from sentence_transformers.base.modules import Normalize
+        >>> from llara_st.modules import LastKPooling, LLaRATransformer
+        >>> # causal_lm_path: a causal LM folder or Hub id, e.g. "meta-llama/Llama-2-7b-hf"
+        >>> transformer = LLaRATransformer(causal_lm_path, add_prompt_tokens=True)
+        >>> model = SentenceTransformer(modules=[transformer, LastKPooling(), Normalize()])
+        >>> model.encode_query(["what causes tides?"]).shape == (1, transformer.get_embedding_dimension())
+        True
+        >>> transformer.tokenizer.convert_ids_to_tokens(transformer.suffix_ids("query"))[-8:]
+        ['<s9>', '<s10>', '<s11>', '<s12>', '<s13>', '<s14>', '<s15>', '<s16>']
     """
 
     config_keys: list[str] = Transformer.config_keys + [
@@ -228,23 +244,10 @@ class LLaRATransformer(Transformer):
             )
         return value
 
-    @property
-    def query_max_length(self) -> int:
-        """Max tokens of a query input, prefix and suffix included."""
-        return self._query_max_length
-
-    @query_max_length.setter
-    def query_max_length(self, value: int) -> None:
-        self._query_max_length = self._checked_max_length("query", value)
-
-    @property
-    def passage_max_length(self) -> int:
-        """Max tokens of a passage (document) input, prefix and suffix included."""
-        return self._passage_max_length
-
-    @passage_max_length.setter
-    def passage_max_length(self, value: int) -> None:
-        self._passage_max_length = self._checked_max_length("passage", value)
+    query_max_length = _checked_max_length_property("query", "Max tokens of a query input, prefix and suffix included.")
+    passage_max_length = _checked_max_length_property(
+        "passage", "Max tokens of a passage (document) input, prefix and suffix included."
+    )
 
     def _text_budget(self, side: Side, max_length: int | None = None) -> int:
         max_length = self.max_length(side) if max_length is None else max_length
@@ -450,9 +453,12 @@ def check_pooling_width(modules: Sequence[nn.Module]) -> None:
 
     Example::
 
-        from llara_st.modules import LastKPooling, check_pooling_width
-
-        check_pooling_width([LastKPooling(8)])
+        >>> from llara_st.modules import LastKPooling, check_pooling_width
+        >>> check_pooling_width(model)  # a converted LLaRA model pools its 8 prompt tokens: nothing to say
+        >>> check_pooling_width([model[0], LastKPooling(4)])
+        Traceback (most recent call last):
+            ...
+        ValueError: LastKPooling averages the last 4 tokens, but every LLaRA template ends with 8 prompt tokens ...
     """
     modules = list(modules)
     if not any(isinstance(module, LLaRATransformer) for module in modules):
