@@ -12,22 +12,15 @@ finished stage is never recomputed unless forced. Every number in ``{output_dir}
 
 from __future__ import annotations
 
-import argparse
-import logging
+import sys
 
-from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+from llara_st.cli import main as llara_st
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="YAML/JSON reproduction config")
-    parser.add_argument("--stage", help="Run only this stage (and the unfinished stages it needs)")
-    parser.add_argument("--force", action="store_true", help="Recompute the stage even if it is finished")
-    args = parser.parse_args(argv)
-    pipeline = ReproductionPipeline(parse_reproduction_config(args.config))
-    pipeline.run(only=args.stage, force=args.force)
+def main(argv: list[str] | None = None) -> int:
+    """``llara-st reproduce`` with this script's arguments: CONFIG [--stage NAME] [--force] [-v]; the exit code."""
+    return llara_st(["reproduce", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ import textwrap
 import pytest
 
 import llara_st
-from llara_st.cli import SUBCOMMAND_MODULES, UserError, main
+from llara_st.cli import SUBCOMMAND_MODULES, UserError, build_parser, main
 
 
 def _error_lines(capsys) -> list[str]:
@@ -102,14 +103,15 @@ from llara_st.cli import UserError
 
 
 def add_parser(subparsers):
-    for name in ("shout", "fail"):
+    for name in ("shout", "fail", "work"):
         parser = subparsers.add_parser(name)
         parser.add_argument("what")
-        parser.set_defaults(func=run)
+        parser.set_defaults(func=run, progress_logs=name == "work")
 
 
 def run(args):
     logging.getLogger("mteb").info("an mteb cache notice")
+    logging.getLogger("llara_st.plugin").info("stage 1 of 3 done")
     logging.getLogger("llara_st.plugin").warning("a warning the user must see")
     if args.what == "user":
         raise UserError("the value 7 is out of range")
@@ -158,3 +160,16 @@ def test_logging_is_quiet_by_default_and_verbose_with_v(plugin_cli, capsys):
     for argv in (["-v", "shout", "ok"], ["shout", "ok", "-v"]):
         assert main(argv) == 0
         assert "INFO mteb: an mteb cache notice" in capsys.readouterr().err
+
+
+def test_workflows_log_their_own_progress_without_v(plugin_cli, capsys):
+    assert main(["shout", "ok"]) == 0
+    assert "stage 1 of 3" not in capsys.readouterr().err
+    # A sub-command with progress_logs (the training workflows, and so the recipes over them) shows llara_st's own
+    # INFO logs, and only those: the libraries stay quiet until -v.
+    assert main(["work", "ok"]) == 0
+    err = capsys.readouterr().err
+    assert "INFO llara_st.plugin: stage 1 of 3 done" in err and "mteb cache notice" not in err
+    assert logging.getLogger("llara_st").level == logging.NOTSET  # restored after the command
+    for command in ("adapt", "finetune", "reproduce", "study"):
+        assert build_parser().parse_args([command, "config.yaml"]).progress_logs is True

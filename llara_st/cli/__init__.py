@@ -2,8 +2,10 @@
 
 Each sub-command module listed in :data:`SUBCOMMAND_MODULES` defines ``add_parser(subparsers)``, which adds one or
 more sub-commands and sets ``func`` (``func(args) -> int``) on each. :func:`main` gives every sub-command the common
-options (``-v``, ``--debug``), sets up logging, and turns user errors (a missing file, a bad id or value, a missing
-optional dependency, :class:`UserError`) into one line on stderr and exit code 1; ``--debug`` shows the traceback.
+options (``-v``, ``--debug``), sets up logging (a sub-command whose defaults hold ``progress_logs=True``, as the long
+training workflows' do, also shows llara_st's own INFO logs without ``-v``), and turns user errors (a missing file, a
+bad id or value, a missing optional dependency, :class:`UserError`) into one line on stderr and exit code 1;
+``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -105,18 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def _logging_for(verbosity: int) -> Iterator[None]:
-    """WARNING by default, INFO with -v, DEBUG with -vv; restored afterwards (main may run inside Python)."""
+def _logging_for(verbosity: int, progress_logs: bool = False) -> Iterator[None]:
+    """WARNING by default, INFO with -v, DEBUG with -vv; restored afterwards (main may run inside Python).
+
+    With ``progress_logs``, llara_st's own INFO logs (a workflow's stages, rows, saved folders) show by default.
+    """
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    saved = (root.level, {name: logging.getLogger(name).level for name in _CHATTY_LOGGERS})
+    levels = dict.fromkeys(_CHATTY_LOGGERS, level)
+    if progress_logs:
+        levels["llara_st"] = min(level, logging.INFO)
+    saved = (root.level, {name: logging.getLogger(name).level for name in levels})
     root.addHandler(handler)
     root.setLevel(level)
-    for name in _CHATTY_LOGGERS:
+    for name, logger_level in levels.items():
         # Libraries that set their own level (transformers does) follow -v too.
-        logging.getLogger(name).setLevel(level)
+        logging.getLogger(name).setLevel(logger_level)
     try:
         with warnings.catch_warnings():
             if verbosity == 0:
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``llara-st`` with ``argv`` (default: the process arguments); returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    with _logging_for(args.verbose):
+    with _logging_for(args.verbose, getattr(args, "progress_logs", False)):
         try:
             return args.func(args) or 0
         except KeyboardInterrupt:

@@ -4,6 +4,7 @@ functions the recipes call, for a ``pip install llara-st`` user who has no ``rec
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
 def _adapt(args: argparse.Namespace) -> int:
@@ -35,25 +36,52 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_staged(subparsers: argparse._SubParsersAction, name: str, help_text: str, func) -> None:
+def _add_workflow(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    func: Callable[[argparse.Namespace], int],
+    config_example: str,
+    *,
+    staged: bool = False,
+) -> None:
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    parser.add_argument("config", help="YAML/JSON config (see recipes/configs/)")
-    parser.add_argument("--stage", help="run only this stage (and the unfinished stages it needs)")
-    parser.add_argument("--force", action="store_true", help="recompute the stage even if it is finished")
-    parser.set_defaults(func=func)
+    parser.add_argument("config", help=f"YAML/JSON config (e.g. recipes/configs/{config_example})")
+    if staged:
+        parser.add_argument("--stage", help="run only this stage (and the unfinished stages it needs)")
+        parser.add_argument("--force", action="store_true", help="recompute the stage even if it is finished")
+    # A workflow runs for minutes to days: its own progress (stages, rows, saved folders) is logged without -v.
+    parser.set_defaults(func=func, progress_logs=True)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    adapt = subparsers.add_parser(
+    _add_workflow(
+        subparsers,
         "adapt",
-        help="EBAE/EBAR adaptation of a causal LM / LLaRA model (AdaptationArguments + trainer arguments)",
+        "EBAE/EBAR adaptation of a causal LM / LLaRA model (AdaptationArguments + trainer arguments)",
+        _adapt,
+        "adapt_smollm2_cpu.yaml",
     )
-    adapt.add_argument("config", help="YAML/JSON config (e.g. recipes/configs/adapt_smollm2_cpu.yaml)")
-    adapt.set_defaults(func=_adapt)
-    finetune = subparsers.add_parser(
-        "finetune", help="contrastive fine-tuning with hard negatives, LoRA or full (FinetuneArguments)"
+    _add_workflow(
+        subparsers,
+        "finetune",
+        "contrastive fine-tuning with hard negatives, LoRA or full (FinetuneArguments)",
+        _finetune,
+        "finetune_smollm2_scifact_cpu.yaml",
     )
-    finetune.add_argument("config", help="YAML/JSON config (e.g. recipes/configs/finetune_smollm2_scifact_cpu.yaml)")
-    finetune.set_defaults(func=_finetune)
-    _add_staged(subparsers, "reproduce", "the end-to-end reproduction pipeline, resumable by stage", _reproduce)
-    _add_staged(subparsers, "study", "the adaptation seed study (both arms x seeds), resumable by stage", _study)
+    _add_workflow(
+        subparsers,
+        "reproduce",
+        "the end-to-end reproduction pipeline, resumable by stage",
+        _reproduce,
+        "reproduce_smollm2_scifact_cpu.yaml",
+        staged=True,
+    )
+    _add_workflow(
+        subparsers,
+        "study",
+        "the adaptation seed study (both arms x seeds), resumable by stage",
+        _study,
+        "study_smollm2_cpu.yaml",
+        staged=True,
+    )
