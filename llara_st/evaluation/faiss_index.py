@@ -72,11 +72,15 @@ class FaissIndex:
     - ``"HNSW32"``: HNSW graph over exact vectors; searches with breadth ``efSearch``; no training.
     - ``"SQ8"``: 8-bit scalar quantisation, 4× smaller than fp32 (trained on value ranges).
     - ``"IVF4096,PQ64x8"``: IVF with product quantisation, 64 bytes per vector (needs training).
+    - ``"SQ8,RFlat"``: SQ8 codes, then faiss's exact refinement of ``k_factor_rf × k`` candidates (search parameter
+      ``k_factor_rf``) from an fp32 copy held inside the index, in RAM.
 
     Search parameters use faiss's names (``nprobe``, ``efSearch``, ``ht``, ...) and are applied through
     ``faiss.ParameterSpace``. A quantised index (SQ, PQ) gives approximate scores; with ``rescore_multiplier``
     the index also keeps the full-precision embeddings, retrieves ``rescore_multiplier × k`` candidates and
-    rescores them exactly, as sentence-transformers' ``semantic_search_faiss`` does for quantised corpora.
+    rescores them exactly, as sentence-transformers' ``semantic_search_faiss`` does for quantised corpora. It
+    ranks as faiss's ``RFlat`` refinement does, but keeps the fp32 copy beside the index (``embeddings.npy``), so
+    that :meth:`load` can memory-map it (``mmap=True``) and only the candidates' rows are read.
 
     Scores are inner products, i.e. cosine similarities for L2-normalised embeddings such as LLaRA's
     (Li et al., 2023, arXiv:2312.15503); pass ``normalize=True`` for models that do not normalise. Calls are

@@ -114,6 +114,12 @@ def test_sq8_rescoring_restores_exact_scores_and_recall(clustered_corpus):
         assert np.all(np.diff(row_scores) <= 0)  # still sorted best first
     assert _recall(found, exact_rows, ids) >= 0.99
     assert _recall(found, exact_rows, ids) > _recall(approximate_found, exact_rows, ids)
+    # faiss's own refinement, named in faiss's vocabulary ("RFlat" and its k_factor_rf), rescores the same
+    # candidates the same way (its fp32 copy lives inside the index, in RAM; rescore_multiplier's can be mmapped).
+    refined = FaissIndex.build(corpus, ids, "SQ4,RFlat", search_parameters="k_factor_rf=4")
+    refined_scores, refined_found = refined.search(queries, k=10)
+    assert refined_found == found
+    np.testing.assert_allclose(refined_scores, scores, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -124,6 +130,7 @@ def test_sq8_rescoring_restores_exact_scores_and_recall(clustered_corpus):
         ("IVF8,PQ8x4np", {"search_parameters": {"nprobe": 8}}),  # np: skip the slow polysemous training
         ("HNSW16", {"search_parameters": "efSearch=64"}),
         ("SQ8", {"rescore_multiplier": 3, "normalize": True}),
+        ("SQ4,RFlat", {"search_parameters": "k_factor_rf=3"}),
     ],
 )
 def test_save_and_load_keep_ids_results_and_settings(small_corpus, tmp_path, factory_string, options):
