@@ -25,9 +25,7 @@ TEXTS = ["what causes tides?", "Insulin lowers blood glucose."]
 
 
 def test_llara_meta_describes_the_model(reference_llara):
-    meta = llara_model_meta(
-        "me/llara-tiny", model=reference_llara, training_datasets={"SciFact"}, license="apache-2.0"
-    )
+    meta = llara_model_meta("me/llara-tiny", model=reference_llara, training_datasets={"SciFact"}, license="apache-2.0")
     assert meta.name == "me/llara-tiny"
     assert meta.revision == model_fingerprint(reference_llara)
     assert meta.embed_dim == 64
