@@ -44,13 +44,36 @@ class AdaptationArguments:
     arXiv:2312.15503). The trainer's own settings sit beside it in ``SentenceTransformerTrainingArguments``
     (the model/data/training split of Tevatron's arguments); one config file holds the keys of both.
 
-    Example::
+    Example (adapting on a plain text file, documents separated by blank lines)::
 
-        from llara_st.training import parse_adaptation_arguments
-
-        adaptation, training_args = parse_adaptation_arguments(
-            {"model_name_or_path": "models/llara-base", "wikitext_paths": ["wiki.raw"], "output_dir": "out"}
-        )
+        >>> from pathlib import Path
+        >>> import llara_st
+        >>> from llara_st.training import parse_adaptation_arguments, run_adaptation
+        >>> documents = [
+        ...     "The tides rise and fall twice a day as the Moon pulls on the water of the oceans.",
+        ...     "Honeybees dance on the comb to show the other bees where the flowers and the water are.",
+        ...     "A volcano erupts when hot magma rises through cracks in the crust of the Earth.",
+        ... ]
+        >>> _ = Path("documents.txt").write_text("\\n\\n".join(documents), encoding="utf8")
+        >>> adaptation, training_args = parse_adaptation_arguments(
+        ...     {
+        ...         "model_name_or_path": llara_path,
+        ...         "text_paths": ["documents.txt"],
+        ...         "chunk_unit": "words",
+        ...         "chunk_size": 8,  # (text, next_text): consecutive 8-word chunks of a document
+        ...         "output_dir": "out",
+        ...         "max_steps": 1,
+        ...         "per_device_train_batch_size": 4,
+        ...     }
+        ... )
+        >>> adaptation.lm_weight, training_args.max_steps
+        (1.0, 1)
+        >>> final_model_dir = run_adaptation(adaptation, training_args)  # the trainer prints its summary on the way
+        {...'train_loss': ...}
+        >>> final_model_dir
+        'out/final'
+        >>> llara_st.load(final_model_dir).encode_query(["why do tides rise?"]).shape
+        (1, 64)
     """
 
     model_name_or_path: str = field(

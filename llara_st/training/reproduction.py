@@ -167,11 +167,34 @@ class StageRunner:
 class ReproductionPipeline(StageRunner):
     """The LLaRA reproduction (stages in this module's docstring) for a :class:`ReproductionConfig`.
 
-    Example::
+    ``run()`` runs every stage; ``run_stage(name)`` one, with the stages it needs first. Here the first two
+    stages on a tiny model (a real run uses a config such as ``recipes/configs/reproduce_smollm2_scifact_cpu.yaml``
+    of the repository)::
 
-        from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
-
-        ReproductionPipeline(parse_reproduction_config("recipes/configs/reproduce_smollm2_scifact_cpu.yaml")).run()
+        >>> from pathlib import Path
+        >>> from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+        >>> _ = Path("documents.txt").write_text(
+        ...     "The tides rise and fall as the Moon pulls on the oceans.\\n\\nBees dance to show where flowers are."
+        ... )
+        >>> _ = Path("reproduce.yaml").write_text(
+        ...     f'''
+        ... output_dir: run
+        ... base_model: {causal_lm_path}  # a causal LM (default: SmolLM2-135M from its PyPI package)
+        ... baseline_model: {llara_path}  # any sentence-transformers folder (default: all-MiniLM-L6-v2)
+        ... beir_dir: {beir_path}
+        ... adapt: {{text_paths: [documents.txt], chunk_unit: words, chunk_size: 6, max_steps: 1}}
+        ... finetune: {{lora: false, max_steps: 1}}
+        ... '''
+        ... )
+        >>> pipeline = ReproductionPipeline(parse_reproduction_config("reproduce.yaml"))
+        >>> list(pipeline.stages)
+        ['prepare', 'baselines', 'adapt', 'mine', 'finetune_unadapted', 'finetune_adapted', 'eval_unadapted',
+         'eval_adapted', 'report']
+        >>> pipeline.run_stage("adapt")["model"]  # "prepare" (convert the causal LM) runs first
+        {...'train_loss': ...}
+        'run/models/llara-adapted'
+        >>> sorted(path.name for path in Path("run/stages").iterdir())  # finished: never recomputed unless forced
+        ['adapt.json', 'prepare.json']
     """
 
     def __init__(self, config: ReproductionConfig) -> None:

@@ -100,11 +100,44 @@ class SeedStudy(StageRunner):
     """The stages of a :class:`StudyConfig`: ``finetune_{arm}_seed{s}`` and ``eval_{arm}_seed{s}`` for both arms
     and every seed, then ``report`` (``report/README.md`` and ``report/results.json``).
 
-    Example::
+    ``run()`` runs every stage (a real study: a config such as ``recipes/configs/study_smollm2_cpu.yaml`` of the
+    repository). Here one fine-tuning on a tiny model, with the reproduction stages it needs::
 
-        from llara_st.training.study import SeedStudy, parse_study_config
-
-        SeedStudy(parse_study_config("recipes/configs/study_smollm2_cpu.yaml")).run()
+        >>> from pathlib import Path
+        >>> import yaml
+        >>> from llara_st.training.study import SeedStudy, parse_study_config
+        >>> _ = Path("wiki.txt").write_text("Rain fills the rivers.\\n\\nThe Moon pulls the oceans into tides.")
+        >>> reproduction = {
+        ...     "output_dir": "reproduction",
+        ...     "base_model": causal_lm_path,
+        ...     "baseline_model": llara_path,
+        ...     "beir_dir": beir_path,
+        ...     "adapt": {"text_paths": ["wiki.txt"], "chunk_unit": "words", "chunk_size": 4, "max_steps": 1},
+        ...     "finetune": {
+        ...         "lora": False,
+        ...         "max_steps": 1,
+        ...         "group_size": 2,
+        ...         "mining_retriever": "self",  # mine with the model itself (default: BM25)
+        ...         "mining_range_min": 0,
+        ...     },
+        ... }
+        >>> _ = Path("reproduction.yaml").write_text(yaml.safe_dump(reproduction))
+        >>> config = parse_study_config(
+        ...     {
+        ...         "reproduction_config": "reproduction.yaml",
+        ...         "output_dir": "study",
+        ...         "seeds": [1, 2],
+        ...         "evaluations": [{"folder": beir_path, "split": "dev"}],
+        ...         "finetune": {"temperature": 0.05},  # overrides of the reproduction's finetune section
+        ...     }
+        ... )
+        >>> study = SeedStudy(config)
+        >>> list(study.stages)
+        ['finetune_unadapted_seed1', 'eval_unadapted_seed1', 'finetune_adapted_seed1', 'eval_adapted_seed1',
+         'finetune_unadapted_seed2', 'eval_unadapted_seed2', 'finetune_adapted_seed2', 'eval_adapted_seed2', 'report']
+        >>> study.run_stage("finetune_unadapted_seed1")["model"]  # the reproduction's "prepare" and "mine" run first
+        {...'train_loss': ...}
+        'study/models/finetune-unadapted-seed1/final'
     """
 
     def __init__(self, config: StudyConfig) -> None:
