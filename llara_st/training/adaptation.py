@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset, concatenate_datasets
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from sentence_transformers.base.sampler import DefaultBatchSampler
@@ -147,23 +146,10 @@ class AdaptationArguments:
             raise ValueError(f"eval_rows must be >= 0, got {self.eval_rows}")
 
 
-def sequential_batch_sampler(
-    dataset: Dataset,
-    batch_size: int,
-    drop_last: bool,
-    valid_label_columns: list[str] | None = None,
-    generator: torch.Generator | None = None,
-    seed: int = 0,
-) -> DefaultBatchSampler:
-    """Batches in dataset order (sentence-transformers' default sampler shuffles)."""
-    return DefaultBatchSampler(
-        SequentialSampler(dataset),
-        batch_size=batch_size,
-        drop_last=drop_last,
-        valid_label_columns=valid_label_columns,
-        generator=generator,
-        seed=seed,
-    )
+def sequential_batch_sampler(dataset: Dataset, **kwargs: Any) -> DefaultBatchSampler:
+    """Batches in dataset order (sentence-transformers' default sampler shuffles); ``kwargs`` are those the trainer
+    gives every batch sampler (``batch_size``, ``drop_last``, ``valid_label_columns``, ``generator``, ``seed``)."""
+    return DefaultBatchSampler(SequentialSampler(dataset), **kwargs)
 
 
 def load_adaptation_model(
