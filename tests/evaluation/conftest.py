@@ -6,14 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from retrieval_helpers import (
+from sentence_transformers import SentenceTransformer
+
+from tests.evaluation.retrieval_helpers import (
     FIXED_DOC_VECTORS,
     FIXED_QRELS,
     FIXED_QUERY_VECTORS,
     static_embedding_model,
     write_beir_folder,
 )
-from sentence_transformers import SentenceTransformer
 
 
 @pytest.fixture

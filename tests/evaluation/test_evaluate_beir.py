@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from retrieval_helpers import (
+
+from llara_st.evaluation import evaluate_beir, model_fingerprint
+from tests.evaluation.retrieval_helpers import (
     FIXED_QRELS,
     mrr_at_k,
     ndcg_at_k,
     ranking_from_scores,
     recall_at_k,
 )
-
-from llara_st.evaluation import evaluate_beir, model_fingerprint
 
 # The rankings the fixed embeddings produce (see retrieval_helpers.FIXED_QUERY_VECTORS) and the metrics they give,
 # computed by hand from the definitions (linear gains, log2(rank + 1) discounts):

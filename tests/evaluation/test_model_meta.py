@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from mteb.models import SentenceTransformerEncoderWrapper
-from retrieval_helpers import static_embedding_model
 
 from llara_st.evaluation import (
     BEIRFolderRetrieval,
@@ -20,6 +19,7 @@ from llara_st.evaluation import (
     model_fingerprint,
     model_meta_for,
 )
+from tests.evaluation.retrieval_helpers import static_embedding_model
 
 TEXTS = ["what causes tides?", "Insulin lowers blood glucose."]
 

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from retrieval_helpers import mrr_at_k, ndcg_at_k, ranking_from_scores
 
 from llara_st.evaluation import evaluate_beir, read_beir_qrels
+from tests.evaluation.retrieval_helpers import mrr_at_k, ndcg_at_k, ranking_from_scores
 
 # MTEB leaderboard: all-MiniLM-L6-v2 on SciFact (test split) nDCG@10 = 0.64508.
 PUBLISHED_TEST_NDCG_AT_10 = 0.645
