@@ -14,7 +14,7 @@ from typing import Any, Literal, TypedDict
 
 from datasets import Dataset
 
-from llara_st.data.beir import jsonl_rows, load_beir, read_jsonl, row_line  # noqa: F401 (load_beir: its old home)
+from llara_st.data.beir import jsonl_rows, read_jsonl, row_line
 
 logger = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ from torch import nn
 from transformers import TrainerCallback, set_seed
 
 import llara_st
+from llara_st.data.beir import load_beir
 from llara_st.data.contrastive import (
     beir_examples,
     build_contrastive_dataset,
     contrastive_router_mapping,
-    load_beir,
     load_contrastive_dataset,
     relevant_documents,
 )

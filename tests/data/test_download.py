@@ -202,9 +202,11 @@ def test_the_dev_rule_gives_the_shared_scifact_dev_split_byte_for_byte(data_dir,
 
 
 def test_reproduction_builds_an_absent_data_folder_from_mteb(tmp_path, monkeypatch):
-    from llara_st.training.reproduction import check_beir_folder
+    from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
 
     calls: list[str] = []
     monkeypatch.setattr(mteb, "get_task", fake_get_task(SCIFACT_HUB, calls))
-    check_beir_folder(tmp_path / "scifact", ["train", "dev"])
+    config = {"beir_dir": str(tmp_path / "scifact"), "adapt": {"wikitext_paths": [str(tmp_path / "absent.raw")]}}
+    with pytest.raises(FileNotFoundError, match=r"adapt\.wikitext_paths"):  # checked after the data folder
+        ReproductionPipeline(parse_reproduction_config(config))
     assert calls == ["SciFact"] and len(read_beir(tmp_path / "scifact", "dev").qrels) == SCIFACT_DEV_QUERIES

@@ -15,7 +15,7 @@ from sentence_transformers.sentence_transformer.training_args import SentenceTra
 from torch import nn
 
 import llara_st
-from llara_st.data.contrastive import load_beir
+from llara_st.data.beir import load_beir
 from llara_st.prompts import PASSAGE_PROMPT_TOKENS, QUERY_PROMPT_TOKENS
 from llara_st.training import finetuning
 from llara_st.training.finetuning import (

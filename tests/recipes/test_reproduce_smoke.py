@@ -214,7 +214,8 @@ def test_the_final_model_card_records_its_mteb_scores(
 
 
 def test_a_missing_data_folder_says_what_to_download(tmp_path):
-    (tmp_path / "scifact").mkdir()  # present but empty: refused (an absent one comes from MTEB: tests/data)
+    (tmp_path / "scifact").mkdir()  # present but incomplete: refused (an absent one comes from MTEB: tests/data)
+    (tmp_path / "scifact" / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "A document."}\n')
     config = parse_reproduction_config({"beir_dir": str(tmp_path / "scifact"), "adapt": {"wikitext_paths": ["x"]}})
     with pytest.raises(FileNotFoundError, match=r"scifact\.zip"):
         ReproductionPipeline(config)
