@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
+from llara_st.data.beir import load_beir
 from llara_st.data.contrastive import (
     beir_examples,
     build_contrastive_dataset,
     contrastive_router_mapping,
-    load_beir,
     load_contrastive_dataset,
     negative_columns,
     read_contrastive_jsonl,
