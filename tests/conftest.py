@@ -35,6 +35,13 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama2_vocabulary(fixture_dir: Path) -> Path:
+    """For tests written against the Llama-2 vocabulary (its token ids, sizes and word pieces): they skip without
+    ../shared, where the fixture model's tokenizer is replaced by one built here."""
+    return fixture_dir / "model"
+
+
+@pytest.fixture(scope="session")
 def reference_texts(fixture_dir: Path) -> dict:
     return json.loads((fixture_dir / "texts.json").read_text())
 
@@ -45,8 +52,15 @@ def reference(fixture_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def plain_tokenizer_dir(fixture_dir: Path, tmp_path_factory) -> Path:
-    """The fixture's Llama-2 tokenizer without ``<s1>``…``<s16>``, as a stock Llama-2 tokenizer is."""
+def plain_tokenizer_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
+    """The fixture's Llama-2 tokenizer without ``<s1>``…``<s16>``, as a stock Llama-2 tokenizer is.
+
+    Without ../shared: the Llama-2-style tokenizer built here (:func:`build_scratch_tokenizer`), so that the tests
+    that only need a tokenizer of that kind still run; the ones that compare with the authors' outputs skip.
+    """
+    if not FIXTURE_DIR.is_dir():
+        return request.getfixturevalue("llama2_like_tokenizer_dir")
+    fixture_dir = FIXTURE_DIR
     out = tmp_path_factory.mktemp("plain_tokenizer")
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(fixture_dir / "model" / name, out / name)
@@ -105,29 +119,42 @@ def tiny_llama_dir(plain_tokenizer_dir: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sharp_llama_dir(fixture_dir: Path, tmp_path_factory) -> Path:
-    """A tiny Llama with peaked attention (large weights, small rope theta): mask and position bugs show."""
+def sharp_llama_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
+    """A tiny Llama with peaked attention (large weights, small rope theta): mask and position bugs show.
+
+    Its tokenizer is the fixture model's, or without ../shared the scratch one built here."""
+    tokenizer_dir = (
+        FIXTURE_DIR / "model" if FIXTURE_DIR.is_dir() else request.getfixturevalue("llama2_like_tokenizer_dir")
+    )
     return build_tiny_llama(
-        tmp_path_factory.mktemp("sharp_llama"), fixture_dir / "model", seed=3, initializer_range=0.7, rope_theta=100.0
+        tmp_path_factory.mktemp("sharp_llama"), tokenizer_dir, seed=3, initializer_range=0.7, rope_theta=100.0
     )
 
 
 @pytest.fixture(scope="session")
-def _reference_llara(fixture_dir: Path, tmp_path_factory):
+def _reference_llara(request: pytest.FixtureRequest, tmp_path_factory):
+    # Without ../shared, the scratch causal LM stands in: the tests that use this model as a tiny LLaRA model still
+    # run, and those that compare with the authors' outputs skip through the `reference`/`fixture_dir` fixtures.
+    if FIXTURE_DIR.is_dir():
+        source = FIXTURE_DIR / "model"
+    else:
+        source = build_tiny_llama(
+            tmp_path_factory.mktemp("stand_in"), request.getfixturevalue("llama2_like_tokenizer_dir")
+        )
     out = tmp_path_factory.mktemp("reference_llara") / "llara"
-    llara_st.convert(str(fixture_dir / "model"), out)
+    llara_st.convert(str(source), out)
     return out, llara_st.load(out, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def reference_llara_dir(_reference_llara) -> Path:
-    """The fixture model converted with ``llara_st.convert`` (a sentence-transformers folder)."""
+    """The fixture model (without ../shared: the scratch model) converted with ``llara_st.convert``."""
     return _reference_llara[0]
 
 
 @pytest.fixture
 def reference_llara(_reference_llara):
-    """The converted fixture model, a fresh copy per test (float32, CPU)."""
+    """The converted fixture model (without ../shared: the scratch model), a fresh copy per test (float32, CPU)."""
     return copy.deepcopy(_reference_llara[1])
 
 
@@ -141,7 +168,7 @@ SCRATCH_TOKENIZER_TEXTS = [
 ]
 
 
-def build_scratch_tokenizer(out: Path, vocab_size: int = 400) -> Path:
+def build_scratch_tokenizer(out: Path, vocab_size: int = 400, texts: list[str] | None = None) -> Path:
     """A Llama-2-style tokenizer trained on a few sentences, saved as a Hugging Face folder.
 
     Like Llama-2's: BPE over "▁"-marked words with a "▁" in front of the text, byte fallback (any text encodes),
@@ -155,7 +182,7 @@ def build_scratch_tokenizer(out: Path, vocab_size: int = 400) -> Path:
         initial_alphabet=[chr(code) for code in range(33, 127)],
         show_progress=False,
     )
-    tokenizer.train_from_iterator(SCRATCH_TOKENIZER_TEXTS, trainer)
+    tokenizer.train_from_iterator(texts or SCRATCH_TOKENIZER_TEXTS, trainer)
     # Byte tokens <0x00>…<0xFF> as ordinary vocabulary (as in Llama-2) for characters outside the alphabet.
     spec = json.loads(tokenizer.to_str())
     for byte in range(256):
@@ -178,6 +205,19 @@ def build_scratch_tokenizer(out: Path, vocab_size: int = 400) -> Path:
 def scratch_tokenizer_dir(tmp_path_factory) -> Path:
     """A tiny Llama-2-style tokenizer built here (see :func:`build_scratch_tokenizer`)."""
     return build_scratch_tokenizer(tmp_path_factory.mktemp("scratch_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def llama2_like_tokenizer_dir(tmp_path_factory) -> Path:
+    """Without ../shared, the stand-in for the fixture's Llama-2 tokenizer: trained also on the LLaRA templates and
+    everyday English, so that whole words are single tokens and the templates take about as many tokens as there."""
+    from llara_st.prompts import PASSAGE_SUFFIX, PREFIX, QUERY_SUFFIX
+
+    texts = [
+        *SCRATCH_TOKENIZER_TEXTS,
+        *(PREFIX + text + suffix for text in SCRATCH_TOKENIZER_TEXTS for suffix in (PASSAGE_SUFFIX, QUERY_SUFFIX)),
+    ]
+    return build_scratch_tokenizer(tmp_path_factory.mktemp("llama2_like_tokenizer"), vocab_size=1000, texts=texts)
 
 
 @pytest.fixture(scope="session")

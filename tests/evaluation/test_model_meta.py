@@ -60,7 +60,7 @@ def test_fingerprint_follows_weights_and_settings(reference_llara):
         next(same.parameters()).view(-1)[0] += 1e-3
     assert model_fingerprint(same) != model_fingerprint(reference_llara)
     shorter = copy.deepcopy(reference_llara)
-    shorter[0].query_max_length = 32
+    shorter[0].query_max_length = reference_llara[0].query_max_length - 8
     assert model_fingerprint(shorter) != model_fingerprint(reference_llara)
 
 

@@ -275,6 +275,7 @@ def test_one_pass_equals_two_separate_prompt_passes(sharp_llara, implementation)
             assert torch.allclose(ours[row], expected, atol=1e-5 * scale, rtol=0), (side, row)
 
 
+@pytest.mark.usefixtures("llama2_vocabulary")
 @pytest.mark.parametrize("implementation", ATTENTION)
 def test_query_prompt_logits_ignore_the_passage_suffix(sharp_llara, implementation):
     use_attention(sharp_llara, implementation)
@@ -401,6 +402,7 @@ def test_tokenizer_without_bos(no_bos_llara):
     assert torch.isfinite(sum(loss(features).values()))
 
 
+@pytest.mark.usefixtures("llama2_vocabulary")
 def test_stop_words_are_removed_from_the_targets(reference_llara):
     tokenizer = reference_llara[0].tokenizer
     words = load_stop_words()
@@ -457,6 +459,7 @@ def test_collator_refuses_bad_rows(reference_llara):
     assert collated["dataset_name"] == "wiki" and "adaptation_input_ids" in collated
 
 
+@pytest.mark.usefixtures("llama2_vocabulary")
 def test_bad_settings_are_refused(reference_llara):
     limit = reference_llara[0].max_position_embeddings
     with pytest.raises(ValueError, match="max_position_embeddings"):
@@ -474,6 +477,7 @@ def test_bad_settings_are_refused(reference_llara):
     assert EBAEEBARDataCollator(reference_llara, cutoff_length=2 + 19 + 18 + 1).text_budget == 1
 
 
+@pytest.mark.usefixtures("llama2_vocabulary")
 def test_cutoff_beyond_the_passage_max_length_keeps_whole_targets(reference_llara):
     # The collator tokenises on its own: a cutoff above passage_max_length no longer cuts targets short.
     transformer = reference_llara[0]
@@ -548,6 +552,7 @@ def distinct_word_text(tokenizer, count: int) -> tuple[str, list[int]]:
     return text, ids
 
 
+@pytest.mark.usefixtures("llama2_vocabulary")
 def test_tokenizer_appending_eos(eos_llara):
     transformer = eos_llara[0]
     eos = transformer.tokenizer.eos_token_id

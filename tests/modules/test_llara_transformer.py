@@ -54,6 +54,7 @@ def test_plain_encode_uses_the_passage_template(reference_llara, reference_texts
     assert not torch.allclose(plain, queries, atol=1e-3)
 
 
+@pytest.mark.usefixtures("llama2_vocabulary")
 def test_templates_end_with_their_prompt_tokens(reference_llara):
     transformer: LLaRATransformer = reference_llara[0]
     ids = transformer.prompt_token_ids

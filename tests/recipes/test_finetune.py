@@ -107,6 +107,9 @@ def toy_config(model_dir: Path, output_dir: Path, **overrides) -> FinetuneArgume
 
 
 @pytest.mark.slow
+# The 27 steps and the 0.1 margin were set on the authors' tiny model; the stand-in built without ../shared learns
+# the toy task more slowly (+0.04 in 27 steps), so this test needs the fixture model.
+@pytest.mark.usefixtures("fixture_dir")
 def test_finetuning_improves_dev_ndcg_and_the_saved_model_keeps_it(
     reference_llara_dir: Path, toy_beir: Path, tmp_path: Path
 ) -> None:

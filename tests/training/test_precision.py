@@ -31,7 +31,14 @@ def _pipeline(tmp_path, bf16, finetune=None):
     wikitext = tmp_path / "wiki.test.raw"
     wikitext.write_text(" = Title = \n\n A paragraph . \n\n Another one . \n", encoding="utf8")
     adapt = {"wikitext_paths": [str(wikitext)]}
-    config = {"output_dir": str(tmp_path / "run"), "bf16": bf16, "adapt": adapt, "finetune": finetune or {}}
+    beir = tmp_path / "beir"  # a BEIR folder of its own: the default, ../shared/data/scifact, may be absent
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "A document."}\n', encoding="utf8")
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "A query?"}\n', encoding="utf8")
+    for split in ("train", "dev", "test"):
+        (beir / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n", encoding="utf8")
+    config = {"output_dir": str(tmp_path / "run"), "bf16": bf16, "beir_dir": str(beir), "adapt": adapt}
+    config["finetune"] = finetune or {}
     return ReproductionPipeline(parse_reproduction_config(config))
 
 
