@@ -17,6 +17,7 @@ from llara_st.data.beir import read_beir_qrels
 from llara_st.training import parse_adaptation_arguments, parse_finetune_arguments
 from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config, smollm2_package_folder
 from llara_st.training.study import SeedStudy, parse_study_config
+from tests.conftest import DATA_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,12 +26,44 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
+WORDS = (
+    "protein cell gene tumor insulin glucose vitamin immune virus bacteria neuron cortex enzyme receptor kinase "
+    "mutation therapy vaccine antibody plasma liver kidney heart lung bone muscle hormone sleep diet exercise "
+    "obesity diabetes cancer stroke memory aging stress infection inflammation pressure dose trial cohort risk"
+).split()
+
+
+def _synthetic_beir(out: Path) -> None:
+    """Without ../shared/data: 28 queries (12 train, 8 dev, 8 test), one relevant document each, 40 distractors."""
+    rng = random.Random(0)
+    corpus = [
+        {"_id": f"{1000 + i}", "title": f"Study {i}", "text": " ".join(rng.choices(WORDS, k=40)) + "."}
+        for i in range(68)
+    ]
+    queries, first = [], 0
+    for split, count in (("train", 12), ("dev", 8), ("test", 8)):
+        lines = ["query-id\tcorpus-id\tscore"]
+        for i in range(first, first + count):
+            words = corpus[i]["text"].rstrip(".").split()
+            queries.append({"_id": f"{i + 1}", "text": " ".join(rng.sample(words, 6)) + "?"})
+            lines.append(f"{i + 1}\t{corpus[i]['_id']}\t1")
+        (out / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+        first += count
+    _write_jsonl(out / "corpus.jsonl", corpus)
+    _write_jsonl(out / "queries.jsonl", queries)
+
+
 @pytest.fixture(scope="module")
-def mini_scifact(data_dir: Path, tmp_path_factory) -> Path:
-    """SciFact cut down: 12 train, 8 dev and 8 test queries with their relevant documents plus 40 distractors."""
-    source = data_dir / "scifact"
+def mini_scifact(tmp_path_factory) -> Path:
+    """SciFact cut down: 12 train, 8 dev and 8 test queries with their relevant documents plus 40 distractors.
+
+    Without ../shared/data, a synthetic folder of the same shape stands in (the assertions are about structure)."""
+    source = DATA_DIR / "scifact"
     out = tmp_path_factory.mktemp("mini_scifact")
     (out / "qrels").mkdir()
+    if not source.is_dir():
+        _synthetic_beir(out)
+        return out
     keep_docs: set[str] = set()
     keep_queries: set[str] = set()
     for split, count in (("train", 12), ("dev", 8), ("test", 8)):
@@ -50,10 +83,19 @@ def mini_scifact(data_dir: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mini_wikitext(data_dir: Path, tmp_path_factory) -> Path:
+def mini_wikitext(tmp_path_factory) -> Path:
+    """The first 60 lines of WikiText-2's test file; without ../shared/data, six synthetic articles in its layout."""
     path = tmp_path_factory.mktemp("wikitext") / "wiki.raw"
-    lines = (data_dir / "wikitext2" / "wiki.test.raw").read_text().splitlines(keepends=True)[:60]
-    path.write_text("".join(lines))
+    source = DATA_DIR / "wikitext2" / "wiki.test.raw"
+    if source.is_file():
+        path.write_text("".join(source.read_text().splitlines(keepends=True)[:60]))
+        return path
+    rng = random.Random(1)
+    articles = []
+    for number in range(6):
+        paragraphs = [" " + " ".join(rng.choices(WORDS, k=60)) + " . \n \n" for _ in range(4)]
+        articles.append(f" \n = Article {number} = \n \n" + "".join(paragraphs))
+    path.write_text("".join(articles))
     return path
 
 
