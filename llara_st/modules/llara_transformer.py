@@ -39,19 +39,6 @@ _TASK_TO_SIDE: dict[str | None, Side] = {
 }
 
 
-def _checked_max_length_property(side: Side, doc: str) -> property:
-    """``{side}_max_length``, stored as ``_{side}_max_length`` and checked on every assignment."""
-    attribute = f"_{side}_max_length"
-
-    def get(module: LLaRATransformer) -> int:
-        return getattr(module, attribute)
-
-    def set_checked(module: LLaRATransformer, value: int) -> None:
-        setattr(module, attribute, module._checked_max_length(side, value))
-
-    return property(get, set_checked, doc=doc)
-
-
 class LLaRATransformer(Transformer):
     """Input module of a LLaRA embedder (Li et al., 2023, "Making Large Language Models A Better Foundation
     For Dense Retrieval", arXiv:2312.15503).
@@ -244,10 +231,23 @@ class LLaRATransformer(Transformer):
             )
         return value
 
-    query_max_length = _checked_max_length_property("query", "Max tokens of a query input, prefix and suffix included.")
-    passage_max_length = _checked_max_length_property(
-        "passage", "Max tokens of a passage (document) input, prefix and suffix included."
-    )
+    @property
+    def query_max_length(self) -> int:
+        """Max tokens of a query input, prefix and suffix included."""
+        return self._query_max_length
+
+    @query_max_length.setter
+    def query_max_length(self, value: int) -> None:
+        self._query_max_length = self._checked_max_length("query", value)
+
+    @property
+    def passage_max_length(self) -> int:
+        """Max tokens of a passage (document) input, prefix and suffix included."""
+        return self._passage_max_length
+
+    @passage_max_length.setter
+    def passage_max_length(self, value: int) -> None:
+        self._passage_max_length = self._checked_max_length("passage", value)
 
     def _text_budget(self, side: Side, max_length: int | None = None) -> int:
         max_length = self.max_length(side) if max_length is None else max_length
