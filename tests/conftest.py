@@ -133,14 +133,9 @@ def sharp_llama_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def _reference_llara(request: pytest.FixtureRequest, tmp_path_factory):
-    # Without ../shared, the scratch causal LM stands in: the tests that use this model as a tiny LLaRA model still
-    # run, and those that compare with the authors' outputs skip through the `reference`/`fixture_dir` fixtures.
-    if FIXTURE_DIR.is_dir():
-        source = FIXTURE_DIR / "model"
-    else:
-        source = build_tiny_llama(
-            tmp_path_factory.mktemp("stand_in"), request.getfixturevalue("llama2_like_tokenizer_dir")
-        )
+    # Without ../shared, tiny_llama_dir (then a Llama-2-style model built here) stands in: the tests that use this
+    # model as a tiny LLaRA model still run; those comparing with the authors' outputs skip through `reference`.
+    source = FIXTURE_DIR / "model" if FIXTURE_DIR.is_dir() else request.getfixturevalue("tiny_llama_dir")
     out = tmp_path_factory.mktemp("reference_llara") / "llara"
     llara_st.convert(str(source), out)
     return out, llara_st.load(out, device="cpu")
@@ -148,13 +143,13 @@ def _reference_llara(request: pytest.FixtureRequest, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def reference_llara_dir(_reference_llara) -> Path:
-    """The fixture model (without ../shared: the scratch model) converted with ``llara_st.convert``."""
+    """The fixture model (without ../shared: the stand-in) converted with ``llara_st.convert``."""
     return _reference_llara[0]
 
 
 @pytest.fixture
 def reference_llara(_reference_llara):
-    """The converted fixture model (without ../shared: the scratch model), a fresh copy per test (float32, CPU)."""
+    """The converted fixture model (without ../shared: the stand-in), a fresh copy per test (float32, CPU)."""
     return copy.deepcopy(_reference_llara[1])
 
 
