@@ -19,7 +19,7 @@ from datasets import Dataset, concatenate_datasets
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from torch.utils.data import SequentialSampler
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 import llara_st
 from llara_st.data import DocumentChunker, read_adaptation_pairs
@@ -209,7 +209,9 @@ def run_adaptation(
     """Adapt the model as configured and return the folder of the adapted LLaRA model."""
     final_dir = Path(config.final_model_dir or Path(training_args.output_dir) / "final")
 
-    # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable.
+    # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable. Seeded
+    # first: the adapter's random initialisation happens here, before the trainer seeds anything.
+    set_seed(training_args.seed)
     model, base_dir = load_adaptation_model(config, training_args)
     if config.use_lora:
         add_lora_adapter_from_config(model, config, train_prompt_tokens=config.lora_train_prompt_tokens)
