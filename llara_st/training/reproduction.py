@@ -13,6 +13,10 @@ unless forced):
   8. eval_unadapted, eval_adapted   every split (corpus encoded once per model), per-query nDCG@10, transfer folders
   9. report               ``report/``: table, ``results.json``, plots, configuration; the final model is saved to
                           ``final_model_dir`` with its MTEB scores on its model card
+
+Stages 2, 3 and 8 score the full corpus of ``beir_dir`` or, with ``eval_corpus_size``, one fixed sub-corpus (every
+document relevant to an evaluated query + a seeded sample). On request only (``--stage full_corpus``, after the main
+job): BM25, all-MiniLM-L6-v2 and the final model on the full corpus of ``full_corpus_split``, added to the report.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import importlib.util
 import json
 import logging
 import os
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -73,6 +78,22 @@ class ReproductionConfig:
         default_factory=list, metadata={"help": "BEIR folders the final models are evaluated on, zero-shot"}
     )
     transfer_split: str = field(default="test", metadata={"help": "qrels split of the transfer folders"})
+    eval_corpus_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate every variant on a fixed sub-corpus of this many documents (every document relevant "
+            "to a query of eval_splits + a seeded sample; its figures are never comparable to full-corpus ones); "
+            "default: the full corpus"
+        },
+    )
+    corpus_seed: int = field(default=0, metadata={"help": "Seed of the sub-corpus sample"})
+    full_corpus_split: str = field(
+        default="test",
+        metadata={
+            "help": "Split of the on-request stage full_corpus (--stage full_corpus): BM25, all-MiniLM-L6-v2 and the "
+            "final model on the full corpus of beir_dir"
+        },
+    )
     encode_batch_size: int = field(default=32, metadata={"help": "Evaluation encoding batch size"})
     bf16: str = field(
         default="auto",
@@ -131,8 +152,11 @@ class StageRunner:
         logger.info("Stage %s: done in %.1f s", name, seconds)
         return result
 
+    #: Stages that run only when named (``run(only=...)``, ``--stage``), never as part of ``run()``.
+    on_request: tuple[str, ...] = ()
+
     def run(self, only: str | None = None, force: bool = False) -> None:
-        for name in [only] if only else self.stages:
+        for name in [only] if only else [name for name in self.stages if name not in self.on_request]:
             self.run_stage(name, force=force)
 
     def finished_stages(self) -> dict[str, dict[str, Any]]:
@@ -168,13 +192,15 @@ class ReproductionPipeline(StageRunner):
         >>> pipeline = ReproductionPipeline(parse_reproduction_config("reproduce.yaml"))
         >>> list(pipeline.stages)
         ['prepare', 'baselines', 'adapt', 'mine', 'finetune_unadapted', 'finetune_adapted', 'eval_unadapted',
-         'eval_adapted', 'report']
+         'eval_adapted', 'report', 'full_corpus']
         >>> pipeline.run_stage("adapt")["model"]  # "prepare" (convert the causal LM) runs first
         {...'train_loss': ...}
         'run/models/llara-adapted'
         >>> sorted(path.name for path in Path("run/stages").iterdir())  # finished: never recomputed unless forced
         ['adapt.json', 'prepare.json']
     """
+
+    on_request = ("full_corpus",)
 
     def __init__(self, config: ReproductionConfig) -> None:
         self.config = config
@@ -205,6 +231,7 @@ class ReproductionPipeline(StageRunner):
             "eval_unadapted": lambda: self.evaluate(self.result("finetune_unadapted")["model"], "unadapted-finetuned"),
             "eval_adapted": lambda: self.evaluate(self.result("finetune_adapted")["model"], "adapted-finetuned"),
             "report": self.report,
+            "full_corpus": self.full_corpus,
         }
         super().__init__(config.output_dir, stages)
 
@@ -290,11 +317,29 @@ class ReproductionPipeline(StageRunner):
             result["per_query"] = per_query_ndcg(predictions, split, Path(folder) / "qrels" / f"{split}.tsv")
         return result
 
+    @property
+    def corpus(self) -> str:
+        """``"full"`` or ``"sub"``: which corpus the evaluation stages score on."""
+        return "full" if self.config.eval_corpus_size is None else "sub"
+
+    def eval_folder(self) -> str:
+        """The BEIR folder of the evaluation stages: ``beir_dir``, or its fixed sub-corpus (written once)."""
+        config = self.config
+        if config.eval_corpus_size is None:
+            return config.beir_dir
+        name = f"{Path(config.beir_dir).name}-sub{config.eval_corpus_size}-seed{config.corpus_seed}"
+        out = self.out / "data" / name
+        write_sub_corpus(config.beir_dir, config.eval_splits, config.eval_corpus_size, config.corpus_seed, out)
+        return str(out)
+
+    def _load(self, model_dir: str) -> Any:
+        return llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
+
     def evaluate(self, model_dir: str, name: str, per_query: bool = True) -> dict[str, Any]:
-        model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
-        result: dict[str, Any] = {"scores": {}, "per_query": {}, "transfer": {}}
+        model = self._load(model_dir)
+        result: dict[str, Any] = {"corpus": self.corpus, "scores": {}, "per_query": {}, "transfer": {}}
         for split in self.config.eval_splits:
-            scores = self._evaluate_folder(model, name, self.config.beir_dir, split, per_query)
+            scores = self._evaluate_folder(model, name, self.eval_folder(), split, per_query)
             result["scores"][split] = scores["scores"]
             if per_query:
                 result["per_query"][split] = scores["per_query"]
@@ -305,11 +350,29 @@ class ReproductionPipeline(StageRunner):
         return result
 
     def baselines(self) -> dict[str, Any]:
-        bm25 = {
-            split: evaluate_bm25(self.config.beir_dir, split, self.out / "mteb") for split in self.config.eval_splits
-        }
+        folder = self.eval_folder()
+        bm25 = {split: evaluate_bm25(folder, split, self.out / "mteb") for split in self.config.eval_splits}
         minilm = self.evaluate(self.result("prepare")["baseline"], "all-MiniLM-L6-v2", per_query=False)
-        return {"bm25": bm25, "all-MiniLM-L6-v2": minilm["scores"]}
+        return {"corpus": self.corpus, "bm25": bm25, "all-MiniLM-L6-v2": minilm["scores"]}
+
+    def full_corpus(self) -> dict[str, Any]:
+        """On request: BM25, all-MiniLM-L6-v2 and the final (adapted, fine-tuned) model on the full corpus of
+        ``beir_dir``, split ``full_corpus_split``; the report is written again with them (a "full" column)."""
+        config, split = self.config, self.config.full_corpus_split
+        materialize_beir_folder(config.beir_dir, [split])
+        result = {"split": split, "bm25": evaluate_bm25(config.beir_dir, split, self.out / "mteb")}
+        for name, model_dir in (
+            ("all-MiniLM-L6-v2", self.result("prepare")["baseline"]),
+            ("adapted-finetuned", self.result("finetune_adapted")["model"]),
+        ):
+            result[name] = self._evaluate_folder(self._load(model_dir), name, config.beir_dir, split, False)["scores"]
+        return result
+
+    def run_stage(self, name: str, force: bool = False) -> dict[str, Any]:
+        result = super().run_stage(name, force=force)
+        if name == "full_corpus" and self.stage_file("report").is_file():
+            self.write_report()  # the report shows the full-corpus figures beside the main job's
+        return result
 
     def adapt(self) -> dict[str, Any]:
         adaptation, training_args = self.adaptation_arguments(self.result("prepare")["llara_base"])
@@ -336,16 +399,24 @@ class ReproductionPipeline(StageRunner):
         final = run_finetuning(args, train_dataset=self.result("mine")["rows"])
         return {"model": final, "log_history": read_log_history(Path(args.output_dir))}
 
-    def report(self) -> dict[str, Any]:
+    def write_report(self) -> Path:
+        """``report/`` from the finished stages' files (the main job's, and full_corpus once it has run)."""
         stages = {name: stage for name, stage in self.finished_stages().items() if name != "report"}
-        report_dir = self.out / "report"
-        config = asdict(self.config)
-        write_report(report_dir, stages, config, HEADLINE_METRICS, resamples=self.config.bootstrap_resamples)
+        return write_report(
+            self.out / "report",
+            stages,
+            asdict(self.config),
+            HEADLINE_METRICS,
+            resamples=self.config.bootstrap_resamples,
+        )
+
+    def report(self) -> dict[str, Any]:
+        readme = self.write_report()
         final = Path(self.config.final_model_dir)
         if final.exists():
             shutil.rmtree(final)
         self.save_final_model(final)
-        return {"report": str(report_dir / "README.md"), "final_model": str(final)}
+        return {"report": str(readme), "final_model": str(final)}
 
     def save_final_model(self, final: Path) -> None:
         """Save the adapted, fine-tuned model to ``final`` with its MTEB scores (every split, transfer folders) on
@@ -354,7 +425,8 @@ class ReproductionPipeline(StageRunner):
         model = llara_st.load(self.result("finetune_adapted")["model"])  # in the dtype it was saved in
         card = use_llara_model_card(model)
         evaluation = self.result("eval_adapted")
-        scored = [(Path(self.config.beir_dir).name, split, scores) for split, scores in evaluation["scores"].items()]
+        # A sub-corpus's scores are recorded under its own folder's name, never as the full dataset's.
+        scored = [(Path(self.eval_folder()).name, split, scores) for split, scores in evaluation["scores"].items()]
         scored += [
             (folder, self.config.transfer_split, transfer["scores"])
             for folder, transfer in evaluation.get("transfer", {}).items()
@@ -363,6 +435,37 @@ class ReproductionPipeline(StageRunner):
             metrics = {label: scores[key] for key, label in HEADLINE_METRICS.items() if key in scores}
             card.add_evaluation_results(dataset, metrics, split=split, evaluated_with="mteb")
         model.save(str(final), safe_serialization=True)
+
+
+def write_sub_corpus(
+    folder: str | os.PathLike, splits: str | list[str], size: int, seed: int, out: str | os.PathLike
+) -> Path:
+    """A BEIR folder with every document judged relevant in any of ``splits`` plus a seeded random sample of the
+    others, ``size`` documents in all (queries and the splits' qrels copied as they are). One sub-corpus serves
+    every split, so the figures of all splits (and of every system scored on it) are on the same documents."""
+    folder, out = Path(folder), Path(out)
+    if (out / "corpus.jsonl").is_file():
+        return out
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    relevant = {
+        doc
+        for split in splits
+        for judged in read_beir_qrels(folder / "qrels" / f"{split}.tsv").values()
+        for doc, score in judged.items()
+        if score > 0
+    }
+    lines = (folder / "corpus.jsonl").read_text(encoding="utf8").splitlines()
+    ids = [json.loads(line)["_id"] for line in lines]
+    others = sorted(set(ids) - relevant)
+    keep = relevant | set(random.Random(seed).sample(others, max(0, min(len(others), size - len(relevant)))))
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    shutil.copy(folder / "queries.jsonl", out / "queries.jsonl")
+    for split in splits:
+        shutil.copy(folder / "qrels" / f"{split}.tsv", out / "qrels" / f"{split}.tsv")
+    partial = out / "corpus.jsonl.partial"
+    partial.write_text("".join(line + "\n" for line, doc in zip(lines, ids, strict=True) if doc in keep), "utf8")
+    partial.replace(out / "corpus.jsonl")
+    return out
 
 
 def per_query_ndcg(predictions_file: Path, split: str, qrels_file: Path, k: int = 10) -> dict[str, float]:

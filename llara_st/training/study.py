@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 import statistics
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llara_st.data.beir import read_beir_qrels
 from llara_st.data.download import materialize_beir_folder
 from llara_st.evaluation import HEADLINE_METRICS, evaluate_beir
 from llara_st.training.arguments import parse_arguments
@@ -32,6 +30,7 @@ from llara_st.training.reproduction import (
     StageRunner,
     parse_reproduction_config,
     read_log_history,
+    write_sub_corpus,
 )
 
 logger = logging.getLogger(__name__)
@@ -73,27 +72,6 @@ def parse_study_config(source: str | os.PathLike | dict[str, Any]) -> StudyConfi
     """A :class:`StudyConfig` from a YAML/JSON file or a dict (unknown keys are an error)."""
     (config,) = parse_arguments((StudyConfig,), source)
     return config
-
-
-def write_sub_corpus(folder: str | os.PathLike, split: str, size: int, seed: int, out: str | os.PathLike) -> Path:
-    """A BEIR folder with every document judged relevant in ``split`` plus a seeded random sample of the others,
-    ``size`` documents in all (queries and the split's qrels copied as they are)."""
-    folder, out = Path(folder), Path(out)
-    if (out / "corpus.jsonl").is_file():
-        return out
-    qrels = read_beir_qrels(folder / "qrels" / f"{split}.tsv")
-    relevant = {doc for judged in qrels.values() for doc, score in judged.items() if score > 0}
-    lines = (folder / "corpus.jsonl").read_text(encoding="utf8").splitlines()
-    ids = [json.loads(line)["_id"] for line in lines]
-    others = sorted(set(ids) - relevant)
-    keep = relevant | set(random.Random(seed).sample(others, max(0, min(len(others), size - len(relevant)))))
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
-    shutil.copy(folder / "queries.jsonl", out / "queries.jsonl")
-    shutil.copy(folder / "qrels" / f"{split}.tsv", out / "qrels" / f"{split}.tsv")
-    partial = out / "corpus.jsonl.partial"
-    partial.write_text("".join(line + "\n" for line, doc in zip(lines, ids, strict=True) if doc in keep), "utf8")
-    partial.replace(out / "corpus.jsonl")
-    return out
 
 
 class SeedStudy(StageRunner):
