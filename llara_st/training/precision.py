@@ -36,3 +36,11 @@ def resolve_bf16(setting: bool | str) -> bool:
             return setting.lower() == "true"
         raise ValueError(f"bf16 must be true, false or 'auto', got {setting!r}")
     return bool(setting)
+
+
+def autocast_available(precision: str) -> bool:
+    """Whether mixed precision ``"fp16"`` / ``"bf16"`` training can run here: fp16 on CUDA; bf16 on CUDA devices
+    that support it, and on the CPU (autocast; fast on CPUs with AVX512-BF16 or AMX, emulated elsewhere)."""
+    if not torch.cuda.is_available():
+        return precision == "bf16"
+    return precision != "bf16" or torch.cuda.is_bf16_supported()

@@ -16,19 +16,12 @@ from torch import nn
 
 import llara_st
 from llara_st.data.beir import load_beir
+from llara_st.evaluation import beir_ir_evaluator
+from llara_st.losses import contrastive_loss
 from llara_st.prompts import PASSAGE_PROMPT_TOKENS, QUERY_PROMPT_TOKENS
 from llara_st.training import finetuning
-from llara_st.training.finetuning import (
-    LLAMA_LINEAR_PROJECTIONS,
-    FinetuneArguments,
-    add_lora_adapter,
-    beir_ir_evaluator,
-    contrastive_loss,
-    has_lora_adapter,
-    merge_lora_adapter,
-    parse_finetune_arguments,
-    run_finetuning,
-)
+from llara_st.training.finetuning import FinetuneArguments, parse_finetune_arguments, run_finetuning
+from llara_st.training.lora import LLAMA_LINEAR_PROJECTIONS, add_lora_adapter, has_lora_adapter, merge_lora_adapter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

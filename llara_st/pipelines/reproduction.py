@@ -32,14 +32,14 @@ import torch
 
 import llara_st
 from llara_st.data.beir import read_beir_qrels
-from llara_st.data.download import materialize_beir_folder
 from llara_st.evaluation import HEADLINE_METRICS, BEIRFolderRetrieval, evaluate_beir
 from llara_st.model_card import use_llara_model_card
+from llara_st.pipelines.download import materialize_beir_folder
+from llara_st.pipelines.report import write_report
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.finetuning import build_training_rows, parse_finetune_arguments, run_finetuning
 from llara_st.training.precision import resolve_bf16
-from llara_st.training.report import write_report
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class ReproductionPipeline(StageRunner):
     of the repository)::
 
         >>> from pathlib import Path
-        >>> from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+        >>> from llara_st.pipelines.reproduction import ReproductionPipeline, parse_reproduction_config
         >>> _ = Path("documents.txt").write_text(
         ...     "The tides rise and fall as the Moon pulls on the oceans.\\n\\nBees dance to show where flowers are."
         ... )
@@ -210,7 +210,10 @@ class ReproductionPipeline(StageRunner):
 
     # ------------------------------------------------------------------ the nested sections
 
-    def _section(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
+    def section(self, name: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The config's ``adapt`` or ``finetune`` section with the pipeline's defaults under it (the CPU as the
+        device without CUDA, no experiment trackers, the resolved ``bf16``) and ``values`` over it; a key that the
+        pipeline sets itself (:data:`PIPELINE_KEYS`) in the section is an error."""
         section = getattr(self.config, name)
         for key in PIPELINE_KEYS[name]:
             if key in section:
@@ -221,10 +224,10 @@ class ReproductionPipeline(StageRunner):
             "report_to": "none",
             "bf16": resolve_bf16(self.config.bf16),
         }
-        return {**defaults, **section, **values}
+        return {**defaults, **section, **(values or {})}
 
     def adaptation_arguments(self, model_dir: str) -> tuple[Any, Any]:
-        section = self._section(
+        section = self.section(
             "adapt",
             {
                 "model_name_or_path": model_dir,
@@ -236,7 +239,7 @@ class ReproductionPipeline(StageRunner):
 
     def finetune_arguments(self, name: str, model_dir: str) -> Any:
         values = {"model_name_or_path": model_dir, "output_dir": str(self.models / f"finetune-{name}")}
-        section = self._section("finetune", values)
+        section = self.section("finetune", values)
         section.setdefault("train_data", self.config.beir_dir)
         if section.get("mining_retriever") == "baseline":
             section["mining_retriever"] = baseline_model_path(self.config.baseline_model)
@@ -248,7 +251,7 @@ class ReproductionPipeline(StageRunner):
     def prepare(self) -> dict[str, Any]:
         config = self.config
         if config.base_model == "smollm2-gguf":
-            from llara_st.integrations.gguf import gguf_to_hf_folder
+            from llara_st.pipelines.gguf import gguf_to_hf_folder
 
             source = str(gguf_to_hf_folder(smollm2_package_folder(), SMOLLM2_GGUF, self.models / "smollm2-135m"))
         else:
