@@ -26,13 +26,9 @@ from llara_st.data import DocumentChunker, read_adaptation_pairs
 from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
 from llara_st.model import llara_module
 from llara_st.training.arguments import parse_arguments
-from llara_st.training.callbacks import save_trained_model, train_with_guards
 from llara_st.training.checkpoints import RunFingerprint, path_identity, resolve_checkpoint
-from llara_st.training.finetuning import (
-    LLAMA_LINEAR_PROJECTIONS,
-    add_lora_adapter_from_config,
-    merge_lora_adapter,
-)
+from llara_st.training.guards import save_trained_model, train_with_guards
+from llara_st.training.lora import LLAMA_LINEAR_PROJECTIONS, add_lora_adapter_from_config, merge_lora_adapter
 
 logger = logging.getLogger(__name__)
 

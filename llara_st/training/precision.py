@@ -43,6 +43,14 @@ def resolve_bf16(setting: bool | str) -> bool:
     return bool(setting)
 
 
+def autocast_available(precision: str) -> bool:
+    """Whether mixed precision ``"fp16"`` / ``"bf16"`` training can run here: fp16 on CUDA; bf16 on CUDA devices
+    that support it, and on the CPU (autocast; fast on CPUs with AVX512-BF16 or AMX, emulated elsewhere)."""
+    if not torch.cuda.is_available():
+        return precision == "bf16"
+    return precision != "bf16" or torch.cuda.is_bf16_supported()
+
+
 #: CPU flags that decide the speed of a decoder's matrix products (bfloat16 is native only with the last three).
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 

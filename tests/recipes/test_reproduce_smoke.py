@@ -14,9 +14,9 @@ from sentence_transformers import SentenceTransformer
 
 import llara_st
 from llara_st.data.beir import read_beir_qrels
+from llara_st.pipelines.reproduction import ReproductionPipeline, parse_reproduction_config, smollm2_package_folder
+from llara_st.pipelines.study import SeedStudy, parse_study_config
 from llara_st.training import parse_adaptation_arguments, parse_finetune_arguments
-from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config, smollm2_package_folder
-from llara_st.training.study import SeedStudy, parse_study_config
 from tests.conftest import DATA_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -25,7 +25,6 @@ import importlib.util
 import json
 import logging
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -37,14 +36,15 @@ import torch
 
 import llara_st
 from llara_st.data.beir import read_beir_qrels
-from llara_st.data.download import materialize_beir_folder
 from llara_st.evaluation import HEADLINE_METRICS, BEIRFolderRetrieval, evaluate_beir
+from llara_st.evaluation.sub_corpus import write_sub_corpus
 from llara_st.model_card import use_llara_model_card
+from llara_st.pipelines.download import materialize_beir_folder
+from llara_st.pipelines.report import write_report
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.finetuning import build_training_rows, parse_finetune_arguments, run_finetuning
 from llara_st.training.precision import resolve_bf16
-from llara_st.training.report import write_report
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class ReproductionPipeline(StageRunner):
     of the repository)::
 
         >>> from pathlib import Path
-        >>> from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+        >>> from llara_st.pipelines.reproduction import ReproductionPipeline, parse_reproduction_config
         >>> _ = Path("documents.txt").write_text(
         ...     "The tides rise and fall as the Moon pulls on the oceans.\\n\\nBees dance to show where flowers are."
         ... )
@@ -237,7 +237,10 @@ class ReproductionPipeline(StageRunner):
 
     # ------------------------------------------------------------------ the nested sections
 
-    def _section(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
+    def section(self, name: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The config's ``adapt`` or ``finetune`` section with the pipeline's defaults under it (the CPU as the
+        device without CUDA, no experiment trackers, the resolved ``bf16``) and ``values`` over it; a key that the
+        pipeline sets itself (:data:`PIPELINE_KEYS`) in the section is an error."""
         section = getattr(self.config, name)
         for key in PIPELINE_KEYS[name]:
             if key in section:
@@ -248,10 +251,10 @@ class ReproductionPipeline(StageRunner):
             "report_to": "none",
             "bf16": resolve_bf16(self.config.bf16),
         }
-        return {**defaults, **section, **values}
+        return {**defaults, **section, **(values or {})}
 
     def adaptation_arguments(self, model_dir: str) -> tuple[Any, Any]:
-        section = self._section(
+        section = self.section(
             "adapt",
             {
                 "model_name_or_path": model_dir,
@@ -263,7 +266,7 @@ class ReproductionPipeline(StageRunner):
 
     def finetune_arguments(self, name: str, model_dir: str) -> Any:
         values = {"model_name_or_path": model_dir, "output_dir": str(self.models / f"finetune-{name}")}
-        section = self._section("finetune", values)
+        section = self.section("finetune", values)
         section.setdefault("train_data", self.config.beir_dir)
         if section.get("mining_retriever") == "baseline":
             section["mining_retriever"] = baseline_model_path(self.config.baseline_model)
@@ -275,7 +278,7 @@ class ReproductionPipeline(StageRunner):
     def prepare(self) -> dict[str, Any]:
         config = self.config
         if config.base_model == "smollm2-gguf":
-            from llara_st.integrations.gguf import gguf_to_hf_folder
+            from llara_st.pipelines.gguf import gguf_to_hf_folder
 
             source = str(gguf_to_hf_folder(smollm2_package_folder(), SMOLLM2_GGUF, self.models / "smollm2-135m"))
         else:
@@ -435,37 +438,6 @@ class ReproductionPipeline(StageRunner):
             metrics = {label: scores[key] for key, label in HEADLINE_METRICS.items() if key in scores}
             card.add_evaluation_results(dataset, metrics, split=split, evaluated_with="mteb")
         model.save(str(final), safe_serialization=True)
-
-
-def write_sub_corpus(
-    folder: str | os.PathLike, splits: str | list[str], size: int, seed: int, out: str | os.PathLike
-) -> Path:
-    """A BEIR folder with every document judged relevant in any of ``splits`` plus a seeded random sample of the
-    others, ``size`` documents in all (queries and the splits' qrels copied as they are). One sub-corpus serves
-    every split, so the figures of all splits (and of every system scored on it) are on the same documents."""
-    folder, out = Path(folder), Path(out)
-    if (out / "corpus.jsonl").is_file():
-        return out
-    splits = [splits] if isinstance(splits, str) else list(splits)
-    relevant = {
-        doc
-        for split in splits
-        for judged in read_beir_qrels(folder / "qrels" / f"{split}.tsv").values()
-        for doc, score in judged.items()
-        if score > 0
-    }
-    lines = (folder / "corpus.jsonl").read_text(encoding="utf8").splitlines()
-    ids = [json.loads(line)["_id"] for line in lines]
-    others = sorted(set(ids) - relevant)
-    keep = relevant | set(random.Random(seed).sample(others, max(0, min(len(others), size - len(relevant)))))
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
-    shutil.copy(folder / "queries.jsonl", out / "queries.jsonl")
-    for split in splits:
-        shutil.copy(folder / "qrels" / f"{split}.tsv", out / "qrels" / f"{split}.tsv")
-    partial = out / "corpus.jsonl.partial"
-    partial.write_text("".join(line + "\n" for line, doc in zip(lines, ids, strict=True) if doc in keep), "utf8")
-    partial.replace(out / "corpus.jsonl")
-    return out
 
 
 def per_query_ndcg(predictions_file: Path, split: str, qrels_file: Path, k: int = 10) -> dict[str, float]:

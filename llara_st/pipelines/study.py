@@ -20,18 +20,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llara_st.data.download import materialize_beir_folder
 from llara_st.evaluation import HEADLINE_METRICS, evaluate_beir
-from llara_st.training.arguments import parse_arguments
-from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
-from llara_st.training.precision import resolve_bf16
-from llara_st.training.reproduction import (
+from llara_st.evaluation.sub_corpus import write_sub_corpus
+from llara_st.pipelines.download import materialize_beir_folder
+from llara_st.pipelines.reproduction import (
     ReproductionPipeline,
     StageRunner,
     parse_reproduction_config,
     read_log_history,
-    write_sub_corpus,
 )
+from llara_st.training.arguments import parse_arguments
+from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
+from llara_st.training.precision import resolve_bf16
 
 logger = logging.getLogger(__name__)
 ARMS = ("unadapted", "adapted")
@@ -83,7 +83,7 @@ class SeedStudy(StageRunner):
 
         >>> from pathlib import Path
         >>> import yaml
-        >>> from llara_st.training.study import SeedStudy, parse_study_config
+        >>> from llara_st.pipelines.study import SeedStudy, parse_study_config
         >>> _ = Path("wiki.txt").write_text("Rain fills the rivers.\\n\\nThe Moon pulls the oceans into tides.")
         >>> reproduction = {
         ...     "output_dir": "reproduction",
@@ -133,7 +133,7 @@ class SeedStudy(StageRunner):
         super().__init__(config.output_dir, stages)
 
     def finetune_arguments(self, arm: str, seed: int, model_dir: str) -> Any:
-        section = self.reproduction._section("finetune", {})
+        section = self.reproduction.section("finetune")
         section |= self.config.finetune | {"seed": seed}
         section |= {"model_name_or_path": model_dir, "output_dir": str(self.out_models / f"finetune-{arm}-seed{seed}")}
         section.setdefault("train_data", self.reproduction.config.beir_dir)

@@ -41,7 +41,7 @@ def paired_comparison(
 
     Example::
 
-        >>> from llara_st.training.report import paired_comparison
+        >>> from llara_st.pipelines.report import paired_comparison
         >>> effect = paired_comparison({"q1": 0.9, "q2": 0.5, "q3": 0.7}, {"q1": 0.8, "q2": 0.5, "q3": 0.4})
         >>> round(effect["delta"], 4), effect["num_queries"]
         (0.1333, 3)
