@@ -54,11 +54,20 @@ def sub_corpus_ids(
 
 
 def write_sub_corpus(
-    folder: str | os.PathLike, splits: str | Iterable[str], size: int, seed: int, out: str | os.PathLike
+    folder: str | os.PathLike,
+    splits: str | Iterable[str],
+    size: int | None,
+    seed: int,
+    out: str | os.PathLike,
+    max_queries: int | None = None,
 ) -> Path:
     """A BEIR folder at ``out`` with the documents of :func:`sub_corpus_ids` for the qrels ``splits`` (their lines
     copied as they are), the queries, and those splits' qrels without the judgements of documents left out (only
     score-0 ones can be: nDCG counts them as unjudged alike); an ``out`` already written is returned as it is.
+
+    With ``max_queries``, each split keeps a sample of that many of its judged queries (drawn with ``seed``) and
+    only their judgements: for collections such as NFCorpus, whose test queries judge most of the corpus relevant,
+    fewer queries are what makes the corpus smaller.
 
     Example::
 
@@ -76,12 +85,23 @@ def write_sub_corpus(
         return out
     lines = (folder / CORPUS_FILE).read_text(encoding="utf8").splitlines()
     ids = [json.loads(line)["_id"] for line in lines]
-    keep = sub_corpus_ids(ids, [read_beir_qrels(folder / name) for name in qrels_files], size, seed)
+    qrels = [read_beir_qrels(folder / name) for name in qrels_files]
+    if max_queries is not None:
+        qrels = [
+            {query: split[query] for query in random.Random(seed).sample(sorted(split), min(max_queries, len(split)))}
+            for split in qrels
+        ]
+    keep = sub_corpus_ids(ids, qrels, size, seed)
     (out / QRELS_FOLDER).mkdir(parents=True, exist_ok=True)
     shutil.copy(folder / QUERIES_FILE, out / QUERIES_FILE)
-    for name in qrels_files:  # the header, and the judgements of kept documents (a score-0 one may be left out)
+    for name, judged in zip(qrels_files, qrels, strict=True):
+        # The header, and the judgements of kept queries and documents (a score-0 document may be left out).
         header, *judgements = (folder / name).read_text(encoding="utf8").splitlines(keepends=True)
-        kept = [line for line in judgements if line.split("\t")[1:2] and line.split("\t")[1].strip() in keep]
+        kept = [
+            line
+            for line in judgements
+            if line.split("\t")[1:2] and line.split("\t")[0].strip() in judged and line.split("\t")[1].strip() in keep
+        ]
         (out / name).write_text(header + "".join(kept), encoding="utf8")
     partial = out / f"{CORPUS_FILE}.partial"
     partial.write_text("".join(line + "\n" for line, doc in zip(lines, ids, strict=True) if doc in keep), "utf8")

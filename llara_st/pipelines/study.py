@@ -1,7 +1,8 @@
 """The adaptation study: does EBAE/EBAR adaptation help beyond the noise of fine-tuning? Both arms (unadapted and
 adapted) are fine-tuned with several seeds on identical rows and settings, each model is evaluated on every
 evaluation set (e.g. SciFact dev, NFCorpus test zero-shot), and the report gives mean ± sd per arm and of the
-seed-paired effect.
+seed-paired effect, and a paired test pooled over seeds: each query's adapted − unadapted nDCG@10, averaged over the
+seeds, with a bootstrap 95 % interval and a randomisation-test p-value over queries.
 
 It reuses the reproduction run named by ``reproduction_config``: its converted model, its adaptation and its mined
 rows (those stages run first if that run has not finished them). Each fine-tuning and each evaluation is a stage
@@ -23,10 +24,12 @@ from typing import Any
 from llara_st.evaluation import HEADLINE_METRICS, evaluate_beir
 from llara_st.evaluation.sub_corpus import write_sub_corpus
 from llara_st.pipelines.download import materialize_beir_folder
+from llara_st.pipelines.report import paired_comparison
 from llara_st.pipelines.reproduction import (
     ReproductionPipeline,
     StageRunner,
     parse_reproduction_config,
+    per_query_ndcg,
     read_log_history,
 )
 from llara_st.training.arguments import parse_arguments
@@ -35,6 +38,7 @@ from llara_st.training.precision import resolve_bf16
 
 logger = logging.getLogger(__name__)
 ARMS = ("unadapted", "adapted")
+EVALUATION_KEYS = {"folder", "split", "corpus_size", "max_queries"}
 
 
 @dataclass
@@ -48,7 +52,10 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Fine-tuning seeds per arm"})
     evaluations: list[dict[str, Any]] = field(
         default_factory=lambda: [{"folder": "../shared/data/scifact", "split": "dev"}],
-        metadata={"help": "[{folder, split, corpus_size (optional: relevant documents + a seeded sample)}]"},
+        metadata={
+            "help": "[{folder, split, corpus_size (optional: relevant documents + a seeded sample), max_queries "
+            "(optional: a seeded sample of the split's judged queries)}]"
+        },
     )
     corpus_seed: int = field(default=0, metadata={"help": "Seed of the sub-corpus samples"})
     encode_batch_size: int = field(default=32, metadata={"help": "Evaluation encoding batch size"})
@@ -62,8 +69,10 @@ class StudyConfig:
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be at least two distinct seeds (for a standard deviation), got {self.seeds}")
         for position, evaluation in enumerate(self.evaluations):
-            if not isinstance(evaluation, dict) or set(evaluation) - {"folder", "split", "corpus_size"}:
-                raise ValueError(f"evaluations[{position}] must be {{folder, split, corpus_size}}, got {evaluation!r}")
+            if not isinstance(evaluation, dict) or set(evaluation) - EVALUATION_KEYS:
+                raise ValueError(
+                    f"evaluations[{position}] must be {{folder, split, corpus_size, max_queries}}, got {evaluation!r}"
+                )
             if "folder" not in evaluation or "split" not in evaluation:
                 raise ValueError(f"evaluations[{position}] needs a folder and a split, got {evaluation!r}")
 
@@ -157,12 +166,14 @@ class SeedStudy(StageRunner):
         return {"model": final, "log_history": read_log_history(Path(args.output_dir))}
 
     def _evaluation_folder(self, evaluation: dict[str, Any]) -> str:
-        if not evaluation.get("corpus_size"):
+        size, queries = evaluation.get("corpus_size"), evaluation.get("max_queries")
+        if not size and not queries:
             return evaluation["folder"]
-        name = f"{Path(evaluation['folder']).name}-{evaluation['split']}-{evaluation['corpus_size']}"
+        name = f"{Path(evaluation['folder']).name}-{evaluation['split']}-{size or 'all'}"
+        name += f"-q{queries}" if queries else ""
         out = Path(self.config.output_dir) / "data" / name
         write_sub_corpus(
-            evaluation["folder"], evaluation["split"], evaluation["corpus_size"], self.config.corpus_seed, out
+            evaluation["folder"], evaluation["split"], size, self.config.corpus_seed, out, max_queries=queries
         )
         return str(out)
 
@@ -173,22 +184,29 @@ class SeedStudy(StageRunner):
         if not Path(model_dir).is_dir():  # deleted after an earlier evaluation (keep_models: false): train it again
             model_dir = self.run_stage(f"finetune_{arm}_seed{seed}", force=True)["model"]
         model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
-        scores = {}
+        scores, per_query = {}, {}
+        output = Path(self.config.output_dir) / "mteb"
         for evaluation in self.config.evaluations:
-            folder = self._evaluation_folder(evaluation)
+            folder, split = self._evaluation_folder(evaluation), evaluation["split"]
+            predictions = output / "predictions" / f"{Path(folder).name}_predictions.json"
+            predictions.unlink(missing_ok=True)  # another model's rankings must never be read as this one's
             result = evaluate_beir(
                 model,
                 folder,
-                evaluation["split"],
-                Path(self.config.output_dir) / "mteb",
+                split,
+                output,
                 model_name=f"llara-st-study/{arm}-seed{seed}",
                 batch_size=self.config.encode_batch_size,
                 show_progress_bar=False,
+                save_predictions=True,
+                overwrite=True,
             )
-            scores[evaluation_name(evaluation)] = {key: result[key] for key in HEADLINE_METRICS}
+            name = evaluation_name(evaluation)
+            scores[name] = {key: result[key] for key in HEADLINE_METRICS}
+            per_query[name] = per_query_ndcg(predictions, split, Path(folder) / "qrels" / f"{split}.tsv")
         if not self.config.keep_models:
             shutil.rmtree(Path(model_dir).parent, ignore_errors=True)  # the whole fine-tuning folder
-        return {"scores": scores}
+        return {"scores": scores, "per_query": per_query}
 
     def report(self) -> dict[str, Any]:
         results = summarise_study(
@@ -206,6 +224,8 @@ class SeedStudy(StageRunner):
 
 def evaluation_name(evaluation: dict[str, Any]) -> str:
     name = f"{Path(evaluation['folder']).name} {evaluation['split']}"
+    if evaluation.get("max_queries"):
+        name += f" ({evaluation['max_queries']} queries)"
     return name + (f" (sub-corpus of {evaluation['corpus_size']})" if evaluation.get("corpus_size") else "")
 
 
@@ -225,6 +245,16 @@ def summarise_study(evaluations: dict[str, dict[str, Any]], seeds: list[int]) ->
             },
             "effect": {"per_seed": effect, "mean": statistics.mean(effect), "sd": statistics.stdev(effect)},
         }
+        if all("per_query" in evaluation for evaluation in evaluations.values()):
+            # Pooled over seeds: each query's nDCG@10 averaged over the seeds, per arm, then paired over queries.
+            pooled = {
+                arm: {
+                    query: statistics.mean(evaluations[f"eval_{arm}_seed{s}"]["per_query"][name][query] for s in seeds)
+                    for query in evaluations[f"eval_{arm}_seed{seeds[0]}"]["per_query"][name]
+                }
+                for arm in ARMS
+            }
+            summary["evaluations"][name]["pooled_paired"] = paired_comparison(pooled["adapted"], pooled["unadapted"])
     return summary
 
 
@@ -234,14 +264,24 @@ def study_markdown(results: dict[str, Any]) -> str:
         "",
         f"nDCG@10, mean ± sd over fine-tuning seeds {results['seeds']} (identical rows and settings per arm).",
         "",
-        "| evaluation | unadapted + fine-tuned | adapted + fine-tuned | effect (points) |",
-        "|---|---:|---:|---:|",
+        "The pooled paired test averages each query's nDCG@10 over the seeds per arm, then compares the arms over "
+        "queries: bootstrap 95 % interval and two-sided randomisation-test p-value, in points.",
+        "",
+        "| evaluation | unadapted + fine-tuned | adapted + fine-tuned | effect (points) | pooled paired | p |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, row in results["evaluations"].items():
         u, a, e = row["unadapted"], row["adapted"], row["effect"]
+        paired = row.get("pooled_paired")
+        pooled = (
+            f"{100 * paired['delta']:+.2f} [{100 * paired['ci_low']:+.2f}, {100 * paired['ci_high']:+.2f}] | "
+            f"{paired['p_value']:.3f}"
+            if paired
+            else "– | –"
+        )
         lines.append(
             f"| {name} | {u['mean']:.4f} ± {u['sd']:.4f} | {a['mean']:.4f} ± {a['sd']:.4f} | "
-            f"{100 * e['mean']:+.2f} ± {100 * e['sd']:.2f} |"
+            f"{100 * e['mean']:+.2f} ± {100 * e['sd']:.2f} | {pooled} |"
         )
     minutes = sum(results["stage_seconds"].values()) / 60
     lines += [

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from llara_st.data import load_beir
+from llara_st.data.beir import read_beir_qrels
 from llara_st.evaluation import beir_ir_evaluator, sub_corpus_ids, write_sub_corpus
 
 DOCS = [f"d{i:02d}" for i in range(30)]
@@ -62,3 +63,19 @@ def test_one_folder_for_dev_and_test(beir_folder: Path, tmp_path: Path):
     dev_only = write_sub_corpus(beir_folder, "dev", size=8, seed=1, out=tmp_path / "dev-only")
     evaluator = beir_ir_evaluator(*load_beir(beir_folder, "dev"), corpus_size=8, seed=1)
     assert set(evaluator.corpus_ids) == set(load_beir(dev_only, "dev")[0])
+
+
+def test_max_queries_keeps_a_seeded_sample_of_queries_and_their_documents(beir_folder: Path, tmp_path: Path):
+    qrels = read_beir_qrels(beir_folder / "qrels" / "dev.tsv")
+    out = write_sub_corpus(beir_folder, "dev", size=None, seed=0, out=tmp_path / "sub", max_queries=1)
+    kept = read_beir_qrels(out / "qrels" / "dev.tsv")
+    assert len(kept) == 1 and kept == {query: qrels[query] for query in kept}
+    again = write_sub_corpus(beir_folder, "dev", size=None, seed=0, out=tmp_path / "again", max_queries=1)
+    assert read_beir_qrels(again / "qrels" / "dev.tsv") == kept  # seeded
+    every = write_sub_corpus(beir_folder, "dev", size=None, seed=0, out=tmp_path / "all", max_queries=100)
+    assert read_beir_qrels(every / "qrels" / "dev.tsv") == qrels
+    # The corpus follows the kept queries: at size 1, only the kept query's relevant documents.
+    small = write_sub_corpus(beir_folder, "dev", size=1, seed=0, out=tmp_path / "small", max_queries=1)
+    ((query, judged),) = read_beir_qrels(small / "qrels" / "dev.tsv").items()
+    corpus = {json.loads(line)["_id"] for line in (small / "corpus.jsonl").read_text().splitlines()}
+    assert corpus == {doc for doc, score in qrels[query].items() if score > 0}

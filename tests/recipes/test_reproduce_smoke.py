@@ -354,7 +354,7 @@ def test_seed_study_reuses_one_adaptation_and_resumes_by_stage(
         "seeds": [1, 2],
         "evaluations": [
             {"folder": str(mini_scifact), "split": "dev", "corpus_size": 30},
-            {"folder": str(mini_scifact), "split": "test"},
+            {"folder": str(mini_scifact), "split": "test", "max_queries": 5},
         ],
         "finetune": {"max_steps": 2},
     }
@@ -364,11 +364,17 @@ def test_seed_study_reuses_one_adaptation_and_resumes_by_stage(
     # One adaptation and one set of mined rows, in the reproduction's run, serve every seed of both arms.
     assert sorted(p.stem for p in (tmp_path / "run" / "stages").glob("*.json")) == ["adapt", "mine", "prepare"]
     results = json.loads((tmp_path / "study" / "report" / "results.json").read_text())
-    assert set(results["evaluations"]) == {"mini_scifact0 dev (sub-corpus of 30)", "mini_scifact0 test"}
+    assert set(results["evaluations"]) == {"mini_scifact0 dev (sub-corpus of 30)", "mini_scifact0 test (5 queries)"}
     for row in results["evaluations"].values():
         for arm in ("unadapted", "adapted"):
             assert len(row[arm]["per_seed"]) == 2 and row[arm]["sd"] >= 0.0
         assert row["effect"]["mean"] == pytest.approx(row["adapted"]["mean"] - row["unadapted"]["mean"], abs=1e-9)
+        # Pooled over seeds, paired over queries: the mean of the per-query differences is the mean effect.
+        pooled = row["pooled_paired"]
+        assert pooled["ci_low"] <= pooled["delta"] <= pooled["ci_high"] and 0.0 < pooled["p_value"] <= 1.0
+        assert pooled["delta"] == pytest.approx(row["effect"]["mean"], abs=1e-4)
+    assert results["evaluations"]["mini_scifact0 test (5 queries)"]["pooled_paired"]["num_queries"] == 5
+    assert "pooled paired" in (tmp_path / "study" / "report" / "README.md").read_text()
     # The seeds differ: two fine-tunings of one arm do not give the same model.
     first = json.loads((tmp_path / "study" / "stages" / "finetune_adapted_seed1.json").read_text())["result"]
     second = json.loads((tmp_path / "study" / "stages" / "finetune_adapted_seed2.json").read_text())["result"]
