@@ -10,9 +10,12 @@ gradients, which :class:`DivergenceCallback` reads before the optimizer applies 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +24,10 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from torch import nn
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from llara_st.errors import LLaRAUserError
+from llara_st.folders import DEGENERATE_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +44,11 @@ PROBE_TEXTS: tuple[str, ...] = (
 )
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(LLaRAUserError, RuntimeError):
     """Training produced a non-finite loss or gradient; the run stops before the optimizer applies it."""
 
 
-class DegenerateEmbeddingsError(RuntimeError):
+class DegenerateEmbeddingsError(LLaRAUserError, RuntimeError):
     """A model about to be saved embeds a probe of different texts into non-finite or identical vectors."""
 
 
@@ -271,7 +278,31 @@ def save_trained_model(trainer: SentenceTransformerTrainer, save: Callable[[], N
     Example: see :func:`train_with_guards`.
     """
     trainer.save_state()
-    check_probe_embeddings(trainer.model)
+    try:
+        check_probe_embeddings(trainer.model)
+    except DegenerateEmbeddingsError as error:
+        if trainer.is_world_process_zero():
+            mark_degenerate_checkpoints(trainer.args.output_dir, f"{error} (step {trainer.state.global_step})")
+        raise
     if trainer.is_world_process_zero():
         save()
     PartialState().wait_for_everyone()
+
+
+def mark_degenerate_checkpoints(output_dir: str | os.PathLike, reason: str) -> list[Path]:
+    """Mark every ``checkpoint-N`` folder of a run whose model collapsed (:data:`~llara_st.folders.DEGENERATE_MARKER`,
+    with ``reason``), so that :func:`llara_st.load` refuses them; returns the folders marked.
+
+    The run's checkpoints stay on disk (llara_st deletes only what the user asks it to), but no longer load as models
+    that embed every text as the same vector.
+    """
+    marked = []
+    for checkpoint in sorted(Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")):
+        if checkpoint.is_dir() and checkpoint.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit():
+            (checkpoint / DEGENERATE_MARKER).write_text(json.dumps({"reason": reason}, indent=1), encoding="utf8")
+            marked.append(checkpoint)
+    if marked:
+        logger.warning(
+            "Marked %d checkpoints of %s as unusable (%s): llara_st.load refuses them", len(marked), output_dir, reason
+        )
+    return marked

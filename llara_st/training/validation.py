@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+from llara_st.errors import LLaRAUserError
+
 logger = logging.getLogger(__name__)
 
 _SHOWN = 5
 
 
-class InvalidTrainingRowsError(ValueError):
+class InvalidTrainingRowsError(LLaRAUserError):
     """Training rows hold a missing, non-text or blank (empty or whitespace-only) text."""
 
 
@@ -23,7 +25,8 @@ def check_text_rows(
     """Refuse (or drop, with a warning) rows of a text dataset with a missing, non-text or blank text.
 
     Every column is a text column, as in contrastive rows ``(anchor, positive, negative_1 …)`` and adaptation
-    rows ``(text, next_text)``. Rows are numbered from 0 in the dataset's order.
+    rows ``(text, next_text)``. Rows are numbered from 1 in the dataset's order, as the data readers number the
+    lines of a file (row 1 of rows read from a JSONL file is its first line).
 
     Args:
         rows: A ``datasets.Dataset``.
@@ -43,9 +46,9 @@ def check_text_rows(
         Traceback (most recent call last):
             ...
         llara_st.training.validation.InvalidTrainingRowsError: rows.jsonl: 1 of 2 rows have an empty or missing
-        text, which would train the model on the template alone — row 1: 'anchor'; fix or remove them (or drop
+        text, which would train the model on the template alone — row 2: 'anchor'; fix or remove them (or drop
         them: on_invalid='drop')
-        >>> len(check_text_rows(rows, on_invalid="drop"))  # and a warning naming row 1
+        >>> len(check_text_rows(rows, on_invalid="drop"))  # and a warning naming row 2
         1
     """
     import pyarrow.compute as pc
@@ -68,7 +71,7 @@ def check_text_rows(
     if not bad:
         return rows
     described = "; ".join(
-        f"row {row}: {', '.join(map(repr, columns))}" for row, columns in sorted(bad.items())[:_SHOWN]
+        f"row {row + 1}: {', '.join(map(repr, columns))}" for row, columns in sorted(bad.items())[:_SHOWN]
     )
     more = f" (and {len(bad) - _SHOWN} more rows)" if len(bad) > _SHOWN else ""
     if on_invalid == "raise":
