@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="turn a causal LM into a LLaRA sentence-transformers folder",
         description=(
             "Turn a Hugging Face causal LM (folder or Hub id) into a LLaRA sentence-transformers folder. "
-            "DST must be absent or empty; --overwrite replaces an existing sentence-transformers folder."
+            "DST must be absent or empty; --overwrite replaces an existing LLaRA model folder, once the new one is "
+            "complete."
         ),
     )
     parser.add_argument("src", help="Hugging Face causal-LM folder or Hub id (organization/model)")
@@ -26,9 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--query-max-length", type=int, default=DEFAULT_QUERY_MAX_LENGTH)
     parser.add_argument("--passage-max-length", type=int, default=DEFAULT_PASSAGE_MAX_LENGTH)
     parser.add_argument("--dtype", choices=DTYPES, help="dtype to load and save the weights in, e.g. bfloat16")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace DST if it is a sentence-transformers folder already"
-    )
+    parser.add_argument("--overwrite", action="store_true", help="replace DST if it is a LLaRA model folder already")
     parser.set_defaults(func=run)
 
 
