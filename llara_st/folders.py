@@ -61,6 +61,8 @@ def check_replaceable(folder: str | os.PathLike, what: str = "output folder") ->
     path = Path(folder).expanduser()
     if not path.exists() and not path.is_symlink():
         return
+    if path.is_symlink() and not path.exists():
+        raise FolderNotOursError(f"{what} {path} is a broken link or a symlink loop; llara_st does not replace it")
     if not path.is_dir():
         raise FolderNotOursError(f"{what} {path} is a file, not a folder; llara_st does not replace it")
     here = Path.cwd().resolve()

@@ -41,6 +41,9 @@ def test_only_absent_empty_or_llara_folders_may_be_replaced(tmp_path, monkeypatc
     (tmp_path / "file").write_text("x")
     with pytest.raises(FolderNotOursError, match="is a file"):
         check_replaceable(tmp_path / "file")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(FolderNotOursError, match="symlink loop"):
+        check_replaceable(tmp_path / "loop")
     monkeypatch.chdir(tmp_path / "model")
     for folder in (".", str(tmp_path)):  # the working directory, or a folder holding it: never, even a model
         with pytest.raises(FolderNotOursError, match="working directory"):
