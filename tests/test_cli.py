@@ -260,7 +260,7 @@ def test_a_stale_run_is_one_line(scratch_llara_dir, tmp_path, capsys):
 @pytest.mark.parametrize("kind", ["diverged", "collapsed"])
 def test_a_diverged_or_collapsed_run_is_one_line(kind, tmp_path, monkeypatch, capsys):
     """Issue 16.7: divergence and a collapsed model ended in a traceback."""
-    from llara_st.training.callbacks import DegenerateEmbeddingsError, TrainingDivergedError
+    from llara_st.training.guards import DegenerateEmbeddingsError, TrainingDivergedError
 
     error = (
         TrainingDivergedError("training diverged at step 3: the loss is nan")

@@ -19,7 +19,7 @@ from datasets import Dataset, concatenate_datasets
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from torch.utils.data import SequentialSampler
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 import llara_st
 from llara_st.data import DocumentChunker, read_adaptation_pairs
@@ -27,13 +27,9 @@ from llara_st.folders import check_replaceable, save_model_staged
 from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
 from llara_st.model import llara_module
 from llara_st.training.arguments import parse_arguments
-from llara_st.training.callbacks import save_trained_model, train_with_guards
 from llara_st.training.checkpoints import RunFingerprint, path_identity, resolve_checkpoint
-from llara_st.training.finetuning import (
-    LLAMA_LINEAR_PROJECTIONS,
-    add_lora_adapter_from_config,
-    merge_lora_adapter,
-)
+from llara_st.training.guards import save_trained_model, train_with_guards
+from llara_st.training.lora import LLAMA_LINEAR_PROJECTIONS, add_lora_adapter_from_config, merge_lora_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +217,9 @@ def run_adaptation(
     for folder in (final_dir, final_dir.with_name(final_dir.name + "-adapter")):
         check_replaceable(folder, "final_model_dir")
 
-    # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable.
+    # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable. Seeded
+    # first: the adapter's random initialisation happens here, before the trainer seeds anything.
+    set_seed(training_args.seed)
     model, base_dir = load_adaptation_model(config, training_args)
     if config.use_lora:
         add_lora_adapter_from_config(model, config, train_prompt_tokens=config.lora_train_prompt_tokens)

@@ -20,10 +20,9 @@ import llara_st
 from llara_st.folders import FolderNotOursError
 from llara_st.modules import LastKPooling
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
-from llara_st.training.callbacks import DegenerateEmbeddingsError, TrainingDivergedError
 from llara_st.training.checkpoints import RunFingerprint, StaleRunError, path_identity
 from llara_st.training.finetuning import run_finetuning
-from llara_st.training.validation import InvalidTrainingRowsError
+from llara_st.training.guards import DegenerateEmbeddingsError, InvalidTrainingRowsError, TrainingDivergedError
 
 WORDS = "river storm morning field water farmer animal ground library budget committee bicycle chain".split()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 import statistics
 from collections.abc import Callable
@@ -21,18 +20,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llara_st.data.beir import read_beir_qrels
-from llara_st.data.download import materialize_beir_folder
 from llara_st.evaluation import HEADLINE_METRICS, evaluate_beir
-from llara_st.training.arguments import parse_arguments
-from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
-from llara_st.training.precision import resolve_bf16
-from llara_st.training.reproduction import (
+from llara_st.evaluation.sub_corpus import write_sub_corpus
+from llara_st.folders import made_by_llara
+from llara_st.pipelines.download import materialize_beir_folder
+from llara_st.pipelines.reproduction import (
     ReproductionPipeline,
     StageRunner,
     parse_reproduction_config,
     read_log_history,
 )
+from llara_st.training.arguments import parse_arguments
+from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
+from llara_st.training.precision import resolve_bf16
 
 logger = logging.getLogger(__name__)
 ARMS = ("unadapted", "adapted")
@@ -75,27 +75,6 @@ def parse_study_config(source: str | os.PathLike | dict[str, Any]) -> StudyConfi
     return config
 
 
-def write_sub_corpus(folder: str | os.PathLike, split: str, size: int, seed: int, out: str | os.PathLike) -> Path:
-    """A BEIR folder with every document judged relevant in ``split`` plus a seeded random sample of the others,
-    ``size`` documents in all (queries and the split's qrels copied as they are)."""
-    folder, out = Path(folder), Path(out)
-    if (out / "corpus.jsonl").is_file():
-        return out
-    qrels = read_beir_qrels(folder / "qrels" / f"{split}.tsv")
-    relevant = {doc for judged in qrels.values() for doc, score in judged.items() if score > 0}
-    lines = (folder / "corpus.jsonl").read_text(encoding="utf8").splitlines()
-    ids = [json.loads(line)["_id"] for line in lines]
-    others = sorted(set(ids) - relevant)
-    keep = relevant | set(random.Random(seed).sample(others, max(0, min(len(others), size - len(relevant)))))
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
-    shutil.copy(folder / "queries.jsonl", out / "queries.jsonl")
-    shutil.copy(folder / "qrels" / f"{split}.tsv", out / "qrels" / f"{split}.tsv")
-    partial = out / "corpus.jsonl.partial"
-    partial.write_text("".join(line + "\n" for line, doc in zip(lines, ids, strict=True) if doc in keep), "utf8")
-    partial.replace(out / "corpus.jsonl")
-    return out
-
-
 class SeedStudy(StageRunner):
     """The stages of a :class:`StudyConfig`: ``finetune_{arm}_seed{s}`` and ``eval_{arm}_seed{s}`` for both arms
     and every seed, then ``report`` (``report/README.md`` and ``report/results.json``).
@@ -105,7 +84,7 @@ class SeedStudy(StageRunner):
 
         >>> from pathlib import Path
         >>> import yaml
-        >>> from llara_st.training.study import SeedStudy, parse_study_config
+        >>> from llara_st.pipelines.study import SeedStudy, parse_study_config
         >>> _ = Path("wiki.txt").write_text("Rain fills the rivers.\\n\\nThe Moon pulls the oceans into tides.")
         >>> reproduction = {
         ...     "output_dir": "reproduction",
@@ -155,7 +134,7 @@ class SeedStudy(StageRunner):
         super().__init__(config.output_dir, stages)
 
     def finetune_arguments(self, arm: str, seed: int, model_dir: str) -> Any:
-        section = self.reproduction._section("finetune", {})
+        section = self.reproduction.section("finetune")
         section |= self.config.finetune | {"seed": seed}
         section |= {"model_name_or_path": model_dir, "output_dir": str(self.out_models / f"finetune-{arm}-seed{seed}")}
         section.setdefault("train_data", self.reproduction.config.beir_dir)
@@ -208,7 +187,7 @@ class SeedStudy(StageRunner):
                 show_progress_bar=False,
             )
             scores[evaluation_name(evaluation)] = {key: result[key] for key in HEADLINE_METRICS}
-        if not self.config.keep_models:
+        if not self.config.keep_models and made_by_llara(Path(model_dir).parent):  # only a run folder it wrote
             shutil.rmtree(Path(model_dir).parent, ignore_errors=True)  # the whole fine-tuning folder
         return {"scores": scores}
 
