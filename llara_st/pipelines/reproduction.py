@@ -12,7 +12,8 @@ unless forced):
   7. finetune_adapted     the same, identical settings and rows, from the adapted model
   8. eval_unadapted, eval_adapted   every split (corpus encoded once per model), per-query nDCG@10, transfer folders
   9. report               ``report/``: table, ``results.json``, plots, configuration; the final model is saved to
-                          ``final_model_dir`` with its MTEB scores on its model card
+                          ``final_model_dir`` with its MTEB scores on its model card (staged and moved into place;
+                          an existing folder there is replaced only if it is a LLaRA model, docs/training_guards.md)
 
 Stages 2, 3 and 8 score the full corpus of ``beir_dir`` or, with ``eval_corpus_size``, one fixed sub-corpus (every
 document relevant to an evaluated query + a seeded sample). On request only (``--stage full_corpus``, after the main
@@ -25,7 +26,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,6 +38,7 @@ import llara_st
 from llara_st.data.beir import read_beir_qrels
 from llara_st.evaluation import HEADLINE_METRICS, BEIRFolderRetrieval, evaluate_beir
 from llara_st.evaluation.sub_corpus import write_sub_corpus
+from llara_st.folders import check_replaceable, save_model_staged
 from llara_st.model_card import use_llara_model_card
 from llara_st.pipelines.download import materialize_beir_folder
 from llara_st.pipelines.report import write_report
@@ -211,6 +212,7 @@ class ReproductionPipeline(StageRunner):
         for folder in config.transfer_dirs:
             materialize_beir_folder(folder, [config.transfer_split])
         adaptation, _ = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
+        check_replaceable(config.final_model_dir, "final_model_dir")  # and a folder it may not replace
         for key in ("wikitext_paths", "beir_corpus_paths", "llara_jsonl_paths", "text_paths"):
             for path in getattr(adaptation, key):
                 if not Path(path).is_file():
@@ -414,10 +416,9 @@ class ReproductionPipeline(StageRunner):
         )
 
     def report(self) -> dict[str, Any]:
+        check_replaceable(self.config.final_model_dir, "final_model_dir")  # before anything is written
         readme = self.write_report()
         final = Path(self.config.final_model_dir)
-        if final.exists():
-            shutil.rmtree(final)
         self.save_final_model(final)
         return {"report": str(readme), "final_model": str(final)}
 
@@ -437,7 +438,9 @@ class ReproductionPipeline(StageRunner):
         for dataset, split, scores in scored:
             metrics = {label: scores[key] for key, label in HEADLINE_METRICS.items() if key in scores}
             card.add_evaluation_results(dataset, metrics, split=split, evaluated_with="mteb")
-        model.save(str(final), safe_serialization=True)
+        # Written beside and moved into place: an earlier final model is replaced only once this one is whole, and a
+        # folder that llara_st did not write is refused (docs/training_guards.md, "Folders").
+        save_model_staged(model, final, "final_model_dir")
 
 
 def per_query_ndcg(predictions_file: Path, split: str, qrels_file: Path, k: int = 10) -> dict[str, float]:

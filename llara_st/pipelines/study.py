@@ -23,6 +23,7 @@ from typing import Any
 
 from llara_st.evaluation import HEADLINE_METRICS, evaluate_beir
 from llara_st.evaluation.sub_corpus import write_sub_corpus
+from llara_st.folders import made_by_llara
 from llara_st.pipelines.download import materialize_beir_folder
 from llara_st.pipelines.report import paired_comparison
 from llara_st.pipelines.reproduction import (
@@ -204,7 +205,7 @@ class SeedStudy(StageRunner):
             name = evaluation_name(evaluation)
             scores[name] = {key: result[key] for key in HEADLINE_METRICS}
             per_query[name] = per_query_ndcg(predictions, split, Path(folder) / "qrels" / f"{split}.tsv")
-        if not self.config.keep_models:
+        if not self.config.keep_models and made_by_llara(Path(model_dir).parent):  # only a run folder it wrote
             shutil.rmtree(Path(model_dir).parent, ignore_errors=True)  # the whole fine-tuning folder
         return {"scores": scores, "per_query": per_query}
 

@@ -23,6 +23,7 @@ from transformers import TrainerCallback, set_seed
 
 import llara_st
 from llara_st.data import DocumentChunker, read_adaptation_pairs
+from llara_st.folders import check_replaceable, save_model_staged
 from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
 from llara_st.model import llara_module
 from llara_st.training.arguments import parse_arguments
@@ -115,11 +116,18 @@ class AdaptationArguments:
         default="merged", metadata={"help": "merged (plain LLaRA model), adapter, or both (adapter in *-adapter)"}
     )
     final_model_dir: str | None = field(
-        default=None, metadata={"help": "Where to save the adapted model (default: <output_dir>/final)"}
+        default=None,
+        metadata={
+            "help": "Where to save the adapted model (default: <output_dir>/final); an existing folder there is "
+            "replaced only if llara_st wrote it (docs/training_guards.md, 'Folders')"
+        },
     )
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Delete another run's checkpoints and model in output_dir and start afresh (else an error)"},
+        metadata={
+            "help": "Delete another run's checkpoints and model in output_dir and start afresh (else an error); "
+            "never a folder that llara_st did not write (docs/training_guards.md, 'Folders')"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -204,6 +212,10 @@ def run_adaptation(
 ) -> str:
     """Adapt the model as configured and return the folder of the adapted LLaRA model."""
     final_dir = Path(config.final_model_dir or Path(training_args.output_dir) / "final")
+    # The final folders are replaced only if llara_st wrote them (docs/training_guards.md, "Folders"): checked now,
+    # not after training.
+    for folder in (final_dir, final_dir.with_name(final_dir.name + "-adapter")):
+        check_replaceable(folder, "final_model_dir")
 
     # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable. Seeded
     # first: the adapter's random initialisation happens here, before the trainer seeds anything.
@@ -262,14 +274,14 @@ def run_adaptation(
     # whose probe embeddings are non-finite or collapsed.
     adapter_dir = final_dir if config.lora_save == "adapter" else final_dir.with_name(final_dir.name + "-adapter")
 
-    def save() -> None:
+    def save() -> None:  # each folder staged and moved into place: the whole model, or what was there before
         if not config.use_lora:
-            model.save(str(final_dir), safe_serialization=True)
+            save_model_staged(model, final_dir, "final_model_dir")
             return
         if config.lora_save != "merged":
-            model.save(str(adapter_dir), safe_serialization=True)
+            save_model_staged(model, adapter_dir, "final_model_dir")
         if config.lora_save != "adapter":
-            merge_lora_adapter(model, str(base_dir)).save(str(final_dir), safe_serialization=True)
+            save_model_staged(merge_lora_adapter(model, str(base_dir)), final_dir, "final_model_dir")
 
     save_trained_model(trainer, save)
     return str(adapter_dir if config.use_lora and config.lora_save == "adapter" else final_dir)

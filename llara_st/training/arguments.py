@@ -16,6 +16,8 @@ import yaml
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
+from llara_st.errors import LLaRAUserError
+
 #: The field types whose values are converted; a field of any other type (a dict, an enum, a union of several
 #: types) gets its value as given, and its dataclass checks it.
 _SCALARS = (bool, int, float, str)
@@ -27,9 +29,21 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"Config file {path} does not exist")
     text = path.read_text(encoding="utf8")
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as error:
+        raise LLaRAUserError(
+            f"Config file {path} is not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}"
+        ) from None
+    except yaml.YAMLError as error:
+        # PyYAML counts lines from 0 in its marks: named here from 1, as editors and the JSON error count them.
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        hint = "; indent with spaces (YAML forbids tabs)" if "'\\t'" in problem else ""
+        raise LLaRAUserError(f"Config file {path} is not valid YAML{where}: {problem}{hint}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"Config file {path} must hold a mapping of settings, got {type(data).__name__}")
+        raise LLaRAUserError(f"Config file {path} must hold a mapping of settings, got {type(data).__name__}")
     return data
 
 

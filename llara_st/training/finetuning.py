@@ -29,6 +29,7 @@ from llara_st.data.contrastive import (
 )
 from llara_st.data.mining import mine_hard_negatives_from_qrels
 from llara_st.evaluation.ir_evaluator import beir_ir_evaluator
+from llara_st.folders import check_replaceable, save_model_staged
 from llara_st.losses.contrastive import DEFAULT_TEMPERATURE, contrastive_loss
 from llara_st.model import llara_module
 from llara_st.training.arguments import parse_arguments
@@ -128,7 +129,10 @@ class FinetuneArguments(SentenceTransformerTrainingArguments):
     merge_lora: bool = field(default=True, metadata={"help": "Save merged weights (else the adapter alone)."})
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Delete another run's checkpoints and model in output_dir and start afresh (else an error)."},
+        metadata={
+            "help": "Delete another run's checkpoints and model in output_dir and start afresh (else an error); never "
+            "a folder that llara_st did not write (docs/training_guards.md, 'Folders')."
+        },
     )
     # The trainer's settings whose defaults differ for LLaRA fine-tuning.
     learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate."})
@@ -261,6 +265,7 @@ def run_finetuning(
     # raised before loading, mining or evaluating. The settings (data files and folders by their content,
     # mining settings, seed) determine mined rows, so only rows given here count on their own; the router
     # mapping follows from the rows' columns.
+    check_replaceable(output_dir / "final", "the final model folder")  # replaced only if llara_st wrote it
     given_rows = {"train_dataset": train_dataset} if train_dataset is not None else {}
     fingerprint = RunFingerprint.from_configs(args, given_rows, ignore=("router_mapping",))
     checkpoint = resolve_checkpoint(
@@ -331,10 +336,12 @@ def run_finetuning(
     def save() -> None:
         if args.lora and args.merge_lora:
             merge_lora_adapter(model)
-        model.save(str(final_dir), safe_serialization=True)
-        (output_dir / "metrics.json").write_text(
+        save_model_staged(model, final_dir, "the final model folder")  # the whole model, or what was there before
+        partial = output_dir / f".metrics.json.{os.getpid()}"
+        partial.write_text(
             json.dumps({"config": args.to_dict(), "metrics": metrics}, indent=2, default=str), encoding="utf8"
         )
+        partial.replace(output_dir / "metrics.json")
         logger.info("Saved the fine-tuned model to %s", final_dir)
 
     save_trained_model(trainer, save)

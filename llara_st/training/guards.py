@@ -12,9 +12,12 @@ gradients, which :class:`DivergenceCallback` reads before the optimizer applies 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -23,6 +26,10 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from torch import nn
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from llara_st.errors import LLaRAUserError
+from llara_st.folders import DEGENERATE_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +46,11 @@ PROBE_TEXTS: tuple[str, ...] = (
 )
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(LLaRAUserError, RuntimeError):
     """Training produced a non-finite loss or gradient; the run stops before the optimizer applies it."""
 
 
-class DegenerateEmbeddingsError(RuntimeError):
+class DegenerateEmbeddingsError(LLaRAUserError, RuntimeError):
     """A model about to be saved embeds a probe of different texts into non-finite or identical vectors."""
 
 
@@ -273,16 +280,40 @@ def save_trained_model(trainer: SentenceTransformerTrainer, save: Callable[[], N
     Example: see :func:`train_with_guards`.
     """
     trainer.save_state()
-    check_probe_embeddings(trainer.model)
+    try:
+        check_probe_embeddings(trainer.model)
+    except DegenerateEmbeddingsError as error:
+        if trainer.is_world_process_zero():
+            mark_degenerate_checkpoints(trainer.args.output_dir, f"{error} (step {trainer.state.global_step})")
+        raise
     if trainer.is_world_process_zero():
         save()
     PartialState().wait_for_everyone()
 
 
+def mark_degenerate_checkpoints(output_dir: str | os.PathLike, reason: str) -> list[Path]:
+    """Mark every ``checkpoint-N`` folder of a run whose model collapsed (:data:`~llara_st.folders.DEGENERATE_MARKER`,
+    with ``reason``), so that :func:`llara_st.load` refuses them; returns the folders marked.
+
+    The run's checkpoints stay on disk (llara_st deletes only what the user asks it to), but no longer load as models
+    that embed every text as the same vector.
+    """
+    marked = []
+    for checkpoint in sorted(Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")):
+        if checkpoint.is_dir() and checkpoint.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit():
+            (checkpoint / DEGENERATE_MARKER).write_text(json.dumps({"reason": reason}, indent=1), encoding="utf8")
+            marked.append(checkpoint)
+    if marked:
+        logger.warning(
+            "Marked %d checkpoints of %s as unusable (%s): llara_st.load refuses them", len(marked), output_dir, reason
+        )
+    return marked
+
+
 _SHOWN = 5
 
 
-class InvalidTrainingRowsError(ValueError):
+class InvalidTrainingRowsError(LLaRAUserError):
     """Training rows hold a missing, non-text or blank (empty or whitespace-only) text."""
 
 
@@ -294,7 +325,8 @@ def check_text_rows(
     """Refuse (or drop, with a warning) rows of a text dataset with a missing, non-text or blank text.
 
     Every column is a text column, as in contrastive rows ``(anchor, positive, negative_1 …)`` and adaptation
-    rows ``(text, next_text)``. Rows are numbered from 0 in the dataset's order.
+    rows ``(text, next_text)``. Rows are numbered from 1 in the dataset's order, as the data readers number the
+    lines of a file (row 1 of rows read from a JSONL file is its first line).
 
     Args:
         rows: A ``datasets.Dataset``.
@@ -314,9 +346,9 @@ def check_text_rows(
         Traceback (most recent call last):
             ...
         llara_st.training.guards.InvalidTrainingRowsError: rows.jsonl: 1 of 2 rows have an empty or missing
-        text, which would train the model on the template alone — row 1: 'anchor'; fix or remove them (or drop
+        text, which would train the model on the template alone — row 2: 'anchor'; fix or remove them (or drop
         them: on_invalid='drop')
-        >>> len(check_text_rows(rows, on_invalid="drop"))  # and a warning naming row 1
+        >>> len(check_text_rows(rows, on_invalid="drop"))  # and a warning naming row 2
         1
     """
     import pyarrow.compute as pc
@@ -339,7 +371,7 @@ def check_text_rows(
     if not bad:
         return rows
     described = "; ".join(
-        f"row {row}: {', '.join(map(repr, columns))}" for row, columns in sorted(bad.items())[:_SHOWN]
+        f"row {row + 1}: {', '.join(map(repr, columns))}" for row, columns in sorted(bad.items())[:_SHOWN]
     )
     more = f" (and {len(bad) - _SHOWN} more rows)" if len(bad) > _SHOWN else ""
     if on_invalid == "raise":

@@ -321,6 +321,47 @@ def test_a_typo_in_a_nested_section_fails_before_any_stage(tmp_path, mini_scifac
     assert not (tmp_path / "run" / "stages").exists()
 
 
+def _user_folder(tmp_path: Path, final_model_dir: str, monkeypatch) -> tuple[Path, list[str]]:
+    """A working directory holding the user's config and notes; returns it and what it holds."""
+    work = tmp_path / "work"
+    (work / "mine" / "notes").mkdir(parents=True)
+    (work / "reproduce.yaml").write_text("output_dir: run\n")
+    (work / "mine" / "notes" / "todo.txt").write_text("keep me")
+    monkeypatch.chdir(work)
+    return work, sorted(path.relative_to(work).as_posix() for path in work.rglob("*"))
+
+
+@pytest.mark.parametrize("final_model_dir", [".", "mine"])
+def test_the_report_never_deletes_a_final_model_dir_it_did_not_write(final_model_dir, tmp_path, monkeypatch):
+    """Issue 16.1: the report stage removed whatever final_model_dir named (default "llara", relative to the working
+    directory) before copying the model there, with exit code 0: "." emptied the working directory."""
+    from llara_st.folders import FolderNotOursError
+    from llara_st.pipelines import reproduction
+
+    work, before = _user_folder(tmp_path, final_model_dir, monkeypatch)
+    pipeline = object.__new__(ReproductionPipeline)  # the report stage alone, on finished stages
+    pipeline.config = reproduction.ReproductionConfig(output_dir=str(tmp_path / "run"), final_model_dir=final_model_dir)
+    reproduction.StageRunner.__init__(pipeline, tmp_path / "run", {})
+    monkeypatch.setattr(reproduction, "write_report", lambda *args, **kwargs: tmp_path / "run" / "report" / "README.md")
+    monkeypatch.setattr(pipeline, "save_final_model", lambda final: None)
+    with pytest.raises(FolderNotOursError, match="final_model_dir"):
+        pipeline.report()
+    assert sorted(path.relative_to(work).as_posix() for path in work.rglob("*")) == before
+
+
+@pytest.mark.parametrize("final_model_dir", [".", "mine"])
+def test_a_final_model_dir_it_may_not_replace_fails_before_any_stage(
+    final_model_dir, tmp_path, monkeypatch, mini_scifact, mini_wikitext, tiny_llama_dir
+):
+    from llara_st.folders import FolderNotOursError
+
+    work, before = _user_folder(tmp_path, final_model_dir, monkeypatch)
+    raw = smoke_config(tmp_path, tiny_llama_dir, mini_scifact, mini_wikitext, final_model_dir=final_model_dir)
+    with pytest.raises(FolderNotOursError, match="final_model_dir"):
+        ReproductionPipeline(parse_reproduction_config(raw))
+    assert sorted(path.relative_to(work).as_posix() for path in work.rglob("*")) == before
+
+
 @pytest.mark.parametrize("name", ["reproduce_smollm2_scifact_cpu.yaml", "reproduce_llama2_7b_gpu.yaml"])
 def test_shipped_reproduction_configs_parse_into_the_stage_arguments(name):
     config = parse_reproduction_config(REPO_ROOT / "recipes" / "configs" / name)
