@@ -300,27 +300,17 @@ class ReproductionPipeline(StageRunner):
         }
 
     def _evaluate_folder(self, model: Any, name: str, folder: str, split: str, per_query: bool) -> dict[str, Any]:
-        output = self.out / "mteb"
-        task_name = Path(folder).name
-        predictions = output / "predictions" / f"{task_name}_predictions.json"
-        if per_query:
-            predictions.unlink(missing_ok=True)  # another model's rankings must never be read as this one's
-        scores = evaluate_beir(
+        return score_split(
             model,
             folder,
             split,
-            output,
+            self.out / "mteb",
             model_name=f"llara-st-reproduction/{name}",
             batch_size=self.config.encode_batch_size,
+            per_query=per_query,
             # One cache per model fingerprint and folder: the second split reuses the corpus embeddings.
             embedding_cache=self.out / "embedding-cache",
-            save_predictions=per_query,
-            overwrite=per_query,
         )
-        result: dict[str, Any] = {"scores": {key: scores[key] for key in HEADLINE_METRICS}}
-        if per_query:
-            result["per_query"] = per_query_ndcg(predictions, split, Path(folder) / "qrels" / f"{split}.tsv")
-        return result
 
     @property
     def corpus(self) -> str:
@@ -441,6 +431,40 @@ class ReproductionPipeline(StageRunner):
         # Written beside and moved into place: an earlier final model is replaced only once this one is whole, and a
         # folder that llara_st did not write is refused (docs/training_guards.md, "Folders").
         save_model_staged(model, final, "final_model_dir")
+
+
+def score_split(
+    model: Any,
+    folder: str | os.PathLike,
+    split: str,
+    output: Path,
+    *,
+    model_name: str,
+    batch_size: int,
+    per_query: bool,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """MTEB's headline scores of ``model`` on one split of a BEIR folder (results under ``output``) and, with
+    ``per_query``, each query's nDCG@10 from MTEB's saved rankings (recomputed, never read from an earlier model).
+    ``kwargs`` go to :func:`~llara_st.evaluation.evaluate_beir` (``embedding_cache``, ``show_progress_bar``)."""
+    predictions = output / "predictions" / f"{Path(folder).name}_predictions.json"
+    if per_query:
+        predictions.unlink(missing_ok=True)  # another model's rankings must never be read as this one's
+    scores = evaluate_beir(
+        model,
+        folder,
+        split,
+        output,
+        model_name=model_name,
+        batch_size=batch_size,
+        save_predictions=per_query,
+        overwrite=per_query,
+        **kwargs,
+    )
+    result: dict[str, Any] = {"scores": {key: scores[key] for key in HEADLINE_METRICS}}
+    if per_query:
+        result["per_query"] = per_query_ndcg(predictions, split, Path(folder) / "qrels" / f"{split}.tsv")
+    return result
 
 
 def per_query_ndcg(predictions_file: Path, split: str, qrels_file: Path, k: int = 10) -> dict[str, float]:

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llara_st.evaluation import HEADLINE_METRICS, evaluate_beir
 from llara_st.evaluation.sub_corpus import write_sub_corpus
 from llara_st.folders import made_by_llara
 from llara_st.pipelines.download import materialize_beir_folder
@@ -30,8 +29,8 @@ from llara_st.pipelines.reproduction import (
     ReproductionPipeline,
     StageRunner,
     parse_reproduction_config,
-    per_query_ndcg,
     read_log_history,
+    score_split,
 )
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
@@ -186,25 +185,19 @@ class SeedStudy(StageRunner):
             model_dir = self.run_stage(f"finetune_{arm}_seed{seed}", force=True)["model"]
         model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
         scores, per_query = {}, {}
-        output = Path(self.config.output_dir) / "mteb"
         for evaluation in self.config.evaluations:
-            folder, split = self._evaluation_folder(evaluation), evaluation["split"]
-            predictions = output / "predictions" / f"{Path(folder).name}_predictions.json"
-            predictions.unlink(missing_ok=True)  # another model's rankings must never be read as this one's
-            result = evaluate_beir(
+            result = score_split(
                 model,
-                folder,
-                split,
-                output,
+                self._evaluation_folder(evaluation),
+                evaluation["split"],
+                Path(self.config.output_dir) / "mteb",
                 model_name=f"llara-st-study/{arm}-seed{seed}",
                 batch_size=self.config.encode_batch_size,
+                per_query=True,
                 show_progress_bar=False,
-                save_predictions=True,
-                overwrite=True,
             )
-            name = evaluation_name(evaluation)
-            scores[name] = {key: result[key] for key in HEADLINE_METRICS}
-            per_query[name] = per_query_ndcg(predictions, split, Path(folder) / "qrels" / f"{split}.tsv")
+            scores[evaluation_name(evaluation)] = result["scores"]
+            per_query[evaluation_name(evaluation)] = result["per_query"]
         if not self.config.keep_models and made_by_llara(Path(model_dir).parent):  # only a run folder it wrote
             shutil.rmtree(Path(model_dir).parent, ignore_errors=True)  # the whole fine-tuning folder
         return {"scores": scores, "per_query": per_query}
