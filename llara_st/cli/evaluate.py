@@ -29,7 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-name", help="'organization/model' in the result files (default: local/{folder})")
     parser.add_argument("--revision", help="revision label, e.g. the Hub commit sha (default: weights fingerprint)")
     parser.add_argument("--task-name", help="task name of the BEIR folder in result files (default: folder name)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="texts encoded at once; lower it if memory runs out (default: 32)"
+    )
     parser.add_argument("--embedding-cache", metavar="DIR", help="cache corpus embeddings here (once per model)")
     parser.add_argument(
         "--faiss",
