@@ -40,7 +40,14 @@ def _heavy_modules_after(*argv: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["--version"], ["convert", "--help"], ["evaluate", "--help"], ["index", "--help"], ["search", "--help"]],
+    [
+        ["--help"],
+        ["--version"],
+        ["convert", "--help"],
+        ["evaluate", "--help"],
+        ["index", "--help"],
+        ["search", "--help"],
+    ],
 )
 def test_help_and_version_import_no_heavy_library(argv):
     assert _heavy_modules_after(*argv) == []

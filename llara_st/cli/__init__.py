@@ -22,6 +22,7 @@ from collections.abc import Iterator
 SUBCOMMAND_MODULES: list[str] = [
     "llara_st.cli.convert",
     "llara_st.cli.evaluate",
+    "llara_st.cli.search",
     "llara_st.cli.train",
 ]
 

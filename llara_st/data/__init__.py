@@ -34,6 +34,7 @@ from llara_st.data.contrastive import (
     relevant_documents,
     write_contrastive_jsonl,
 )
+from llara_st.data.documents import read_documents, read_jsonl_documents, read_queries
 from llara_st.data.mining import mine_hard_negatives_from_qrels
 
 __all__ = [
@@ -58,6 +59,10 @@ __all__ = [
     "read_text_documents",
     "read_wikitext",
     "wikitext_heading",
+    # your own documents and queries, for search
+    "read_documents",
+    "read_jsonl_documents",
+    "read_queries",
     # contrastive fine-tuning
     "ContrastiveExample",
     "beir_examples",
