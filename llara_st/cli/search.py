@@ -51,10 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="search an index folder made by llara-st index",
         description=(
             "Rank the documents of an index folder for each query, with the model the index was built with "
-            "(another model is refused)."
+            "(another model is refused). With --docs and --model, the index is built first (or grown with the new "
+            "documents), so one command goes from a folder of .txt files to ranked answers."
         ),
     )
-    search.add_argument("index", metavar="INDEX", help="index folder made by llara-st index")
+    search.add_argument("index", metavar="INDEX", help="index folder made by llara-st index (or by --docs)")
     queries = search.add_mutually_exclusive_group(required=True)
     queries.add_argument("--query", action="append", metavar="TEXT", help="a query (repeat for several)")
     queries.add_argument(
@@ -69,8 +70,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="table",
         help="table (default) or JSON lines, one hit per line",
     )
-    search.add_argument("--model", help="the model folder or Hub id, if it moved since the index was built")
+    search.add_argument(
+        "--model",
+        help="the model folder or Hub id: to build the index with --docs, or if it moved since the index was built",
+    )
+    search.add_argument(
+        "--docs",
+        nargs="+",
+        metavar="DOCS",
+        help="first index these documents into INDEX (as llara-st index does: created, or only new documents added)",
+    )
+    search.add_argument("--faiss", metavar="FACTORY", help="with --docs: faiss index of a new INDEX (default: Flat)")
     _add_model_options(search)
+    search.add_argument("--no-progress", action="store_true", help="hide the encoding progress bar")
     search.set_defaults(func=run_search)
 
 
@@ -88,7 +100,8 @@ def _load_model(name_or_path: str, args: argparse.Namespace) -> Any:
     return llara_st.load(name_or_path, device=args.device, model_kwargs=model_kwargs)
 
 
-def run_index(args: argparse.Namespace) -> int:
+def _index_documents(model_name: str | None, docs: list[str], args: argparse.Namespace, faiss: str | None) -> Any:
+    """Create the index folder ``args.index`` or add the new documents of ``docs`` to it; returns the index."""
     from llara_st.data import read_documents
     from llara_st.evaluation.document_index import (
         DocumentIndex,
@@ -97,24 +110,35 @@ def run_index(args: argparse.Namespace) -> int:
         model_location,
     )
 
-    _check_positive(args, "batch_size")
     folder = Path(args.index).expanduser()
     check_index_destination(folder)  # before the model loads
-    documents = read_documents(args.docs)
-    model = _load_model(args.model, args)
-    if is_document_index(folder):
+    exists = is_document_index(folder)
+    if model_name is None:
+        if not exists:
+            raise UserError(f"{folder} is not an index yet: give --model to build it with")
+        model_name = DocumentIndex.read_config(folder)["model"]["name_or_path"]
+    documents = read_documents(docs)
+    model = _load_model(model_name, args)
+    if exists:
         index = DocumentIndex.load(folder, model)
-        if args.faiss and args.faiss != index.factory_string:
-            raise UserError(
-                f"{folder} is a {index.factory_string!r} index; --faiss {args.faiss} needs a new --index folder"
-            )
-        index.model_name_or_path = model_location(args.model)  # where the (same) model is now
+        if faiss and faiss != index.factory_string:
+            raise UserError(f"{folder} is a {index.factory_string!r} index; --faiss {faiss} needs a new index folder")
+        index.model_name_or_path = model_location(model_name)  # where the (same) model is now
     else:
-        index = DocumentIndex(model, args.faiss or "Flat", model_name_or_path=args.model)
+        index = DocumentIndex(model, faiss or "Flat", model_name_or_path=model_name)
     added = index.add(documents, batch_size=args.batch_size, show_progress_bar=not args.no_progress)
     if added:
         index.save(folder)
-    print(f"{added} new documents indexed ({len(documents) - added} already there); {len(index)} in {folder}")
+    print(
+        f"{added} new documents indexed ({len(documents) - added} already there); {len(index)} in {folder}",
+        file=sys.stderr if args.command == "search" else sys.stdout,
+    )
+    return index
+
+
+def run_index(args: argparse.Namespace) -> int:
+    _check_positive(args, "batch_size")
+    _index_documents(args.model, args.docs, args, args.faiss)
     return 0
 
 
@@ -137,13 +161,15 @@ def run_search(args: argparse.Namespace) -> int:
     from llara_st.evaluation.document_index import DocumentIndex
 
     _check_positive(args, "batch_size", "top_k", "nprobe", "ef_search")
-    config = DocumentIndex.read_config(args.index)  # a missing or foreign folder fails before the model loads
     if args.queries:
         query_ids, queries = read_queries(args.queries)
     else:
         query_ids, queries = [str(number) for number in range(1, len(args.query) + 1)], args.query
-    model = _load_model(args.model or config["model"]["name_or_path"], args)
-    index = DocumentIndex.load(args.index, model)
+    if args.docs:
+        index = _index_documents(args.model, args.docs, args, args.faiss)
+    else:
+        config = DocumentIndex.read_config(args.index)  # a missing or foreign folder fails before the model loads
+        index = DocumentIndex.load(args.index, _load_model(args.model or config["model"]["name_or_path"], args))
     results = index.search(queries, args.top_k, search_parameters=_search_parameters(args), batch_size=args.batch_size)
     for query_id, query, hits in zip(query_ids, queries, results, strict=True):
         if args.format == "jsonl":

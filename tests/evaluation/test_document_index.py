@@ -206,3 +206,16 @@ def test_cli_refuses_another_model_and_flat_search_parameters(
     assert "could not set parameter nprobe" in capsys.readouterr().err
     assert main(["search", str(tmp_path), "--query", "tides"]) == 1
     assert "is not a document index" in capsys.readouterr().err
+
+
+def test_cli_search_with_docs_builds_the_index_in_one_command(search_llara_dir, notes, tmp_path, capsys):
+    """The README's path: convert a causal LM, then one `llara-st search` from a folder of .txt files."""
+    index, query = tmp_path / "notes.index", DOCUMENTS["d2"][1]
+    argv = ["search", str(index), "--docs", str(notes), "--query", query, "--format", "jsonl", "--no-progress"]
+    assert main([*argv, "--model", str(search_llara_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "5 new documents indexed" in captured.err
+    assert json.loads(captured.out.splitlines()[0])["id"] == "d2.txt"
+    (notes / "d6.txt").write_text("Penguins swim in cold water.\n")
+    assert main(argv) == 0  # the model recorded in the index; only the new file is embedded
+    assert "1 new documents indexed (5 already there); 6 in" in capsys.readouterr().err
