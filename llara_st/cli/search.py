@@ -93,6 +93,13 @@ def _check_positive(args: argparse.Namespace, *names: str) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
+def _require_faiss() -> None:
+    """A missing faiss is reported before documents are read and the model loads."""
+    from llara_st.evaluation.faiss_index import _import_faiss
+
+    _import_faiss()
+
+
 def _load_model(name_or_path: str, args: argparse.Namespace) -> Any:
     import llara_st
 
@@ -110,6 +117,7 @@ def _index_documents(model_name: str | None, docs: list[str], args: argparse.Nam
         model_location,
     )
 
+    _require_faiss()
     folder = Path(args.index).expanduser()
     check_index_destination(folder)  # before the model loads
     exists = is_document_index(folder)
@@ -161,6 +169,7 @@ def run_search(args: argparse.Namespace) -> int:
     from llara_st.evaluation.document_index import DocumentIndex
 
     _check_positive(args, "batch_size", "top_k", "nprobe", "ef_search")
+    _require_faiss()
     if args.queries:
         query_ids, queries = read_queries(args.queries)
     else:
