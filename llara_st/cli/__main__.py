@@ -4,4 +4,5 @@ import sys
 
 from llara_st.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when imported (pytest's --doctest-modules imports every module of the package)
+    sys.exit(main())
