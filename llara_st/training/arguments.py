@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -48,7 +46,7 @@ def parse_arguments(
         >>> parse_arguments([SentenceTransformerTrainingArguments], {"output_dir": "out", "sede": 3})
         Traceback (most recent call last):
             ...
-        ValueError: Some keys are not used by the HfArgumentParser: ['sede'] (...); did you mean 'sede' → 'seed'?
+        ValueError: Some keys are not used by the HfArgumentParser: ['sede'] (settings of ...)
     """
     parser = HfArgumentParser(list(dataclass_types))
     if isinstance(source, str | os.PathLike) and str(source).endswith((".yaml", ".yml", ".json")):
@@ -56,22 +54,9 @@ def parse_arguments(
     elif isinstance(source, str | os.PathLike):
         source = [str(source)]
     if isinstance(source, Mapping):
-        _check_known_keys(dataclass_types, source)
         try:
             return parser.parse_dict(dict(source), allow_extra_keys=False)
         except ValueError as error:
             names = ", ".join(t.__name__ for t in dataclass_types)
             raise ValueError(f"{error} (settings of {names})") from None
     return parser.parse_args_into_dataclasses(list(source))
-
-
-def _check_known_keys(dataclass_types: Sequence[type], source: Mapping[str, Any]) -> None:
-    """Name unknown keys before any dataclass is built: its ``__post_init__`` checks would otherwise report the
-    consequence of a typo (``text_path``: "No training data") instead of the typo (issue 18.8)."""
-    known = {field.name for dataclass_type in dataclass_types for field in dataclasses.fields(dataclass_type)}
-    unknown = sorted(key for key in source if key not in known)
-    if unknown:
-        hints = [f"{key!r} → {close[0]!r}" for key in unknown if (close := difflib.get_close_matches(key, known, n=1))]
-        names = ", ".join(t.__name__ for t in dataclass_types)
-        hint = f"; did you mean {', '.join(hints)}?" if hints else ""
-        raise ValueError(f"Some keys are not used by the HfArgumentParser: {unknown} (settings of {names}){hint}")
