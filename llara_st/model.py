@@ -14,6 +14,8 @@ from sentence_transformers.base.modules import Module, Normalize
 from sentence_transformers.util.misc import import_from_string
 from torch import nn
 
+from llara_st.errors import LLaRAUserError
+from llara_st.folders import DEGENERATE_MARKER, save_model_staged
 from llara_st.model_card import LLaRAModelCardData
 from llara_st.modules import LastKPooling, LLaRATransformer, check_pooling_width
 from llara_st.prompts import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGTH, NUM_PROMPT_TOKENS, PROMPT_TOKENS
@@ -138,7 +140,9 @@ def convert(src: str, dst: str | os.PathLike, **kwargs: Any) -> SentenceTransfor
 
     Args:
         src: The causal LM.
-        dst: The output folder.
+        dst: The output folder: written beside and moved into place, so it is the whole model or, if the save
+            fails, what it was; an existing non-empty ``dst`` is replaced only if it is a LLaRA model folder
+            (:func:`llara_st.folders.check_replaceable`).
         **kwargs: Passed to :func:`build_llara_model`.
 
     Example::
@@ -152,12 +156,14 @@ def convert(src: str, dst: str | os.PathLike, **kwargs: Any) -> SentenceTransfor
         (1, 64)
     """
     model = build_llara_model(src, **kwargs)
-    model.save(str(dst), safe_serialization=True)
+    # Written beside dst and moved into place (docs/training_guards.md, "Folders"): dst is the whole model or, if
+    # the save fails, what it was; an existing dst is replaced only if it is a LLaRA model folder.
+    save_model_staged(model, dst, "output folder")
     logger.info("Saved LLaRA model to %s", dst)
     return model
 
 
-class UnsafeModelError(ValueError):
+class UnsafeModelError(LLaRAUserError):
     """A model folder holds something :func:`llara_st.load` refuses to run, unpickle or read from outside it."""
 
 
@@ -256,7 +262,12 @@ def _check_files(folder: Path, roots: Sequence[Path]) -> None:
         for name in subdirectories + files:
             path = Path(directory) / name
             relative = str(path.relative_to(folder))
-            target = path.resolve()
+            try:
+                target = path.resolve()
+            except (RuntimeError, OSError) as error:  # Python 3.11: RuntimeError("Symlink loop from ...")
+                raise UnsafeModelError(
+                    f"{folder} holds {relative}, a symlink loop or unreadable link: {error}"
+                ) from None
             if not _inside(target, roots):
                 outside.append(f"{relative} -> {target}")
             elif name.endswith(_CODE_SUFFIXES):
@@ -307,12 +318,125 @@ def _check_index(index: Path, folder: Path, roots: Sequence[Path]) -> None:
             )
 
 
-def _read_modules_json(path: Path, folder: Path) -> list[dict[str, Any]]:
-    """The entries of ``modules.json``, each a dict with a string ``type`` and a relative ``path`` inside."""
+def _read_json(path: Path) -> Any:
+    """The JSON value in ``path``; a ``ValueError`` naming the file (and line, counted from 1) if it is not JSON."""
     try:
-        entries = json.loads(path.read_text(encoding="utf8"))
+        return json.loads(path.read_text(encoding="utf8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON (not UTF-8 text: {error.reason})") from None
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply to be a model's JSON file") from None
+
+
+def _check_model_files(folder: Path) -> None:
+    """Name the broken file, rather than fail later inside transformers or safetensors: every JSON file parses,
+    every ``*.safetensors`` file is whole, every ``tokenizer.json`` is a tokenizer, and the model is not one that
+    a training run marked as collapsed or diverged (:data:`llara_st.folders.DEGENERATE_MARKER`)."""
+    _check_degenerate_marker(folder)
+    for path in sorted(folder.rglob("*.json")):
+        if path.is_file():
+            _read_json(path)
+    for path in sorted(folder.rglob("*.safetensors")):
+        if path.is_file() and not _safetensors_complete(path):
+            raise ValueError(
+                f"{path} is not a complete safetensors file (its header does not parse, or it is cut short)"
+            )
+    for path in sorted(folder.rglob("tokenizer.json")):
+        if path.is_file():
+            from tokenizers import Tokenizer
+
+            try:
+                Tokenizer.from_file(str(path))
+            except Exception as error:  # tokenizers raises a bare Exception for a malformed file
+                raise ValueError(f"{path} is not a tokenizers file: {error}") from None
+
+
+def _check_degenerate_marker(folder: Path) -> None:
+    marker = folder / DEGENERATE_MARKER
+    if marker.is_file():
+        try:
+            reason = str(json.loads(marker.read_text(encoding="utf8")).get("reason", ""))
+        except (ValueError, AttributeError):
+            reason = ""
+        raise ValueError(
+            f"{folder} was marked unusable by the training run that wrote it: {reason or 'its model collapsed'} "
+            f"({marker.name}); train again, or delete {marker} to load it anyway"
+        )
+
+
+def _safetensors_complete(path: Path) -> bool:
+    """A safetensors file is whole when its header parses and the file is as long as the header says."""
+    try:
+        with path.open("rb") as handle:
+            header_size = int.from_bytes(handle.read(8), "little")
+            if header_size > path.stat().st_size:
+                return False
+            header = json.loads(handle.read(header_size))
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    except (OSError, ValueError, RecursionError, TypeError, KeyError, IndexError, AttributeError):
+        return False
+    return path.stat().st_size == 8 + header_size + max(ends, default=0)
+
+
+# Keys of sentence_bert_config.json's ``*_kwargs`` (and their old ``*_args`` names) that name a place to write:
+# the caller chooses those, never a saved model.
+_WRITE_PATH_KEYS = frozenset({"offload_folder", "offload_dir", "cache_dir", "cache_folder"})
+# Keys whose file transformers reads joined to the model folder: allowed as a relative path inside it.
+_FOLDER_RELATIVE_KEYS = frozenset({"gguf_file", "subfolder"})
+_PATH_KEY_SUFFIXES = ("_file", "_folder", "_dir", "_path", "_name_or_path", "_files")
+_KWARGS_SECTIONS = (
+    "model_kwargs", "processor_kwargs", "config_kwargs", "tokenizer_kwargs", "model_args", "tokenizer_args",
+    "config_args",
+)  # fmt: skip
+
+
+def _check_module_config_paths(module_folder: Path, folder: Path, roots: Sequence[Path]) -> None:
+    """Refuse ``sentence_bert_config.json`` entries that name files or folders outside the model folder.
+
+    The backbone's ``from_pretrained`` follows them: ``processor_kwargs.tokenizer_file``, ``vocab_file`` and
+    ``tokenizer_name_or_path`` are read as given (relative to the working directory), ``model_kwargs.gguf_file``
+    joined to the folder, ``model_kwargs.offload_folder`` and ``cache_dir`` are written to. A saved model may name
+    only a ``gguf_file`` (or ``subfolder``) inside its folder; every other path-valued key is refused.
+    """
+    config_path = module_folder / "sentence_bert_config.json"
+    if not config_path.is_file():
+        return
+    config = _read_json(config_path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} must hold a JSON object of settings, got {type(config).__name__}")
+    named: list[tuple[str, str, Any]] = [
+        (key, key, value) for key, value in config.items() if key.endswith(_PATH_KEY_SUFFIXES)
+    ]
+    for section in _KWARGS_SECTIONS:
+        values = config.get(section)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ValueError(f"{config_path}: {section} must be a JSON object, got {type(values).__name__}")
+        named += [(f"{section}.{key}", key, value) for key, value in values.items()]
+    for name, key, value in named:
+        if value is None or not (key in _WRITE_PATH_KEYS or key.endswith(_PATH_KEY_SUFFIXES)):
+            continue
+        if key in _FOLDER_RELATIVE_KEYS and isinstance(value, str):
+            target = (module_folder / value).resolve()
+            if (
+                not PureWindowsPath(value).anchor
+                and ".." not in PureWindowsPath(value).parts
+                and _inside(target, roots)
+            ):
+                continue
+        where = "where to write" if key in _WRITE_PATH_KEYS else "a path"
+        raise UnsafeModelError(
+            f"{config_path} sets {name} = {value!r:.120}, {where} that llara_st.load does not take from a model "
+            f"folder (it reads nothing outside {folder}); pass it to llara_st.load(..., model_kwargs=...) instead"
+        )
+
+
+def _read_modules_json(path: Path, folder: Path) -> list[dict[str, Any]]:
+    """The entries of ``modules.json``, each a dict with a string ``type`` and a relative ``path`` inside."""
+    entries = _read_json(path)
     if not isinstance(entries, list) or not entries:
         raise ValueError(
             f"{path} must hold a non-empty JSON list of modules "
@@ -449,6 +573,7 @@ def load(
     )
     modules_path = folder / "modules.json"
     if trust_remote_code:
+        _check_degenerate_marker(folder)
         card_data = kwargs.pop("model_card_data", None)
         if card_data is None and modules_path.is_file() and "llara_st." in modules_path.read_text(encoding="utf8"):
             card_data = LLaRAModelCardData()
@@ -462,10 +587,12 @@ def load(
         )
     try:
         _check_files(folder, roots)
+        _check_model_files(folder)
         entries = _read_modules_json(modules_path, folder) if modules_path.is_file() else []
         module_classes = [_module_class(entry["type"], modules_path, i) for i, entry in enumerate(entries)]
         for entry in entries:
             _check_adapter_base(folder / entry["path"])
+            _check_module_config_paths(folder / entry["path"], folder, roots)
     except UnsafeModelError as error:
         raise UnsafeModelError(
             f"{error}. If you trust this model, load it with trust_remote_code=True (CLI: --trust-remote-code), "
@@ -480,7 +607,9 @@ def load(
             load_kwargs.update(trust_remote_code=False, model_kwargs=model_kwargs)
         modules.append(module_class.load(str(folder), **load_kwargs))
     settings_path = folder / "config_sentence_transformers.json"
-    settings = json.loads(settings_path.read_text(encoding="utf8")) if settings_path.is_file() else {}
+    settings = _read_json(settings_path) if settings_path.is_file() else {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"{settings_path} must hold a JSON object of settings, got {type(settings).__name__}")
     kwargs.setdefault("similarity_fn_name", settings.get("similarity_fn_name"))
     kwargs.setdefault("prompts", settings.get("prompts") or None)
     kwargs.setdefault("default_prompt_name", settings.get("default_prompt_name"))
@@ -488,6 +617,10 @@ def load(
         kwargs.setdefault("model_card_data", LLaRAModelCardData())
     check_pooling_width(modules)
     return SentenceTransformer(modules=modules, device=device, **kwargs)
+
+
+# Files a sentence-transformers save writes beside modules.json; an authors' checkpoint (a causal LM) has none.
+_SENTENCE_TRANSFORMERS_FILES = ("config_sentence_transformers.json", "sentence_bert_config.json")
 
 
 def _load_authors_checkpoint(
@@ -498,6 +631,12 @@ def _load_authors_checkpoint(
     model_kwargs: dict[str, Any] | None,
     **kwargs: Any,
 ) -> SentenceTransformer:
+    written = [name for name in _SENTENCE_TRANSFORMERS_FILES if (folder / name).is_file()]
+    if written:
+        raise FileNotFoundError(
+            f"{folder} is an incomplete sentence-transformers folder: it has {', '.join(written)} but no modules.json "
+            "(a save that was interrupted?); save the model again"
+        )
     if not (folder / "config.json").is_file() or not _has_prompt_tokens(folder):
         raise FileNotFoundError(
             f"{folder} is not a sentence-transformers folder (it has no modules.json), nor an authors' LLaRA "

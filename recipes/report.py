@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+from llara_st.pipelines.reproduction import ReproductionPipeline, parse_reproduction_config
 
 
 def main(argv: list[str] | None = None) -> None:

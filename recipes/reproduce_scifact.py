@@ -6,7 +6,7 @@ Run:
     llara-st reproduce recipes/configs/reproduce_smollm2_scifact_cpu.yaml          # the same, installed package
 
 Stages: prepare, baselines, [zeroshot], adapt, mine, finetune_unadapted, finetune_adapted, eval_unadapted,
-eval_adapted, report (``llara_st.training.reproduction``). Each writes ``{output_dir}/stages/{stage}.json``; a
+eval_adapted, report (``llara_st.pipelines.reproduction``). Each writes ``{output_dir}/stages/{stage}.json``; a
 finished stage is never recomputed unless forced. Every number in ``{output_dir}/report/`` comes from them.
 """
 

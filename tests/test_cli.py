@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +174,127 @@ def test_workflows_log_their_own_progress_without_v(plugin_cli, capsys):
     assert logging.getLogger("llara_st").level == logging.NOTSET  # restored after the command
     for command in ("adapt", "finetune", "reproduce", "study"):
         assert build_parser().parse_args([command, "config.yaml"]).progress_logs is True
+
+
+# ------------------------------------------------------------------------------ issue 16: never lose a user's files
+
+
+def test_convert_overwrite_into_the_working_directory_leaves_it_as_it_was(
+    scratch_causal_lm_dir, tmp_path, monkeypatch, capsys
+):
+    """Issue 16.2: `llara-st convert SRC . --overwrite` emptied the folder (model, notes, sub-folders), then failed
+    with `[Errno 22] Invalid argument: '.'`, leaving nothing."""
+    here = tmp_path / "work"
+    assert main(["convert", str(scratch_causal_lm_dir), str(here)]) == 0
+    (here / "notes.txt").write_text("my notes")
+    (here / "experiments").mkdir()
+    (here / "experiments" / "run.yaml").write_text("seed: 1\n")
+    before = sorted(path.relative_to(here).as_posix() for path in here.rglob("*"))
+    monkeypatch.chdir(here)
+    capsys.readouterr()
+    assert main(["convert", str(scratch_causal_lm_dir), ".", "--overwrite"]) == 1
+    (line,) = _error_lines(capsys)
+    assert "working directory" in line
+    assert sorted(path.relative_to(here).as_posix() for path in here.rglob("*")) == before
+    assert (here / "notes.txt").read_text() == "my notes"
+
+
+def test_convert_overwrite_that_fails_leaves_the_old_model(scratch_causal_lm_dir, tmp_path, monkeypatch, capsys):
+    """Issue 16.2: a failed conversion leaves DST as it was, and no staging folder beside it."""
+    model_dir = tmp_path / "model"
+    assert main(["convert", str(scratch_causal_lm_dir), str(model_dir)]) == 0
+    weights = (model_dir / "model.safetensors").read_bytes()
+
+    def fail_after_writing(src, dst, **kwargs):
+        (Path(dst) / "model.safetensors").write_bytes(b"half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("llara_st.model.convert", fail_after_writing)
+    assert main(["convert", str(scratch_causal_lm_dir), str(model_dir), "--overwrite"]) == 1
+    assert "No space left on device" in _error_lines(capsys)[-1]
+    assert (model_dir / "model.safetensors").read_bytes() == weights
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("output_dir: out\n\tseed: 3\n", "line 2"),  # a tab in the indentation
+        ("output_dir: [out\nseed: 3\n", "line 2"),  # an unclosed list
+    ],
+    ids=["tab", "unclosed list"],
+)
+def test_malformed_yaml_is_one_line_naming_file_and_line(text, problem, tmp_path, capsys):
+    """Issue 16.7: a YAML config with a tab, or otherwise malformed, ended in a scanner traceback."""
+    config = _write(tmp_path / "adapt.yaml", text)
+    for command in ("adapt", "finetune", "reproduce"):
+        assert main([command, str(config)]) == 1
+        (line,) = _error_lines(capsys)
+        assert line.startswith(f"llara-st {command}: error: ") and str(config) in line and problem in line
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        main(["adapt", str(config), "--debug"])
+
+
+def test_a_stale_run_is_one_line(scratch_llara_dir, tmp_path, capsys):
+    """Issue 16.7: a stale run (StaleRunError) ended in a traceback; --debug still shows it."""
+    output = tmp_path / "run"
+    (output / "checkpoint-3").mkdir(parents=True)
+    config = _write(
+        tmp_path / "finetune.yaml",
+        f"model_name_or_path: {scratch_llara_dir}\noutput_dir: {output}\ntrain_data: {tmp_path / 'data'}\n",
+    )
+    assert main(["finetune", str(config)]) == 1
+    (line,) = _error_lines(capsys)
+    assert line.startswith("llara-st finetune: error: output_dir") and "recorded no settings" in line
+    from llara_st.training.checkpoints import StaleRunError
+
+    with pytest.raises(StaleRunError):
+        main(["finetune", str(config), "--debug"])
+
+
+@pytest.mark.parametrize("kind", ["diverged", "collapsed"])
+def test_a_diverged_or_collapsed_run_is_one_line(kind, tmp_path, monkeypatch, capsys):
+    """Issue 16.7: divergence and a collapsed model ended in a traceback."""
+    from llara_st.training.guards import DegenerateEmbeddingsError, TrainingDivergedError
+
+    error = (
+        TrainingDivergedError("training diverged at step 3: the loss is nan")
+        if kind == "diverged"
+        else DegenerateEmbeddingsError("the model's probe embeddings collapsed to one vector")
+    )
+
+    def run(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("llara_st.training.run_finetuning", run)
+    config = _write(tmp_path / "finetune.yaml", f"model_name_or_path: m\noutput_dir: {tmp_path / 'run'}\n")
+    assert main(["finetune", str(config)]) == 1
+    (line,) = _error_lines(capsys)
+    assert line.startswith(f"llara-st finetune: error: {error}")
+    with pytest.raises(type(error)):
+        main(["finetune", str(config), "--debug"])
+
+
+def test_a_symlink_loop_in_a_model_folder_is_one_line(scratch_llara_dir, tmp_path, capsys):
+    """Issue 16.7: a symlink loop in a folder ended in `RuntimeError: Symlink loop` (Python 3.11)."""
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(scratch_llara_dir, model_dir)
+    (model_dir / "a").symlink_to(model_dir / "b")
+    (model_dir / "b").symlink_to(model_dir / "a")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "loop").symlink_to(out / "loop")
+    with pytest.raises(llara_st.UnsafeModelError, match="symlink loop"):
+        llara_st.load(model_dir)
+    # A DST that is a symlink loop used to be replaced silently (rename over the link).
+    assert main(["convert", str(model_dir), str(out / "loop")]) == 1
+    (line,) = _error_lines(capsys)
+    assert "symlink loop" in line
+    assert (out / "loop").is_symlink()

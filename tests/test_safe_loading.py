@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -250,3 +251,113 @@ def test_a_hub_snapshot_link_leaving_its_repository_is_refused(reference_llara_d
 def test_a_path_that_is_neither_folder_nor_hub_id_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         llara_st.load(tmp_path / "nothing" / "here")
+
+
+# ------------------------------------------------------------------------------ 16.4: paths in sentence_bert_config
+
+
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("processor_kwargs", "tokenizer_file", "{outside}/tokenizer.json"),
+        ("processor_kwargs", "tokenizer_file", "../outside/tokenizer.json"),
+        ("tokenizer_args", "tokenizer_file", "{outside}/tokenizer.json"),  # the old key name
+        ("model_kwargs", "gguf_file", "{outside}/model.gguf"),
+        ("model_kwargs", "gguf_file", "../outside/model.gguf"),
+        ("config_kwargs", "gguf_file", "{outside}/model.gguf"),
+        ("model_kwargs", "offload_folder", "{outside}/offload"),
+        ("model_args", "offload_folder", "offload"),  # written, even inside: the caller chooses where to write
+        ("processor_kwargs", "vocab_file", "{outside}/vocab.json"),
+        (None, "tokenizer_name_or_path", "{outside}"),
+    ],
+)
+def test_sentence_bert_config_naming_a_path_outside_is_refused(reference_llara_dir, tmp_path, section, key, value):
+    """Issue 16.4: llara_st.load followed paths in sentence_bert_config.json out of the model folder."""
+    folder = _copy(reference_llara_dir, tmp_path / "m")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
+        shutil.copy(folder / name, outside / name)
+    value = value.format(outside=outside)
+
+    def edit(config: dict) -> None:
+        (config.setdefault(section, {}) if section else config)[key] = value
+
+    _edit_json(folder / "sentence_bert_config.json", edit)
+    name = f"{section}.{key}" if section else key
+    with pytest.raises(UnsafeModelError, match=rf"sentence_bert_config\.json.*{re.escape(name)}"):
+        llara_st.load(folder)
+    assert sorted(path.name for path in outside.iterdir()) == ["config.json", "tokenizer.json", "tokenizer_config.json"]
+
+
+def test_a_gguf_file_inside_the_folder_is_not_refused_as_unsafe(reference_llara_dir, tmp_path):
+    folder = _copy(reference_llara_dir, tmp_path / "m")
+    _edit_json(
+        folder / "sentence_bert_config.json", lambda c: c.setdefault("model_kwargs", {}).update(gguf_file="x.gguf")
+    )
+    with pytest.raises(Exception) as error:  # noqa: B017 (transformers' own error: the file is absent)
+        llara_st.load(folder)
+    assert not isinstance(error.value, UnsafeModelError)
+
+
+# ------------------------------------------------------------------------------ 16.5 and 16.9: broken folders
+
+
+def test_a_half_written_sentence_transformers_folder_is_not_an_authors_checkpoint(reference_llara_dir, tmp_path):
+    """Issue 16.5: killed before modules.json, a save loaded as an "authors' checkpoint" with other max lengths."""
+    folder = _copy(reference_llara_dir, tmp_path / "m")
+    (folder / "modules.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"incomplete.*no modules\.json"):
+        llara_st.load(folder)
+
+
+def test_a_folder_marked_degenerate_is_refused(reference_llara_dir, tmp_path):
+    """Issue 16.9: collapsed checkpoints loaded (with all-zero embeddings)."""
+    from llara_st.folders import DEGENERATE_MARKER
+
+    folder = _copy(reference_llara_dir, tmp_path / "m")
+    (folder / DEGENERATE_MARKER).write_text(json.dumps({"reason": "probe embeddings collapsed to one vector"}))
+    for trust_remote_code in (False, True):
+        with pytest.raises(ValueError, match=r"collapsed to one vector.*llara_degenerate\.json"):
+            llara_st.load(folder, trust_remote_code=trust_remote_code)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("model.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}", "model.safetensors"),
+        ("model.safetensors", None, "model.safetensors"),  # truncated
+        ("tokenizer.json", b"garbage", r"tokenizer\.json is not valid JSON \(line 1"),
+        ("tokenizer.json", b'{"version": "1.0", "model": 7}', "tokenizer.json"),
+        ("config_sentence_transformers.json", b"{,}", r"config_sentence_transformers\.json is not valid JSON"),
+        ("config_sentence_transformers.json", b"[1, 2]", r"config_sentence_transformers\.json must hold"),
+        ("modules.json", b"[" * 100_000 + b"]" * 100_000, r"modules\.json is nested too deeply"),
+    ],
+    ids=["safetensors-header", "safetensors-truncated", "tokenizer-json", "tokenizer-shape", "st-config-json",
+         "st-config-list", "deep-modules-json"],
+)  # fmt: skip
+def test_errors_name_the_broken_file(reference_llara_dir, tmp_path, name, content, message):
+    """Issue 16.9: corrupt safetensors, a garbage tokenizer.json and a malformed config_sentence_transformers.json
+    gave errors that did not name the file; a deeply nested modules.json raised RecursionError."""
+    folder = _copy(reference_llara_dir, tmp_path / "m")
+    if content is None:
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: len(data) // 2])
+    else:
+        (folder / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message) as error:
+        llara_st.load(folder)
+    assert str(folder) in str(error.value)
+
+
+def test_a_symlink_loop_in_the_folder_is_refused_naming_it(reference_llara_dir, tmp_path):
+    folder = _copy(reference_llara_dir, tmp_path / "m")
+    (folder / "loop").symlink_to(folder / "loop")
+    with pytest.raises(UnsafeModelError, match="loop.*symlink loop"):
+        llara_st.load(folder)

@@ -4,8 +4,8 @@ Each sub-command module listed in :data:`SUBCOMMAND_MODULES` defines ``add_parse
 more sub-commands and sets ``func`` (``func(args) -> int``) on each. :func:`main` gives every sub-command the common
 options (``-v``, ``--debug``), sets up logging (a sub-command whose defaults hold ``progress_logs=True``, as the long
 training workflows' do, also shows llara_st's own INFO logs without ``-v``), and turns user errors (a missing file, a
-bad id or value, a missing optional dependency, :class:`UserError`) into one line on stderr and exit code 1;
-``--debug`` shows the traceback.
+bad id or value, a missing optional dependency, :class:`UserError`, the library's
+:class:`~llara_st.errors.LLaRAUserError`) into one line on stderr and exit code 1; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import logging
 import sys
 import warnings
 from collections.abc import Iterator
+
+from llara_st.errors import LLaRAUserError
 
 # Sub-command modules, in the order of ``llara-st --help``. Register a new one with one line here.
 SUBCOMMAND_MODULES: list[str] = [
@@ -48,8 +50,10 @@ class UserError(Exception):
     """A mistake in the command line or its inputs: printed as one line, without a traceback."""
 
 
-# Errors caused by the user's input or environment rather than by a bug in llara_st.
-_USER_ERRORS: tuple[type[BaseException], ...] = (UserError, OSError, ValueError)
+# Errors caused by the user's input or environment rather than by a bug in llara_st: the library raises
+# LLaRAUserError (or a subclass: a stale run, divergence, a collapsed model, a folder it may not replace, a
+# malformed config) for the user's mistakes.
+_USER_ERRORS: tuple[type[BaseException], ...] = (UserError, LLaRAUserError, OSError, ValueError)
 
 
 def _version_text() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="turn a causal LM into a LLaRA sentence-transformers folder",
         description=(
             "Turn a Hugging Face causal LM (folder or Hub id) into a LLaRA sentence-transformers folder. "
-            "DST must be absent or empty; --overwrite replaces an existing sentence-transformers folder."
+            "DST must be absent or empty; --overwrite replaces an existing LLaRA model folder, once the new one is "
+            "complete."
         ),
     )
     parser.add_argument("src", help="Hugging Face causal-LM folder or Hub id (organization/model)")
@@ -35,9 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="max tokens of a passage input, template included; longer passages are cut (default: %(default)s)",
     )
     parser.add_argument("--dtype", choices=DTYPES, help="dtype to load and save the weights in, e.g. bfloat16")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace DST if it is a sentence-transformers folder already"
-    )
+    parser.add_argument("--overwrite", action="store_true", help="replace DST if it is a LLaRA model folder already")
     parser.set_defaults(func=run)
 
 
@@ -55,7 +55,12 @@ def check_source(src: str) -> None:
 
 
 def check_output(dst: Path, overwrite: bool) -> None:
-    """Refuse a file, a non-empty folder (unless ``--overwrite``) and, even then, a folder that is not a model."""
+    """Refuse a file, a broken link, a non-empty folder (unless ``--overwrite``) and, even then, a folder that is
+    not a LLaRA model or is the working directory (docs/training_guards.md, "Folders")."""
+    from llara_st.folders import check_replaceable, is_llara_model_folder
+
+    if dst.is_symlink() and not dst.exists():
+        raise UserError(f"output {dst} is a broken link or a symlink loop; remove it or choose another folder")
     if dst.exists() and not dst.is_dir():
         raise UserError(f"output {dst} is a file, not a folder")
     if not dst.is_dir() or not any(dst.iterdir()):
@@ -67,9 +72,16 @@ def check_output(dst: Path, overwrite: bool) -> None:
             f"output folder {dst} is not empty and is not a sentence-transformers folder (no modules.json); "
             "--overwrite only replaces a model folder, so choose another folder"
         )
+    if not is_llara_model_folder(dst):
+        raise UserError(
+            f"output folder {dst} is a sentence-transformers folder that llara_st did not write (its first module is "
+            "not a llara_st module); --overwrite only replaces a LLaRA model folder, so choose another folder"
+        )
+    check_replaceable(dst, "output folder")  # never the working directory
 
 
 def run(args: argparse.Namespace) -> int:
+    from llara_st.folders import replace_folder
     from llara_st.model import convert
 
     for name in ("query_max_length", "passage_max_length"):
@@ -78,9 +90,11 @@ def run(args: argparse.Namespace) -> int:
     check_source(args.src)
     dst = Path(args.dst).expanduser()
     check_output(dst, args.overwrite)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    # Build next to DST and move into place at the end: a failed conversion leaves DST as it was.
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.converting-", dir=dst.parent))
+    target = Path(os.path.abspath(dst))  # "." has no name to stage beside
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build next to DST and move into place at the end (the old DST removed only then): a failed conversion
+    # leaves DST as it was.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.converting-", dir=target.parent))
     try:
         convert(
             args.src,
@@ -89,9 +103,7 @@ def run(args: argparse.Namespace) -> int:
             passage_max_length=args.passage_max_length,
             model_kwargs={"dtype": args.dtype} if args.dtype else {},
         )
-        if dst.is_dir():
-            shutil.rmtree(dst)
-        staging.rename(dst)
+        replace_folder(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging)

@@ -129,11 +129,17 @@ def run(args: argparse.Namespace) -> int:
     import mteb  # noqa: F401  (the evaluation needs it: a missing install is reported before the model loads)
 
     import llara_st
-    from llara_st.evaluation import evaluate_beir, evaluate_mteb, format_scores, model_meta_for
+    from llara_st.evaluation import BEIRFolderRetrieval, evaluate_mteb, format_scores, model_meta_for
 
     _check_arguments(args)
     model_kwargs = parse_model_kwargs(args.model_kwargs, args.dtype)
-    tasks = None if args.beir else _mteb_tasks(args)
+    if args.beir:
+        # The BEIR folder is read (bad data refused, naming file and line) before the model loads, as evaluate_beir
+        # does: loading a 7B model takes minutes.
+        tasks = [BEIRFolderRetrieval(args.beir, [args.split], name=args.task_name)]
+        tasks[0].load_data()
+    else:
+        tasks = _mteb_tasks(args)
     model = llara_st.load(
         args.model, device=args.device, model_kwargs=model_kwargs or None, trust_remote_code=args.trust_remote_code
     )
@@ -151,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if args.beir:
-        scores = evaluate_beir(model, args.beir, args.split, args.output, task_name=args.task_name, **options)
+        scores = evaluate_mteb(model, tasks, args.output, **options)[tasks[0].metadata.name][args.split]
         results = {args.task_name or Path(args.beir).expanduser().resolve().name: {args.split: scores}}
     else:
         results = evaluate_mteb(model, tasks, args.output, **options)

@@ -23,14 +23,14 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+    from llara_st.pipelines.reproduction import ReproductionPipeline, parse_reproduction_config
 
     ReproductionPipeline(parse_reproduction_config(args.config)).run(only=args.stage, force=args.force)
     return 0
 
 
 def _study(args: argparse.Namespace) -> int:
-    from llara_st.training.study import SeedStudy, parse_study_config
+    from llara_st.pipelines.study import SeedStudy, parse_study_config
 
     SeedStudy(parse_study_config(args.config)).run(only=args.stage, force=args.force)
     return 0

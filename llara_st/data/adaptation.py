@@ -318,6 +318,14 @@ def expand_paths(paths: PathOrPaths, folder_pattern: str = "*") -> list[Path]:
     return result
 
 
+def adaptation_files(paths: PathOrPaths, file_format: AdaptationFileFormat) -> list[Path]:
+    """The files :func:`read_adaptation_pairs` reads for ``paths`` in ``file_format`` (folders and patterns
+    expanded); a path that names no file is a ``FileNotFoundError`` naming it."""
+    if file_format not in _FOLDER_PATTERNS:
+        raise ValueError(f"file_format must be one of {list(_FOLDER_PATTERNS)}, got {file_format!r}")
+    return expand_paths(paths, _FOLDER_PATTERNS[file_format])
+
+
 def _as_paths(paths: PathOrPaths) -> list[Path]:
     """Files as given: the readers of one file refuse a folder or a pattern."""
     if isinstance(paths, (str, os.PathLike)):
@@ -540,7 +548,7 @@ def read_adaptation_pairs(
     """
     if file_format not in _DOCUMENT_READERS and file_format != "llara_jsonl":
         raise ValueError(f"file_format must be one of {[*_DOCUMENT_READERS, 'llara_jsonl']}, got {file_format!r}")
-    files = expand_paths(paths, _FOLDER_PATTERNS[file_format])
+    files = adaptation_files(paths, file_format)
     if file_format == "llara_jsonl":
         if chunker is not None:
             raise ValueError("the authors' rows (file_format='llara_jsonl') are pairs already: pass no chunker")

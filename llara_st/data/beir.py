@@ -182,12 +182,19 @@ def read_jsonl(
         raise FileNotFoundError(f"{path} does not exist")
     if next(jsonl_rows(path), None) is None:
         raise ValueError(f"{path}: no rows (the file is empty)")
+    # datasets logs a parse error itself (with a row counted from 0) before raising it: the error below names the
+    # line instead, so that a bad file is reported once.
+    json_logger = logging.getLogger("datasets.packaged_modules.json.json")
+    level = json_logger.level
+    json_logger.setLevel(logging.CRITICAL)
     try:
         dataset = load_dataset("json", data_files=str(path), split="train")
     except Exception as error:  # datasets wraps Arrow's parse errors; the raw lines say which line is bad
         for _ in jsonl_rows(path):
             pass
         raise ValueError(f"{path}: not readable as JSON lines: {error}") from error
+    finally:
+        json_logger.setLevel(level)
     if id_field is not None:
         dataset = _check_ids(dataset, path, id_field)
     for field in texts:

@@ -1,5 +1,6 @@
-"""Evaluation: MTEB retrieval on local BEIR folders and MTEB tasks, LLaRA model metadata, faiss indexes, and
-search over your own documents (``DocumentIndex``).
+"""Evaluation: MTEB retrieval on local BEIR folders and MTEB tasks, LLaRA model metadata, faiss indexes, an
+evaluator for use during training, sub-corpora for cheaper evaluation, and search over your own documents
+(``DocumentIndex``).
 
 Names load on first use, so each optional extra works alone: ``FaissIndex`` needs faiss but not mteb,
 and the MTEB functions say ``pip install llara-st[mteb]`` when mteb is missing. Models load with
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from llara_st.evaluation.evaluate import HEADLINE_METRICS, evaluate_beir, evaluate_mteb, format_scores
     from llara_st.evaluation.faiss_index import FaissIndex, FaissSearchBackend, default_nlist, faiss_gpu_count
     from llara_st.evaluation.fingerprint import model_fingerprint
+    from llara_st.evaluation.ir_evaluator import beir_ir_evaluator
     from llara_st.evaluation.model_meta import (
         LLARA_CITATION,
         llara_model_meta,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         model_meta_for,
         mteb_encoder,
     )
+    from llara_st.evaluation.sub_corpus import sub_corpus_ids, write_sub_corpus
 
 # Public name -> the submodule that defines it.
 _SUBMODULE_OF: dict[str, str] = {
@@ -47,12 +50,15 @@ _SUBMODULE_OF: dict[str, str] = {
     "FaissSearchBackend": "faiss_index",
     "default_nlist": "faiss_index",
     "faiss_gpu_count": "faiss_index",
+    "beir_ir_evaluator": "ir_evaluator",
     "LLARA_CITATION": "model_meta",
     "llara_model_meta": "model_meta",
     "load_llara_for_mteb": "model_meta",
     "model_fingerprint": "fingerprint",
     "model_meta_for": "model_meta",
     "mteb_encoder": "model_meta",
+    "sub_corpus_ids": "sub_corpus",
+    "write_sub_corpus": "sub_corpus",
 }
 
 # Top-level modules of optional dependencies -> the llara-st extra that installs them.
@@ -93,6 +99,7 @@ __all__ = [
     "HEADLINE_METRICS",
     "LLARA_CITATION",
     "beir_folder_revision",
+    "beir_ir_evaluator",
     "beir_split_names",
     "default_nlist",
     "evaluate_beir",
@@ -105,4 +112,6 @@ __all__ = [
     "model_meta_for",
     "mteb_encoder",
     "read_beir_qrels",
+    "sub_corpus_ids",
+    "write_sub_corpus",
 ]

@@ -12,6 +12,7 @@ import mteb
 from mteb.abstasks import AbsTask
 from mteb.models import CachedEmbeddingWrapper, SearchEncoderWrapper
 from sentence_transformers import SentenceTransformer
+from torch.utils.data import DataLoader
 
 from llara_st.evaluation.beir_task import BEIRFolderRetrieval
 from llara_st.evaluation.faiss_index import FaissSearchBackend
@@ -41,6 +42,23 @@ def _prepare_model(
     raise TypeError(f"model must be a SentenceTransformer or a path, got {type(model).__name__}")
 
 
+class _CachedEncoder(CachedEmbeddingWrapper):
+    """MTEB's embedding cache, fed documents as prepared once.
+
+    ``CachedEmbeddingWrapper`` (mteb 2.26) prepares the rows it receives a second time before encoding the uncached
+    ones; a prepared document's ``text`` already starts with its title, so the second pass made it "title title
+    text" and cached scores differed from uncached ones. Without the ``title`` column the second pass keeps the
+    prepared text as it is, so the cache encodes exactly what the plain path encodes.
+    """
+
+    def encode(self, inputs: DataLoader, **kwargs: Any) -> Any:
+        if "title" in inputs.dataset.column_names:
+            inputs = DataLoader(
+                inputs.dataset.remove_columns("title"), batch_size=inputs.batch_size, collate_fn=inputs.collate_fn
+            )
+        return super().encode(inputs, **kwargs)
+
+
 def _mteb_model(
     model: SentenceTransformer,
     source: Path | None,
@@ -56,8 +74,9 @@ def _mteb_model(
     if embedding_cache is not None:
         # Keyed by the weights' fingerprint, not the user's revision label, so a retrained model never reuses
         # stale vectors; inside, MTEB keys each vector by its text's hash (per task and query/document side).
-        cache_path = Path(embedding_cache) / meta.model_name_as_path() / model_fingerprint(model)
-        encoder = CachedEmbeddingWrapper(encoder, cache_path)
+        # "prepared-once": vectors cached before _CachedEncoder (titles doubled) live elsewhere and are never read.
+        cache_path = Path(embedding_cache) / meta.model_name_as_path() / model_fingerprint(model) / "prepared-once"
+        encoder = _CachedEncoder(encoder, cache_path)
         logger.info("Embedding cache: %s", cache_path)
     if faiss_index is not None:
         backend = faiss_index

@@ -1,5 +1,7 @@
-"""LLaRA training losses for sentence-transformers, and the data collator that builds the adaptation input."""
+"""LLaRA training losses for sentence-transformers: EBAE/EBAR adaptation (with the data collator that builds its
+input) and contrastive fine-tuning."""
 
+from llara_st.losses.contrastive import DEFAULT_TEMPERATURE, contrastive_loss
 from llara_st.losses.ebae_ebar import (
     AdaptationLogits,
     EBAEEBARLoss,
@@ -17,6 +19,7 @@ from llara_st.losses.ebae_ebar_collator import (
 )
 
 __all__ = [
+    "DEFAULT_TEMPERATURE",
     "AdaptationBatch",
     "AdaptationLogits",
     "EBAEEBARDataCollator",
@@ -24,6 +27,7 @@ __all__ = [
     "adaptation_attention_mask",
     "adaptation_position_ids",
     "bag_of_words_loss",
+    "contrastive_loss",
     "ebae_ebar_loss",
     "load_stop_words",
     "next_token_loss",

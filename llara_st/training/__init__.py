@@ -1,6 +1,13 @@
-"""Training workflows and their building blocks: EBAE/EBAR adaptation, contrastive fine-tuning (LoRA or full), the
-end-to-end reproduction pipeline and its report. The recipes and ``llara-st adapt|finetune|reproduce`` call these."""
+"""Training LLaRA models: the two workflows, EBAE/EBAR adaptation (:func:`run_adaptation`) and contrastive fine-tuning
+(:func:`run_finetuning`), and their tools: config parsing (``arguments``), LoRA (``lora``), guards and resumable
+checkpoints (``guards``, ``checkpoints``) and precision (``precision``). The recipes, ``llara-st adapt|finetune`` and
+the pipelines of :mod:`llara_st.pipelines` call these.
 
+``contrastive_loss`` (:mod:`llara_st.losses`) and ``beir_ir_evaluator`` (:mod:`llara_st.evaluation`) are also named
+here, where the fine-tuning workflow uses them."""
+
+from llara_st.evaluation.ir_evaluator import beir_ir_evaluator
+from llara_st.losses.contrastive import contrastive_loss
 from llara_st.training.adaptation import (
     AdaptationArguments,
     build_adaptation_dataset,
@@ -10,19 +17,19 @@ from llara_st.training.adaptation import (
 from llara_st.training.arguments import parse_arguments, read_config_file
 from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
 from llara_st.training.finetuning import (
-    LLAMA_LINEAR_PROJECTIONS,
     FinetuneArguments,
-    add_lora_adapter,
-    add_lora_adapter_from_config,
-    autocast_available,
-    beir_ir_evaluator,
     build_training_rows,
-    contrastive_loss,
-    has_lora_adapter,
-    merge_lora_adapter,
     parse_finetune_arguments,
     run_finetuning,
 )
+from llara_st.training.lora import (
+    LLAMA_LINEAR_PROJECTIONS,
+    add_lora_adapter,
+    add_lora_adapter_from_config,
+    has_lora_adapter,
+    merge_lora_adapter,
+)
+from llara_st.training.precision import autocast_available
 
 __all__ = [
     "LLAMA_LINEAR_PROJECTIONS",

@@ -19,20 +19,17 @@ from datasets import Dataset, concatenate_datasets
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from torch.utils.data import SequentialSampler
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 import llara_st
 from llara_st.data import DocumentChunker, read_adaptation_pairs
+from llara_st.folders import check_replaceable, save_model_staged
 from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
 from llara_st.model import llara_module
 from llara_st.training.arguments import parse_arguments
-from llara_st.training.callbacks import save_trained_model, train_with_guards
 from llara_st.training.checkpoints import RunFingerprint, path_identity, resolve_checkpoint
-from llara_st.training.finetuning import (
-    LLAMA_LINEAR_PROJECTIONS,
-    add_lora_adapter_from_config,
-    merge_lora_adapter,
-)
+from llara_st.training.guards import save_trained_model, train_with_guards
+from llara_st.training.lora import LLAMA_LINEAR_PROJECTIONS, add_lora_adapter_from_config, merge_lora_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -125,11 +122,18 @@ class AdaptationArguments:
         default="merged", metadata={"help": "merged (plain LLaRA model), adapter, or both (adapter in *-adapter)"}
     )
     final_model_dir: str | None = field(
-        default=None, metadata={"help": "Where to save the adapted model (default: <output_dir>/final)"}
+        default=None,
+        metadata={
+            "help": "Where to save the adapted model (default: <output_dir>/final); an existing folder there is "
+            "replaced only if llara_st wrote it (docs/training_guards.md, 'Folders')"
+        },
     )
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Delete another run's checkpoints and model in output_dir and start afresh (else an error)"},
+        metadata={
+            "help": "Delete another run's checkpoints and model in output_dir and start afresh (else an error); "
+            "never a folder that llara_st did not write (docs/training_guards.md, 'Folders')"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -214,8 +218,14 @@ def run_adaptation(
 ) -> str:
     """Adapt the model as configured and return the folder of the adapted LLaRA model."""
     final_dir = Path(config.final_model_dir or Path(training_args.output_dir) / "final")
+    # The final folders are replaced only if llara_st wrote them (docs/training_guards.md, "Folders"): checked now,
+    # not after training.
+    for folder in (final_dir, final_dir.with_name(final_dir.name + "-adapter")):
+        check_replaceable(folder, "final_model_dir")
 
-    # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable.
+    # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable. Seeded
+    # first: the adapter's random initialisation happens here, before the trainer seeds anything.
+    set_seed(training_args.seed)
     model, base_dir = load_adaptation_model(config, training_args)
     if config.use_lora:
         add_lora_adapter_from_config(model, config, train_prompt_tokens=config.lora_train_prompt_tokens)
@@ -270,14 +280,14 @@ def run_adaptation(
     # whose probe embeddings are non-finite or collapsed.
     adapter_dir = final_dir if config.lora_save == "adapter" else final_dir.with_name(final_dir.name + "-adapter")
 
-    def save() -> None:
+    def save() -> None:  # each folder staged and moved into place: the whole model, or what was there before
         if not config.use_lora:
-            model.save(str(final_dir), safe_serialization=True)
+            save_model_staged(model, final_dir, "final_model_dir")
             return
         if config.lora_save != "merged":
-            model.save(str(adapter_dir), safe_serialization=True)
+            save_model_staged(model, adapter_dir, "final_model_dir")
         if config.lora_save != "adapter":
-            merge_lora_adapter(model, str(base_dir)).save(str(final_dir), safe_serialization=True)
+            save_model_staged(merge_lora_adapter(model, str(base_dir)), final_dir, "final_model_dir")
 
     save_trained_model(trainer, save)
     return str(adapter_dir if config.use_lora and config.lora_save == "adapter" else final_dir)

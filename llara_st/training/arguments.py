@@ -1,15 +1,26 @@
-"""Reading training settings: dataclasses parsed by ``HfArgumentParser`` from a file, a dict or a command line."""
+"""Reading training settings: dataclasses parsed by ``HfArgumentParser`` from a file, a dict or a command line, every
+value converted to its field's type (or refused, naming the key) before any dataclass is built."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
+
+from llara_st.errors import LLaRAUserError
+
+#: The field types whose values are converted; a field of any other type (a dict, an enum, a union of several
+#: types) gets its value as given, and its dataclass checks it.
+_SCALARS = (bool, int, float, str)
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -18,10 +29,100 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"Config file {path} does not exist")
     text = path.read_text(encoding="utf8")
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as error:
+        raise LLaRAUserError(
+            f"Config file {path} is not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}"
+        ) from None
+    except yaml.YAMLError as error:
+        # PyYAML counts lines from 0 in its marks: named here from 1, as editors and the JSON error count them.
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        hint = "; indent with spaces (YAML forbids tabs)" if "'\\t'" in problem else ""
+        raise LLaRAUserError(f"Config file {path} is not valid YAML{where}: {problem}{hint}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"Config file {path} must hold a mapping of settings, got {type(data).__name__}")
+        raise LLaRAUserError(f"Config file {path} must hold a mapping of settings, got {type(data).__name__}")
     return data
+
+
+def _simple_type(hint: Any) -> tuple[type, bool, bool] | None:
+    """``(scalar, is_list, allows_none)`` for ``T``, ``T | None``, ``list[T]`` or ``list[T] | None`` with ``T`` one of
+    :data:`_SCALARS`; None for any other type."""
+    allows_none = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = [member for member in typing.get_args(hint) if member is not type(None)]
+        if len(members) != 1:
+            return None
+        hint, allows_none = members[0], True
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint) or (None,)
+        return (item, True, allows_none) if item in _SCALARS else None
+    return (hint, False, allows_none) if hint in _SCALARS else None
+
+
+def _convert(key: str, value: Any, scalar: type) -> Any:
+    """``value`` as ``scalar``: strings through the argument parser's own conversions (``"1e-4"`` → 1e-4,
+    ``"false"`` → False), numbers where the type allows them; anything else is a ``ValueError`` naming ``key``."""
+    if scalar is str:
+        if isinstance(value, str | int | float):  # a bool too: YAML reads `bf16: true` for a "true/false/auto" field
+            return str(value) if not isinstance(value, str) else value
+    elif scalar is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return string_to_bool(value)
+            except Exception:
+                pass
+    elif not isinstance(value, bool):  # int or float; True is an int to Python, never to a config
+        if isinstance(value, str):
+            try:
+                return scalar(value)
+            except ValueError:
+                pass
+        elif scalar is float and isinstance(value, int | float):
+            return value  # an int stands for a float as it is (warmup_steps: 100 stays a step count)
+        elif scalar is int and isinstance(value, int | float) and float(value).is_integer():
+            return int(value)
+    raise ValueError(f"{key} must be {scalar.__name__}, got {value!r}")
+
+
+def typed_settings(dataclass_types: Sequence[type], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with every key checked and every value converted to its dataclass field's type.
+
+    A key of no dataclass is an error that names it, raised before any dataclass is built (so a typo is never
+    reported as a later check's complaint). A value of a bool, int, float, str or list field is converted as the
+    command line would convert it (YAML 1.1 reads ``1e-4`` as the string ``"1e-4"``; ``"false"`` is a string, not
+    False), or refused with an error that names the key; values of other fields pass as given.
+    """
+    fields = {}
+    for dtype in dataclass_types:
+        hints = typing.get_type_hints(dtype)
+        fields |= {field.name: hints[field.name] for field in dataclasses.fields(dtype) if field.init}
+    unknown = sorted(set(settings) - set(fields))
+    if unknown:
+        names = ", ".join(dtype.__name__ for dtype in dataclass_types)
+        raise ValueError(f"Unknown settings {unknown}: they are no fields of {names} (a typo, or another stage's key?)")
+    typed = {}
+    for key, value in settings.items():
+        simple = _simple_type(fields[key])
+        if simple is None:
+            typed[key] = value
+            continue
+        scalar, is_list, allows_none = simple
+        if value is None:
+            if not allows_none:
+                raise ValueError(f"{key} must be {'a list' if is_list else scalar.__name__}, got null")
+            typed[key] = None
+        elif is_list:
+            if not isinstance(value, list | tuple):
+                raise ValueError(f"{key} must be a list of {scalar.__name__}, got {value!r}")
+            typed[key] = [_convert(f"{key}[{index}]", item, scalar) for index, item in enumerate(value)]
+        else:
+            typed[key] = _convert(key, value, scalar)
+    return typed
 
 
 def parse_arguments(
@@ -29,8 +130,9 @@ def parse_arguments(
 ) -> tuple[Any, ...]:
     """One instance of each dataclass from a YAML/JSON file, a dict, or command-line arguments.
 
-    Every key must belong to one of the dataclasses: an unknown key (a typo, a setting of another stage) is an
-    error that names it, never silently ignored.
+    Every key must belong to one of the dataclasses, and every value must be of its field's type or convert to it
+    (:func:`typed_settings`): an unknown key (a typo, a setting of another stage) or a value of the wrong type is an
+    error that names the key, raised before any dataclass checks its values.
 
     Args:
         dataclass_types: The argument dataclasses, e.g. ``(AdaptationArguments, SentenceTransformerTrainingArguments)``.
@@ -40,13 +142,13 @@ def parse_arguments(
 
         >>> from sentence_transformers import SentenceTransformerTrainingArguments
         >>> from llara_st.training.arguments import parse_arguments
-        >>> (args,) = parse_arguments([SentenceTransformerTrainingArguments], {"output_dir": "out", "seed": 3})
+        >>> (args,) = parse_arguments([SentenceTransformerTrainingArguments], {"output_dir": "out", "seed": "3"})
         >>> args.seed
         3
         >>> parse_arguments([SentenceTransformerTrainingArguments], {"output_dir": "out", "sede": 3})
         Traceback (most recent call last):
             ...
-        ValueError: Some keys are not used by the HfArgumentParser: ['sede'] (settings of ...)
+        ValueError: Unknown settings ['sede']: they are no fields of SentenceTransformerTrainingArguments (...)
     """
     parser = HfArgumentParser(list(dataclass_types))
     if isinstance(source, str | os.PathLike) and str(source).endswith((".yaml", ".yml", ".json")):
@@ -54,9 +156,5 @@ def parse_arguments(
     elif isinstance(source, str | os.PathLike):
         source = [str(source)]
     if isinstance(source, Mapping):
-        try:
-            return parser.parse_dict(dict(source), allow_extra_keys=False)
-        except ValueError as error:
-            names = ", ".join(t.__name__ for t in dataclass_types)
-            raise ValueError(f"{error} (settings of {names})") from None
+        return parser.parse_dict(typed_settings(dataclass_types, source), allow_extra_keys=False)
     return parser.parse_args_into_dataclasses(list(source))

@@ -24,9 +24,12 @@ from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from llara_st.errors import LLaRAUserError
+from llara_st.folders import FolderNotOursError, made_by_llara
+
 logger = logging.getLogger(__name__)
 
-RUN_RECORD_NAME = "llara_run.json"
+RUN_RECORD_NAME = "llara_run.json"  # also llara_st.folders.RUN_RECORD_NAME: a folder it marks as llara_st's
 INCOMPLETE_SUFFIX = ".incomplete"
 _CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 # Settings that do not change the trained weights: where and how often to write, log and evaluate, how the
@@ -62,12 +65,12 @@ _SAMPLE_COUNT, _SAMPLE_SIZE = 16, 2**16
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-class StaleRunError(RuntimeError):
+class StaleRunError(LLaRAUserError, RuntimeError):
     """``output_dir`` holds a run whose settings differ from this one's (or cannot be told): resuming it would
     continue another run, starting afresh would destroy it."""
 
 
-class IncompleteCheckpointError(RuntimeError):
+class IncompleteCheckpointError(LLaRAUserError, RuntimeError):
     """A checkpoint asked for by path lacks its trainer state, weights or optimizer state."""
 
 
@@ -346,7 +349,8 @@ def resolve_checkpoint(
       (starting again would replace them): resume, or pass ``overwrite``.
     * It holds the work (``checkpoint-*`` folders or ``stale_outputs``) of a run with other settings, or of a
       run that recorded none: :class:`StaleRunError` naming the changed settings, unless ``overwrite``: then
-      that work and ``trainer_state.json`` are removed and the run starts from scratch. A record without any
+      that work and ``trainer_state.json`` are removed and the run starts from scratch (an output that llara_st
+      did not write is refused with :class:`~llara_st.folders.FolderNotOursError`). A record without any
       work (a run that failed before its first checkpoint) is simply replaced.
     * ``resume`` a checkpoint path: that checkpoint, if complete (:class:`IncompleteCheckpointError`
       otherwise) and, when its folder records a run, of the same fingerprint.
@@ -418,6 +422,8 @@ def resolve_checkpoint(
                 "to start from scratch"
             )
         remove = True
+    if remove:
+        _check_removable(outputs, recorded)
     chosen, incomplete = None, []
     if latest and not remove:
         for checkpoint in checkpoints:
@@ -477,6 +483,26 @@ def _mismatch_message(folder: Path, fingerprint: RunFingerprint, recorded: RunFi
         f"output_dir {folder} holds a run with a different configuration ({changes}); to {action} "
         "would mix the two runs: use a new output_dir or overwrite_output_dir: true (which deletes the old run)"
     )
+
+
+def _check_removable(outputs: list[Path], recorded: RunFingerprint | None) -> None:
+    """Refuse to delete an output that llara_st did not write (docs/training_guards.md, "Folders"): a non-empty
+    folder must be a LLaRA model or a run folder, a file must belong to a recorded run."""
+    for path in outputs:
+        if path.is_symlink():
+            continue  # only the link is removed
+        if path.is_dir():
+            if any(path.iterdir()) and not made_by_llara(path):
+                raise FolderNotOursError(
+                    f"overwrite_output_dir would delete {path}, which llara_st did not write (it is neither a LLaRA "
+                    f"model folder nor a run folder with {RUN_RECORD_NAME}); move it away or choose another "
+                    "output_dir or final_model_dir"
+                )
+        elif recorded is None:
+            raise FolderNotOursError(
+                f"overwrite_output_dir would delete {path}, which no recorded llara_st run wrote (the folder has no "
+                f"{RUN_RECORD_NAME}); move it away or choose another output_dir"
+            )
 
 
 def _remove_run(output: Path, checkpoints: list[Path], outputs: list[Path]) -> None:

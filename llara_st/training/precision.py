@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
 import torch
 
 
@@ -36,3 +41,44 @@ def resolve_bf16(setting: bool | str) -> bool:
             return setting.lower() == "true"
         raise ValueError(f"bf16 must be true, false or 'auto', got {setting!r}")
     return bool(setting)
+
+
+def autocast_available(precision: str) -> bool:
+    """Whether mixed precision ``"fp16"`` / ``"bf16"`` training can run here: fp16 on CUDA; bf16 on CUDA devices
+    that support it, and on the CPU (autocast; fast on CPUs with AVX512-BF16 or AMX, emulated elsewhere)."""
+    if not torch.cuda.is_available():
+        return precision == "bf16"
+    return precision != "bf16" or torch.cuda.is_bf16_supported()
+
+
+#: CPU flags that decide the speed of a decoder's matrix products (bfloat16 is native only with the last three).
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def describe_machine() -> dict[str, Any]:
+    """What a run's wall times depend on: CPU model, cores, the CPU flags of :data:`SPEED_FLAGS` it has, whether
+    bfloat16 is native (:func:`bf16_is_fast`), the CUDA device if any, and the torch version.
+
+    Example::
+
+        >>> from llara_st.training.precision import describe_machine
+        >>> sorted(describe_machine())
+        ['bf16_native', 'cores', 'cpu', 'cpu_flags', 'cuda_device', 'torch']
+    """
+    cpu, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_flags": [flag for flag in SPEED_FLAGS if flag in flags],
+        "bf16_native": bf16_is_fast(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+    }

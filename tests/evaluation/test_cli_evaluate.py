@@ -134,3 +134,56 @@ def test_evaluate_passes_faiss_search_parameters(fixed_model, fixed_beir_folder,
     assert "could not set parameter nprobe" in capsys.readouterr().err
     assert main([*argv, "--nprobe", "4"]) == 1
     assert "--nprobe needs --faiss" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ issue 16.8: the data before the model
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("corpus", "is not valid JSON"),
+        ("split", "has no qrels for split 'test'"),
+        ("qrels", "query 'q9' is not in queries.jsonl"),
+    ],
+)
+def test_evaluate_checks_the_beir_data_before_loading_the_model(
+    damage, message, fixed_model, fixed_beir_folder, tmp_path, capsys, monkeypatch
+):
+    """Issue 16.8: `llara-st evaluate` loaded the model (minutes for a 7B) before reading the BEIR folder."""
+    import llara_st
+
+    model_dir = tmp_path / "m"
+    fixed_model.save(str(model_dir))
+    if damage == "corpus":
+        with (fixed_beir_folder / "corpus.jsonl").open("a") as handle:
+            handle.write("{not json\n")
+    elif damage == "split":
+        (fixed_beir_folder / "qrels" / "test.tsv").unlink()
+    else:
+        with (fixed_beir_folder / "qrels" / "test.tsv").open("a") as handle:
+            handle.write("q9\td1\t1\n")
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(llara_st, "load", load)
+    assert main(["evaluate", str(model_dir), "--beir", str(fixed_beir_folder), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert message in err
+
+
+def test_evaluate_a_model_folder_with_a_symlink_loop_is_one_line(
+    scratch_llara_dir, fixed_beir_folder, tmp_path, capsys
+):
+    """Issue 16.7: a symlink loop in the model folder ended in `RuntimeError: Symlink loop from ...`."""
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(scratch_llara_dir, model_dir)
+    (model_dir / "loop").symlink_to(model_dir / "loop")
+    assert main(["evaluate", str(model_dir), "--beir", str(fixed_beir_folder), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "symlink loop" in err and "loop" in err

@@ -310,3 +310,41 @@ def test_mixed_integer_and_string_ids_are_read_as_strings_with_a_warning(
         scores = evaluate_beir(fixed_model, folder, "test", tmp_path / "out", show_progress_bar=False)
     assert "mixes integer and string '_id' values (line 1: 1, line 3: 'd3')" in caplog.text
     assert scores["ndcg_at_10"] == pytest.approx(_mean(HAND_NDCG), abs=1e-5)  # as with string ids throughout
+
+
+def test_embedding_cache_encodes_the_same_texts_as_no_cache(scratch_llara, make_beir_folder, tmp_path, monkeypatch):
+    """Regression: mteb's CachedEmbeddingWrapper prepared already-prepared documents again, so with a cache every
+    titled document was encoded as "title title text" and the scores moved (issue 20)."""
+    folder = make_beir_folder(
+        "titled",
+        corpus={
+            "d1": ("Tides", "The Moon pulls the oceans."),
+            "d2": ("Bees", "Bees dance to show where flowers are."),
+            "d3": ("", "Rain fills the rivers."),
+        },
+        queries={"q1": "what causes tides?", "q2": "how do bees find flowers?"},
+        qrels={"test": [("q1", "d1", 1), ("q2", "d2", 1)]},
+    )
+    encoded: list[str] = []
+    original = scratch_llara.encode_document
+
+    def recording_encode_document(texts, **kwargs):
+        encoded.extend(texts)
+        return original(texts, **kwargs)
+
+    monkeypatch.setattr(scratch_llara, "encode_document", recording_encode_document)
+    plain = evaluate_beir(scratch_llara, folder, "test", show_progress_bar=False)
+    plain_texts = sorted(encoded)
+    encoded.clear()
+    cached = evaluate_beir(scratch_llara, folder, "test", embedding_cache=tmp_path / "cache", show_progress_bar=False)
+    assert (
+        sorted(encoded)
+        == plain_texts
+        == sorted(
+            ["Tides The Moon pulls the oceans.", "Bees Bees dance to show where flowers are.", "Rain fills the rivers."]
+        )
+    )
+    assert cached == pytest.approx(plain, nan_ok=True)
+    encoded.clear()
+    again = evaluate_beir(scratch_llara, folder, "test", embedding_cache=tmp_path / "cache", show_progress_bar=False)
+    assert encoded == [] and again == pytest.approx(plain, nan_ok=True)

@@ -21,7 +21,7 @@ from sentence_transformers.sentence_transformer.losses import (
 from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
 from llara_st.data.contrastive import contrastive_router_mapping
-from llara_st.training.finetuning import contrastive_loss
+from llara_st.losses import contrastive_loss
 
 REFERENCE_LOSS = 10.286253929138184
 
@@ -126,7 +126,7 @@ import json, sys
 import torch
 import torch.distributed as dist
 import llara_st
-from llara_st.training.finetuning import contrastive_loss
+from llara_st.losses import contrastive_loss
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()

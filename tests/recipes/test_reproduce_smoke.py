@@ -14,9 +14,9 @@ from sentence_transformers import SentenceTransformer
 
 import llara_st
 from llara_st.data.beir import read_beir_qrels
+from llara_st.pipelines.reproduction import ReproductionPipeline, parse_reproduction_config, smollm2_package_folder
+from llara_st.pipelines.study import SeedStudy, parse_study_config
 from llara_st.training import parse_adaptation_arguments, parse_finetune_arguments
-from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config, smollm2_package_folder
-from llara_st.training.study import SeedStudy, parse_study_config
 from tests.conftest import DATA_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,6 +109,7 @@ def smoke_config(tmp_path: Path, tiny_llama_dir: Path, mini_scifact: Path, mini_
         "eval_splits": ["dev", "test"],
         "zeroshot": True,
         "transfer_dirs": [str(mini_scifact)],
+        "eval_corpus_size": 40,  # the dev and test documents + a seeded sample, as in the CPU config
         "encode_batch_size": 16,
         "bootstrap_resamples": 500,
         "adapt": {
@@ -163,7 +164,7 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(
     assert (run / "report" / "scores.png").stat().st_size > 0
     assert (run / "report" / "losses.png").stat().st_size > 0
     stages = {p.stem: json.loads(p.read_text()) for p in (run / "stages").glob("*.json")}
-    assert set(stages) == set(pipeline.stages)
+    assert set(stages) == set(pipeline.stages) - {"full_corpus"}  # run only on request
     assert all(stage["seconds"] > 0 for stage in stages.values())
     assert stages["adapt"]["result"]["log_history"], "the adaptation loss curve must be recorded"
     assert stages["finetune_adapted"]["result"]["log_history"]
@@ -182,7 +183,23 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(
     }
     for by_split in results["variants"].values():
         assert set(by_split) == {"dev", "test"}
-        assert all(0.0 <= scores["ndcg_at_10"] <= 1.0 for scores in by_split.values())
+        assert all(set(by_corpus) == {"sub"} for by_corpus in by_split.values())
+        assert all(0.0 <= by_corpus["sub"]["ndcg_at_10"] <= 1.0 for by_corpus in by_split.values())
+    # Every variant scored one fixed sub-corpus: every dev and test relevant document + a seeded sample, 40 in all.
+    sub_corpus = Path(pipeline.eval_folder())
+    sub_ids = {json.loads(line)["_id"] for line in (sub_corpus / "corpus.jsonl").open()}
+    relevant = {
+        doc
+        for split in ("dev", "test")
+        for q in read_beir_qrels(mini_scifact / "qrels" / f"{split}.tsv").values()
+        for doc in q
+    }
+    assert len(sub_ids) == 40 and relevant <= sub_ids
+    assert "fixed sub-corpus of 40 documents" in report
+    assert results["machine"]["cores"] >= 1 and isinstance(results["machine"]["bf16_native"], bool)
+    assert results["main_job_minutes"] == pytest.approx(
+        sum(s["seconds"] for s in stages.values() if s["stage"] != "report") / 60
+    )
     for stage in ("eval_unadapted", "eval_adapted"):
         result = stages[stage]["result"]
         for split in ("dev", "test"):
@@ -192,13 +209,17 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(
             assert mean == pytest.approx(result["scores"][split]["ndcg_at_10"], abs=1e-4)
         assert set(result["transfer"]) == {mini_scifact.name}
     for name in ("dev", "test", f"transfer:{mini_scifact.name}"):
-        effect = results["adaptation_effect"][name]
-        assert effect["ci_low"] <= effect["delta"] <= effect["ci_high"] and 0.0 < effect["p_value"] <= 1.0
-    adapted = results["variants"]["LLaRA adapted + fine-tuned"]
-    unadapted = results["variants"]["LLaRA unadapted + fine-tuned"]
-    expected = adapted["dev"]["ndcg_at_10"] - unadapted["dev"]["ndcg_at_10"]
-    assert results["adaptation_effect"]["dev"]["delta"] == pytest.approx(expected, abs=1e-4)
-    assert set(results["stage_seconds"]) == set(pipeline.stages) - {"report"}
+        effect = results["effect"][name]
+        assert effect["ci_low"] <= effect["mean"] <= effect["ci_high"] and 0.0 < effect["p_value"] <= 1.0
+    assert (
+        results["effect"]["dev"]["corpus"] == "sub"
+        and results["effect"][f"transfer:{mini_scifact.name}"]["corpus"] == "full"
+    )
+    adapted = {split: by["sub"] for split, by in results["variants"]["LLaRA adapted + fine-tuned"].items()}
+    unadapted = {split: by["sub"] for split, by in results["variants"]["LLaRA unadapted + fine-tuned"].items()}
+    expected = 100 * (adapted["dev"]["ndcg_at_10"] - unadapted["dev"]["ndcg_at_10"])  # in nDCG@10 points
+    assert results["effect"]["dev"]["mean"] == pytest.approx(expected, abs=1e-2)
+    assert set(results["stage_seconds"]) == set(pipeline.stages) - {"report", "full_corpus"}
     # The MTEB result files follow the leaderboard layout.
     assert list((run / "mteb").glob("results/*/*/*.json"))
 
@@ -210,14 +231,14 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(
         for r in caplog.records
         if r.getMessage().startswith("Encoding ") and "new items" in r.getMessage()
     ]
-    document_encodes = [m for m in encodes if m == f"Encoding {corpus_size} new items"]
-    assert len(document_encodes) == 4, encodes  # MiniLM, zero-shot, unadapted, adapted
+    assert encodes.count("Encoding 40 new items") == 4, encodes  # sub-corpus: MiniLM, zero-shot, unadapted, adapted
+    assert encodes.count(f"Encoding {corpus_size} new items") == 2, encodes  # transfer folder: the two final models
 
     # The final model's card records its MTEB scores: the dataset and split, and the nDCG@10 of results.json.
     final = tmp_path / "llara"
     card = (final / "README.md").read_text()
     for split in ("dev", "test"):
-        assert f"{mini_scifact.name} ({split})" in card
+        assert f"{sub_corpus.name} ({split})" in card
         assert f"| nDCG@10 | {adapted[split]['ndcg_at_10']:.4f} |" in card
 
     # The final model loads through both loaders and embeds like the fine-tuned adapted model.
@@ -230,13 +251,28 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(
     main([str(config_file), "--stage", "adapt"])
     assert (run / "stages" / "adapt.json").read_text() == before
 
+    # On request, the final model and both baselines on the full corpus; the report shows them in a table of
+    # their own and results.json under corpus "full"; the main job's minutes do not count it.
+    main([str(config_file), "--stage", "full_corpus"])
+    results = json.loads((run / "report" / "results.json").read_text())
+    for label in ("BM25 (bm25s, stemmed)", "all-MiniLM-L6-v2", "LLaRA adapted + fine-tuned"):
+        assert set(results["variants"][label]["test"]) == {"sub", "full"}
+    assert "full" not in results["variants"]["LLaRA unadapted + fine-tuned"]["test"]
+    assert "On the **full** corpus" in (run / "report" / "README.md").read_text()
+    assert "full_corpus" in results["stage_seconds"]
+    assert results["main_job_minutes"] == pytest.approx(
+        sum(s for name, s in results["stage_seconds"].items() if name != "full_corpus") / 60
+    )
+
 
 def test_the_final_model_card_records_its_mteb_scores(
     reference_llara_dir, reference_llara, tiny_llama_dir, mini_scifact, mini_wikitext, tmp_path
 ):
     """The report stage saves the final model with the scores of the eval_adapted stage on its card (it used to
     copy the fine-tuned folder, whose card had no MTEB scores), in the weights' own dtype, embedding the same."""
-    raw = smoke_config(tmp_path, tiny_llama_dir, mini_scifact, mini_wikitext, eval_splits=["dev"])
+    raw = smoke_config(
+        tmp_path, tiny_llama_dir, mini_scifact, mini_wikitext, eval_splits=["dev"], eval_corpus_size=None
+    )
     pipeline = ReproductionPipeline(parse_reproduction_config(raw))
     pipeline.stages_dir.mkdir(parents=True)
     finetuned = {"stage": "finetune_adapted", "seconds": 1.0, "result": {"model": str(reference_llara_dir)}}
@@ -285,6 +321,47 @@ def test_a_typo_in_a_nested_section_fails_before_any_stage(tmp_path, mini_scifac
     assert not (tmp_path / "run" / "stages").exists()
 
 
+def _user_folder(tmp_path: Path, final_model_dir: str, monkeypatch) -> tuple[Path, list[str]]:
+    """A working directory holding the user's config and notes; returns it and what it holds."""
+    work = tmp_path / "work"
+    (work / "mine" / "notes").mkdir(parents=True)
+    (work / "reproduce.yaml").write_text("output_dir: run\n")
+    (work / "mine" / "notes" / "todo.txt").write_text("keep me")
+    monkeypatch.chdir(work)
+    return work, sorted(path.relative_to(work).as_posix() for path in work.rglob("*"))
+
+
+@pytest.mark.parametrize("final_model_dir", [".", "mine"])
+def test_the_report_never_deletes_a_final_model_dir_it_did_not_write(final_model_dir, tmp_path, monkeypatch):
+    """Issue 16.1: the report stage removed whatever final_model_dir named (default "llara", relative to the working
+    directory) before copying the model there, with exit code 0: "." emptied the working directory."""
+    from llara_st.folders import FolderNotOursError
+    from llara_st.pipelines import reproduction
+
+    work, before = _user_folder(tmp_path, final_model_dir, monkeypatch)
+    pipeline = object.__new__(ReproductionPipeline)  # the report stage alone, on finished stages
+    pipeline.config = reproduction.ReproductionConfig(output_dir=str(tmp_path / "run"), final_model_dir=final_model_dir)
+    reproduction.StageRunner.__init__(pipeline, tmp_path / "run", {})
+    monkeypatch.setattr(reproduction, "write_report", lambda *args, **kwargs: tmp_path / "run" / "report" / "README.md")
+    monkeypatch.setattr(pipeline, "save_final_model", lambda final: None)
+    with pytest.raises(FolderNotOursError, match="final_model_dir"):
+        pipeline.report()
+    assert sorted(path.relative_to(work).as_posix() for path in work.rglob("*")) == before
+
+
+@pytest.mark.parametrize("final_model_dir", [".", "mine"])
+def test_a_final_model_dir_it_may_not_replace_fails_before_any_stage(
+    final_model_dir, tmp_path, monkeypatch, mini_scifact, mini_wikitext, tiny_llama_dir
+):
+    from llara_st.folders import FolderNotOursError
+
+    work, before = _user_folder(tmp_path, final_model_dir, monkeypatch)
+    raw = smoke_config(tmp_path, tiny_llama_dir, mini_scifact, mini_wikitext, final_model_dir=final_model_dir)
+    with pytest.raises(FolderNotOursError, match="final_model_dir"):
+        ReproductionPipeline(parse_reproduction_config(raw))
+    assert sorted(path.relative_to(work).as_posix() for path in work.rglob("*")) == before
+
+
 @pytest.mark.parametrize("name", ["reproduce_smollm2_scifact_cpu.yaml", "reproduce_llama2_7b_gpu.yaml"])
 def test_shipped_reproduction_configs_parse_into_the_stage_arguments(name):
     config = parse_reproduction_config(REPO_ROOT / "recipes" / "configs" / name)
@@ -318,7 +395,7 @@ def test_seed_study_reuses_one_adaptation_and_resumes_by_stage(
         "seeds": [1, 2],
         "evaluations": [
             {"folder": str(mini_scifact), "split": "dev", "corpus_size": 30},
-            {"folder": str(mini_scifact), "split": "test"},
+            {"folder": str(mini_scifact), "split": "test", "max_queries": 5},
         ],
         "finetune": {"max_steps": 2},
     }
@@ -328,11 +405,17 @@ def test_seed_study_reuses_one_adaptation_and_resumes_by_stage(
     # One adaptation and one set of mined rows, in the reproduction's run, serve every seed of both arms.
     assert sorted(p.stem for p in (tmp_path / "run" / "stages").glob("*.json")) == ["adapt", "mine", "prepare"]
     results = json.loads((tmp_path / "study" / "report" / "results.json").read_text())
-    assert set(results["evaluations"]) == {"mini_scifact0 dev (sub-corpus of 30)", "mini_scifact0 test"}
+    assert set(results["evaluations"]) == {"mini_scifact0 dev (sub-corpus of 30)", "mini_scifact0 test (5 queries)"}
     for row in results["evaluations"].values():
         for arm in ("unadapted", "adapted"):
             assert len(row[arm]["per_seed"]) == 2 and row[arm]["sd"] >= 0.0
         assert row["effect"]["mean"] == pytest.approx(row["adapted"]["mean"] - row["unadapted"]["mean"], abs=1e-9)
+        # Pooled over seeds, paired over queries: the mean of the per-query differences is the mean effect.
+        pooled = row["pooled_paired"]
+        assert pooled["ci_low"] <= pooled["delta"] <= pooled["ci_high"] and 0.0 < pooled["p_value"] <= 1.0
+        assert pooled["delta"] == pytest.approx(row["effect"]["mean"], abs=1e-4)
+    assert results["evaluations"]["mini_scifact0 test (5 queries)"]["pooled_paired"]["num_queries"] == 5
+    assert "pooled paired" in (tmp_path / "study" / "report" / "README.md").read_text()
     # The seeds differ: two fine-tunings of one arm do not give the same model.
     first = json.loads((tmp_path / "study" / "stages" / "finetune_adapted_seed1.json").read_text())["result"]
     second = json.loads((tmp_path / "study" / "stages" / "finetune_adapted_seed2.json").read_text())["result"]

@@ -16,11 +16,13 @@ from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformerTrainer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import llara_st
+from llara_st.folders import FolderNotOursError
+from llara_st.modules import LastKPooling
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
-from llara_st.training.callbacks import DegenerateEmbeddingsError, TrainingDivergedError
 from llara_st.training.checkpoints import RunFingerprint, StaleRunError, path_identity
 from llara_st.training.finetuning import run_finetuning
-from llara_st.training.validation import InvalidTrainingRowsError
+from llara_st.training.guards import DegenerateEmbeddingsError, InvalidTrainingRowsError, TrainingDivergedError
 
 WORDS = "river storm morning field water farmer animal ground library budget committee bicycle chain".split()
 
@@ -147,7 +149,7 @@ def test_finetuning_refuses_rows_with_an_empty_text(
     rows = contrastive_rows.map(
         lambda row, index: {"negative_1": "" if index == 2 else row["negative_1"]}, with_indices=True
     )
-    with pytest.raises(InvalidTrainingRowsError, match="row 2: 'negative_1'"):
+    with pytest.raises(InvalidTrainingRowsError, match="row 3: 'negative_1'"):
         run_finetuning(finetune_args(training_llara_dir, tmp_path / "run"), train_dataset=rows)
     assert not list((tmp_path / "run").glob("checkpoint-*"))
 
@@ -189,3 +191,78 @@ def test_adaptation_with_lora_trains_the_model_it_is_given_not_an_earlier_runs_b
         assert torch.equal(
             load_file(str(base / "model.safetensors"))[weight], load_file(str(model / "model.safetensors"))[weight]
         )
+
+
+# ---------------------------------------------------------------------------------------------- issue 16
+
+
+def test_adaptation_overwrite_never_deletes_a_folder_it_did_not_write(
+    training_llara_dir: Path, adaptation_rows: Path, tmp_path: Path
+):
+    """Issue 16.3: overwrite_output_dir deleted the user's folder that final_model_dir named inside output_dir."""
+    output = tmp_path / "run"
+    mine = output / "my-model"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(FolderNotOursError, match="my-model"):
+        adapt(training_llara_dir, adaptation_rows, output, final_model_dir=str(mine), overwrite_output_dir=True)
+    assert (mine / "notes.txt").read_text() == "mine"
+    assert not list(output.glob("checkpoint-*"))  # refused before training
+
+
+def test_finetuning_overwrite_never_deletes_a_folder_it_did_not_write(
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path: Path, finetune_args
+):
+    output = tmp_path / "run"
+    (output / "final").mkdir(parents=True)
+    (output / "final" / "notes.txt").write_text("mine")
+    with pytest.raises(FolderNotOursError, match="final"):
+        run_finetuning(
+            finetune_args(training_llara_dir, output, overwrite_output_dir=True), train_dataset=contrastive_rows
+        )
+    assert (output / "final" / "notes.txt").read_text() == "mine"
+
+
+class Killed(BaseException):
+    """A kill, simulated: the process stops in the middle of saving."""
+
+
+@pytest.mark.parametrize("workflow", ["adaptation", "finetuning"])
+def test_a_final_save_killed_half_way_leaves_no_final_model(
+    workflow, training_llara_dir, adaptation_rows, contrastive_rows, tmp_path, finetune_args, monkeypatch
+):
+    """Issue 16.5: killed after the weights and tokenizer were written and before modules.json, the final folder
+    loaded through llara_st.load as an "authors' checkpoint" with other max lengths."""
+
+    def killed(self, *args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(LastKPooling, "save", killed)  # the second module: after the backbone's files
+    output = tmp_path / "run"
+    with pytest.raises(Killed):
+        if workflow == "adaptation":
+            adapt(training_llara_dir, adaptation_rows, output, save_strategy="no")
+        else:
+            run_finetuning(
+                finetune_args(training_llara_dir, output, save_strategy="no"), train_dataset=contrastive_rows
+            )
+    assert not (output / "final").exists()
+    with pytest.raises(FileNotFoundError):
+        llara_st.load(output / "final")
+
+
+def test_a_collapsed_runs_checkpoints_are_marked_and_refused(
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args
+):
+    """Issue 16.9: the checkpoints of a collapsed run stayed on disk and loaded with all-zero embeddings."""
+    output = tmp_path / "run"
+    with pytest.raises(DegenerateEmbeddingsError, match="collapsed"):
+        run_finetuning(
+            finetune_args(training_llara_dir, output, learning_rate=1e3, max_steps=4, save_steps=2),
+            train_dataset=contrastive_rows,
+        )
+    checkpoints = sorted(output.glob("checkpoint-*"))
+    assert [path.name for path in checkpoints] == ["checkpoint-2", "checkpoint-4"]
+    for checkpoint in checkpoints:
+        with pytest.raises(ValueError, match="collapsed"):
+            llara_st.load(checkpoint, trust_remote_code=True)  # the one way a trainer checkpoint loaded

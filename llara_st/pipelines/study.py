@@ -1,7 +1,8 @@
 """The adaptation study: does EBAE/EBAR adaptation help beyond the noise of fine-tuning? Both arms (unadapted and
 adapted) are fine-tuned with several seeds on identical rows and settings, each model is evaluated on every
 evaluation set (e.g. SciFact dev, NFCorpus test zero-shot), and the report gives mean ± sd per arm and of the
-seed-paired effect.
+seed-paired effect, and a paired test pooled over seeds: each query's adapted − unadapted nDCG@10, averaged over the
+seeds, with a bootstrap 95 % interval and a randomisation-test p-value over queries.
 
 It reuses the reproduction run named by ``reproduction_config``: its converted model, its adaptation and its mined
 rows (those stages run first if that run has not finished them). Each fine-tuning and each evaluation is a stage
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 import statistics
 from collections.abc import Callable
@@ -21,21 +21,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llara_st.data.beir import read_beir_qrels
-from llara_st.data.download import materialize_beir_folder
 from llara_st.evaluation import HEADLINE_METRICS, evaluate_beir
-from llara_st.training.arguments import parse_arguments
-from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
-from llara_st.training.precision import resolve_bf16
-from llara_st.training.reproduction import (
+from llara_st.evaluation.sub_corpus import write_sub_corpus
+from llara_st.folders import made_by_llara
+from llara_st.pipelines.download import materialize_beir_folder
+from llara_st.pipelines.report import paired_comparison
+from llara_st.pipelines.reproduction import (
     ReproductionPipeline,
     StageRunner,
     parse_reproduction_config,
+    per_query_ndcg,
     read_log_history,
 )
+from llara_st.training.arguments import parse_arguments
+from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
+from llara_st.training.precision import resolve_bf16
 
 logger = logging.getLogger(__name__)
 ARMS = ("unadapted", "adapted")
+EVALUATION_KEYS = {"folder", "split", "corpus_size", "max_queries"}
 
 
 @dataclass
@@ -49,7 +53,10 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Fine-tuning seeds per arm"})
     evaluations: list[dict[str, Any]] = field(
         default_factory=lambda: [{"folder": "../shared/data/scifact", "split": "dev"}],
-        metadata={"help": "[{folder, split, corpus_size (optional: relevant documents + a seeded sample)}]"},
+        metadata={
+            "help": "[{folder, split, corpus_size (optional: relevant documents + a seeded sample), max_queries "
+            "(optional: a seeded sample of the split's judged queries)}]"
+        },
     )
     corpus_seed: int = field(default=0, metadata={"help": "Seed of the sub-corpus samples"})
     encode_batch_size: int = field(default=32, metadata={"help": "Evaluation encoding batch size"})
@@ -63,8 +70,10 @@ class StudyConfig:
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be at least two distinct seeds (for a standard deviation), got {self.seeds}")
         for position, evaluation in enumerate(self.evaluations):
-            if not isinstance(evaluation, dict) or set(evaluation) - {"folder", "split", "corpus_size"}:
-                raise ValueError(f"evaluations[{position}] must be {{folder, split, corpus_size}}, got {evaluation!r}")
+            if not isinstance(evaluation, dict) or set(evaluation) - EVALUATION_KEYS:
+                raise ValueError(
+                    f"evaluations[{position}] must be {{folder, split, corpus_size, max_queries}}, got {evaluation!r}"
+                )
             if "folder" not in evaluation or "split" not in evaluation:
                 raise ValueError(f"evaluations[{position}] needs a folder and a split, got {evaluation!r}")
 
@@ -73,27 +82,6 @@ def parse_study_config(source: str | os.PathLike | dict[str, Any]) -> StudyConfi
     """A :class:`StudyConfig` from a YAML/JSON file or a dict (unknown keys are an error)."""
     (config,) = parse_arguments((StudyConfig,), source)
     return config
-
-
-def write_sub_corpus(folder: str | os.PathLike, split: str, size: int, seed: int, out: str | os.PathLike) -> Path:
-    """A BEIR folder with every document judged relevant in ``split`` plus a seeded random sample of the others,
-    ``size`` documents in all (queries and the split's qrels copied as they are)."""
-    folder, out = Path(folder), Path(out)
-    if (out / "corpus.jsonl").is_file():
-        return out
-    qrels = read_beir_qrels(folder / "qrels" / f"{split}.tsv")
-    relevant = {doc for judged in qrels.values() for doc, score in judged.items() if score > 0}
-    lines = (folder / "corpus.jsonl").read_text(encoding="utf8").splitlines()
-    ids = [json.loads(line)["_id"] for line in lines]
-    others = sorted(set(ids) - relevant)
-    keep = relevant | set(random.Random(seed).sample(others, max(0, min(len(others), size - len(relevant)))))
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
-    shutil.copy(folder / "queries.jsonl", out / "queries.jsonl")
-    shutil.copy(folder / "qrels" / f"{split}.tsv", out / "qrels" / f"{split}.tsv")
-    partial = out / "corpus.jsonl.partial"
-    partial.write_text("".join(line + "\n" for line, doc in zip(lines, ids, strict=True) if doc in keep), "utf8")
-    partial.replace(out / "corpus.jsonl")
-    return out
 
 
 class SeedStudy(StageRunner):
@@ -105,7 +93,7 @@ class SeedStudy(StageRunner):
 
         >>> from pathlib import Path
         >>> import yaml
-        >>> from llara_st.training.study import SeedStudy, parse_study_config
+        >>> from llara_st.pipelines.study import SeedStudy, parse_study_config
         >>> _ = Path("wiki.txt").write_text("Rain fills the rivers.\\n\\nThe Moon pulls the oceans into tides.")
         >>> reproduction = {
         ...     "output_dir": "reproduction",
@@ -155,7 +143,7 @@ class SeedStudy(StageRunner):
         super().__init__(config.output_dir, stages)
 
     def finetune_arguments(self, arm: str, seed: int, model_dir: str) -> Any:
-        section = self.reproduction._section("finetune", {})
+        section = self.reproduction.section("finetune")
         section |= self.config.finetune | {"seed": seed}
         section |= {"model_name_or_path": model_dir, "output_dir": str(self.out_models / f"finetune-{arm}-seed{seed}")}
         section.setdefault("train_data", self.reproduction.config.beir_dir)
@@ -179,12 +167,14 @@ class SeedStudy(StageRunner):
         return {"model": final, "log_history": read_log_history(Path(args.output_dir))}
 
     def _evaluation_folder(self, evaluation: dict[str, Any]) -> str:
-        if not evaluation.get("corpus_size"):
+        size, queries = evaluation.get("corpus_size"), evaluation.get("max_queries")
+        if not size and not queries:
             return evaluation["folder"]
-        name = f"{Path(evaluation['folder']).name}-{evaluation['split']}-{evaluation['corpus_size']}"
+        name = f"{Path(evaluation['folder']).name}-{evaluation['split']}-{size or 'all'}"
+        name += f"-q{queries}" if queries else ""
         out = Path(self.config.output_dir) / "data" / name
         write_sub_corpus(
-            evaluation["folder"], evaluation["split"], evaluation["corpus_size"], self.config.corpus_seed, out
+            evaluation["folder"], evaluation["split"], size, self.config.corpus_seed, out, max_queries=queries
         )
         return str(out)
 
@@ -195,22 +185,29 @@ class SeedStudy(StageRunner):
         if not Path(model_dir).is_dir():  # deleted after an earlier evaluation (keep_models: false): train it again
             model_dir = self.run_stage(f"finetune_{arm}_seed{seed}", force=True)["model"]
         model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
-        scores = {}
+        scores, per_query = {}, {}
+        output = Path(self.config.output_dir) / "mteb"
         for evaluation in self.config.evaluations:
-            folder = self._evaluation_folder(evaluation)
+            folder, split = self._evaluation_folder(evaluation), evaluation["split"]
+            predictions = output / "predictions" / f"{Path(folder).name}_predictions.json"
+            predictions.unlink(missing_ok=True)  # another model's rankings must never be read as this one's
             result = evaluate_beir(
                 model,
                 folder,
-                evaluation["split"],
-                Path(self.config.output_dir) / "mteb",
+                split,
+                output,
                 model_name=f"llara-st-study/{arm}-seed{seed}",
                 batch_size=self.config.encode_batch_size,
                 show_progress_bar=False,
+                save_predictions=True,
+                overwrite=True,
             )
-            scores[evaluation_name(evaluation)] = {key: result[key] for key in HEADLINE_METRICS}
-        if not self.config.keep_models:
+            name = evaluation_name(evaluation)
+            scores[name] = {key: result[key] for key in HEADLINE_METRICS}
+            per_query[name] = per_query_ndcg(predictions, split, Path(folder) / "qrels" / f"{split}.tsv")
+        if not self.config.keep_models and made_by_llara(Path(model_dir).parent):  # only a run folder it wrote
             shutil.rmtree(Path(model_dir).parent, ignore_errors=True)  # the whole fine-tuning folder
-        return {"scores": scores}
+        return {"scores": scores, "per_query": per_query}
 
     def report(self) -> dict[str, Any]:
         results = summarise_study(
@@ -228,6 +225,8 @@ class SeedStudy(StageRunner):
 
 def evaluation_name(evaluation: dict[str, Any]) -> str:
     name = f"{Path(evaluation['folder']).name} {evaluation['split']}"
+    if evaluation.get("max_queries"):
+        name += f" ({evaluation['max_queries']} queries)"
     return name + (f" (sub-corpus of {evaluation['corpus_size']})" if evaluation.get("corpus_size") else "")
 
 
@@ -247,6 +246,16 @@ def summarise_study(evaluations: dict[str, dict[str, Any]], seeds: list[int]) ->
             },
             "effect": {"per_seed": effect, "mean": statistics.mean(effect), "sd": statistics.stdev(effect)},
         }
+        if all("per_query" in evaluation for evaluation in evaluations.values()):
+            # Pooled over seeds: each query's nDCG@10 averaged over the seeds, per arm, then paired over queries.
+            pooled = {
+                arm: {
+                    query: statistics.mean(evaluations[f"eval_{arm}_seed{s}"]["per_query"][name][query] for s in seeds)
+                    for query in evaluations[f"eval_{arm}_seed{seeds[0]}"]["per_query"][name]
+                }
+                for arm in ARMS
+            }
+            summary["evaluations"][name]["pooled_paired"] = paired_comparison(pooled["adapted"], pooled["unadapted"])
     return summary
 
 
@@ -256,14 +265,24 @@ def study_markdown(results: dict[str, Any]) -> str:
         "",
         f"nDCG@10, mean ± sd over fine-tuning seeds {results['seeds']} (identical rows and settings per arm).",
         "",
-        "| evaluation | unadapted + fine-tuned | adapted + fine-tuned | effect (points) |",
-        "|---|---:|---:|---:|",
+        "The pooled paired test averages each query's nDCG@10 over the seeds per arm, then compares the arms over "
+        "queries: bootstrap 95 % interval and two-sided randomisation-test p-value, in points.",
+        "",
+        "| evaluation | unadapted + fine-tuned | adapted + fine-tuned | effect (points) | pooled paired | p |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, row in results["evaluations"].items():
         u, a, e = row["unadapted"], row["adapted"], row["effect"]
+        paired = row.get("pooled_paired")
+        pooled = (
+            f"{100 * paired['delta']:+.2f} [{100 * paired['ci_low']:+.2f}, {100 * paired['ci_high']:+.2f}] | "
+            f"{paired['p_value']:.3f}"
+            if paired
+            else "– | –"
+        )
         lines.append(
             f"| {name} | {u['mean']:.4f} ± {u['sd']:.4f} | {a['mean']:.4f} ± {a['sd']:.4f} | "
-            f"{100 * e['mean']:+.2f} ± {100 * e['sd']:.2f} |"
+            f"{100 * e['mean']:+.2f} ± {100 * e['sd']:.2f} | {pooled} |"
         )
     minutes = sum(results["stage_seconds"].values()) / 60
     lines += [

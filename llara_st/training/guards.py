@@ -1,6 +1,8 @@
-"""Guards against a diverged training run: a trainer callback that stops at the first non-finite loss or
-gradient, a check, before a model is saved, that it still gives usable embeddings, and the two applied together
-(:func:`train_with_guards`, :func:`save_trained_model`) as both LLaRA workflows train and save.
+"""Guards of a training run: a check of the rows before any step (an empty text would silently train the model to
+match the template alone), a trainer callback that stops at the first non-finite loss or gradient, a check, before a
+model is saved, that it still gives usable embeddings, and the last two applied together (:func:`train_with_guards`,
+:func:`save_trained_model`) as both LLaRA workflows train and save. (Which checkpoint a run may resume from is
+:mod:`llara_st.training.checkpoints`.)
 
 Why a callback has to look at gradients: the trainer replaces a NaN or infinite step loss by the average of
 the earlier ones before logging it (``logging_nan_inf_filter``, on by default), so a run whose weights have
@@ -10,10 +12,13 @@ gradients, which :class:`DivergenceCallback` reads before the optimizer applies 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from accelerate import PartialState
@@ -21,6 +26,10 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from torch import nn
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from llara_st.errors import LLaRAUserError
+from llara_st.folders import DEGENERATE_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +46,11 @@ PROBE_TEXTS: tuple[str, ...] = (
 )
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(LLaRAUserError, RuntimeError):
     """Training produced a non-finite loss or gradient; the run stops before the optimizer applies it."""
 
 
-class DegenerateEmbeddingsError(RuntimeError):
+class DegenerateEmbeddingsError(LLaRAUserError, RuntimeError):
     """A model about to be saved embeds a probe of different texts into non-finite or identical vectors."""
 
 
@@ -66,7 +75,7 @@ class DivergenceCallback(TrainerCallback):
         >>> from datasets import Dataset
         >>> from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
         >>> from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-        >>> from llara_st.training.callbacks import DivergenceCallback
+        >>> from llara_st.training.guards import DivergenceCallback
         >>> rows = Dataset.from_dict({"anchor": ["what causes tides?", "why dance?"], "positive": ["Moon.", "Food."]})
         >>> mapping = {"anchor": "query", "positive": "document"}  # the LLaRA templates
         >>> args = SentenceTransformerTrainingArguments(output_dir="out", max_steps=1, router_mapping=mapping)
@@ -79,7 +88,7 @@ class DivergenceCallback(TrainerCallback):
         >>> trainer.train()  # stops instead of training on and saving NaN weights
         Traceback (most recent call last):
             ...
-        llara_st.training.callbacks.TrainingDivergedError: training diverged at step 1: the loss is nan. Nothing ...
+        llara_st.training.guards.TrainingDivergedError: training diverged at step 1: the loss is nan. Nothing ...
     """
 
     def __init__(self, loss: nn.Module | None = None, fp16_patience: int = 25) -> None:
@@ -168,7 +177,7 @@ def check_probe_embeddings(
     Example::
 
         >>> import torch
-        >>> from llara_st.training.callbacks import check_probe_embeddings
+        >>> from llara_st.training.guards import check_probe_embeddings
         >>> check_probe_embeddings(model).shape  # 8 probe texts, as queries and as passages
         torch.Size([16, 64])
         >>> with torch.no_grad():  # every token the same input: every text the same embedding
@@ -176,7 +185,7 @@ def check_probe_embeddings(
         >>> check_probe_embeddings(model)  # raised before model.save("llara-finetuned")
         Traceback (most recent call last):
             ...
-        llara_st.training.callbacks.DegenerateEmbeddingsError: ...
+        llara_st.training.guards.DegenerateEmbeddingsError: ...
     """
     if len(set(texts)) < 2:
         raise ValueError("the probe needs at least two different texts")
@@ -232,7 +241,7 @@ def train_with_guards(
         >>> from datasets import Dataset
         >>> from sentence_transformers import SentenceTransformerTrainingArguments
         >>> from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-        >>> from llara_st.training.callbacks import save_trained_model, train_with_guards
+        >>> from llara_st.training.guards import save_trained_model, train_with_guards
         >>> rows = Dataset.from_dict({"anchor": ["what causes tides?", "why dance?"], "positive": ["Moon.", "Food."]})
         >>> mapping = {"anchor": "query", "positive": "document"}  # the LLaRA templates
         >>> args = SentenceTransformerTrainingArguments(output_dir="out", max_steps=1, router_mapping=mapping)
@@ -271,7 +280,108 @@ def save_trained_model(trainer: SentenceTransformerTrainer, save: Callable[[], N
     Example: see :func:`train_with_guards`.
     """
     trainer.save_state()
-    check_probe_embeddings(trainer.model)
+    try:
+        check_probe_embeddings(trainer.model)
+    except DegenerateEmbeddingsError as error:
+        if trainer.is_world_process_zero():
+            mark_degenerate_checkpoints(trainer.args.output_dir, f"{error} (step {trainer.state.global_step})")
+        raise
     if trainer.is_world_process_zero():
         save()
     PartialState().wait_for_everyone()
+
+
+def mark_degenerate_checkpoints(output_dir: str | os.PathLike, reason: str) -> list[Path]:
+    """Mark every ``checkpoint-N`` folder of a run whose model collapsed (:data:`~llara_st.folders.DEGENERATE_MARKER`,
+    with ``reason``), so that :func:`llara_st.load` refuses them; returns the folders marked.
+
+    The run's checkpoints stay on disk (llara_st deletes only what the user asks it to), but no longer load as models
+    that embed every text as the same vector.
+    """
+    marked = []
+    for checkpoint in sorted(Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")):
+        if checkpoint.is_dir() and checkpoint.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit():
+            (checkpoint / DEGENERATE_MARKER).write_text(json.dumps({"reason": reason}, indent=1), encoding="utf8")
+            marked.append(checkpoint)
+    if marked:
+        logger.warning(
+            "Marked %d checkpoints of %s as unusable (%s): llara_st.load refuses them", len(marked), output_dir, reason
+        )
+    return marked
+
+
+_SHOWN = 5
+
+
+class InvalidTrainingRowsError(LLaRAUserError):
+    """Training rows hold a missing, non-text or blank (empty or whitespace-only) text."""
+
+
+def check_text_rows(
+    rows: Any,
+    source: str = "training rows",
+    on_invalid: Literal["raise", "drop"] = "raise",
+) -> Any:
+    """Refuse (or drop, with a warning) rows of a text dataset with a missing, non-text or blank text.
+
+    Every column is a text column, as in contrastive rows ``(anchor, positive, negative_1 …)`` and adaptation
+    rows ``(text, next_text)``. Rows are numbered from 1 in the dataset's order, as the data readers number the
+    lines of a file (row 1 of rows read from a JSONL file is its first line).
+
+    Args:
+        rows: A ``datasets.Dataset``.
+        source: Where the rows come from (a file or folder), named in the error.
+        on_invalid: ``"raise"``: :class:`InvalidTrainingRowsError` naming the first bad rows and columns;
+            ``"drop"``: the rows without them, and a warning with the count (an error if none is left).
+
+    Returns:
+        ``rows`` unchanged, or with the bad rows dropped.
+
+    Example::
+
+        >>> from datasets import Dataset
+        >>> from llara_st.training.guards import check_text_rows
+        >>> rows = Dataset.from_dict({"anchor": ["tides?", " "], "positive": ["The Moon ...", "Waves ..."]})
+        >>> check_text_rows(rows, "rows.jsonl")
+        Traceback (most recent call last):
+            ...
+        llara_st.training.guards.InvalidTrainingRowsError: rows.jsonl: 1 of 2 rows have an empty or missing
+        text, which would train the model on the template alone — row 2: 'anchor'; fix or remove them (or drop
+        them: on_invalid='drop')
+        >>> len(check_text_rows(rows, on_invalid="drop"))  # and a warning naming row 2
+        1
+    """
+    import pyarrow.compute as pc
+
+    if on_invalid not in ("raise", "drop"):
+        raise ValueError(f"on_invalid must be 'raise' or 'drop', got {on_invalid!r}")
+    for column, feature in rows.features.items():
+        dtype = getattr(feature, "dtype", None)
+        if dtype not in ("string", "large_string"):
+            raise InvalidTrainingRowsError(f"{source}: column {column!r} holds {dtype or feature}, not text")
+    bad: dict[int, list[str]] = {}
+    arrow = rows.with_format("arrow")
+    for start in range(0, len(rows), 10_000):
+        batch = arrow[start : start + 10_000]
+        for column in batch.column_names:
+            values = batch.column(column)
+            blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0), True)
+            for offset in pc.indices_nonzero(blank).to_pylist():
+                bad.setdefault(start + offset, []).append(column)
+    if not bad:
+        return rows
+    described = "; ".join(
+        f"row {row + 1}: {', '.join(map(repr, columns))}" for row, columns in sorted(bad.items())[:_SHOWN]
+    )
+    more = f" (and {len(bad) - _SHOWN} more rows)" if len(bad) > _SHOWN else ""
+    if on_invalid == "raise":
+        raise InvalidTrainingRowsError(
+            f"{source}: {len(bad)} of {len(rows)} rows have an empty or missing text, which would train the model "
+            f"on the template alone — {described}{more}; fix or remove them (or drop them: on_invalid='drop')"
+        )
+    if len(bad) == len(rows):
+        raise InvalidTrainingRowsError(f"{source}: every one of the {len(rows)} rows has an empty text — {described}")
+    logger.warning(
+        "%s: dropped %d of %d rows with an empty or missing text — %s%s", source, len(bad), len(rows), described, more
+    )
+    return rows.select([index for index in range(len(rows)) if index not in bad])

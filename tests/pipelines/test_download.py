@@ -15,7 +15,7 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 
 from llara_st.data import read_beir
-from llara_st.data.download import (
+from llara_st.pipelines.download import (
     SCIFACT_DEV_QUERIES,
     materialize_beir_folder,
     scifact_dev_query_ids,
@@ -164,7 +164,7 @@ def test_no_network_says_what_to_download_and_where(tmp_path, monkeypatch, offli
 def test_offline_with_real_mteb_says_what_to_download_and_where(tmp_path):
     # HF_HUB_OFFLINE is read when huggingface_hub is imported: a fresh interpreter, with an empty cache.
     code = (
-        "import sys\nfrom llara_st.data.download import materialize_beir_folder\n"
+        "import sys\nfrom llara_st.pipelines.download import materialize_beir_folder\n"
         "try:\n    materialize_beir_folder(sys.argv[1], ['test'])\n"
         "except FileNotFoundError as error:\n    print(error)\nelse:\n    print('no error')\n"
     )
@@ -202,7 +202,7 @@ def test_the_dev_rule_gives_the_shared_scifact_dev_split_byte_for_byte(data_dir,
 
 
 def test_reproduction_builds_an_absent_data_folder_from_mteb(tmp_path, monkeypatch):
-    from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+    from llara_st.pipelines.reproduction import ReproductionPipeline, parse_reproduction_config
 
     calls: list[str] = []
     monkeypatch.setattr(mteb, "get_task", fake_get_task(SCIFACT_HUB, calls))

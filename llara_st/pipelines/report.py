@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from llara_st.training.precision import describe_machine
+
 #: Label of each variant, the stage holding it, and the key of its scores in that stage's result.
 VARIANTS: list[tuple[str, str, tuple[str, ...]]] = [
     ("BM25 (bm25s, stemmed)", "baselines", ("bm25",)),
@@ -39,7 +41,7 @@ def paired_comparison(
 
     Example::
 
-        >>> from llara_st.training.report import paired_comparison
+        >>> from llara_st.pipelines.report import paired_comparison
         >>> effect = paired_comparison({"q1": 0.9, "q2": 0.5, "q3": 0.7}, {"q1": 0.8, "q2": 0.5, "q3": 0.4})
         >>> round(effect["delta"], 4), effect["num_queries"]
         (0.1333, 3)
@@ -66,6 +68,16 @@ def paired_comparison(
     }
 
 
+#: Stages the main job's wall time is made of: every stage but those run only on request.
+ON_REQUEST_STAGES = ("full_corpus",)
+#: Label of each variant in the on-request full-corpus stage, and the key of its scores there.
+FULL_CORPUS_VARIANTS = [
+    ("BM25 (bm25s, stemmed)", "bm25"),
+    ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2"),
+    ("LLaRA adapted + fine-tuned", "adapted-finetuned"),
+]
+
+
 def _dig(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
     for key in keys:
         data = data[key]
@@ -73,18 +85,27 @@ def _dig(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def collect_results(
-    stages: dict[str, dict[str, Any]], config: dict[str, Any], metrics: Mapping[str, str], resamples: int = 10_000
+    stages: dict[str, dict[str, Any]],
+    config: dict[str, Any],
+    metrics: Mapping[str, str],
+    resamples: int = 10_000,
+    machine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The machine-readable results: every variant's scores per split, transfer scores, the adaptation effect
-    per split (paired bootstrap and test on per-query nDCG@10), wall time per stage and the configuration."""
-    variants = {
-        label: {
-            split: {key: scores[key] for key in metrics}
-            for split, scores in _dig(stages[stage]["result"], keys).items()
-        }
-        for label, stage, keys in VARIANTS
-        if stage in stages
-    }
+    """The machine-readable results: ``variants`` → label → split → corpus (``"full"`` or ``"sub"``) → metrics,
+    transfer scores, the adaptation ``effect`` → split → ``{mean, ci_low, ci_high}`` in nDCG@10 points (paired
+    bootstrap and randomisation test over queries), wall time per stage, the main job's minutes, the machine and
+    the configuration."""
+    variants: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for label, stage, keys in VARIANTS:
+        if stage in stages:
+            corpus = stages[stage]["result"].get("corpus", "full")
+            for split, scores in _dig(stages[stage]["result"], keys).items():
+                variants.setdefault(label, {}).setdefault(split, {})[corpus] = {key: scores[key] for key in metrics}
+    if "full_corpus" in stages:
+        full = stages["full_corpus"]["result"]
+        for label, key in FULL_CORPUS_VARIANTS:
+            scores = full[key]
+            variants.setdefault(label, {}).setdefault(full["split"], {})["full"] = {k: scores[k] for k in metrics}
     transfer = {
         label: {
             name: {key: value["scores"][key] for key in metrics}
@@ -96,23 +117,36 @@ def collect_results(
     effect: dict[str, Any] = {}
     if "eval_adapted" in stages and "eval_unadapted" in stages:
         adapted, unadapted = stages["eval_adapted"]["result"], stages["eval_unadapted"]["result"]
-        for split in adapted["per_query"]:
-            if split in unadapted["per_query"]:
-                effect[split] = paired_comparison(
-                    adapted["per_query"][split], unadapted["per_query"][split], resamples=resamples
-                )
-        for name, value in adapted.get("transfer", {}).items():
-            if name in unadapted.get("transfer", {}):
-                effect[f"transfer:{name}"] = paired_comparison(
-                    value["per_query"], unadapted["transfer"][name]["per_query"], resamples=resamples
-                )
+        pairs = [
+            (split, adapted["per_query"][split], unadapted["per_query"][split], adapted.get("corpus", "full"))
+            for split in adapted["per_query"]
+            if split in unadapted["per_query"]
+        ]
+        pairs += [
+            (f"transfer:{name}", value["per_query"], unadapted["transfer"][name]["per_query"], "full")
+            for name, value in adapted.get("transfer", {}).items()
+            if name in unadapted.get("transfer", {})
+        ]
+        for name, treatment, control, corpus in pairs:
+            comparison = paired_comparison(treatment, control, resamples=resamples)
+            effect[name] = {
+                "mean": 100 * comparison["delta"],
+                "ci_low": 100 * comparison["ci_low"],
+                "ci_high": 100 * comparison["ci_high"],
+                "p_value": comparison["p_value"],
+                "num_queries": comparison["num_queries"],
+                "corpus": corpus,
+            }
+    stage_seconds = {name: stage["seconds"] for name, stage in stages.items()}
+    main_job = [seconds for name, seconds in stage_seconds.items() if name not in ON_REQUEST_STAGES]
     return {
-        "metric_of_effect": "ndcg_at_10",
+        "metric_of_effect": "ndcg_at_10 (points: 100 x difference)",
+        "main_job_minutes": sum(main_job) / 60,
+        "machine": machine,
         "variants": variants,
         "transfer": transfer,
-        "adaptation_effect": effect,
-        "stage_seconds": {name: stage["seconds"] for name, stage in stages.items()},
-        "total_seconds": sum(stage["seconds"] for stage in stages.values()),
+        "effect": effect,
+        "stage_seconds": stage_seconds,
         "config": config,
     }
 
@@ -122,20 +156,63 @@ def loss_curve(log_history: list[dict[str, Any]], key: str = "loss") -> tuple[li
     return [step for step, _ in points], [value for _, value in points]
 
 
-def _markdown(results: dict[str, Any], config: dict[str, Any], metrics: Mapping[str, str]) -> list[str]:
-    splits = list(config["eval_splits"])
+def _score_table(results: dict[str, Any], corpus: str, splits: list[str], metrics: Mapping[str, str]) -> list[str]:
     columns = [(split, key) for split in splits for key in metrics]
     lines = [
-        "# LLaRA reproduction report",
-        "",
-        f"Evaluation: MTEB retrieval on `{config['beir_dir']}`, splits {', '.join(f'`{s}`' for s in splits)}.",
-        "",
         "| variant | " + " | ".join(f"{split} {metrics[key]}" for split, key in columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
     for label, by_split in results["variants"].items():
-        cells = [f"{by_split[split][key]:.4f}" if split in by_split else "–" for split, key in columns]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if any(corpus in by_split.get(split, {}) for split in splits):
+            cells = [
+                f"{by_split[split][corpus][key]:.4f}" if corpus in by_split.get(split, {}) else "–"
+                for split, key in columns
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _markdown(results: dict[str, Any], config: dict[str, Any], metrics: Mapping[str, str]) -> list[str]:
+    splits = list(config["eval_splits"])
+    size = config.get("eval_corpus_size")
+    corpus = "full" if size is None else "sub"
+    where = (
+        "the full corpus"
+        if size is None
+        else f"a fixed sub-corpus of {size} documents (every document relevant to a query of "
+        f"{', '.join(splits)} + a sample drawn with seed {config.get('corpus_seed', 0)}): its figures are higher than "
+        "full-corpus ones and are never comparable to them"
+    )
+    lines = [
+        "# LLaRA reproduction report",
+        "",
+        f"Main job: **{results['main_job_minutes']:.1f} minutes** wall time, all stages.",
+    ]
+    if results.get("machine"):
+        machine = results["machine"]
+        lines += [
+            "",
+            f"Machine: {machine['cpu']}, {machine['cores']} cores, CPU flags {', '.join(machine['cpu_flags'])}; "
+            f"bfloat16 native: {'yes' if machine['bf16_native'] else 'no'}"
+            + (f"; GPU {machine['cuda_device']}" if machine.get("cuda_device") else "")
+            + f"; torch {machine['torch']}.",
+        ]
+    lines += [
+        "",
+        f"Evaluation: MTEB retrieval on `{config['beir_dir']}`, splits {', '.join(f'`{s}`' for s in splits)}, on "
+        f"{where}.",
+        "",
+        *_score_table(results, corpus, splits, metrics),
+    ]
+    full_splits = sorted({s for by in results["variants"].values() for s, c in by.items() if "full" in c})
+    if corpus == "sub" and full_splits:
+        lines += [
+            "",
+            "On the **full** corpus (`llara-st reproduce CONFIG --stage full_corpus`, run after the main job; not "
+            "part of its wall time):",
+            "",
+            *_score_table(results, "full", full_splits, metrics),
+        ]
     if results["transfer"]:
         names = sorted({name for by_name in results["transfer"].values() for name in by_name})
         split = config.get("transfer_split", "test")
@@ -147,24 +224,28 @@ def _markdown(results: dict[str, Any], config: dict[str, Any], metrics: Mapping[
         for label, by_name in results["transfer"].items():
             cells = [f"{by_name[name]['ndcg_at_10']:.4f}" if name in by_name else "–" for name in names]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if results["adaptation_effect"]:
+    if results["effect"]:
         lines += [
             "",
             "Adaptation effect (adapted − unadapted, identical fine-tuning), nDCG@10 points, per query paired: "
             "bootstrap 95 % interval, two-sided randomisation-test p-value.",
             "",
-            "| evaluation | effect | 95 % interval | p | queries |",
-            "|---|---:|---:|---:|---:|",
+            "| evaluation | corpus | effect | 95 % interval | p | queries |",
+            "|---|---|---:|---:|---:|---:|",
         ]
-        for name, effect in results["adaptation_effect"].items():
+        for name, effect in results["effect"].items():
             lines.append(
-                f"| {name} | {100 * effect['delta']:+.2f} | [{100 * effect['ci_low']:+.2f}, "
-                f"{100 * effect['ci_high']:+.2f}] | {effect['p_value']:.3f} | {effect['num_queries']} |"
+                f"| {name} | {effect['corpus']} | {effect['mean']:+.2f} | [{effect['ci_low']:+.2f}, "
+                f"{effect['ci_high']:+.2f}] | {effect['p_value']:.3f} | {effect['num_queries']} |"
             )
     lines += ["", "## Wall time per stage", "", "| stage | minutes |", "|---|---:|"]
     for name, seconds in results["stage_seconds"].items():
-        lines.append(f"| {name} | {seconds / 60:.1f} |")
-    lines.append(f"| **total** | **{results['total_seconds'] / 60:.1f}** |")
+        if name not in ON_REQUEST_STAGES:
+            lines.append(f"| {name} | {seconds / 60:.1f} |")
+    lines.append(f"| **main job** | **{results['main_job_minutes']:.1f}** |")
+    for name in ON_REQUEST_STAGES:
+        if name in results["stage_seconds"]:
+            lines.append(f"| {name} (on request, after the main job) | {results['stage_seconds'][name] / 60:.1f} |")
     return lines
 
 
@@ -174,13 +255,18 @@ def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = list(results["variants"])
-    splits = sorted({split for by_split in results["variants"].values() for split in by_split})
+    corpus = "full" if results["config"].get("eval_corpus_size") is None else "sub"
+    scores = {
+        label: {split: by_corpus[corpus] for split, by_corpus in by_split.items() if corpus in by_corpus}
+        for label, by_split in results["variants"].items()
+    }
+    labels = [label for label, by_split in scores.items() if by_split]
+    splits = sorted({split for by_split in scores.values() for split in by_split})
     height = 0.8 / max(1, len(splits))
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 1.2 + 0.9 * len(labels)), squeeze=False)
     for axis, (key, title) in zip(axes[0], metrics.items(), strict=True):
         for j, split in enumerate(splits):
-            values = [results["variants"][label].get(split, {}).get(key, 0.0) for label in labels]
+            values = [scores[label].get(split, {}).get(key, 0.0) for label in labels]
             positions = np.arange(len(labels)) + j * height
             axis.barh(positions, values, height=height, label=split)
             for y, value in zip(positions, values, strict=True):
@@ -188,7 +274,7 @@ def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[st
         axis.set_yticks(
             np.arange(len(labels)) + height * (len(splits) - 1) / 2, labels if key == next(iter(metrics)) else []
         )
-        axis.set_title(title)
+        axis.set_title(f"{title} ({corpus} corpus)")
         axis.invert_yaxis()
         axis.set_xlim(0, 1)
         axis.legend(loc="lower right")
@@ -229,7 +315,7 @@ def write_report(
     from the stage files' contents (``{stage: {"stage", "seconds", "result"}}``); returns the README's path."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    results = collect_results(stages, config, metrics, resamples=resamples)
+    results = collect_results(stages, config, metrics, resamples=resamples, machine=describe_machine())
     lines = _markdown(results, config, metrics)
     _plots(report_dir, stages, results, metrics)
     lines += ["", "## Plots", "", "![scores per variant](scores.png)", "", "![training losses](losses.png)"]

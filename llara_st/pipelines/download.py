@@ -72,7 +72,7 @@ def download_instructions(folder: str | os.PathLike) -> str:
     if folder.name.lower() == "scifact":
         text += (
             f" BEIR's scifact.zip has no dev split: this project's dev is {SCIFACT_DEV_QUERIES} of its train queries "
-            "(llara_st.data.download.split_scifact_dev(folder) moves them from qrels/train.tsv to qrels/dev.tsv)."
+            "(llara_st.pipelines.download.split_scifact_dev(folder) moves them from qrels/train.tsv to qrels/dev.tsv)."
         )
     return text
 
@@ -86,7 +86,7 @@ def scifact_dev_query_ids(train_query_ids: Iterable[str]) -> set[str]:
 
     Example::
 
-        >>> from llara_st.data.download import scifact_dev_query_ids
+        >>> from llara_st.pipelines.download import scifact_dev_query_ids
         >>> dev = scifact_dev_query_ids(str(number) for number in range(1000))
         >>> len(dev), sorted(dev, key=int)[:3]
         (200, ['9', '15', '22'])
@@ -201,7 +201,7 @@ def materialize_beir_folder(
     Example (an absent ``data/scifact`` would be written from the Hub, the first time only; here a local copy)::
 
         >>> from llara_st.data import read_beir
-        >>> from llara_st.data.download import materialize_beir_folder
+        >>> from llara_st.pipelines.download import materialize_beir_folder
         >>> folder = materialize_beir_folder(beir_path, ["train", "dev"])  # complete: used as it is
         >>> folder.name, sorted(path.name for path in folder.iterdir())
         ('scifact', ['corpus.jsonl', 'qrels', 'queries.jsonl'])

@@ -12,7 +12,12 @@ unless forced):
   7. finetune_adapted     the same, identical settings and rows, from the adapted model
   8. eval_unadapted, eval_adapted   every split (corpus encoded once per model), per-query nDCG@10, transfer folders
   9. report               ``report/``: table, ``results.json``, plots, configuration; the final model is saved to
-                          ``final_model_dir`` with its MTEB scores on its model card
+                          ``final_model_dir`` with its MTEB scores on its model card (staged and moved into place;
+                          an existing folder there is replaced only if it is a LLaRA model, docs/training_guards.md)
+
+Stages 2, 3 and 8 score the full corpus of ``beir_dir`` or, with ``eval_corpus_size``, one fixed sub-corpus (every
+document relevant to an evaluated query + a seeded sample). On request only (``--stage full_corpus``, after the main
+job): BM25, all-MiniLM-L6-v2 and the final model on the full corpus of ``full_corpus_split``, added to the report.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,15 +35,18 @@ from typing import Any
 import torch
 
 import llara_st
+from llara_st.data.adaptation import adaptation_files
 from llara_st.data.beir import read_beir_qrels
-from llara_st.data.download import materialize_beir_folder
 from llara_st.evaluation import HEADLINE_METRICS, BEIRFolderRetrieval, evaluate_beir
+from llara_st.evaluation.sub_corpus import write_sub_corpus
+from llara_st.folders import check_replaceable, save_model_staged
 from llara_st.model_card import use_llara_model_card
+from llara_st.pipelines.download import materialize_beir_folder
+from llara_st.pipelines.report import write_report
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.finetuning import build_training_rows, parse_finetune_arguments, run_finetuning
 from llara_st.training.precision import resolve_bf16
-from llara_st.training.report import write_report
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +80,22 @@ class ReproductionConfig:
         default_factory=list, metadata={"help": "BEIR folders the final models are evaluated on, zero-shot"}
     )
     transfer_split: str = field(default="test", metadata={"help": "qrels split of the transfer folders"})
+    eval_corpus_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate every variant on a fixed sub-corpus of this many documents (every document relevant "
+            "to a query of eval_splits + a seeded sample; its figures are never comparable to full-corpus ones); "
+            "default: the full corpus"
+        },
+    )
+    corpus_seed: int = field(default=0, metadata={"help": "Seed of the sub-corpus sample"})
+    full_corpus_split: str = field(
+        default="test",
+        metadata={
+            "help": "Split of the on-request stage full_corpus (--stage full_corpus): BM25, all-MiniLM-L6-v2 and the "
+            "final model on the full corpus of beir_dir"
+        },
+    )
     encode_batch_size: int = field(default=32, metadata={"help": "Evaluation encoding batch size"})
     bf16: str = field(
         default="auto",
@@ -131,8 +154,11 @@ class StageRunner:
         logger.info("Stage %s: done in %.1f s", name, seconds)
         return result
 
+    #: Stages that run only when named (``run(only=...)``, ``--stage``), never as part of ``run()``.
+    on_request: tuple[str, ...] = ()
+
     def run(self, only: str | None = None, force: bool = False) -> None:
-        for name in [only] if only else self.stages:
+        for name in [only] if only else [name for name in self.stages if name not in self.on_request]:
             self.run_stage(name, force=force)
 
     def finished_stages(self) -> dict[str, dict[str, Any]]:
@@ -151,7 +177,7 @@ class ReproductionPipeline(StageRunner):
     of the repository)::
 
         >>> from pathlib import Path
-        >>> from llara_st.training.reproduction import ReproductionPipeline, parse_reproduction_config
+        >>> from llara_st.pipelines.reproduction import ReproductionPipeline, parse_reproduction_config
         >>> _ = Path("documents.txt").write_text(
         ...     "The tides rise and fall as the Moon pulls on the oceans.\\n\\nBees dance to show where flowers are."
         ... )
@@ -168,13 +194,15 @@ class ReproductionPipeline(StageRunner):
         >>> pipeline = ReproductionPipeline(parse_reproduction_config("reproduce.yaml"))
         >>> list(pipeline.stages)
         ['prepare', 'baselines', 'adapt', 'mine', 'finetune_unadapted', 'finetune_adapted', 'eval_unadapted',
-         'eval_adapted', 'report']
+         'eval_adapted', 'report', 'full_corpus']
         >>> pipeline.run_stage("adapt")["model"]  # "prepare" (convert the causal LM) runs first
         {...'train_loss': ...}
         'run/models/llara-adapted'
         >>> sorted(path.name for path in Path("run/stages").iterdir())  # finished: never recomputed unless forced
         ['adapt.json', 'prepare.json']
     """
+
+    on_request = ("full_corpus",)
 
     def __init__(self, config: ReproductionConfig) -> None:
         self.config = config
@@ -185,15 +213,18 @@ class ReproductionPipeline(StageRunner):
         for folder in config.transfer_dirs:
             materialize_beir_folder(folder, [config.transfer_split])
         adaptation, _ = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
+        check_replaceable(config.final_model_dir, "final_model_dir")  # and a folder it may not replace
         for key in ("wikitext_paths", "beir_corpus_paths", "llara_jsonl_paths", "text_paths"):
-            for path in getattr(adaptation, key):
-                if not Path(path).is_file():
+            for path in getattr(adaptation, key):  # files, folders or glob patterns
+                try:
+                    adaptation_files(path, key.removesuffix("_paths"))
+                except FileNotFoundError as error:
                     hint = (
                         " (the raw WikiText files, e.g. wikitext-2-raw-v1 wiki.test.raw)"
                         if key == "wikitext_paths"
                         else ""
                     )
-                    raise FileNotFoundError(f"adapt.{key}: {Path(path).resolve()} does not exist{hint}")
+                    raise FileNotFoundError(f"adapt.{key}: {error}{hint}") from None
         stages: dict[str, Callable[[], dict[str, Any]]] = {"prepare": self.prepare, "baselines": self.baselines}
         if config.zeroshot:
             stages["zeroshot"] = lambda: self.evaluate(self.result("prepare")["llara_base"], "zeroshot", False)
@@ -205,12 +236,16 @@ class ReproductionPipeline(StageRunner):
             "eval_unadapted": lambda: self.evaluate(self.result("finetune_unadapted")["model"], "unadapted-finetuned"),
             "eval_adapted": lambda: self.evaluate(self.result("finetune_adapted")["model"], "adapted-finetuned"),
             "report": self.report,
+            "full_corpus": self.full_corpus,
         }
         super().__init__(config.output_dir, stages)
 
     # ------------------------------------------------------------------ the nested sections
 
-    def _section(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
+    def section(self, name: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The config's ``adapt`` or ``finetune`` section with the pipeline's defaults under it (the CPU as the
+        device without CUDA, no experiment trackers, the resolved ``bf16``) and ``values`` over it; a key that the
+        pipeline sets itself (:data:`PIPELINE_KEYS`) in the section is an error."""
         section = getattr(self.config, name)
         for key in PIPELINE_KEYS[name]:
             if key in section:
@@ -221,10 +256,10 @@ class ReproductionPipeline(StageRunner):
             "report_to": "none",
             "bf16": resolve_bf16(self.config.bf16),
         }
-        return {**defaults, **section, **values}
+        return {**defaults, **section, **(values or {})}
 
     def adaptation_arguments(self, model_dir: str) -> tuple[Any, Any]:
-        section = self._section(
+        section = self.section(
             "adapt",
             {
                 "model_name_or_path": model_dir,
@@ -236,7 +271,7 @@ class ReproductionPipeline(StageRunner):
 
     def finetune_arguments(self, name: str, model_dir: str) -> Any:
         values = {"model_name_or_path": model_dir, "output_dir": str(self.models / f"finetune-{name}")}
-        section = self._section("finetune", values)
+        section = self.section("finetune", values)
         section.setdefault("train_data", self.config.beir_dir)
         if section.get("mining_retriever") == "baseline":
             section["mining_retriever"] = baseline_model_path(self.config.baseline_model)
@@ -248,7 +283,7 @@ class ReproductionPipeline(StageRunner):
     def prepare(self) -> dict[str, Any]:
         config = self.config
         if config.base_model == "smollm2-gguf":
-            from llara_st.integrations.gguf import gguf_to_hf_folder
+            from llara_st.pipelines.gguf import gguf_to_hf_folder
 
             source = str(gguf_to_hf_folder(smollm2_package_folder(), SMOLLM2_GGUF, self.models / "smollm2-135m"))
         else:
@@ -290,11 +325,29 @@ class ReproductionPipeline(StageRunner):
             result["per_query"] = per_query_ndcg(predictions, split, Path(folder) / "qrels" / f"{split}.tsv")
         return result
 
+    @property
+    def corpus(self) -> str:
+        """``"full"`` or ``"sub"``: which corpus the evaluation stages score on."""
+        return "full" if self.config.eval_corpus_size is None else "sub"
+
+    def eval_folder(self) -> str:
+        """The BEIR folder of the evaluation stages: ``beir_dir``, or its fixed sub-corpus (written once)."""
+        config = self.config
+        if config.eval_corpus_size is None:
+            return config.beir_dir
+        name = f"{Path(config.beir_dir).name}-sub{config.eval_corpus_size}-seed{config.corpus_seed}"
+        out = self.out / "data" / name
+        write_sub_corpus(config.beir_dir, config.eval_splits, config.eval_corpus_size, config.corpus_seed, out)
+        return str(out)
+
+    def _load(self, model_dir: str) -> Any:
+        return llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
+
     def evaluate(self, model_dir: str, name: str, per_query: bool = True) -> dict[str, Any]:
-        model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
-        result: dict[str, Any] = {"scores": {}, "per_query": {}, "transfer": {}}
+        model = self._load(model_dir)
+        result: dict[str, Any] = {"corpus": self.corpus, "scores": {}, "per_query": {}, "transfer": {}}
         for split in self.config.eval_splits:
-            scores = self._evaluate_folder(model, name, self.config.beir_dir, split, per_query)
+            scores = self._evaluate_folder(model, name, self.eval_folder(), split, per_query)
             result["scores"][split] = scores["scores"]
             if per_query:
                 result["per_query"][split] = scores["per_query"]
@@ -305,11 +358,29 @@ class ReproductionPipeline(StageRunner):
         return result
 
     def baselines(self) -> dict[str, Any]:
-        bm25 = {
-            split: evaluate_bm25(self.config.beir_dir, split, self.out / "mteb") for split in self.config.eval_splits
-        }
+        folder = self.eval_folder()
+        bm25 = {split: evaluate_bm25(folder, split, self.out / "mteb") for split in self.config.eval_splits}
         minilm = self.evaluate(self.result("prepare")["baseline"], "all-MiniLM-L6-v2", per_query=False)
-        return {"bm25": bm25, "all-MiniLM-L6-v2": minilm["scores"]}
+        return {"corpus": self.corpus, "bm25": bm25, "all-MiniLM-L6-v2": minilm["scores"]}
+
+    def full_corpus(self) -> dict[str, Any]:
+        """On request: BM25, all-MiniLM-L6-v2 and the final (adapted, fine-tuned) model on the full corpus of
+        ``beir_dir``, split ``full_corpus_split``; the report is written again with them (a "full" column)."""
+        config, split = self.config, self.config.full_corpus_split
+        materialize_beir_folder(config.beir_dir, [split])
+        result = {"split": split, "bm25": evaluate_bm25(config.beir_dir, split, self.out / "mteb")}
+        for name, model_dir in (
+            ("all-MiniLM-L6-v2", self.result("prepare")["baseline"]),
+            ("adapted-finetuned", self.result("finetune_adapted")["model"]),
+        ):
+            result[name] = self._evaluate_folder(self._load(model_dir), name, config.beir_dir, split, False)["scores"]
+        return result
+
+    def run_stage(self, name: str, force: bool = False) -> dict[str, Any]:
+        result = super().run_stage(name, force=force)
+        if name == "full_corpus" and self.stage_file("report").is_file():
+            self.write_report()  # the report shows the full-corpus figures beside the main job's
+        return result
 
     def adapt(self) -> dict[str, Any]:
         adaptation, training_args = self.adaptation_arguments(self.result("prepare")["llara_base"])
@@ -336,16 +407,23 @@ class ReproductionPipeline(StageRunner):
         final = run_finetuning(args, train_dataset=self.result("mine")["rows"])
         return {"model": final, "log_history": read_log_history(Path(args.output_dir))}
 
-    def report(self) -> dict[str, Any]:
+    def write_report(self) -> Path:
+        """``report/`` from the finished stages' files (the main job's, and full_corpus once it has run)."""
         stages = {name: stage for name, stage in self.finished_stages().items() if name != "report"}
-        report_dir = self.out / "report"
-        config = asdict(self.config)
-        write_report(report_dir, stages, config, HEADLINE_METRICS, resamples=self.config.bootstrap_resamples)
+        return write_report(
+            self.out / "report",
+            stages,
+            asdict(self.config),
+            HEADLINE_METRICS,
+            resamples=self.config.bootstrap_resamples,
+        )
+
+    def report(self) -> dict[str, Any]:
+        check_replaceable(self.config.final_model_dir, "final_model_dir")  # before anything is written
+        readme = self.write_report()
         final = Path(self.config.final_model_dir)
-        if final.exists():
-            shutil.rmtree(final)
         self.save_final_model(final)
-        return {"report": str(report_dir / "README.md"), "final_model": str(final)}
+        return {"report": str(readme), "final_model": str(final)}
 
     def save_final_model(self, final: Path) -> None:
         """Save the adapted, fine-tuned model to ``final`` with its MTEB scores (every split, transfer folders) on
@@ -354,7 +432,8 @@ class ReproductionPipeline(StageRunner):
         model = llara_st.load(self.result("finetune_adapted")["model"])  # in the dtype it was saved in
         card = use_llara_model_card(model)
         evaluation = self.result("eval_adapted")
-        scored = [(Path(self.config.beir_dir).name, split, scores) for split, scores in evaluation["scores"].items()]
+        # A sub-corpus's scores are recorded under its own folder's name, never as the full dataset's.
+        scored = [(Path(self.eval_folder()).name, split, scores) for split, scores in evaluation["scores"].items()]
         scored += [
             (folder, self.config.transfer_split, transfer["scores"])
             for folder, transfer in evaluation.get("transfer", {}).items()
@@ -362,7 +441,9 @@ class ReproductionPipeline(StageRunner):
         for dataset, split, scores in scored:
             metrics = {label: scores[key] for key, label in HEADLINE_METRICS.items() if key in scores}
             card.add_evaluation_results(dataset, metrics, split=split, evaluated_with="mteb")
-        model.save(str(final), safe_serialization=True)
+        # Written beside and moved into place: an earlier final model is replaced only once this one is whole, and a
+        # folder that llara_st did not write is refused (docs/training_guards.md, "Folders").
+        save_model_staged(model, final, "final_model_dir")
 
 
 def per_query_ndcg(predictions_file: Path, split: str, qrels_file: Path, k: int = 10) -> dict[str, float]:

@@ -1,0 +1,153 @@
+"""Writing, replacing and removing folders without ever losing a user's files (docs/training_guards.md, "Folders").
+
+The rule: llara_st deletes only what it made. A folder it removes or replaces carries its own marker: a run
+record (``llara_run.json``) that llara_st wrote, or a LLaRA model (a ``modules.json`` whose first module is a
+llara_st class); anything else is refused with :class:`FolderNotOursError` naming the folder. A folder it
+replaces is written beside its target (``tempfile.mkdtemp(dir=parent)``) and moved into place with
+``os.replace``; the old one is removed only after the new one is complete, so a failure or a kill leaves the old
+state (or, killed between the two renames, the old folder beside it as ``.{name}.old-*``) and a model folder
+either is the whole model or does not exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from llara_st.errors import LLaRAUserError
+
+#: The record of a training run in its ``output_dir`` (written by :class:`llara_st.training.RunFingerprint`).
+RUN_RECORD_NAME = "llara_run.json"
+#: Written into the checkpoints of a run whose model collapsed or diverged: :func:`llara_st.load` refuses them.
+DEGENERATE_MARKER = "llara_degenerate.json"
+
+
+class FolderNotOursError(LLaRAUserError):
+    """llara_st was asked to remove or replace a folder it did not write (or the working directory)."""
+
+
+def is_llara_model_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a LLaRA sentence-transformers folder: a ``modules.json`` whose first module is a
+    llara_st class (what :func:`llara_st.convert` and the training workflows write)."""
+    try:
+        entries = json.loads((Path(folder) / "modules.json").read_text(encoding="utf8"))
+        return str(entries[0]["type"]).startswith("llara_st.")
+    except (OSError, ValueError, LookupError, TypeError):
+        return False
+
+
+def made_by_llara(folder: str | os.PathLike) -> bool:
+    """Whether llara_st may remove or replace ``folder``: a run folder (``llara_run.json``) or a LLaRA model."""
+    folder = Path(folder)
+    return (folder / RUN_RECORD_NAME).is_file() or is_llara_model_folder(folder)
+
+
+def check_replaceable(folder: str | os.PathLike, what: str = "output folder") -> None:
+    """Refuse to replace ``folder`` unless it is absent, empty or :func:`made_by_llara`; never the working
+    directory or a folder holding it.
+
+    Args:
+        folder: The folder about to be written (replaced as a whole).
+        what: How the error names it (e.g. ``"final_model_dir"``).
+
+    Raises:
+        FolderNotOursError: naming the folder.
+    """
+    path = Path(folder).expanduser()
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() and not path.exists():
+        raise FolderNotOursError(f"{what} {path} is a broken link or a symlink loop; llara_st does not replace it")
+    if not path.is_dir():
+        raise FolderNotOursError(f"{what} {path} is a file, not a folder; llara_st does not replace it")
+    here = Path.cwd().resolve()
+    resolved = path.resolve()
+    if resolved == here or resolved in here.parents:
+        raise FolderNotOursError(
+            f"{what} {path} is the working directory (or holds it); llara_st never replaces it: choose a new folder"
+        )
+    if not any(path.iterdir()) or made_by_llara(path):
+        return
+    raise FolderNotOursError(
+        f"{what} {path} exists and was not written by llara_st (it is neither a LLaRA model folder nor a run folder "
+        f"with {RUN_RECORD_NAME}); llara_st replaces only folders it wrote: move it away or choose another {what}"
+    )
+
+
+def replace_folder(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move the complete folder ``new`` to ``target`` (a sibling), replacing ``target`` if it exists: the old
+    folder is renamed aside first and removed only once ``new`` is in place (restored if that move fails)."""
+    new, target = Path(new), Path(os.path.abspath(Path(target).expanduser()))
+    if not target.exists() and not target.is_symlink():
+        os.replace(new, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    aside.rmdir()
+    os.replace(target, aside)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(aside, target)
+        raise
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside)
+    else:
+        aside.unlink()
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike, what: str = "output folder") -> Iterator[Path]:
+    """An empty folder beside ``target`` to write into; when the block ends without an error it replaces
+    ``target`` (:func:`replace_folder`), else it is removed and ``target`` is left as it was.
+
+    ``target`` is checked with :func:`check_replaceable` before anything is written.
+
+    Example::
+
+        >>> from pathlib import Path
+        >>> from llara_st.folders import staged_folder
+        >>> with staged_folder("llara-final", "final_model_dir") as staging:
+        ...     model.save(str(staging))  # a kill here leaves no half-written llara-final
+        >>> sorted(path.name for path in Path(".").iterdir() if path.name.startswith(".llara-final"))
+        []
+        >>> (Path("llara-final") / "modules.json").is_file()
+        True
+    """
+    target = Path(os.path.abspath(Path(target).expanduser()))
+    check_replaceable(target, what)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.writing-", dir=target.parent))
+    try:
+        yield staging
+        check_replaceable(target, what)  # it may have changed while the model was written
+        replace_folder(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_model_staged(model, folder: str | os.PathLike, what: str = "output folder", **save_kwargs) -> Path:
+    """``model.save(folder, safe_serialization=True, ...)`` through :func:`staged_folder`: the folder is the whole
+    model or, if the save fails or is killed, what it was before."""
+    save_kwargs.setdefault("safe_serialization", True)
+    with staged_folder(folder, what) as staging:
+        model.save(str(staging), **save_kwargs)
+    return Path(folder)
+
+
+__all__ = [
+    "DEGENERATE_MARKER",
+    "RUN_RECORD_NAME",
+    "FolderNotOursError",
+    "check_replaceable",
+    "is_llara_model_folder",
+    "made_by_llara",
+    "replace_folder",
+    "save_model_staged",
+    "staged_folder",
+]

@@ -1,0 +1,76 @@
+"""LLaRA's fine-tuning loss (Li et al., 2023, arXiv:2312.15503, §3): InfoNCE over cosine similarities at a
+temperature, with in-batch and hard negatives; sentence-transformers' ranking losses at ``scale = 1 / temperature``."""
+
+from __future__ import annotations
+
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.losses import (
+    CachedMultipleNegativesRankingLoss,
+    MultipleNegativesRankingLoss,
+)
+from torch import nn
+
+DEFAULT_TEMPERATURE = 0.01
+
+
+def contrastive_loss(
+    model: SentenceTransformer,
+    temperature: float = DEFAULT_TEMPERATURE,
+    cached: bool = False,
+    mini_batch_size: int = 32,
+    gather_across_devices: bool = False,
+) -> nn.Module:
+    """LLaRA's fine-tuning loss: InfoNCE over cosine similarities divided by ``temperature``.
+
+    Each query (column ``anchor``) is scored against its positive, its hard negatives (``negative_1`` …) and
+    every other passage of the batch, as the reference's ``q_reps @ p_reps.T / 0.01`` followed by cross
+    entropy. This is sentence-transformers'
+    :class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss` with
+    ``scale = 1 / temperature`` (cosine is its default similarity), or its GradCache variant
+    :class:`~sentence_transformers.sentence_transformer.losses.CachedMultipleNegativesRankingLoss`, which
+    gives the same loss and gradients with the memory of ``mini_batch_size`` texts at a time.
+
+    Args:
+        model: The model being trained.
+        temperature: Softmax temperature (reference 0.01, i.e. scale 100).
+        cached: Use the GradCache variant: for large batches on small memory.
+        mini_batch_size: Texts embedded at once by the cached variant.
+        gather_across_devices: Gather passages from all processes, so each query also sees the other
+            devices' passages as negatives (the reference's ``negatives_cross_device``).
+
+    Example::
+
+        >>> from datasets import Dataset
+        >>> from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+        >>> from llara_st.data import contrastive_router_mapping
+        >>> from llara_st.losses import contrastive_loss
+        >>> rows = Dataset.from_dict(
+        ...     {
+        ...         "anchor": ["why do tides rise?", "where do bees find water?"],
+        ...         "positive": ["The Moon pulls the ocean.", "Bees dance to show water."],
+        ...         "negative_1": ["A volcano erupts.", "The river flooded."],
+        ...     }
+        ... )
+        >>> loss = contrastive_loss(model, temperature=0.01, cached=True, mini_batch_size=16)
+        >>> loss.scale
+        100.0
+        >>> args = SentenceTransformerTrainingArguments(
+        ...     output_dir="out", max_steps=1, router_mapping=contrastive_router_mapping(rows.column_names)
+        ... )
+        >>> trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows, loss=loss)
+        >>> trainer.train().training_loss > 0  # the trainer prints its summary on the way
+        {...'train_loss': ...}
+        True
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if cached:
+        if mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be at least 1, got {mini_batch_size}")
+        return CachedMultipleNegativesRankingLoss(
+            model,
+            scale=1.0 / temperature,
+            mini_batch_size=mini_batch_size,
+            gather_across_devices=gather_across_devices,
+        )
+    return MultipleNegativesRankingLoss(model, scale=1.0 / temperature, gather_across_devices=gather_across_devices)
