@@ -1,10 +1,46 @@
-"""llara_st: LLaRA dense retrievers (EBAE/EBAR-adapted decoder LLMs) for sentence-transformers."""
+"""llara_st: LLaRA dense retrievers (EBAE/EBAR-adapted decoder LLMs) for sentence-transformers.
 
-from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
-from llara_st.model import UnsafeModelError, build_llara_model, convert, load
-from llara_st.modules import LastKPooling, LLaRATransformer
+Names load on first use, so that ``import llara_st`` (and ``llara-st --help``) does not import torch and
+sentence-transformers until a model, module or loss is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily below
+    from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
+    from llara_st.model import UnsafeModelError, build_llara_model, convert, load
+    from llara_st.modules import LastKPooling, LLaRATransformer
 
 __version__ = "0.1.0"
+
+# Public name -> the submodule that defines it.
+_SUBMODULE_OF: dict[str, str] = {
+    "EBAEEBARDataCollator": "llara_st.losses",
+    "EBAEEBARLoss": "llara_st.losses",
+    "UnsafeModelError": "llara_st.model",
+    "build_llara_model": "llara_st.model",
+    "convert": "llara_st.model",
+    "load": "llara_st.model",
+    "LastKPooling": "llara_st.modules",
+    "LLaRATransformer": "llara_st.modules",
+}
+
+
+def __getattr__(name: str) -> Any:
+    submodule = _SUBMODULE_OF.get(name)
+    if submodule is None:
+        raise AttributeError(f"module 'llara_st' has no attribute {name!r}")
+    value = getattr(importlib.import_module(submodule), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBMODULE_OF])
+
 
 __all__ = [
     "EBAEEBARDataCollator",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sentence_transformers import SentenceTransformerModelCardData
@@ -106,6 +108,17 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
         if LLARA_CITATION not in self.citations.values():
             self.citations = {"LLaRA": LLARA_CITATION, **self.citations}
 
+    def try_to_set_base_model(self) -> None:
+        """The base model: sentence-transformers' Hub check first; offline (or when the Hub does not answer),
+        the causal LM the model was converted from, if its name or cache folder says which Hub model it is."""
+        super().try_to_set_base_model()
+        if self.base_model:
+            return
+        backbone = getattr(self.model, "transformers_model", None)
+        source = _hub_source(getattr(getattr(backbone, "config", None), "_name_or_path", None) or "")
+        if source is not None:
+            self.base_model, self.base_model_revision = source
+
     def get_default_model_name(self) -> str:
         return f"LLaRA embedder based on {self.base_model}" if self.base_model else "LLaRA embedder"
 
@@ -153,6 +166,22 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
                 _evaluation_table(result) for result in self.evaluation_results
             ]
         return card
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _hub_source(name_or_path: str) -> tuple[str, str | None] | None:
+    """``(hub id, revision)`` of a backbone's ``_name_or_path``: a Hub id as given, or a folder of the Hugging Face
+    cache (``…/models--{org}--{name}/snapshots/{commit}``); ``None`` for any other local folder."""
+    path = Path(name_or_path)
+    if len(path.parts) >= 3 and path.parts[-2] == "snapshots" and path.parts[-3].startswith("models--"):
+        repository = path.parts[-3].removeprefix("models--")
+        if "--" in repository:
+            return repository.replace("--", "/", 1), path.parts[-1]
+    if _HUB_ID.match(name_or_path) and not path.exists():
+        return name_or_path, None
+    return None
 
 
 def _evaluation_table(result: dict[str, Any]) -> dict[str, Any]:

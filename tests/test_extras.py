@@ -48,6 +48,7 @@ _CASES = {
         else:
             raise AssertionError("FaissIndex built without faiss")
         assert main(["evaluate", MODEL_DIR, "--tasks", "SciFact"]) == 1
+        assert main(["index", MODEL_DIR, MODEL_DIR + "/README.md", "--index", MODEL_DIR + "/never-written"]) == 1
         print("ok")
     """,
     # pip install llara-st[langchain]: LLaRAEmbeddings("path") loads and embeds without mteb or faiss.
@@ -63,6 +64,11 @@ _CASES = {
         from llara_st.evaluation import FaissIndex
         index = FaissIndex.build(np.eye(3, dtype="float32"), ["a", "b", "c"])
         assert index.search(np.eye(3, dtype="float32")[[1]], 1)[1] == [["b"]]
+        import llara_st
+        from llara_st.evaluation import DocumentIndex
+        documents = DocumentIndex(llara_st.load(MODEL_DIR), "Flat")  # search your own documents: no mteb needed
+        documents.add({"a": "Tides rise.", "b": "Bees dance."}, show_progress_bar=False)
+        assert len(documents.search("Tides rise.", k=2)[0]) == 2
         print("ok")
     """,
     # pip install llara-st[mteb]: the MTEB evaluation imports without faiss or langchain-core.
@@ -85,4 +91,5 @@ def test_each_extra_works_without_the_others(installed, scratch_llara_dir):
     assert result.stdout.strip().splitlines()[-1] == "ok"
     if installed == "none":
         assert "pip install 'llara-st[mteb]'" in result.stderr  # the CLI's one-line error
+        assert "llara-st index: error: FaissIndex needs faiss" in result.stderr
         assert "Traceback" not in result.stderr

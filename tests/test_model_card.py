@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from datasets import Dataset
 from sentence_transformers import (
@@ -115,3 +117,21 @@ def test_resaving_a_model_loaded_by_sentence_transformers_keeps_the_llara_card(r
     model = SentenceTransformer(str(reference_llara_dir), trust_remote_code=True, device="cpu")
     model.save(str(tmp_path / "again"))
     assert_llara_card((tmp_path / "again" / "README.md").read_text(encoding="utf8"))
+
+
+def test_convert_names_the_base_model_from_the_source(tiny_llama_dir, tmp_path, monkeypatch):
+    """Issue 18.7: offline, a converted model's card said "Base model: Unknown"."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_llama_dir, snapshot)  # a causal LM read from the Hugging Face cache
+    llara_st.convert(str(snapshot), tmp_path / "from-cache")
+    card = (tmp_path / "from-cache" / "README.md").read_text(encoding="utf8")
+    assert "base_model: HuggingFaceTB/SmolLM2-135M" in card
+    assert "[HuggingFaceTB/SmolLM2-135M](https://huggingface.co/HuggingFaceTB/SmolLM2-135M)" in card
+    assert "at revision 0123abcd" in card and "# LLaRA embedder based on HuggingFaceTB/SmolLM2-135M" in card
+    model = llara_st.build_llara_model(str(tiny_llama_dir))
+    model.transformers_model.config._name_or_path = "HuggingFaceTB/SmolLM2-135M"  # as from_pretrained(hub id) sets
+    model.save(str(tmp_path / "from-hub-id"))
+    assert "base_model: HuggingFaceTB/SmolLM2-135M" in (tmp_path / "from-hub-id" / "README.md").read_text()
+    llara_st.convert(str(tiny_llama_dir), tmp_path / "from-folder")  # a local folder names no Hub model
+    assert "base_model:" not in (tmp_path / "from-folder" / "README.md").read_text()

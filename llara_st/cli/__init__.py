@@ -24,6 +24,7 @@ from llara_st.errors import LLaRAUserError
 SUBCOMMAND_MODULES: list[str] = [
     "llara_st.cli.convert",
     "llara_st.cli.evaluate",
+    "llara_st.cli.search",
     "llara_st.cli.train",
 ]
 
@@ -56,17 +57,21 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (UserError, LLaRAUserError, OSEr
 
 
 def _version_text() -> str:
+    # Read from the installed distributions' metadata: importing torch only to print its version takes seconds.
     import platform
-
-    import sentence_transformers
-    import torch
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
     from llara_st import __version__
 
+    def installed(distribution: str) -> str:
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            return "not installed"
+
     return (
-        f"llara-st {__version__} (sentence-transformers {sentence_transformers.__version__}, "
-        f"transformers {transformers.__version__}, torch {torch.__version__}, Python {platform.python_version()})"
+        f"llara-st {__version__} (sentence-transformers {installed('sentence-transformers')}, "
+        f"transformers {installed('transformers')}, torch {installed('torch')}, Python {platform.python_version()})"
     )
 
 

@@ -24,8 +24,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("src", help="Hugging Face causal-LM folder or Hub id (organization/model)")
     parser.add_argument("dst", help="output sentence-transformers folder (absent or empty)")
-    parser.add_argument("--query-max-length", type=int, default=DEFAULT_QUERY_MAX_LENGTH)
-    parser.add_argument("--passage-max-length", type=int, default=DEFAULT_PASSAGE_MAX_LENGTH)
+    parser.add_argument(
+        "--query-max-length",
+        type=int,
+        default=DEFAULT_QUERY_MAX_LENGTH,
+        help="max tokens of a query input, LLaRA template included; longer queries are cut (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--passage-max-length",
+        type=int,
+        default=DEFAULT_PASSAGE_MAX_LENGTH,
+        help="max tokens of a passage input, template included; longer passages are cut (default: %(default)s)",
+    )
     parser.add_argument("--dtype", choices=DTYPES, help="dtype to load and save the weights in, e.g. bfloat16")
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it is a LLaRA model folder already")
     parser.set_defaults(func=run)

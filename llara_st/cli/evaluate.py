@@ -29,13 +29,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-name", help="'organization/model' in the result files (default: local/{folder})")
     parser.add_argument("--revision", help="revision label, e.g. the Hub commit sha (default: weights fingerprint)")
     parser.add_argument("--task-name", help="task name of the BEIR folder in result files (default: folder name)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="texts encoded at once; lower it if memory runs out (default: 32)"
+    )
     parser.add_argument("--embedding-cache", metavar="DIR", help="cache corpus embeddings here (once per model)")
     parser.add_argument(
         "--faiss",
         metavar="FACTORY",
         help="retrieve with a faiss index, e.g. Flat, HNSW32, IVF1024,SQ8 (factory string)",
     )
+    parser.add_argument("--nprobe", type=int, help="with an IVF --faiss index: inverted lists searched (faiss: 1)")
+    parser.add_argument("--ef-search", type=int, help="with an HNSW --faiss index: search breadth (faiss: 16)")
     parser.add_argument("--device", help="torch device, e.g. cuda or cpu")
     parser.add_argument("--dtype", choices=DTYPES, help="dtype of the backbone's weights, e.g. bfloat16 for a 7B model")
     parser.add_argument(
@@ -88,6 +92,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
         beir = Path(args.beir).expanduser()
         if not beir.is_dir():
             raise UserError(f"BEIR folder {beir} does not exist")
+    for name in ("nprobe", "ef_search"):
+        value = getattr(args, name)
+        if value is not None and (args.faiss is None or value < 1):
+            flag = f"--{name.replace('_', '-')}"
+            raise UserError(f"{flag} must be positive, got {value}" if args.faiss else f"{flag} needs --faiss")
     if args.output is not None and Path(args.output).expanduser().is_file():
         raise UserError(f"--output {args.output} is a file, not a folder")
 
@@ -103,6 +112,17 @@ def _mteb_tasks(args: argparse.Namespace) -> list[Any]:
         what = f"task(s) {args.tasks}" if args.tasks else f"benchmark {args.benchmark!r}"
         detail = str(error.args[0] if error.args else error).removeprefix("KeyError: ")
         raise UserError(f"MTEB does not know the {what}: {detail}") from None
+
+
+def _faiss_backend(args: argparse.Namespace, model: Any) -> Any:
+    """``--faiss`` with its search parameters (without them IVF searches one list: issue 18.1)."""
+    parameters = {"nprobe": args.nprobe, "efSearch": args.ef_search}
+    parameters = {name: value for name, value in parameters.items() if value is not None}
+    if args.faiss is None or not parameters:
+        return args.faiss
+    from llara_st.evaluation import FaissSearchBackend
+
+    return FaissSearchBackend(args.faiss, search_parameters=parameters, normalize=model.similarity_fn_name == "cosine")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         show_progress_bar=not args.no_progress,
         embedding_cache=args.embedding_cache,
-        faiss_index=args.faiss,
+        faiss_index=_faiss_backend(args, model),
         save_predictions=args.save_predictions,
         overwrite=args.overwrite,
     )

@@ -5,8 +5,10 @@ from llara_st.data.adaptation import (
     TEXT_COLUMN,
     DocumentChunker,
     TextDocument,
+    adaptation_files,
     build_adaptation_pairs,
     detokenize_wikitext,
+    expand_paths,
     read_adaptation_pairs,
     read_text_documents,
     read_wikitext,
@@ -33,6 +35,7 @@ from llara_st.data.contrastive import (
     relevant_documents,
     write_contrastive_jsonl,
 )
+from llara_st.data.documents import read_documents, read_jsonl_documents, read_queries
 from llara_st.data.mining import mine_hard_negatives_from_qrels
 
 __all__ = [
@@ -50,12 +53,18 @@ __all__ = [
     "TEXT_COLUMN",
     "DocumentChunker",
     "TextDocument",
+    "adaptation_files",
     "build_adaptation_pairs",
     "detokenize_wikitext",
+    "expand_paths",
     "read_adaptation_pairs",
     "read_text_documents",
     "read_wikitext",
     "wikitext_heading",
+    # your own documents and queries, for search
+    "read_documents",
+    "read_jsonl_documents",
+    "read_queries",
     # contrastive fine-tuning
     "ContrastiveExample",
     "beir_examples",

@@ -3,16 +3,18 @@
 LLaRA (Li et al., 2023, "Making Large Language Models A Better Foundation For Dense Retrieval",
 arXiv:2312.15503) adapts a causal LM on unlabeled text split into consecutive chunks: each row holds a chunk
 (``text``, the EBAE target) and the chunk that follows it in the same document (``next_text``, the EBAR
-target). This module reads documents (WikiText, plain text files; a BEIR ``corpus.jsonl`` through
-:func:`llara_st.data.read_beir_documents`), splits each into consecutive chunks of a configured size in words or
-tokens, and pairs neighbours; the authors' JSONL rows (``input``, ``output_summarize``, ``output_predict``) are
-read through :func:`llara_st.data.read_jsonl`. Every builder returns a :class:`datasets.Dataset` with exactly
-the columns ``text`` and ``next_text`` that :class:`~llara_st.losses.EBAEEBARDataCollator` reads.
+target). This module reads documents (WikiText, plain text files; a BEIR ``corpus.jsonl`` or any JSONL of
+``{"text"}`` rows through :func:`llara_st.data.read_jsonl`), from files, folders or glob patterns, splits each
+into consecutive chunks of a configured size in words or tokens, and pairs neighbours; the authors' JSONL rows
+(``input``, ``output_summarize``, ``output_predict``) are read through :func:`llara_st.data.read_jsonl`. Every
+builder returns a :class:`datasets.Dataset` with exactly the columns ``text`` and ``next_text`` that
+:class:`~llara_st.losses.EBAEEBARDataCollator` reads.
 """
 
 from __future__ import annotations
 
 import bisect
+import glob
 import logging
 import math
 import os
@@ -24,7 +26,7 @@ from typing import Any, Literal
 
 from datasets import Dataset, concatenate_datasets
 
-from llara_st.data.beir import read_beir_documents, read_jsonl, row_line
+from llara_st.data.beir import read_jsonl, row_line
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +270,64 @@ class DocumentChunker:
 # ---------------------------------------------------------------------- readers
 
 
+_GLOB_CHARACTERS = re.compile(r"[*?\[]")
+
+
+def expand_paths(paths: PathOrPaths, folder_pattern: str = "*") -> list[Path]:
+    """The files named by ``paths``, in order: a file as given, a folder's files matching ``folder_pattern``
+    (searched recursively, sorted, hidden files and folders skipped), a glob pattern's matches (sorted; ``**``
+    crosses folders). A path that names nothing, a folder or pattern without a matching file, is an error.
+
+    Example::
+
+        >>> from pathlib import Path
+        >>> from llara_st.data.adaptation import expand_paths
+        >>> for name in ("notes/b.txt", "notes/a.txt", "notes/sub/c.txt", "notes/.hidden.txt", "notes/d.md"):
+        ...     Path(name).parent.mkdir(parents=True, exist_ok=True)
+        ...     _ = Path(name).write_text("text")
+        >>> [path.as_posix() for path in expand_paths("notes", "*.txt")]
+        ['notes/a.txt', 'notes/b.txt', 'notes/sub/c.txt']
+        >>> [path.as_posix() for path in expand_paths(["notes/d.md", "notes/*.txt"])]
+        ['notes/d.md', 'notes/a.txt', 'notes/b.txt']
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    result: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_file():
+            result.append(path)
+        elif path.is_dir():
+            found = sorted(
+                found
+                for found in path.rglob(folder_pattern)
+                if found.is_file() and not any(part.startswith(".") for part in found.relative_to(path).parts)
+            )
+            if not found:
+                raise FileNotFoundError(f"folder {path} holds no file matching {folder_pattern!r}")
+            result.extend(found)
+        elif _GLOB_CHARACTERS.search(str(given)):
+            found = sorted(Path(match) for match in glob.glob(str(path), recursive=True) if Path(match).is_file())
+            if not found:
+                raise FileNotFoundError(f"the pattern {str(given)!r} matches no file")
+            result.extend(found)
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+    if not result:
+        raise ValueError("No input path given")
+    return result
+
+
+def adaptation_files(paths: PathOrPaths, file_format: AdaptationFileFormat) -> list[Path]:
+    """The files :func:`read_adaptation_pairs` reads for ``paths`` in ``file_format`` (folders and patterns
+    expanded); a path that names no file is a ``FileNotFoundError`` naming it."""
+    if file_format not in _FOLDER_PATTERNS:
+        raise ValueError(f"file_format must be one of {list(_FOLDER_PATTERNS)}, got {file_format!r}")
+    return expand_paths(paths, _FOLDER_PATTERNS[file_format])
+
+
 def _as_paths(paths: PathOrPaths) -> list[Path]:
+    """Files as given: the readers of one file refuse a folder or a pattern."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     result = [Path(p) for p in paths]
@@ -452,8 +511,8 @@ def read_adaptation_pairs(
     ``file_format``    the files
     =================  ======================================================================================
     ``"wikitext"``     WikiText ``*.raw`` files, one document per article (:func:`read_wikitext`)
-    ``"beir_corpus"``  BEIR ``corpus.jsonl`` files, title + text per document
-                       (read by :func:`llara_st.data.read_beir_documents`)
+    ``"beir_corpus"``  BEIR ``corpus.jsonl`` files, title + text per document; any JSONL of ``{"text"}``
+                       rows (``title`` optional, no ids needed) (read by :func:`llara_st.data.read_jsonl`)
     ``"text"``         plain UTF-8 text, documents separated by blank lines (:func:`read_text_documents`)
     ``"llara_jsonl"``  the authors' rows ``{"input", "output_summarize", "output_predict"}``:
                        ``output_summarize`` (the text, which is also the model input) becomes ``text``,
@@ -466,7 +525,8 @@ def read_adaptation_pairs(
     documents to :func:`build_adaptation_pairs`.
 
     Args:
-        paths: A file or a list of files.
+        paths: Files, folders or glob patterns (:func:`expand_paths`): a folder gives its ``*.raw`` (WikiText),
+            ``*.txt`` (text), ``*.jsonl`` (the authors' rows) files or, for a BEIR folder, its ``corpus.jsonl``.
         file_format: ``"wikitext"``, ``"beir_corpus"``, ``"text"`` or ``"llara_jsonl"``.
         chunker: How documents are chunked; default: 64-word chunks. Not for ``"llara_jsonl"``.
         max_rows: Stop after this many rows.
@@ -488,7 +548,7 @@ def read_adaptation_pairs(
     """
     if file_format not in _DOCUMENT_READERS and file_format != "llara_jsonl":
         raise ValueError(f"file_format must be one of {[*_DOCUMENT_READERS, 'llara_jsonl']}, got {file_format!r}")
-    files = _as_paths(paths)
+    files = adaptation_files(paths, file_format)
     if file_format == "llara_jsonl":
         if chunker is not None:
             raise ValueError("the authors' rows (file_format='llara_jsonl') are pairs already: pass no chunker")
@@ -498,11 +558,15 @@ def read_adaptation_pairs(
 
 
 def _beir_corpus_documents(path: Path) -> Iterator[TextDocument]:
-    for row in read_beir_documents(path):
-        yield TextDocument([row["title"], row["text"]], title=row["id"])
+    # Adaptation needs no ids: a JSONL of {"text"} rows (title optional) is read as a corpus.jsonl is.
+    rows = read_jsonl(path, ["text"], optional_texts=["title"])
+    for position, row in enumerate(rows):
+        yield TextDocument([row["title"], row["text"]], title=f"{path.name}#{position}")
 
 
 _DOCUMENT_READERS = {"wikitext": read_wikitext, "beir_corpus": _beir_corpus_documents, "text": read_text_documents}
+# What a folder given for each format contributes (a BEIR folder: its corpus.jsonl).
+_FOLDER_PATTERNS = {"wikitext": "*.raw", "beir_corpus": "corpus.jsonl", "text": "*.txt", "llara_jsonl": "*.jsonl"}
 
 
 def _llara_jsonl_pairs(paths: list[Path], max_rows: int | None) -> Dataset:

@@ -63,7 +63,14 @@ def _bm25_windows(task: _MiningTask, language: str) -> dict[str, list[str]]:
         import bm25s
         import Stemmer
     except ImportError as error:
-        raise ImportError("BM25 mining needs `bm25s` and `PyStemmer`: pip install 'llara-st[bm25]'") from error
+        raise ImportError(
+            "BM25 mining needs `bm25s` and `PyStemmer`, dependencies of llara-st: pip install bm25s PyStemmer"
+        ) from error
+    bm25s_logger = logging.getLogger("bm25s")
+    if bm25s_logger.level == logging.DEBUG:
+        # bm25s sets its logger to DEBUG on import, so its per-step lines showed in quiet output (issue 18.8):
+        # let it follow the application's logging configuration instead.
+        bm25s_logger.setLevel(logging.NOTSET)
     corpus, query_texts, relevant = task.corpus, task.queries, task.relevant
     doc_ids = list(corpus)
     # Documents and queries are tokenised alike: stemmed, stop words removed.

@@ -1,5 +1,6 @@
 """Evaluation: MTEB retrieval on local BEIR folders and MTEB tasks, LLaRA model metadata, faiss indexes, an
-evaluator for use during training and sub-corpora for cheaper evaluation.
+evaluator for use during training, sub-corpora for cheaper evaluation, and search over your own documents
+(``DocumentIndex``).
 
 Names load on first use, so each optional extra works alone: ``FaissIndex`` needs faiss but not mteb,
 and the MTEB functions say ``pip install llara-st[mteb]`` when mteb is missing. Models load with
@@ -18,14 +19,15 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         beir_split_names,
         read_beir_qrels,
     )
+    from llara_st.evaluation.document_index import DocumentIndex, ModelMismatchError, SearchHit
     from llara_st.evaluation.evaluate import HEADLINE_METRICS, evaluate_beir, evaluate_mteb, format_scores
     from llara_st.evaluation.faiss_index import FaissIndex, FaissSearchBackend, default_nlist, faiss_gpu_count
+    from llara_st.evaluation.fingerprint import model_fingerprint
     from llara_st.evaluation.ir_evaluator import beir_ir_evaluator
     from llara_st.evaluation.model_meta import (
         LLARA_CITATION,
         llara_model_meta,
         load_llara_for_mteb,
-        model_fingerprint,
         model_meta_for,
         mteb_encoder,
     )
@@ -37,6 +39,9 @@ _SUBMODULE_OF: dict[str, str] = {
     "beir_folder_revision": "beir_task",
     "beir_split_names": "beir_task",
     "read_beir_qrels": "beir_task",
+    "DocumentIndex": "document_index",
+    "ModelMismatchError": "document_index",
+    "SearchHit": "document_index",
     "HEADLINE_METRICS": "evaluate",
     "evaluate_beir": "evaluate",
     "evaluate_mteb": "evaluate",
@@ -49,7 +54,7 @@ _SUBMODULE_OF: dict[str, str] = {
     "LLARA_CITATION": "model_meta",
     "llara_model_meta": "model_meta",
     "load_llara_for_mteb": "model_meta",
-    "model_fingerprint": "model_meta",
+    "model_fingerprint": "fingerprint",
     "model_meta_for": "model_meta",
     "mteb_encoder": "model_meta",
     "sub_corpus_ids": "sub_corpus",
@@ -86,6 +91,9 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BEIRFolderRetrieval",
+    "DocumentIndex",
+    "ModelMismatchError",
+    "SearchHit",
     "FaissIndex",
     "FaissSearchBackend",
     "HEADLINE_METRICS",

@@ -30,8 +30,9 @@ def _import_faiss() -> Any:
     try:
         import faiss
     except ImportError:
-        raise ImportError(
-            "FaissIndex needs faiss: `pip install faiss-cpu` (or faiss-gpu for CUDA), or `pip install llara-st[faiss]`"
+        raise ModuleNotFoundError(
+            "FaissIndex needs faiss: `pip install faiss-cpu` (or faiss-gpu for CUDA), or `pip install llara-st[faiss]`",
+            name="faiss",
         ) from None
     return faiss
 

@@ -3,54 +3,19 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
 from sentence_transformers import SentenceTransformer
 
 from llara_st.citation import LLARA_CITATION, LLARA_REFERENCE  # noqa: F401  (re-exported)
+from llara_st.evaluation.fingerprint import model_fingerprint  # noqa: F401  (re-exported)
 from llara_st.model import llara_module
 
 logger = logging.getLogger(__name__)
-
-# Values sampled per parameter tensor for the fingerprint: enough to tell checkpoints apart, cheap for 7B.
-_FINGERPRINT_SAMPLES = 4096
-
-
-def model_fingerprint(model: SentenceTransformer) -> str:
-    """A short hash of a model's module configs, prompts and a strided sample of every weight tensor.
-
-    Two checkpoints (or one model with different max lengths) get different fingerprints, so it serves
-    as the revision of a local model in result folders and as the key of the embedding cache. It reads
-    at most 4096 values per tensor, so it costs milliseconds even for a 7B model.
-    """
-    digest = hashlib.sha256()
-    description = [
-        [type(module).__module__ + "." + type(module).__qualname__, _module_config(module)] for module in model
-    ]
-    settings = {"modules": description, "prompts": model.prompts, "similarity": model.similarity_fn_name}
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            flat = tensor.detach().reshape(-1)
-            step = max(1, flat.numel() // _FINGERPRINT_SAMPLES)
-            sample = flat[::step][:_FINGERPRINT_SAMPLES].to(device="cpu", dtype=torch.float32).numpy()
-            digest.update(name.encode())
-            digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(np.ascontiguousarray(sample).tobytes())
-    return digest.hexdigest()[:12]
-
-
-def _module_config(module: Any) -> Any:
-    getter = getattr(module, "get_config_dict", None)
-    return getter() if callable(getter) else None
 
 
 def _parameter_stats(model: SentenceTransformer) -> tuple[int, float]:

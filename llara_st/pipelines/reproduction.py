@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 import llara_st
+from llara_st.data.adaptation import adaptation_files
 from llara_st.data.beir import read_beir_qrels
 from llara_st.evaluation import HEADLINE_METRICS, BEIRFolderRetrieval, evaluate_beir
 from llara_st.evaluation.sub_corpus import write_sub_corpus
@@ -214,14 +215,16 @@ class ReproductionPipeline(StageRunner):
         adaptation, _ = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
         check_replaceable(config.final_model_dir, "final_model_dir")  # and a folder it may not replace
         for key in ("wikitext_paths", "beir_corpus_paths", "llara_jsonl_paths", "text_paths"):
-            for path in getattr(adaptation, key):
-                if not Path(path).is_file():
+            for path in getattr(adaptation, key):  # files, folders or glob patterns
+                try:
+                    adaptation_files(path, key.removesuffix("_paths"))
+                except FileNotFoundError as error:
                     hint = (
                         " (the raw WikiText files, e.g. wikitext-2-raw-v1 wiki.test.raw)"
                         if key == "wikitext_paths"
                         else ""
                     )
-                    raise FileNotFoundError(f"adapt.{key}: {Path(path).resolve()} does not exist{hint}")
+                    raise FileNotFoundError(f"adapt.{key}: {error}{hint}") from None
         stages: dict[str, Callable[[], dict[str, Any]]] = {"prepare": self.prepare, "baselines": self.baselines}
         if config.zeroshot:
             stages["zeroshot"] = lambda: self.evaluate(self.result("prepare")["llara_base"], "zeroshot", False)

@@ -75,13 +75,19 @@ class AdaptationArguments:
     model_name_or_path: str = field(
         metadata={"help": "A LLaRA sentence-transformers folder (llara_st.convert) or a causal LM to convert"}
     )
-    wikitext_paths: list[str] = field(default_factory=list, metadata={"help": "WikiText *.raw files"})
-    beir_corpus_paths: list[str] = field(default_factory=list, metadata={"help": "BEIR corpus.jsonl files"})
+    wikitext_paths: list[str] = field(
+        default_factory=list, metadata={"help": "WikiText *.raw files (or folders, glob patterns)"}
+    )
+    beir_corpus_paths: list[str] = field(
+        default_factory=list,
+        metadata={"help": 'BEIR corpus.jsonl files or BEIR folders; any JSONL of {"text"} rows (no ids needed)'},
+    )
     llara_jsonl_paths: list[str] = field(
         default_factory=list, metadata={"help": "The authors' JSONL (input, output_summarize, output_predict)"}
     )
     text_paths: list[str] = field(
-        default_factory=list, metadata={"help": "Plain text files, documents separated by blank lines"}
+        default_factory=list,
+        metadata={"help": "Plain text files, folders of *.txt or glob patterns; documents separated by blank lines"},
     )
     max_rows: int | None = field(default=None, metadata={"help": "Use at most this many (text, next_text) rows"})
     eval_rows: int = field(default=0, metadata={"help": "Hold out this many rows for the eval loss (0: none)"})

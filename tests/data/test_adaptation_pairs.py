@@ -392,3 +392,44 @@ def test_llara_jsonl_pairs_across_files_capped_and_checked(tmp_path: Path, caplo
     first.write_text(row("a1", "a2") + "\n\n" + row("a2", " ") + "\n")  # the empty text is on line 3
     with pytest.raises(ValueError, match=r"a.jsonl:3: 'output_predict' must be a non-empty string"):
         read_adaptation_pairs(first, "llara_jsonl")
+
+
+def test_text_paths_accept_folders_and_globs(tmp_path: Path):
+    """Issue 18.2: a folder was refused ("does not exist or is not a file")."""
+    folder = tmp_path / "notes"
+    (folder / "sub").mkdir(parents=True)
+    documents = {
+        "a.txt": " ".join(f"a{i}" for i in range(40)),
+        "b.txt": " ".join(f"b{i}" for i in range(40)),
+        "sub/c.txt": " ".join(f"c{i}" for i in range(40)),
+        "skip.md": " ".join(f"m{i}" for i in range(40)),
+    }
+    for name, text in documents.items():
+        (folder / name).write_text(text + "\n")
+    chunker = DocumentChunker(chunk_size=20)
+    from_folder = read_adaptation_pairs(folder, "text", chunker)
+    assert [text[0] for text in from_folder[TEXT_COLUMN]] == ["a", "b", "c"]  # *.txt, sorted
+    listed = [folder / "a.txt", folder / "b.txt", folder / "sub" / "c.txt"]
+    assert from_folder[:] == read_adaptation_pairs(listed, "text", chunker)[:]
+    from_glob = read_adaptation_pairs(str(folder / "*.txt"), "text", chunker)
+    assert [text[0] for text in from_glob[TEXT_COLUMN]] == ["a", "b"]
+    recursive = read_adaptation_pairs(str(folder / "**" / "c.txt"), "text", chunker)
+    assert [text[0] for text in recursive[TEXT_COLUMN]] == ["c"]
+    with pytest.raises(FileNotFoundError, match=r"matches no file"):
+        read_adaptation_pairs(str(folder / "*.rst"), "text", chunker)
+    with pytest.raises(FileNotFoundError, match=r"holds no file matching '\*.raw'"):
+        read_adaptation_pairs(folder, "wikitext", chunker)
+
+
+def test_a_jsonl_of_texts_without_ids_is_adaptation_input(tmp_path: Path):
+    """Issue 18.2: a JSONL of {"text": ...} rows was refused for lacking "_id"; ids are not needed to adapt."""
+    path = tmp_path / "texts.jsonl"
+    texts = [" ".join(f"t{i}" for i in range(30)), " ".join(f"b{i}" for i in range(40))]
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    pairs = read_adaptation_pairs(path, "beir_corpus", DocumentChunker(chunk_size=20, min_chunk_size=4))
+    assert [text[0] + next_text[0] for text, next_text in zip(*pairs[:].values(), strict=True)] == ["tt", "bb"]
+    beir_folder = tmp_path / "beir"
+    beir_folder.mkdir()
+    (beir_folder / "corpus.jsonl").write_text(path.read_text())
+    from_folder = read_adaptation_pairs(beir_folder, "beir_corpus", DocumentChunker(chunk_size=20, min_chunk_size=4))
+    assert from_folder[:] == pairs[:]

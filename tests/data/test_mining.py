@@ -116,3 +116,25 @@ def test_dense_mining_ranks_by_the_llara_query_and_passage_embeddings(scratch_ll
         ranked = [unique_docs[i] for i in torch.argsort(scores[row], descending=True).tolist()]
         ranked = [doc_id for doc_id in ranked if doc_id not in qrels[query_id]]
         assert negatives[query_id] == ranked[1:5], query_id
+
+
+def test_bm25_mining_is_quiet_at_the_default_log_level():
+    """Issue 18.8: bm25s sets its own logger to DEBUG, so "Building index from tokens" leaked into quiet output."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    root = logging.getLogger()
+    saved_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    try:
+        corpus = {f"d{i}": f"document {i} about tides and bees {i % 3}" for i in range(20)}
+        mine_hard_negatives_from_qrels(
+            corpus, {"q1": "tides 3"}, {"q1": {"d3": 1}}, retriever="bm25", num_negatives=2, range_min=0
+        )
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+    assert [record.getMessage() for record in records if record.name.startswith("bm25s")] == []

@@ -123,6 +123,19 @@ def test_evaluate_logging_is_quiet_by_default(fixed_model, fixed_beir_folder, tm
     assert [w for w in verbose_warnings if issubclass(w.category, FutureWarning)]
 
 
+def test_evaluate_passes_faiss_search_parameters(fixed_model, fixed_beir_folder, tmp_path, capsys):
+    """Issue 18.1: `--faiss IVF16,Flat` searched one list (faiss's default nprobe) with no way to ask for more."""
+    model_dir = tmp_path / "m"
+    fixed_model.save(str(model_dir))
+    argv = ["evaluate", str(model_dir), "--beir", str(fixed_beir_folder), "--split", "dev", "--json", "--no-progress"]
+    assert main([*argv, "--faiss", "HNSW32", "--ef-search", "64"]) == 0
+    assert json.loads(capsys.readouterr().out)[fixed_beir_folder.name]["dev"]["ndcg_at_10"] == pytest.approx(1.0)
+    assert main([*argv, "--faiss", "Flat", "--nprobe", "4"]) == 1  # reaches faiss, which has no nprobe for Flat
+    assert "could not set parameter nprobe" in capsys.readouterr().err
+    assert main([*argv, "--nprobe", "4"]) == 1
+    assert "--nprobe needs --faiss" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ issue 16.8: the data before the model
 
 

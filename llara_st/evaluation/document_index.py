@@ -1,0 +1,360 @@
+"""Search your own documents: a :class:`FaissIndex` over a model's document embeddings, kept with the documents and
+a record of the model, saved as one folder that can be searched later and grown incrementally."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sentence_transformers import SentenceTransformer
+
+from llara_st.data.beir import jsonl_rows
+from llara_st.evaluation.faiss_index import FaissIndex, SearchParameters
+from llara_st.evaluation.fingerprint import model_fingerprint
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "document_index.json"
+DOCUMENTS_FILE = "documents.jsonl"
+FAISS_FOLDER = "faiss"
+_FORMAT = "llara-st document index"
+_FORMAT_VERSION = 1
+
+
+class ModelMismatchError(ValueError):
+    """The model given to search or grow an index is not the one its documents were embedded with."""
+
+
+@dataclass
+class SearchHit:
+    """One document found for a query, best first (``rank`` 1)."""
+
+    rank: int
+    id: str
+    score: float
+    title: str
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_document_index(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds an index written by :meth:`DocumentIndex.save`."""
+    return (Path(folder) / CONFIG_FILE).is_file()
+
+
+def _document_rows(documents: Any) -> list[tuple[str, str, str]]:
+    """``(id, title, text)`` rows of a dataset or iterable of ``{"id", "text", "title"?}`` or of ``{id: text}``."""
+    if isinstance(documents, Mapping):
+        rows = [(document_id, "", text) for document_id, text in documents.items()]
+    else:
+        rows = [(row["id"], row.get("title") or "", row["text"]) for row in documents]
+    for document_id, title, text in rows:
+        if not isinstance(document_id, str) or not isinstance(text, str) or not isinstance(title, str):
+            raise TypeError(f"document ids, titles and texts must be strings, got {(document_id, title, text)!r:.120}")
+    return rows
+
+
+class DocumentIndex:
+    """Documents embedded by one model, in a faiss index, with the documents' texts and the model's fingerprint.
+
+    Documents are embedded with ``model.encode_document`` (for LLaRA: the passage template) as
+    ``title + " " + text``, queries with ``model.encode_query``; scores are cosine similarities. The index is
+    described by a ``faiss.index_factory`` string (see :class:`FaissIndex`); one that needs training (IVF, PQ, SQ)
+    is trained on the first documents added. Adding documents later gives the same results as adding them all at
+    once (exactly so for ``"Flat"``).
+
+    The saved folder holds the faiss index (``faiss/``), the documents (``documents.jsonl``, so hits show their
+    text) and ``document_index.json``: the model's name or path and :func:`model_fingerprint`. Loading with another
+    model (or with the recorded path now holding other weights) is refused with :class:`ModelMismatchError`:
+    its query embeddings would not be comparable with the stored document embeddings.
+
+    Args:
+        model: The embedding model.
+        factory_string: The faiss index, e.g. ``"Flat"`` (exact), ``"HNSW32"``, ``"IVF256,Flat"``.
+        model_name_or_path: What to record as the model's location (loaded again by :meth:`load`).
+
+    Example::
+
+        >>> import llara_st
+        >>> from llara_st.evaluation import DocumentIndex
+        >>> model = llara_st.load(llara_path)
+        >>> index = DocumentIndex(model, "Flat", model_name_or_path=llara_path)
+        >>> documents = {"tides": "The Moon pulls the oceans.", "bees": "Bees dance on the comb."}
+        >>> index.add(documents, show_progress_bar=False)
+        2
+        >>> _ = index.save("my-index")
+        >>> index = DocumentIndex.load("my-index")  # loads the recorded model; DocumentIndex.load(path, model) too
+        >>> hits = index.search("The Moon pulls the oceans.", k=2)[0]
+        >>> [(hit.rank, hit.id) for hit in hits]
+        [(1, 'tides'), (2, 'bees')]
+    """
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        factory_string: str = "Flat",
+        *,
+        model_name_or_path: str | os.PathLike | None = None,
+    ) -> None:
+        self.model = model
+        self.factory_string = factory_string
+        self.model_name_or_path = None if model_name_or_path is None else model_location(model_name_or_path)
+        self.fingerprint = model_fingerprint(model)
+        self.faiss: FaissIndex | None = None
+        self._titles: list[str] = []
+        self._texts: list[str] = []
+        self._position: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __repr__(self) -> str:
+        return f"DocumentIndex({self.factory_string!r}, documents={len(self)}, model={self.model_name_or_path!r})"
+
+    @property
+    def ids(self) -> list[str]:
+        return [] if self.faiss is None else self.faiss.ids
+
+    def document(self, document_id: str) -> dict[str, str]:
+        """``{"id", "title", "text"}`` of an indexed document."""
+        position = self._position[document_id]
+        return {"id": document_id, "title": self._titles[position], "text": self._texts[position]}
+
+    def add(
+        self,
+        documents: Iterable[Mapping[str, Any]] | Mapping[str, str],
+        *,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+    ) -> int:
+        """Embed and add documents; returns how many were new.
+
+        Args:
+            documents: Rows ``{"id", "text", "title"?}`` (e.g. :func:`llara_st.data.read_documents`) or
+                ``{id: text}``. A document already indexed with the same title and text is skipped (so indexing
+                a folder again adds only its new files); one whose id is indexed with another text is refused.
+            batch_size: Documents encoded at once.
+            show_progress_bar: Show the encoding progress bar (default: as sentence-transformers decides).
+        """
+        rows = _document_rows(documents)
+        new, seen = [], set()
+        for document_id, title, text in rows:
+            if document_id in seen:
+                raise ValueError(f"document id {document_id!r} is given twice")
+            seen.add(document_id)
+            position = self._position.get(document_id)
+            if position is None:
+                new.append((document_id, title, text))
+            elif (self._titles[position], self._texts[position]) != (title, text):
+                raise ValueError(
+                    f"document {document_id!r} is indexed already with another text; build a new index to change it"
+                )
+        if len(new) < len(rows):
+            logger.info("%d of %d documents are indexed already", len(rows) - len(new), len(rows))
+        if not new:
+            return 0
+        embeddings = self.model.encode_document(
+            [f"{title} {text}".strip() for _, title, text in new],
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            convert_to_numpy=True,
+        )
+        if self.faiss is None:
+            self.faiss = FaissIndex(embeddings.shape[1], self.factory_string, normalize=True)
+        if not self.faiss.is_trained:
+            self.faiss.train(embeddings)
+        self.faiss.add(embeddings, [document_id for document_id, _, _ in new])
+        for document_id, title, text in new:
+            self._position[document_id] = len(self._texts)
+            self._titles.append(title)
+            self._texts.append(text)
+        return len(new)
+
+    def search(
+        self,
+        queries: str | Sequence[str],
+        k: int = 10,
+        *,
+        search_parameters: SearchParameters | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = False,
+    ) -> list[list[SearchHit]]:
+        """The ``k`` best documents for each query, best first.
+
+        Args:
+            queries: A query or a list of queries.
+            k: Hits per query (fewer if the index holds fewer documents or an IVF index finds fewer).
+            search_parameters: faiss search parameters for this and later searches, e.g. ``{"nprobe": 16}``
+                (IVF) or ``{"efSearch": 128}`` (HNSW); see :meth:`FaissIndex.set_search_parameters`.
+            batch_size: Queries encoded at once.
+            show_progress_bar: Show the query-encoding progress bar.
+        """
+        if self.faiss is None:
+            raise RuntimeError("The index holds no documents: add() some before searching")
+        if isinstance(queries, str):
+            queries = [queries]
+        if search_parameters:
+            self.faiss.set_search_parameters(search_parameters)
+        embeddings = self.model.encode_query(
+            list(queries), batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
+        )
+        scores, positions = self.faiss.search_positions(embeddings, k)
+        results = []
+        for row_scores, row_positions in zip(scores, positions, strict=True):
+            pairs = zip(row_scores.tolist(), row_positions.tolist(), strict=True)
+            found = [(score, position) for score, position in pairs if position >= 0]
+            results.append(
+                [
+                    SearchHit(rank, self.ids[position], score, self._titles[position], self._texts[position])
+                    for rank, (score, position) in enumerate(found, start=1)
+                ]
+            )
+        return results
+
+    # ---------------------------------------------------------------------------------------------- persistence
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the index to ``folder``: built in a sibling folder and moved into place when complete.
+
+        ``folder`` must be absent, empty, or an index written here (which is then replaced); any other folder is
+        refused and left untouched.
+        """
+        if self.faiss is None:
+            raise RuntimeError("The index holds no documents: add() some before saving")
+        folder = Path(folder).expanduser()
+        check_index_destination(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.writing-", dir=folder.parent))
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the index is an ordinary folder
+            self.faiss.save(staging / FAISS_FOLDER)
+            with (staging / DOCUMENTS_FILE).open("w", encoding="utf8") as handle:
+                for document_id, title, text in zip(self.ids, self._titles, self._texts, strict=True):
+                    handle.write(json.dumps({"id": document_id, "title": title, "text": text}) + "\n")
+            config = {
+                "format": _FORMAT,
+                "format_version": _FORMAT_VERSION,
+                "model": {"name_or_path": self.model_name_or_path, "fingerprint": self.fingerprint},
+                "factory_string": self.factory_string,
+                "documents": len(self),
+            }
+            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf8")
+            _move_into_place(staging, folder)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        return folder
+
+    @staticmethod
+    def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+        """The ``document_index.json`` of a saved index (what model it needs, how many documents)."""
+        folder = Path(folder).expanduser()
+        if not is_document_index(folder):
+            raise FileNotFoundError(f"{folder} is not a document index (no {CONFIG_FILE}); build one first")
+        try:
+            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{folder / CONFIG_FILE} is not valid JSON: {error}") from None
+        if not isinstance(config, dict) or config.get("format") != _FORMAT:
+            raise ValueError(f"{folder / CONFIG_FILE} is not a {_FORMAT} config")
+        if config.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"{folder} was written in format version {config.get('format_version')}; "
+                f"this llara-st reads version {_FORMAT_VERSION}"
+            )
+        return config
+
+    @classmethod
+    def load(
+        cls, folder: str | os.PathLike, model: SentenceTransformer | None = None, **load_kwargs: Any
+    ) -> DocumentIndex:
+        """Read a saved index; without ``model``, load the recorded one with :func:`llara_st.load`.
+
+        Args:
+            folder: The index folder.
+            model: The embedding model; refused (:class:`ModelMismatchError`) unless it is the recorded one.
+            **load_kwargs: Passed to :func:`llara_st.load` (``device``, ``model_kwargs``, ...).
+        """
+        folder = Path(folder).expanduser()
+        config = cls.read_config(folder)
+        recorded = config["model"]
+        if model is None:
+            import llara_st
+
+            if not recorded.get("name_or_path"):
+                raise ValueError(f"{folder} does not record its model's location: pass the model")
+            model = llara_st.load(recorded["name_or_path"], **load_kwargs)
+        index = cls(model, config["factory_string"], model_name_or_path=recorded.get("name_or_path"))
+        if index.fingerprint != recorded["fingerprint"]:
+            raise ModelMismatchError(
+                f"{folder} was built with the model {recorded.get('name_or_path')!r} (fingerprint "
+                f"{recorded['fingerprint']}), but this model has fingerprint {index.fingerprint}: its embeddings "
+                "are not comparable; search with the model the index was built with, or build a new index"
+            )
+        faiss_index = FaissIndex.load(folder / FAISS_FOLDER)
+        for line_number, row in jsonl_rows(folder / DOCUMENTS_FILE):
+            position = line_number - 1
+            if position >= len(faiss_index.ids) or row.get("id") != faiss_index.ids[position]:
+                raise ValueError(f"{folder / DOCUMENTS_FILE}:{line_number} does not match the faiss index's ids")
+            index._position[row["id"]] = position
+            index._titles.append(row.get("title") or "")
+            index._texts.append(row["text"])
+        if len(index._texts) != len(faiss_index.ids):
+            raise ValueError(
+                f"{folder / DOCUMENTS_FILE} holds {len(index._texts)} documents, the faiss index {len(faiss_index.ids)}"
+            )
+        index.faiss = faiss_index
+        return index
+
+
+def model_location(model_name_or_path: str | os.PathLike) -> str:
+    """A local folder as an absolute path (the index may be searched from elsewhere), a Hub id as given."""
+    path = Path(model_name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else str(model_name_or_path)
+
+
+def check_index_destination(folder: Path) -> None:
+    """Refuse to write an index over a file or over a non-empty folder that is not an index."""
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file, not an index folder")
+    if folder.is_dir() and any(folder.iterdir()) and not is_document_index(folder):
+        raise FileExistsError(
+            f"{folder} is a non-empty folder that is not a document index (no {CONFIG_FILE}); "
+            "choose another --index folder"
+        )
+
+
+def _move_into_place(staging: Path, folder: Path) -> None:
+    """Put the complete ``staging`` folder at ``folder``; an old index there goes only once the new one is in."""
+    if not folder.exists() or not any(folder.iterdir()):
+        os.replace(staging, folder)  # also replaces an empty folder
+        return
+    old = staging.with_name(staging.name.replace(".writing-", ".replaced-"))
+    os.replace(folder, old)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        os.replace(old, folder)
+        raise
+    shutil.rmtree(old)
+
+
+__all__ = [
+    "DocumentIndex",
+    "ModelMismatchError",
+    "SearchHit",
+    "check_index_destination",
+    "is_document_index",
+    "model_location",
+]
