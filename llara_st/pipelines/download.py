@@ -178,7 +178,7 @@ def _load_task_splits(source: MTEBSource, folder: Path) -> dict[str, Any]:
 
 
 def materialize_beir_folder(
-    folder: str | os.PathLike, splits: Sequence[str] = (), task_name: str | None = None
+    folder: str | os.PathLike, splits: Sequence[str] = (), task_name: str | None = None, download: bool = True
 ) -> Path:
     """Make sure ``folder`` is a BEIR folder with ``splits``: if it does not exist, build it from MTEB's task.
 
@@ -194,6 +194,8 @@ def materialize_beir_folder(
         folder: The BEIR folder, e.g. ``../shared/data/scifact``.
         splits: The qrels splits needed.
         task_name: ``"SciFact"`` or ``"NFCorpus"``; by default, from the folder's name (``scifact``, ``nfcorpus``).
+        download: False refuses an absent folder at once, with what to download, instead of asking the Hub (or
+            the local ``datasets`` cache).
 
     Returns:
         The folder.
@@ -236,6 +238,11 @@ def materialize_beir_folder(
         raise ValueError(
             f"BEIR folder {folder} does not exist, and the {source.task_name} folder built from MTEB's task has the "
             f"splits {list(source.splits)}, not {unavailable}. {download_instructions(folder)}"
+        )
+    if not download:
+        raise FileNotFoundError(
+            f"BEIR folder {folder.resolve()} does not exist (not fetched from the Hub while other files are missing). "
+            f"{download_instructions(folder)}"
         )
     logger.info("%s does not exist: writing it from MTEB's %s task", folder, source.task_name)
     data = _load_task_splits(source, folder)

@@ -207,24 +207,29 @@ class ReproductionPipeline(StageRunner):
     def __init__(self, config: ReproductionConfig) -> None:
         self.config = config
         self.models = Path(config.output_dir) / "models"
-        # An absent scifact/nfcorpus folder is written from MTEB's task; an incomplete one is refused, with what to get.
-        splits = [self.finetune_arguments("check", "x").train_split, *config.eval_splits]
-        materialize_beir_folder(config.beir_dir, splits)
-        for folder in config.transfer_dirs:
-            materialize_beir_folder(folder, [config.transfer_split])
         adaptation, _ = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
         check_replaceable(config.final_model_dir, "final_model_dir")  # and a folder it may not replace
+        # Local files first, all named in one error; an absent scifact/nfcorpus folder is then written from MTEB's
+        # task (never while a local file is missing, nor with HF_HUB_OFFLINE set); an incomplete one is refused.
+        missing = []
         for key in ("wikitext_paths", "beir_corpus_paths", "llara_jsonl_paths", "text_paths"):
             for path in getattr(adaptation, key):  # files, folders or glob patterns
                 try:
                     adaptation_files(path, key.removesuffix("_paths"))
                 except FileNotFoundError as error:
                     hint = (
-                        " (the raw WikiText files, e.g. wikitext-2-raw-v1 wiki.test.raw)"
-                        if key == "wikitext_paths"
-                        else ""
+                        " (the raw WikiText files, e.g. wikitext-2-raw-v1 wiki.test.raw)" if "wikitext" in key else ""
                     )
-                    raise FileNotFoundError(f"adapt.{key}: {error}{hint}") from None
+                    missing.append(f"adapt.{key}: {error}{hint}")
+        splits = [self.finetune_arguments("check", "x").train_split, *config.eval_splits]
+        folders = [(config.beir_dir, splits)] + [(folder, [config.transfer_split]) for folder in config.transfer_dirs]
+        for folder, folder_splits in folders:
+            try:
+                materialize_beir_folder(folder, folder_splits, download=not missing)
+            except FileNotFoundError as error:
+                missing.append(str(error))
+        if missing:
+            raise FileNotFoundError("; ".join(missing))
         stages: dict[str, Callable[[], dict[str, Any]]] = {"prepare": self.prepare, "baselines": self.baselines}
         if config.zeroshot:
             stages["zeroshot"] = lambda: self.evaluate(self.result("prepare")["llara_base"], "zeroshot", False)

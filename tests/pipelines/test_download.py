@@ -206,7 +206,10 @@ def test_reproduction_builds_an_absent_data_folder_from_mteb(tmp_path, monkeypat
 
     calls: list[str] = []
     monkeypatch.setattr(mteb, "get_task", fake_get_task(SCIFACT_HUB, calls))
-    config = {"beir_dir": str(tmp_path / "scifact"), "adapt": {"wikitext_paths": [str(tmp_path / "absent.raw")]}}
-    with pytest.raises(FileNotFoundError, match=r"adapt\.wikitext_paths"):  # checked after the data folder
+    config = {"beir_dir": str(tmp_path / "scifact"), "adapt": {"wikitext_paths": [str(tmp_path / "wiki.raw")]}}
+    with pytest.raises(FileNotFoundError, match=r"adapt\.wikitext_paths.*scifact\.zip"):  # local files first
         ReproductionPipeline(parse_reproduction_config(config))
+    assert calls == []  # nothing fetched while a local file is missing
+    (tmp_path / "wiki.raw").write_text(" = A = \n \n Some text . \n")
+    ReproductionPipeline(parse_reproduction_config(config))
     assert calls == ["SciFact"] and len(read_beir(tmp_path / "scifact", "dev").qrels) == SCIFACT_DEV_QUERIES

