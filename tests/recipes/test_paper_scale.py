@@ -4,6 +4,7 @@ DDP does not fail on unused parameters), and fine-tuning chooses its attention k
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -24,6 +25,7 @@ from llara_st.training.finetuning import load_finetune_model, parse_finetune_arg
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS_DIR = REPO_ROOT / "recipes" / "configs"
 FINETUNE_RECIPE = REPO_ROOT / "recipes" / "finetune.py"
+ADAPT_RECIPE = REPO_ROOT / "recipes" / "adapt.py"
 ADAPT_7B = CONFIGS_DIR / "adapt_llama2_7b_8gpu.yaml"
 FINETUNE_7B = CONFIGS_DIR / "finetune_llama2_7b_msmarco_8gpu.yaml"
 
@@ -63,6 +65,17 @@ def write_hard_negative_rows(path: Path, queries: int = 8, negatives: int = 15) 
             }
             handle.write(json.dumps(row) + "\n")
     return path
+
+
+def run_two_processes(recipe: Path, config: dict, config_path: Path) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 recipe config`` on CPU (gloo), this worktree's package first on the path."""
+    config_path.write_text(json.dumps(config))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    return subprocess.run(
+        [*command, str(recipe), str(config_path)], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def head_weight(model) -> torch.Tensor:
@@ -190,14 +203,7 @@ def test_two_process_full_finetuning_of_an_untied_model_runs(tiny_llara_dir: Pat
         "use_cpu": True,
         "disable_tqdm": True,
     }
-    config_path = tmp_path / "two.json"
-    config_path.write_text(json.dumps(config))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = subprocess.run(
-        [*command, str(FINETUNE_RECIPE), str(config_path)], env=env, capture_output=True, text=True, timeout=600
-    )
+    result = run_two_processes(FINETUNE_RECIPE, config, tmp_path / "two.json")
     assert result.returncode == 0, result.stderr[-4000:]
     (trained_path,) = [line for line in result.stdout.splitlines() if line.endswith("final")][:1]
     assert Path(trained_path).is_dir()
@@ -216,3 +222,55 @@ def test_finetuning_chooses_the_attention_kernel(kernel: str, tiny_llara_dir: Pa
     )
     model = load_finetune_model(args)
     assert llara_module(model).causal_lm.config._attn_implementation == kernel
+
+
+# ---------------------------------------------------------------------------------------------- DeepSpeed
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed")
+def test_deepspeed_zero1_adaptation_on_two_cpu_processes_trains_like_one(
+    tiny_llara_dir: Path, adaptation_jsonl: Path, tmp_path: Path
+):
+    """recipes/configs/deepspeed_zero1.json on 2 CPU processes (DeepSpeed's CPU accelerator, gloo): the trainer's
+    AdamW and linear warm-up/decay (no FusedAdam to compile, no WarmupDecayLR's logarithmic warm-up), and the
+    same losses and learning rates as one process without DeepSpeed at the same global batch."""
+    common = {
+        "model_name_or_path": str(tiny_llara_dir),
+        "llara_jsonl_paths": [str(adaptation_jsonl)],
+        "shuffle": False,
+        "cutoff_length": 48,
+        "max_steps": 4,
+        "learning_rate": 1e-3,
+        "warmup_steps": 2,
+        "lr_scheduler_type": "linear",
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 3,
+        "disable_tqdm": True,
+    }
+    two = common | {
+        "output_dir": str(tmp_path / "zero1"),
+        "per_device_train_batch_size": 2,
+        "deepspeed": str(CONFIGS_DIR / "deepspeed_zero1.json"),
+    }
+    result = run_two_processes(ADAPT_RECIPE, two, tmp_path / "zero1.json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    zero1 = json.loads((tmp_path / "zero1" / "trainer_state.json").read_text())["log_history"]
+
+    (tmp_path / "one").mkdir()
+    adaptation, training_args = parse_adaptation_arguments(
+        common | {"output_dir": str(tmp_path / "one"), "per_device_train_batch_size": 4}
+    )
+    run_adaptation(adaptation, training_args)
+    one = json.loads((tmp_path / "one" / "trainer_state.json").read_text())["log_history"]
+
+    def logged(history: list[dict], key: str) -> list[float]:
+        return [float(entry[key]) for entry in history if "loss" in entry]
+
+    # Linear warm-up over 2 steps, then linear decay to 0 at step 4 (the lr each step used).
+    assert logged(zero1, "learning_rate") == pytest.approx([0.0, 5e-4, 1e-3, 5e-4])
+    assert logged(zero1, "learning_rate") == pytest.approx(logged(one, "learning_rate"))
+    assert logged(zero1, "loss") == pytest.approx(logged(one, "loss"), rel=1e-4)
