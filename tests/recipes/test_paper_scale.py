@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 import llara_st
 from llara_st.model import llara_module
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
+from llara_st.training.checkpoints import StaleRunError
 from llara_st.training.finetuning import load_finetune_model, parse_finetune_arguments, run_finetuning
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -274,3 +275,31 @@ def test_deepspeed_zero1_adaptation_on_two_cpu_processes_trains_like_one(
     assert logged(zero1, "learning_rate") == pytest.approx([0.0, 5e-4, 1e-3, 5e-4])
     assert logged(zero1, "learning_rate") == pytest.approx(logged(one, "learning_rate"))
     assert logged(zero1, "loss") == pytest.approx(logged(one, "loss"), rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- resuming
+
+
+def test_resuming_under_another_world_size_is_refused(tiny_llara_dir: Path, tmp_path: Path, monkeypatch):
+    """Regression (issue 17, item 7): a checkpoint of a 1-process run was resumed by 2 processes (another global
+    batch) without a word."""
+    rows = write_hard_negative_rows(tmp_path / "rows.jsonl", negatives=1)
+    settings = {
+        "model_name_or_path": str(tiny_llara_dir),
+        "output_dir": str(tmp_path / "ft"),
+        "train_data": str(rows),
+        "group_size": 2,
+        "lora_r": 4,
+        "max_steps": 1,
+        "save_steps": 1,
+        "per_device_train_batch_size": 4,
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
+    (args,) = parse_finetune_arguments(settings)
+    assert args.world_size == 1
+    run_finetuning(args)
+    (resumed,) = parse_finetune_arguments(settings | {"max_steps": 2, "resume_from_checkpoint": "latest"})
+    monkeypatch.setattr(type(resumed), "world_size", property(lambda self: 2))
+    with pytest.raises(StaleRunError, match="world_size: 1 → 2"):
+        run_finetuning(resumed)
