@@ -212,6 +212,66 @@ def test_two_process_full_finetuning_of_an_untied_model_runs(tiny_llara_dir: Pat
     assert torch.equal(head_weight(trained), head_weight(llara_st.load(tiny_llara_dir, device="cpu")))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_two_process_finetuning_trains_like_one_at_the_same_global_batch(
+    lora: bool, tiny_llara_dir: Path, tmp_path: Path
+):
+    """2 processes x 2 queries with cross-device negatives = 1 process x 4 queries: the same rows per step (one
+    seeded order, consecutive batches dealt to the processes), every query against all 8 passages of the step,
+    all-reduced gradients; SGD keeps rounding differences rounding-sized."""
+    rows = write_hard_negative_rows(tmp_path / "rows.jsonl", queries=12, negatives=1)
+    common = {
+        "model_name_or_path": str(tiny_llara_dir),
+        "train_data": str(rows),
+        "group_size": 2,
+        "lora": lora,
+        "lora_r": 4,
+        "lora_dropout": 0.0,
+        "gather_across_devices": True,
+        "batch_sampler": "batch_sampler",
+        "optim": "sgd",
+        "learning_rate": 1e-3,
+        "warmup_steps": 0,
+        "lr_scheduler_type": "constant",
+        "max_steps": 3,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 5,
+        "disable_tqdm": True,
+    }
+    two = common | {"output_dir": str(tmp_path / "two"), "per_device_train_batch_size": 2}
+    result = run_two_processes(FINETUNE_RECIPE, two, tmp_path / "two.json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    recorder = RecordLosses()
+    (one,) = parse_finetune_arguments(common | {"output_dir": str(tmp_path / "one"), "per_device_train_batch_size": 4})
+    run_finetuning(one, callbacks=[recorder])
+    history = json.loads((tmp_path / "two" / "trainer_state.json").read_text())["log_history"]
+    two_losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(recorder.losses) == 3 and len(two_losses) == 3
+    assert two_losses == pytest.approx(recorder.losses, rel=1e-4)
+    texts = ["what about the river", "Storm field water ."]
+    one_model = llara_st.load(tmp_path / "one" / "final", device="cpu")
+    two_model = llara_st.load(tmp_path / "two" / "final", device="cpu")
+    torch.testing.assert_close(
+        two_model.encode_query(texts, convert_to_tensor=True),
+        one_model.encode_query(texts, convert_to_tensor=True),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+
+
+class RecordLosses(TrainerCallback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+
+
 # ---------------------------------------------------------------------------------------------- attention
 
 
