@@ -94,7 +94,7 @@ def test_7b_configs_connect():
     written = Path(adaptation.final_model_dir or Path(training_args.output_dir) / "final")
     assert os.path.normpath(finetune.model_name_or_path) == os.path.normpath(written)
     # Local-looking (./...), so a missing folder is an error rather than a Hub lookup.
-    assert finetune.model_name_or_path.startswith("./")
+    assert finetune.model_name_or_path.startswith("./") and adaptation.model_name_or_path.startswith("./")
 
 
 @pytest.mark.parametrize("name", ["./outputs/never-adapted/final", "outputs/run/final"])
