@@ -206,9 +206,9 @@ def test_two_process_full_finetuning_of_an_untied_model_runs(tiny_llara_dir: Pat
     }
     result = run_two_processes(FINETUNE_RECIPE, config, tmp_path / "two.json")
     assert result.returncode == 0, result.stderr[-4000:]
-    (trained_path,) = [line for line in result.stdout.splitlines() if line.endswith("final")][:1]
-    assert Path(trained_path).is_dir()
-    trained = llara_st.load(trained_path, device="cpu")
+    history = json.loads((tmp_path / "two" / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "loss" in entry] == [1, 2, 3]
+    trained = llara_st.load(tmp_path / "two" / "final", device="cpu")
     assert torch.equal(head_weight(trained), head_weight(llara_st.load(tiny_llara_dir, device="cpu")))
 
 
