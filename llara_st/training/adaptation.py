@@ -26,7 +26,7 @@ from llara_st.data import DocumentChunker, read_adaptation_pairs
 from llara_st.folders import check_replaceable, save_model_staged
 from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
 from llara_st.model import llara_module
-from llara_st.training.arguments import parse_arguments
+from llara_st.training.arguments import check_local_model_path, parse_arguments
 from llara_st.training.checkpoints import RunFingerprint, path_identity, resolve_checkpoint
 from llara_st.training.guards import save_trained_model, train_with_guards
 from llara_st.training.lora import LLAMA_LINEAR_PROJECTIONS, add_lora_adapter_from_config, merge_lora_adapter
@@ -166,6 +166,7 @@ def load_adaptation_model(
     config: AdaptationArguments, training_args: SentenceTransformerTrainingArguments
 ) -> tuple[SentenceTransformer, Path | None]:
     """The LLaRA model to adapt, and the LLaRA folder it was read from (None if converted in memory)."""
+    check_local_model_path(config.model_name_or_path)  # a missing local folder is an error, never a Hub id
     model_kwargs = {"dtype": config.model_dtype, "attn_implementation": config.attn_implementation}
     source = Path(config.model_name_or_path)
     if (source / "modules.json").is_file():

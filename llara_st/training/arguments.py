@@ -47,6 +47,36 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def check_local_model_path(name_or_path: str, setting: str = "model_name_or_path") -> None:
+    """Refuse a model setting that names a local folder which does not exist, before anything loads.
+
+    ``from_pretrained`` takes a missing folder for a Hub id (``models/llara-adapted`` would be looked up as the
+    repository ``llara-adapted`` of a user ``models``), so a typo or a stage that has not run yet would fail
+    late with a download error, or silently load another model. A name is local if it starts with ``./``,
+    ``../``, ``/`` or ``~`` or if its parent folder exists (e.g. ``outputs/run/final`` after ``outputs/run``
+    exists); a plain ``owner/name`` whose ``owner`` is no folder here stays a Hub id.
+
+    Example::
+
+        >>> from llara_st.training.arguments import check_local_model_path
+        >>> check_local_model_path("meta-llama/Llama-2-7b-hf")  # a Hub id: not checked
+        >>> check_local_model_path("./outputs/never-written/final")
+        Traceback (most recent call last):
+            ...
+        FileNotFoundError: model_name_or_path ./outputs/never-written/final is a local path that does not exist ...
+    """
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    looks_local = text.startswith(("./", "../", "/", "~", ".\\", "..\\")) or (
+        path.parent != Path(".") and path.parent.is_dir()
+    )
+    if looks_local and not path.exists():
+        raise FileNotFoundError(
+            f"{setting} {text} is a local path that does not exist (resolved: {path.resolve()}); it is not looked "
+            "up on the Hub. Run the stage that writes it first (e.g. the adaptation recipe), or fix the path."
+        )
+
+
 def _simple_type(hint: Any) -> tuple[type, bool, bool] | None:
     """``(scalar, is_list, allows_none)`` for ``T``, ``T | None``, ``list[T]`` or ``list[T] | None`` with ``T`` one of
     :data:`_SCALARS`; None for any other type."""

@@ -158,6 +158,9 @@ def _settings_of(config: Any) -> dict[str, Any]:
         settings = dict(config.to_dict())
         # to_dict turns some fields into strings (an enum's value, a callable's name): read those directly.
         settings.update({name: getattr(config, name) for name in ("batch_sampler", "multi_dataset_batch_sampler")})
+        # The number of processes sets the global batch (per device x processes x accumulation) and the data each
+        # step sees: a run resumed under another world size would be another run.
+        settings["world_size"] = config.world_size
         return {name: value for name, value in settings.items() if hasattr(config, name)}
     if dataclasses.is_dataclass(config):
         return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}

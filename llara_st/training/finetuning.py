@@ -32,7 +32,7 @@ from llara_st.evaluation.ir_evaluator import beir_ir_evaluator
 from llara_st.folders import check_replaceable, save_model_staged
 from llara_st.losses.contrastive import DEFAULT_TEMPERATURE, contrastive_loss
 from llara_st.model import llara_module
-from llara_st.training.arguments import parse_arguments
+from llara_st.training.arguments import check_local_model_path, parse_arguments
 from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
 from llara_st.training.guards import check_text_rows, save_trained_model, train_with_guards
 from llara_st.training.lora import LLAMA_LINEAR_PROJECTIONS, add_lora_adapter_from_config, merge_lora_adapter
@@ -114,6 +114,13 @@ class FinetuneArguments(SentenceTransformerTrainingArguments):
     query_max_length: int = field(default=64, metadata={"help": "Query token budget, template included."})
     passage_max_length: int = field(default=160, metadata={"help": "Passage token budget, template included."})
     model_dtype: str | None = field(default=None, metadata={"help": "float32, float16 or bfloat16 weights."})
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention kernel of the backbone: sdpa, eager, flash_attention_2, ... (None: transformers' "
+            "default). Fine-tuning uses 2D padding masks only, so flash attention serves it (adaptation cannot)."
+        },
+    )
     temperature: float = field(default=DEFAULT_TEMPERATURE, metadata={"help": "InfoNCE temperature."})
     cached_loss: bool = field(default=False, metadata={"help": "GradCache: large batches on small memory."})
     cached_mini_batch_size: int = field(default=32, metadata={"help": "Mini-batch of the cached loss."})
@@ -187,7 +194,13 @@ def parse_finetune_arguments(
 def load_finetune_model(args: FinetuneArguments) -> SentenceTransformer:
     """The LLaRA model to train; a plain causal LM is converted into ``output_dir/base`` first, since an
     adapter is saved relative to a base folder that has the ``<sK>`` tokens."""
-    model_kwargs = {"dtype": args.model_dtype} if args.model_dtype else None
+    # A local folder that does not exist (the adaptation has not run, a typo) is an error naming it, never a Hub id.
+    check_local_model_path(args.model_name_or_path)
+    model_kwargs = {}
+    if args.model_dtype:
+        model_kwargs["dtype"] = args.model_dtype
+    if args.attn_implementation:
+        model_kwargs["attn_implementation"] = args.attn_implementation
     source = Path(args.model_name_or_path)
     if not (source / "modules.json").is_file():
         base = Path(args.output_dir) / "base"
@@ -199,11 +212,28 @@ def load_finetune_model(args: FinetuneArguments) -> SentenceTransformer:
             passage_max_length=args.passage_max_length,
         )
         source = base
-    model = llara_st.load(source.resolve(), model_kwargs=model_kwargs)
+    model = llara_st.load(source.resolve(), model_kwargs=model_kwargs or None)
     transformer = llara_module(model, required=True)
     transformer.query_max_length = args.query_max_length
     transformer.passage_max_length = args.passage_max_length
     return model
+
+
+def freeze_output_head(model: SentenceTransformer) -> bool:
+    """Stop training the causal LM's output head (``lm_head``) when it is not tied to the input embeddings;
+    returns whether it was frozen.
+
+    Contrastive fine-tuning pools hidden states and never applies the head, so its gradient is always None: the
+    optimizer would never move it, and DistributedDataParallel, which expects a gradient for every trainable
+    parameter, fails at step 2 ("parameters that were not used in producing loss"). A head tied to the input
+    embeddings (SmolLM2) is the embedding matrix, which the model uses: it stays trainable.
+    """
+    causal_lm = llara_module(model, required=True).causal_lm
+    head, embeddings = causal_lm.get_output_embeddings(), causal_lm.get_input_embeddings()
+    if head is None or head.weight is embeddings.weight:
+        return False
+    head.requires_grad_(False)
+    return True
 
 
 def build_training_rows(args: FinetuneArguments, model: SentenceTransformer | None = None) -> Dataset:
@@ -257,6 +287,7 @@ def run_finetuning(
             which override ``args.train_data``: the same rows can train several models.
         callbacks: Extra trainer callbacks.
     """
+    check_local_model_path(args.model_name_or_path)  # before output_dir is created or anything loads
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)  # before the adapter's random initialisation, not only before training
@@ -280,6 +311,8 @@ def run_finetuning(
     model = load_finetune_model(args)
     if args.lora:
         add_lora_adapter_from_config(model, args, train_prompt_tokens=args.train_prompt_tokens)
+    elif freeze_output_head(model):
+        logger.info("Full fine-tuning: the untied output head (lm_head) is unused by the loss and stays frozen")
 
     # 2. Data: rows (anchor, positive, negative_1 … negative_{group_size-1})
     if train_dataset is None:

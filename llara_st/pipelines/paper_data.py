@@ -1,0 +1,232 @@
+"""The data of the paper-scale recipes (``recipes/configs/*7b*``): WikiText-103 for adaptation, MS MARCO passage
+training rows with hard negatives for fine-tuning, written where the configs read them.
+
+* :func:`write_wikitext103` writes ``wiki.train.raw`` from the official ``wikitext-103-raw-v1.zip`` (a local
+  file), or from the Hub dataset ``Salesforce/wikitext`` (config ``wikitext-103-raw-v1``) when online.
+* :func:`write_msmarco_hard_negatives` writes the authors' ``{"query", "pos", "neg"}`` JSONL: mined here
+  (:func:`llara_st.data.mine_hard_negatives_from_qrels`, BM25 or a model) from the official MS MARCO files
+  (``collection.tsv``, ``queries.train.tsv``, ``qrels.train.tsv``, local paths), or converted from the Hub
+  dataset ``Tevatron/msmarco-passage`` (BM25 hard negatives) when online.
+
+Run::
+
+    python -m llara_st.pipelines.paper_data wikitext103 data/wikitext-103-raw [--zip wikitext-103-raw-v1.zip]
+    python -m llara_st.pipelines.paper_data msmarco data/msmarco/train_hard_negatives.jsonl \\
+        --collection collection.tsv --queries queries.train.tsv --qrels qrels.train.tsv
+    python -m llara_st.pipelines.paper_data msmarco data/msmarco/train_hard_negatives.jsonl --hub
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import random
+import sys
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llara_st.data.contrastive import beir_examples, write_contrastive_jsonl
+from llara_st.data.mining import mine_hard_negatives_from_qrels
+
+logger = logging.getLogger(__name__)
+
+WIKITEXT_HUB = ("Salesforce/wikitext", "wikitext-103-raw-v1")
+WIKITEXT_ZIP_MEMBER = "wikitext-103-raw/wiki.train.raw"
+MSMARCO_HUB = "Tevatron/msmarco-passage"
+MSMARCO_FILES_URL = "https://microsoft.github.io/msmarco/Datasets.html (collectionandqueries.tar.gz, qrels.train.tsv)"
+
+
+def _replace_atomically(path: Path, write: Any) -> Path:
+    """Run ``write(temporary path)`` and move the result to ``path``: an interrupted run leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def write_wikitext103(out_dir: str | os.PathLike, zip_path: str | os.PathLike | None = None) -> Path:
+    """``out_dir/wiki.train.raw``, WikiText-103's raw training text (the adaptation data of the 7B config).
+
+    Args:
+        out_dir: The folder, ``data/wikitext-103-raw`` for ``adapt_llama2_7b_8gpu.yaml``.
+        zip_path: The official ``wikitext-103-raw-v1.zip``; None: the Hub dataset :data:`WIKITEXT_HUB`, whose
+            ``text`` rows are the file's lines (newlines included), so the file is the same.
+    """
+    target = Path(out_dir) / "wiki.train.raw"
+
+    def write(partial: Path) -> None:
+        if zip_path is not None:
+            with zipfile.ZipFile(zip_path) as archive, archive.open(WIKITEXT_ZIP_MEMBER) as source:
+                with partial.open("wb") as handle:
+                    while chunk := source.read(1 << 20):
+                        handle.write(chunk)
+            return
+        from datasets import load_dataset
+
+        rows = load_dataset(*WIKITEXT_HUB, split="train")
+        with partial.open("w", encoding="utf8", newline="") as handle:
+            for text in rows["text"]:
+                handle.write(text)
+
+    _replace_atomically(target, write)
+    logger.info("Wrote %s", target)
+    return target
+
+
+def _read_tsv(path: str | os.PathLike) -> Iterable[list[str]]:
+    with open(path, encoding="utf8", newline="") as handle:
+        yield from csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+
+
+def read_msmarco_files(
+    collection: str | os.PathLike,
+    queries: str | os.PathLike,
+    qrels: str | os.PathLike,
+    max_queries: int | None = None,
+    seed: int = 42,
+) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
+    """``corpus, queries, qrels`` (as :func:`llara_st.data.load_beir` returns them) from the official MS MARCO
+    passage files: ``collection.tsv`` (``pid<TAB>passage``), ``queries.train.tsv`` (``qid<TAB>query``) and
+    ``qrels.train.tsv`` (``qid 0 pid 1``, TREC layout, tab-separated). ``max_queries`` keeps a seeded sample of
+    the judged queries (all ~503k by default)."""
+    judged: dict[str, dict[str, int]] = {}
+    for row in _read_tsv(qrels):
+        query_id, _, passage_id, score = row
+        judged.setdefault(query_id, {})[passage_id] = int(score)
+    if max_queries is not None and max_queries < len(judged):
+        kept = random.Random(seed).sample(sorted(judged), max_queries)
+        judged = {query_id: judged[query_id] for query_id in sorted(kept)}
+    query_texts = {row[0]: row[1] for row in _read_tsv(queries) if row[0] in judged}
+    corpus = {row[0]: row[1] for row in _read_tsv(collection)}
+    missing = [query_id for query_id in judged if query_id not in query_texts]
+    if missing:
+        raise ValueError(f"{len(missing)} judged queries of {qrels} are not in {queries} (e.g. {missing[0]})")
+    return corpus, query_texts, judged
+
+
+def _passage_text(passage: Mapping[str, Any]) -> str:
+    title = (passage.get("title") or "").strip()
+    return f"{title} {passage['text']}" if title and title != "-" else passage["text"]
+
+
+def hub_msmarco_examples(rows: Iterable[Mapping[str, Any]], num_negatives: int = 15) -> list[dict[str, Any]]:
+    """``{"query", "pos", "neg"}`` rows from ``Tevatron/msmarco-passage``'s (``query``, ``positive_passages``,
+    ``negative_passages``: lists of ``{docid, title, text}``); the first ``num_negatives`` negatives are kept."""
+    examples = []
+    for row in rows:
+        positives = [_passage_text(passage) for passage in row["positive_passages"]]
+        negatives = [_passage_text(passage) for passage in row["negative_passages"]][:num_negatives]
+        if positives and negatives:
+            examples.append({"query": row["query"], "pos": positives, "neg": negatives})
+    return examples
+
+
+def write_msmarco_hard_negatives(
+    out: str | os.PathLike,
+    collection: str | os.PathLike | None = None,
+    queries: str | os.PathLike | None = None,
+    qrels: str | os.PathLike | None = None,
+    *,
+    retriever: Any = "bm25",
+    num_negatives: int = 15,
+    range_min: int = 10,
+    range_max: int = 200,
+    relative_margin: float | None = 0.05,
+    max_queries: int | None = None,
+    seed: int = 42,
+) -> Path:
+    """MS MARCO training rows with hard negatives, in the authors' ``{"query", "pos", "neg"}`` JSONL at ``out``
+    (``data/msmarco/train_hard_negatives.jsonl`` for ``finetune_llama2_7b_msmarco_8gpu.yaml``).
+
+    With the three official files, negatives are mined here: ``num_negatives`` drawn from ranks
+    ``[range_min, range_max)`` of ``retriever`` (``"bm25"`` or a sentence-transformers model) after removing the
+    judged positives and candidates scoring within ``relative_margin`` of them (likely unjudged positives;
+    :func:`llara_st.data.mine_hard_negatives_from_qrels`); the reference took 15 from the top 200
+    of an existing retriever. Without them, the rows of the Hub dataset :data:`MSMARCO_HUB` (BM25 negatives) are
+    converted (needs the network).
+    """
+    given = [path is not None for path in (collection, queries, qrels)]
+    if any(given) and not all(given):
+        raise ValueError("Mining needs all three MS MARCO files: collection, queries and qrels")
+    if all(given):
+        corpus, query_texts, judged = read_msmarco_files(collection, queries, qrels, max_queries, seed)
+        logger.info("Mining %d negatives for %d queries over %d passages", num_negatives, len(judged), len(corpus))
+        negatives = mine_hard_negatives_from_qrels(
+            corpus,
+            query_texts,
+            judged,
+            retriever,
+            num_negatives=num_negatives,
+            range_min=range_min,
+            range_max=range_max,
+            relative_margin=relative_margin,
+            seed=seed,
+        )
+        examples = [row for row in beir_examples(corpus, query_texts, judged, negatives) if row["neg"]]
+    else:
+        from datasets import load_dataset
+
+        rows = load_dataset(MSMARCO_HUB, split="train")
+        if max_queries is not None and max_queries < len(rows):
+            rows = rows.shuffle(seed=seed).select(range(max_queries))
+        examples = hub_msmarco_examples(rows, num_negatives)
+    _replace_atomically(Path(out), lambda partial: write_contrastive_jsonl(examples, partial))
+    logger.info("Wrote %d rows to %s", len(examples), out)
+    return Path(out)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """The command line of the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m llara_st.pipelines.paper_data", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    wikitext = commands.add_parser("wikitext103", help="write <out_dir>/wiki.train.raw")
+    wikitext.add_argument("out_dir")
+    wikitext.add_argument("--zip", help="the official wikitext-103-raw-v1.zip (default: the Hub dataset)")
+    msmarco = commands.add_parser("msmarco", help="write {query,pos,neg} rows with hard negatives")
+    msmarco.add_argument("out")
+    msmarco.add_argument("--collection", help="collection.tsv")
+    msmarco.add_argument("--queries", help="queries.train.tsv")
+    msmarco.add_argument("--qrels", help="qrels.train.tsv")
+    msmarco.add_argument("--hub", action="store_true", help=f"convert {MSMARCO_HUB} instead of mining")
+    msmarco.add_argument("--retriever", default="bm25", help="'bm25' or a sentence-transformers model to mine with")
+    msmarco.add_argument("--num-negatives", type=int, default=15)
+    msmarco.add_argument("--range-min", type=int, default=10)
+    msmarco.add_argument("--range-max", type=int, default=200)
+    msmarco.add_argument("--max-queries", type=int, default=None)
+    msmarco.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if args.command == "wikitext103":
+        return write_wikitext103(args.out_dir, args.zip)
+    files = (args.collection, args.queries, args.qrels)
+    if (args.hub and any(files)) or (not args.hub and not all(files)):
+        parser.error(
+            f"give either --collection, --queries and --qrels (official files from {MSMARCO_FILES_URL}) or --hub"
+        )
+    retriever: Any = args.retriever
+    if retriever != "bm25":
+        import llara_st
+
+        retriever = llara_st.load(retriever)  # a LLaRA folder (its query/passage templates) or any ST model
+    return write_msmarco_hard_negatives(
+        args.out,
+        *files,
+        retriever=retriever,
+        num_negatives=args.num_negatives,
+        range_min=args.range_min,
+        range_max=args.range_max,
+        max_queries=args.max_queries,
+        seed=args.seed,
+    )
+
+
+if __name__ == "__main__":
+    print(main(sys.argv[1:]))
