@@ -18,6 +18,7 @@ from sentence_transformers import SentenceTransformer
 from llara_st.data.beir import jsonl_rows
 from llara_st.evaluation.faiss_index import FaissIndex, SearchParameters
 from llara_st.evaluation.fingerprint import model_fingerprint
+from llara_st.folders import replace_folder
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ class DocumentIndex:
                 "documents": len(self),
             }
             (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf8")
-            _move_into_place(staging, folder)
+            replace_folder(staging, folder)  # an old index goes only once the new one is in place
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
@@ -333,21 +334,6 @@ def check_index_destination(folder: Path) -> None:
             f"{folder} is a non-empty folder that is not a document index (no {CONFIG_FILE}); "
             "choose another --index folder"
         )
-
-
-def _move_into_place(staging: Path, folder: Path) -> None:
-    """Put the complete ``staging`` folder at ``folder``; an old index there goes only once the new one is in."""
-    if not folder.exists() or not any(folder.iterdir()):
-        os.replace(staging, folder)  # also replaces an empty folder
-        return
-    old = staging.with_name(staging.name.replace(".writing-", ".replaced-"))
-    os.replace(folder, old)
-    try:
-        os.replace(staging, folder)
-    except OSError:
-        os.replace(old, folder)
-        raise
-    shutil.rmtree(old)
 
 
 __all__ = [
