@@ -78,6 +78,11 @@ FULL_CORPUS_VARIANTS = [
 ]
 
 
+def evaluated_corpus(config: Mapping[str, Any]) -> str:
+    """``"full"`` or ``"sub"``: the corpus a reproduction config's evaluation stages score on."""
+    return "full" if config.get("eval_corpus_size") is None else "sub"
+
+
 def _dig(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
     for key in keys:
         data = data[key]
@@ -175,7 +180,7 @@ def _score_table(results: dict[str, Any], corpus: str, splits: list[str], metric
 def _markdown(results: dict[str, Any], config: dict[str, Any], metrics: Mapping[str, str]) -> list[str]:
     splits = list(config["eval_splits"])
     size = config.get("eval_corpus_size")
-    corpus = "full" if size is None else "sub"
+    corpus = evaluated_corpus(config)
     where = (
         "the full corpus"
         if size is None
@@ -255,7 +260,7 @@ def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    corpus = "full" if results["config"].get("eval_corpus_size") is None else "sub"
+    corpus = evaluated_corpus(results["config"])
     scores = {
         label: {split: by_corpus[corpus] for split, by_corpus in by_split.items() if corpus in by_corpus}
         for label, by_split in results["variants"].items()

@@ -42,7 +42,7 @@ from llara_st.evaluation.sub_corpus import write_sub_corpus
 from llara_st.folders import check_replaceable, save_model_staged
 from llara_st.model_card import use_llara_model_card
 from llara_st.pipelines.download import materialize_beir_folder
-from llara_st.pipelines.report import write_report
+from llara_st.pipelines.report import evaluated_corpus, write_report
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.finetuning import build_training_rows, parse_finetune_arguments, run_finetuning
@@ -323,7 +323,7 @@ class ReproductionPipeline(StageRunner):
     @property
     def corpus(self) -> str:
         """``"full"`` or ``"sub"``: which corpus the evaluation stages score on."""
-        return "full" if self.config.eval_corpus_size is None else "sub"
+        return evaluated_corpus(asdict(self.config))
 
     def eval_folder(self) -> str:
         """The BEIR folder of the evaluation stages: ``beir_dir``, or its fixed sub-corpus (written once)."""

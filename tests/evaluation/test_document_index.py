@@ -10,18 +10,12 @@ import pytest
 pytest.importorskip("faiss")
 
 import llara_st  # noqa: E402
+from conftest import DOCUMENTS  # noqa: E402  (the root conftest's five documents, as in the doctests)
 from llara_st.cli import main  # noqa: E402
 from llara_st.data import read_documents  # noqa: E402
 from llara_st.evaluation import DocumentIndex, ModelMismatchError  # noqa: E402
 from tests.conftest import build_tiny_llama  # noqa: E402
 
-DOCUMENTS = {
-    "d1": ("Tides", "The tides rise and fall with the pull of the Moon on the ocean water."),
-    "d2": ("Bees", "Honeybees dance on the comb to show the others where flowers and water are."),
-    "d3": ("Volcanoes", "A volcano erupts when magma rises through the crust under the ocean."),
-    "d4": ("Retrieval", "A retriever embeds queries and documents; relevant documents score high."),
-    "d5": ("Rivers", "The river rose and the fields flooded after a week of rain and water from the hills."),
-}
 WORDS = "moon tide ocean bee flower river rain volcano magma crust comb dance water field hill retriever".split()
 
 
