@@ -17,6 +17,7 @@ import copy
 import importlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,17 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
             return True
         raise
     return None
+
+
+# Docstring examples that train a model are marked slow, so `-m "not slow"` stays quick (the slow recipe tests run the
+# same workflows end to end).
+TRAINING_CALLS = re.compile(r"\b(run_adaptation|run_finetuning|train_with_guards|ReproductionPipeline)\(|\.train\(")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, DoctestItem) and any(TRAINING_CALLS.search(e.source) for e in item.dtest.examples):
+            item.add_marker(pytest.mark.slow)
 
 
 DOCUMENTS = {
