@@ -207,7 +207,7 @@ class ReproductionPipeline(StageRunner):
     def __init__(self, config: ReproductionConfig) -> None:
         self.config = config
         self.models = Path(config.output_dir) / "models"
-        adaptation, _ = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
+        adaptation = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
         check_replaceable(config.final_model_dir, "final_model_dir")  # and a folder it may not replace
         # Local files first, all named in one error; an absent scifact/nfcorpus folder is then written from MTEB's
         # task (never while a local file is missing, nor with HF_HUB_OFFLINE set); an incomplete one is refused.
