@@ -8,8 +8,9 @@ Run:
     python recipes/adapt.py --model_name_or_path llara-base --wikitext_paths wiki.train.raw --output_dir out
     llara-st adapt recipes/configs/adapt_smollm2_cpu.yaml          # the same, from an installed package
 
-The config (JSON or YAML) holds the keys of ``llara_st.training.AdaptationArguments`` and of sentence-transformers'
-``SentenceTransformerTrainingArguments`` side by side. It prints the folder of the adapted LLaRA model.
+The config (JSON or YAML) holds the keys of ``llara_st.training.AdaptationArguments``: sentence-transformers'
+``SentenceTransformerTrainingArguments`` plus the adaptation's model, data, loss and LoRA settings. It prints the
+folder of the adapted LLaRA model.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ def main(argv: list[str] | None = None) -> str:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     argv = sys.argv[1:] if argv is None else argv
     # 1-8 (model, loss, data, arguments, evaluate, train, evaluate, save) run inside run_adaptation.
-    adaptation, training_args = parse_adaptation_arguments(argv[0] if len(argv) == 1 else argv)
-    model_dir = run_adaptation(adaptation, training_args)
+    (args,) = parse_adaptation_arguments(argv[0] if len(argv) == 1 else argv)
+    model_dir = run_adaptation(args)
     print(model_dir)
     return model_dir
 

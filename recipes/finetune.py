@@ -2,7 +2,7 @@
 
 InfoNCE (temperature 0.01 by default) of each query against its positive, its mined hard negatives and every
 other passage in the batch; LoRA (r 64, alpha 16, all seven projections) with the ``<sK>`` rows trainable and
-merged on save, or full fine-tuning (``lora: false``).
+merged on save (``lora_save: merged``), or full fine-tuning (``lora: false``).
 
 Run:
     python recipes/finetune.py recipes/configs/finetune_smollm2_scifact_cpu.yaml

@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_workflow(
         subparsers,
         "adapt",
-        "EBAE/EBAR adaptation of a causal LM / LLaRA model (AdaptationArguments + trainer arguments)",
+        "EBAE/EBAR adaptation of a causal LM / LLaRA model (AdaptationArguments: the trainer's arguments and LLaRA's)",
         _adapt,
         "adapt_smollm2_cpu.yaml",
     )

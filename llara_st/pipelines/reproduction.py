@@ -62,8 +62,8 @@ PIPELINE_KEYS = {
 @dataclass
 class ReproductionConfig:
     """The pipeline's own settings; ``adapt`` and ``finetune`` pass straight through to
-    :class:`~llara_st.training.AdaptationArguments` + ``SentenceTransformerTrainingArguments`` and to
-    :class:`~llara_st.training.FinetuneArguments` (the pipeline sets only the model and output folders)."""
+    :class:`~llara_st.training.AdaptationArguments` and :class:`~llara_st.training.FinetuneArguments` (each the
+    trainer's arguments plus the workflow's; the pipeline sets only the model and output folders)."""
 
     output_dir: str = field(default="runs/scifact-smollm2", metadata={"help": "Stage files, models, report"})
     final_model_dir: str = field(default="llara", metadata={"help": "Where the final model is copied"})
@@ -106,7 +106,7 @@ class ReproductionConfig:
         },
     )
     bootstrap_resamples: int = field(default=10_000, metadata={"help": "Paired bootstrap / randomisation samples"})
-    adapt: dict[str, Any] = field(default_factory=dict, metadata={"help": "AdaptationArguments + trainer keys"})
+    adapt: dict[str, Any] = field(default_factory=dict, metadata={"help": "AdaptationArguments keys"})
     finetune: dict[str, Any] = field(default_factory=dict, metadata={"help": "FinetuneArguments keys"})
 
 
@@ -207,7 +207,7 @@ class ReproductionPipeline(StageRunner):
     def __init__(self, config: ReproductionConfig) -> None:
         self.config = config
         self.models = Path(config.output_dir) / "models"
-        adaptation, _ = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
+        adaptation = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
         check_replaceable(config.final_model_dir, "final_model_dir")  # and a folder it may not replace
         # Local files first, all named in one error; an absent scifact/nfcorpus folder is then written from MTEB's
         # task (never while a local file is missing, nor with HF_HUB_OFFLINE set); an incomplete one is refused.
@@ -263,7 +263,7 @@ class ReproductionPipeline(StageRunner):
         }
         return {**defaults, **section, **(values or {})}
 
-    def adaptation_arguments(self, model_dir: str) -> tuple[Any, Any]:
+    def adaptation_arguments(self, model_dir: str) -> Any:
         section = self.section(
             "adapt",
             {
@@ -272,7 +272,8 @@ class ReproductionPipeline(StageRunner):
                 "final_model_dir": str(self.models / "llara-adapted"),
             },
         )
-        return parse_adaptation_arguments(section)
+        (args,) = parse_adaptation_arguments(section)
+        return args
 
     def finetune_arguments(self, name: str, model_dir: str) -> Any:
         values = {"model_name_or_path": model_dir, "output_dir": str(self.models / f"finetune-{name}")}
@@ -378,13 +379,13 @@ class ReproductionPipeline(StageRunner):
         return result
 
     def adapt(self) -> dict[str, Any]:
-        adaptation, training_args = self.adaptation_arguments(self.result("prepare")["llara_base"])
+        args = self.adaptation_arguments(self.result("prepare")["llara_base"])
         if self.forced:
-            adaptation.overwrite_output_dir = True
-        elif any(Path(training_args.output_dir).glob("checkpoint-*")):
-            training_args.resume_from_checkpoint = "true"
-        model_dir = run_adaptation(adaptation, training_args)
-        return {"model": model_dir, "log_history": read_log_history(Path(training_args.output_dir))}
+            args.overwrite_output_dir = True
+        elif any(Path(args.output_dir).glob("checkpoint-*")):
+            args.resume_from_checkpoint = "true"
+        model_dir = run_adaptation(args)
+        return {"model": model_dir, "log_history": read_log_history(Path(args.output_dir))}
 
     def mine(self) -> dict[str, Any]:
         args = self.finetune_arguments("mine", self.result("prepare")["llara_base"])

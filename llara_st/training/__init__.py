@@ -1,7 +1,7 @@
 """Training LLaRA models: the two workflows, EBAE/EBAR adaptation (:func:`run_adaptation`) and contrastive fine-tuning
-(:func:`run_finetuning`), and their tools: config parsing (``arguments``), LoRA (``lora``), guards and resumable
-checkpoints (``guards``, ``checkpoints``) and precision (``precision``). The recipes, ``llara-st adapt|finetune`` and
-the pipelines of :mod:`llara_st.pipelines` call these.
+(:func:`run_finetuning`), and their tools: config parsing (``arguments``), LoRA and its settings (``lora``), guards
+and resumable checkpoints (``guards``, ``checkpoints``) and precision (``precision``). The recipes,
+``llara-st adapt|finetune`` and the pipelines of :mod:`llara_st.pipelines` call these.
 
 ``contrastive_loss`` (:mod:`llara_st.losses`) and ``beir_ir_evaluator`` (:mod:`llara_st.evaluation`) are also named
 here, where the fine-tuning workflow uses them."""
@@ -23,7 +23,7 @@ from llara_st.training.finetuning import (
     run_finetuning,
 )
 from llara_st.training.lora import (
-    LLAMA_LINEAR_PROJECTIONS,
+    LoraArguments,
     add_lora_adapter,
     add_lora_adapter_from_config,
     has_lora_adapter,
@@ -32,9 +32,9 @@ from llara_st.training.lora import (
 from llara_st.training.precision import autocast_available
 
 __all__ = [
-    "LLAMA_LINEAR_PROJECTIONS",
     "AdaptationArguments",
     "FinetuneArguments",
+    "LoraArguments",
     "RunFingerprint",
     "add_lora_adapter",
     "add_lora_adapter_from_config",

@@ -23,22 +23,24 @@ from transformers import TrainerCallback, set_seed
 
 import llara_st
 from llara_st.data import DocumentChunker, read_adaptation_pairs
-from llara_st.folders import check_replaceable, save_model_staged
+from llara_st.folders import check_replaceable
 from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
 from llara_st.model import llara_module
 from llara_st.training.arguments import check_local_model_path, parse_arguments
 from llara_st.training.checkpoints import RunFingerprint, path_identity, resolve_checkpoint
 from llara_st.training.guards import save_trained_model, train_with_guards
-from llara_st.training.lora import LLAMA_LINEAR_PROJECTIONS, add_lora_adapter_from_config, merge_lora_adapter
+from llara_st.training.lora import LoraArguments, adapter_folder, add_lora_adapter_from_config, save_lora_model
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class AdaptationArguments:
+class AdaptationArguments(LoraArguments, SentenceTransformerTrainingArguments):
     """What to adapt, on which data, with which loss and adapter: LLaRA's EBAE/EBAR stage (Li et al., 2023,
-    arXiv:2312.15503). The trainer's own settings sit beside it in ``SentenceTransformerTrainingArguments``
-    (the model/data/training split of Tevatron's arguments); one config file holds the keys of both.
+    arXiv:2312.15503), plus the trainer's own arguments (learning rate, steps, precision, checkpoints, …) in one
+    dataclass, as :class:`~llara_st.training.FinetuneArguments` and sentence-transformers' own families extend the
+    trainer's. The LoRA settings (:class:`~llara_st.training.lora.LoraArguments`) are those of fine-tuning; LoRA is
+    off by default here (the reference trains all weights).
 
     Example (adapting on a plain text file, documents separated by blank lines)::
 
@@ -51,7 +53,7 @@ class AdaptationArguments:
         ...     "A volcano erupts when hot magma rises through cracks in the crust of the Earth.",
         ... ]
         >>> _ = Path("documents.txt").write_text("\\n\\n".join(documents), encoding="utf8")
-        >>> adaptation, training_args = parse_adaptation_arguments(
+        >>> (args,) = parse_adaptation_arguments(
         ...     {
         ...         "model_name_or_path": llara_path,
         ...         "text_paths": ["documents.txt"],
@@ -62,9 +64,9 @@ class AdaptationArguments:
         ...         "per_device_train_batch_size": 4,
         ...     }
         ... )
-        >>> adaptation.lm_weight, training_args.max_steps
+        >>> args.lm_weight, args.max_steps
         (1.0, 1)
-        >>> final_model_dir = run_adaptation(adaptation, training_args)  # the trainer prints its summary on the way
+        >>> final_model_dir = run_adaptation(args)  # the trainer prints its summary on the way
         {...'train_loss': ...}
         >>> final_model_dir
         'out/final'
@@ -72,8 +74,9 @@ class AdaptationArguments:
         (1, 64)
     """
 
-    model_name_or_path: str = field(
-        metadata={"help": "A LLaRA sentence-transformers folder (llara_st.convert) or a causal LM to convert"}
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A LLaRA sentence-transformers folder (llara_st.convert) or a causal LM to convert"},
     )
     wikitext_paths: list[str] = field(
         default_factory=list, metadata={"help": "WikiText *.raw files (or folders, glob patterns)"}
@@ -108,19 +111,6 @@ class AdaptationArguments:
     attn_implementation: str = field(
         default="sdpa", metadata={"help": "sdpa or eager (the loss needs a 4D mask: no flash attention)"}
     )
-    use_lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights"})
-    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: list(LLAMA_LINEAR_PROJECTIONS), metadata={"help": "Layers that get adapters"}
-    )
-    lora_train_prompt_tokens: bool = field(
-        default=True, metadata={"help": "Train the 16 <sK> embedding rows along with the adapter"}
-    )
-    lora_save: str = field(
-        default="merged", metadata={"help": "merged (plain LLaRA model), adapter, or both (adapter in *-adapter)"}
-    )
     final_model_dir: str | None = field(
         default=None,
         metadata={
@@ -137,11 +127,12 @@ class AdaptationArguments:
     )
 
     def __post_init__(self) -> None:
+        if self.model_name_or_path is None:
+            raise ValueError("model_name_or_path is required: a LLaRA folder or a causal LM to convert")
         choices = {
             "chunk_unit": ("tokens", "words"),
             "model_dtype": ("float32", "bfloat16", "float16"),
             "attn_implementation": ("sdpa", "eager"),
-            "lora_save": ("merged", "adapter", "both"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -154,6 +145,7 @@ class AdaptationArguments:
             raise ValueError(f"max_rows must be positive, got {self.max_rows}")
         if self.eval_rows < 0:
             raise ValueError(f"eval_rows must be >= 0, got {self.eval_rows}")
+        super().__post_init__()
 
 
 def sequential_batch_sampler(dataset: Dataset, **kwargs: Any) -> DefaultBatchSampler:
@@ -162,22 +154,20 @@ def sequential_batch_sampler(dataset: Dataset, **kwargs: Any) -> DefaultBatchSam
     return DefaultBatchSampler(SequentialSampler(dataset), **kwargs)
 
 
-def load_adaptation_model(
-    config: AdaptationArguments, training_args: SentenceTransformerTrainingArguments
-) -> tuple[SentenceTransformer, Path | None]:
+def load_adaptation_model(config: AdaptationArguments) -> tuple[SentenceTransformer, Path | None]:
     """The LLaRA model to adapt, and the LLaRA folder it was read from (None if converted in memory)."""
     check_local_model_path(config.model_name_or_path)  # a missing local folder is an error, never a Hub id
     model_kwargs = {"dtype": config.model_dtype, "attn_implementation": config.attn_implementation}
     source = Path(config.model_name_or_path)
     if (source / "modules.json").is_file():
         return llara_st.load(source, model_kwargs=model_kwargs), source
-    if not config.use_lora:
+    if not config.lora:
         return llara_st.build_llara_model(config.model_name_or_path, model_kwargs=model_kwargs), None
     # A LoRA adapter records the folder of its base model: convert to disk once, so that checkpoints, resume
     # and merging find a base that already holds the <sK> tokens. The folder is named for the model's content:
     # a base left by an earlier run on another model is neither reused nor overwritten (its checkpoints need it).
-    base_dir = Path(training_args.output_dir) / f"base-llara-{path_identity(config.model_name_or_path)[:12]}"
-    with training_args.main_process_first(local=False, desc="converting the causal LM"):
+    base_dir = Path(config.output_dir) / f"base-llara-{path_identity(config.model_name_or_path)[:12]}"
+    with config.main_process_first(local=False, desc="converting the causal LM"):
         if not (base_dir / "modules.json").is_file():
             llara_st.convert(config.model_name_or_path, base_dir)
     return llara_st.load(base_dir, model_kwargs=model_kwargs), base_dir
@@ -212,64 +202,58 @@ def build_adaptation_dataset(
     return dataset
 
 
-def run_adaptation(
-    config: AdaptationArguments,
-    training_args: SentenceTransformerTrainingArguments,
-    callbacks: list[TrainerCallback] | None = None,
-) -> str:
+def run_adaptation(args: AdaptationArguments, callbacks: list[TrainerCallback] | None = None) -> str:
     """Adapt the model as configured and return the folder of the adapted LLaRA model."""
-    final_dir = Path(config.final_model_dir or Path(training_args.output_dir) / "final")
+    final_dir = Path(args.final_model_dir or Path(args.output_dir) / "final")
     # The final folders are replaced only if llara_st wrote them (docs/training_guards.md, "Folders"): checked now,
     # not after training.
-    for folder in (final_dir, final_dir.with_name(final_dir.name + "-adapter")):
+    for folder in (final_dir, adapter_folder(final_dir, "both")):
         check_replaceable(folder, "final_model_dir")
 
     # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable. Seeded
     # first: the adapter's random initialisation happens here, before the trainer seeds anything.
-    set_seed(training_args.seed)
-    model, base_dir = load_adaptation_model(config, training_args)
-    if config.use_lora:
-        add_lora_adapter_from_config(model, config, train_prompt_tokens=config.lora_train_prompt_tokens)
+    set_seed(args.seed)
+    model, base_dir = load_adaptation_model(args)
+    if args.lora:
+        add_lora_adapter_from_config(model, args)
 
     # 2. Collator (builds the adaptation input; before the data: its text budget sizes the chunks) and loss.
-    collator = EBAEEBARDataCollator(
-        model, cutoff_length=config.cutoff_length, remove_stop_words=config.remove_stop_words
-    )
-    loss = EBAEEBARLoss(model, lm_weight=config.lm_weight)
+    collator = EBAEEBARDataCollator(model, cutoff_length=args.cutoff_length, remove_stop_words=args.remove_stop_words)
+    loss = EBAEEBARLoss(model, lm_weight=args.lm_weight)
 
     # 3. Data: (text, next_text) rows from every source; the last eval_rows rows are held out.
-    dataset = build_adaptation_dataset(config, model, collator.text_budget, seed=training_args.seed)
+    dataset = build_adaptation_dataset(args, model, collator.text_budget, seed=args.seed)
     eval_dataset = None
-    if config.eval_rows:
-        eval_dataset = dataset.select(range(len(dataset) - config.eval_rows, len(dataset)))
-        dataset = dataset.select(range(len(dataset) - config.eval_rows))
+    if args.eval_rows:
+        eval_dataset = dataset.select(range(len(dataset) - args.eval_rows, len(dataset)))
+        dataset = dataset.select(range(len(dataset) - args.eval_rows))
 
     # 4. Training arguments: optionally in data order.
-    if training_args.ddp_find_unused_parameters is None:
+    if args.ddp_find_unused_parameters is None:
         # Under DDP the loss applies the LM head outside the model's forward, which DDP's unused-parameter search
         # would flag; every trainable parameter gets a gradient at every step, so there is nothing to search.
-        training_args.ddp_find_unused_parameters = False
-    if not config.shuffle:
-        training_args.batch_sampler = sequential_batch_sampler
+        args.ddp_find_unused_parameters = False
+    if not args.shuffle:
+        args.batch_sampler = sequential_batch_sampler
 
     # 5. Evaluate before training (held-out adaptation loss, logged at step 0), unless resuming. Only a run with
     # the same settings and data is resumed; another run's checkpoints in output_dir are an error.
-    fingerprint = RunFingerprint.from_configs(config, training_args, {"train_dataset": dataset})
-    output_dir = Path(training_args.output_dir).resolve()
-    own_outputs = [path.name for path in (final_dir, final_dir.with_name(final_dir.name + "-adapter"))]
+    fingerprint = RunFingerprint.from_configs(args, {"train_dataset": dataset})
+    output_dir = Path(args.output_dir).resolve()
+    own_outputs = [path.name for path in (final_dir, adapter_folder(final_dir, "both"))]
     checkpoint = resolve_checkpoint(
-        training_args.output_dir,
-        training_args.resume_from_checkpoint,
+        args.output_dir,
+        args.resume_from_checkpoint,
         fingerprint,
-        overwrite=config.overwrite_output_dir,
+        overwrite=args.overwrite_output_dir,
         stale_outputs=own_outputs if final_dir.resolve().parent == output_dir else (),
     )
     if eval_dataset is not None and checkpoint is None:
-        training_args.eval_on_start = True
+        args.eval_on_start = True
 
     # 6. Train, resuming from a checkpoint if asked; a non-finite loss or gradient stops the run.
     trainer = train_with_guards(
-        model, training_args, dataset, loss, checkpoint, callbacks, eval_dataset=eval_dataset, data_collator=collator
+        model, args, dataset, loss, checkpoint, callbacks, eval_dataset=eval_dataset, data_collator=collator
     )
 
     # 7. Evaluate after training; the log history (losses, eval losses) goes to output_dir/trainer_state.json.
@@ -279,23 +263,13 @@ def run_adaptation(
     # 8. Save a LLaRA folder (model files only, no pickled trainer state): the full weights, or the LoRA
     # adapter merged into them, and/or the adapter alone (it loads on top of its base folder). Never a model
     # whose probe embeddings are non-finite or collapsed.
-    adapter_dir = final_dir if config.lora_save == "adapter" else final_dir.with_name(final_dir.name + "-adapter")
-
-    def save() -> None:  # each folder staged and moved into place: the whole model, or what was there before
-        if not config.use_lora:
-            save_model_staged(model, final_dir, "final_model_dir")
-            return
-        if config.lora_save != "merged":
-            save_model_staged(model, adapter_dir, "final_model_dir")
-        if config.lora_save != "adapter":
-            save_model_staged(merge_lora_adapter(model, str(base_dir)), final_dir, "final_model_dir")
-
-    save_trained_model(trainer, save)
-    return str(adapter_dir if config.use_lora and config.lora_save == "adapter" else final_dir)
+    base = str(base_dir) if base_dir is not None else None
+    save_trained_model(trainer, lambda: save_lora_model(model, final_dir, args.lora_save, base_model_name_or_path=base))
+    return str(final_dir)  # the merged model, or for lora_save: adapter, the adapter
 
 
 def parse_adaptation_arguments(
     source: str | os.PathLike | Mapping[str, Any] | Sequence[str],
-) -> tuple[AdaptationArguments, SentenceTransformerTrainingArguments]:
-    """The adaptation and trainer arguments from a JSON/YAML file, a dict or command-line arguments."""
-    return parse_arguments((AdaptationArguments, SentenceTransformerTrainingArguments), source)
+) -> tuple[AdaptationArguments]:
+    """:class:`AdaptationArguments` from a JSON/YAML file, a dict or command-line arguments (unknown keys: error)."""
+    return parse_arguments((AdaptationArguments,), source)

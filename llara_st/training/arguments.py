@@ -18,6 +18,14 @@ from transformers.hf_argparser import string_to_bool
 
 from llara_st.errors import LLaRAUserError
 
+#: Settings renamed when both workflows took one set of names (old: new): an old name is refused naming the new one.
+RENAMED_SETTINGS = {
+    "use_lora": "lora",
+    "lora_train_prompt_tokens": "train_prompt_tokens",
+    "merge_lora": "lora_save (merge_lora: true is lora_save: merged, false is lora_save: adapter)",
+    "max_train_rows": "max_rows",
+}
+
 #: The field types whose values are converted; a field of any other type (a dict, an enum, a union of several
 #: types) gets its value as given, and its dataclass checks it.
 _SCALARS = (bool, int, float, str)
@@ -119,6 +127,17 @@ def _convert(key: str, value: Any, scalar: type) -> Any:
     raise ValueError(f"{key} must be {scalar.__name__}, got {value!r}")
 
 
+def _refuse_unknown(dataclass_types: Sequence[type], unknown: list[str]) -> None:
+    """An error naming the settings that are no fields of ``dataclass_types``, and the new name of a renamed one."""
+    if unknown:
+        names = ", ".join(dtype.__name__ for dtype in dataclass_types)
+        renamed = "; ".join(f"{old} is now {RENAMED_SETTINGS[old]}" for old in unknown if old in RENAMED_SETTINGS)
+        raise ValueError(
+            f"Unknown settings {unknown}: they are no fields of {names} (a typo, or another stage's key?)"
+            + (f"; renamed: {renamed}" if renamed else "")
+        )
+
+
 def typed_settings(dataclass_types: Sequence[type], settings: Mapping[str, Any]) -> dict[str, Any]:
     """``settings`` with every key checked and every value converted to its dataclass field's type.
 
@@ -131,10 +150,7 @@ def typed_settings(dataclass_types: Sequence[type], settings: Mapping[str, Any])
     for dtype in dataclass_types:
         hints = typing.get_type_hints(dtype)
         fields |= {field.name: hints[field.name] for field in dataclasses.fields(dtype) if field.init}
-    unknown = sorted(set(settings) - set(fields))
-    if unknown:
-        names = ", ".join(dtype.__name__ for dtype in dataclass_types)
-        raise ValueError(f"Unknown settings {unknown}: they are no fields of {names} (a typo, or another stage's key?)")
+    _refuse_unknown(dataclass_types, sorted(set(settings) - set(fields)))
     typed = {}
     for key, value in settings.items():
         simple = _simple_type(fields[key])
@@ -165,7 +181,7 @@ def parse_arguments(
     error that names the key, raised before any dataclass checks its values.
 
     Args:
-        dataclass_types: The argument dataclasses, e.g. ``(AdaptationArguments, SentenceTransformerTrainingArguments)``.
+        dataclass_types: The argument dataclasses, e.g. ``(AdaptationArguments,)``.
         source: A ``.yaml``/``.yml``/``.json`` path, a mapping of settings, or a list of ``--key value`` arguments.
 
     Example::
@@ -187,4 +203,9 @@ def parse_arguments(
         source = [str(source)]
     if isinstance(source, Mapping):
         return parser.parse_dict(typed_settings(dataclass_types, source), allow_extra_keys=False)
-    return parser.parse_args_into_dataclasses(list(source))
+    argv = [str(argument) for argument in source]
+    # argparse would name an old --use_lora only as an unused argument: named with its new name, as in a file.
+    options = {argument[2:].split("=", 1)[0] for argument in argv if argument.startswith("--")}
+    fields = {field.name for dtype in dataclass_types for field in dataclasses.fields(dtype)}
+    _refuse_unknown(dataclass_types, sorted(options & set(RENAMED_SETTINGS) - fields))
+    return parser.parse_args_into_dataclasses(argv)

@@ -29,28 +29,29 @@ from llara_st.data.contrastive import (
 )
 from llara_st.data.mining import mine_hard_negatives_from_qrels
 from llara_st.evaluation.ir_evaluator import beir_ir_evaluator
-from llara_st.folders import check_replaceable, save_model_staged
+from llara_st.folders import check_replaceable
 from llara_st.losses.contrastive import DEFAULT_TEMPERATURE, contrastive_loss
 from llara_st.model import llara_module
 from llara_st.training.arguments import check_local_model_path, parse_arguments
 from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
 from llara_st.training.guards import check_text_rows, save_trained_model, train_with_guards
-from llara_st.training.lora import LLAMA_LINEAR_PROJECTIONS, add_lora_adapter_from_config, merge_lora_adapter
+from llara_st.training.lora import LoraArguments, adapter_folder, add_lora_adapter_from_config, save_lora_model
 from llara_st.training.precision import autocast_available
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class FinetuneArguments(SentenceTransformerTrainingArguments):
+class FinetuneArguments(LoraArguments, SentenceTransformerTrainingArguments):
     """Settings of LLaRA's contrastive fine-tuning (Li et al., 2023, arXiv:2312.15503, §3): the trainer's own
     arguments (learning rate, epochs, warm-up, precision, checkpoints, …) plus the model, data, hard-negative,
-    loss and LoRA settings, in one dataclass as sentence-transformers' own families extend the trainer's.
+    loss and LoRA settings, in one dataclass as sentence-transformers' own families extend the trainer's. The LoRA
+    settings (:class:`~llara_st.training.lora.LoraArguments`) are those of adaptation; LoRA is on by default here.
 
-    Defaults follow the reference (InfoNCE at temperature 0.01, LoRA r 64 / alpha 16 on the seven projections
-    with the ``<sK>`` rows trainable, lr 3e-4, 10 % warm-up, no duplicate positives in a batch). Mixed precision
-    the machine cannot run falls back to float32 with a warning; without CUDA the CPU is the device, so bf16
-    autocast runs there.
+    Defaults follow the reference (InfoNCE at temperature 0.01, LoRA r 64 / alpha 16 on every linear layer (the
+    seven projections) with the ``<sK>`` rows trainable, lr 3e-4, 10 % warm-up, no duplicate positives in a
+    batch). Mixed precision the machine cannot run falls back to float32 with a warning; without CUDA the CPU is
+    the device, so bf16 autocast runs there.
 
     Example (a BEIR folder: hard negatives mined here; evaluated on its dev split before and after)::
 
@@ -98,7 +99,7 @@ class FinetuneArguments(SentenceTransformerTrainingArguments):
     )
     group_size: int = field(default=16, metadata={"help": "Passages per query: 1 positive + group_size-1 negatives."})
     positives: str = field(default="sample", metadata={"help": "'sample' one positive per query, or 'all'."})
-    max_train_rows: int | None = field(default=None, metadata={"help": "Keep a seeded sample of this many rows."})
+    max_rows: int | None = field(default=None, metadata={"help": "Keep a seeded sample of this many rows."})
     mining_retriever: str = field(
         default="bm25", metadata={"help": "'bm25', 'self' (the model being trained) or a model folder."}
     )
@@ -126,14 +127,6 @@ class FinetuneArguments(SentenceTransformerTrainingArguments):
     cached_mini_batch_size: int = field(default=32, metadata={"help": "Mini-batch of the cached loss."})
     gather_across_devices: bool = field(default=False, metadata={"help": "Negatives from all processes."})
     lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (false: full fine-tuning)."})
-    lora_r: int = field(default=64, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: list(LLAMA_LINEAR_PROJECTIONS), metadata={"help": "Layers that get adapters."}
-    )
-    train_prompt_tokens: bool = field(default=True, metadata={"help": "Train the <s1>…<s16> embedding rows too."})
-    merge_lora: bool = field(default=True, metadata={"help": "Save merged weights (else the adapter alone)."})
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -181,7 +174,7 @@ class FinetuneArguments(SentenceTransformerTrainingArguments):
             self.dataloader_drop_last = True
         if self.ddp_find_unused_parameters is None:
             self.ddp_find_unused_parameters = False
-        super().__post_init__()
+        super().__post_init__()  # LoraArguments' checks, then the trainer's
 
 
 def parse_finetune_arguments(
@@ -266,8 +259,8 @@ def build_training_rows(args: FinetuneArguments, model: SentenceTransformer | No
         rows = build_contrastive_dataset(examples, args.group_size, args.positives, args.seed)
     else:
         rows = load_contrastive_dataset(path, args.group_size, args.positives, args.seed)
-    if args.max_train_rows is not None:
-        rows = rows.shuffle(seed=args.seed).select(range(min(args.max_train_rows, len(rows))))
+    if args.max_rows is not None:
+        rows = rows.shuffle(seed=args.seed).select(range(min(args.max_rows, len(rows))))
     return rows
 
 
@@ -296,7 +289,8 @@ def run_finetuning(
     # raised before loading, mining or evaluating. The settings (data files and folders by their content,
     # mining settings, seed) determine mined rows, so only rows given here count on their own; the router
     # mapping follows from the rows' columns.
-    check_replaceable(output_dir / "final", "the final model folder")  # replaced only if llara_st wrote it
+    for folder in (output_dir / "final", adapter_folder(output_dir / "final", "both")):
+        check_replaceable(folder, "the final model folder")  # replaced only if llara_st wrote it
     given_rows = {"train_dataset": train_dataset} if train_dataset is not None else {}
     fingerprint = RunFingerprint.from_configs(args, given_rows, ignore=("router_mapping",))
     checkpoint = resolve_checkpoint(
@@ -304,13 +298,13 @@ def run_finetuning(
         args.resume_from_checkpoint,
         fingerprint,
         overwrite=args.overwrite_output_dir,
-        stale_outputs=("final", "metrics.json"),
+        stale_outputs=("final", "final-adapter", "metrics.json"),
     )
 
     # 1. Model (+ LoRA adapter)
     model = load_finetune_model(args)
     if args.lora:
-        add_lora_adapter_from_config(model, args, train_prompt_tokens=args.train_prompt_tokens)
+        add_lora_adapter_from_config(model, args)
     elif freeze_output_head(model):
         logger.info("Full fine-tuning: the untied output head (lm_head) is unused by the loss and stays frozen")
 
@@ -362,14 +356,12 @@ def run_finetuning(
             "Dev after training: %s = %.4f", evaluator.primary_metric, metrics["after"][evaluator.primary_metric]
         )
 
-    # 8. Save (merged weights by default) with the metrics, unless the probe embeddings are non-finite or collapsed
-    # (merging changes them only by rounding).
+    # 8. Save (merged weights by default; lora_save) with the metrics, unless the probe embeddings are non-finite or
+    # collapsed (merging changes them only by rounding).
     final_dir = output_dir / "final"
 
     def save() -> None:
-        if args.lora and args.merge_lora:
-            merge_lora_adapter(model)
-        save_model_staged(model, final_dir, "the final model folder")  # the whole model, or what was there before
+        save_lora_model(model, final_dir, args.lora_save, "the final model folder")  # each folder whole, or as before
         partial = output_dir / f".metrics.json.{os.getpid()}"
         partial.write_text(
             json.dumps({"config": args.to_dict(), "metrics": metrics}, indent=2, default=str), encoding="utf8"

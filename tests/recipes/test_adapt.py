@@ -26,9 +26,9 @@ TEXTS = ["The river rose quickly after the storm.", "A bicycle chain drives the 
 
 def run_recipe(config: dict, callbacks: list[TrainerCallback] | None = None) -> tuple[Path, list[dict]]:
     """Run the recipe in this process; the output folder and the trainer's log history."""
-    adaptation_config, training_args = parse_adaptation_arguments(config)
-    output = Path(run_adaptation(adaptation_config, training_args, callbacks=callbacks))
-    state = json.loads((Path(training_args.output_dir) / "trainer_state.json").read_text())
+    (args,) = parse_adaptation_arguments(config)
+    output = Path(run_adaptation(args, callbacks=callbacks))
+    state = json.loads((Path(args.output_dir) / "trainer_state.json").read_text())
     return output, state["log_history"]
 
 
@@ -79,7 +79,7 @@ def test_full_training_from_a_causal_lm_lowers_the_loss(tiny_llama_dir: Path, ad
 def test_lora_trains_the_prompt_rows_only_and_merges(tied_llara_dir: Path, adapt_config):
     config = adapt_config(
         tied_llara_dir,
-        use_lora=True,
+        lora=True,
         lora_r=4,
         lora_alpha=8,
         lora_dropout=0.0,
@@ -119,7 +119,7 @@ def test_lora_trains_the_prompt_rows_only_and_merges(tied_llara_dir: Path, adapt
 def test_same_seed_same_lora_adaptation(tied_llara_dir: Path, adapt_config, tmp_path: Path):
     """Regression (issue 20): the LoRA adapter was initialised before anything was seeded, so two runs of one config
     differed from step 1. Seeded first, two runs give identical losses; another seed gives others."""
-    common = {"use_lora": True, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "max_steps": 3}
+    common = {"lora": True, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "max_steps": 3}
     _, first = run_recipe(adapt_config(tied_llara_dir, output_dir=str(tmp_path / "first"), **common))
     torch.manual_seed(12345)  # whatever ran before must not matter
     _, second = run_recipe(adapt_config(tied_llara_dir, output_dir=str(tmp_path / "second"), **common))
@@ -250,9 +250,9 @@ def load_yaml(name: str) -> dict:
 def test_7b_config_holds_the_reference_hyper_parameters():
     raw = load_yaml("adapt_llama2_7b_8gpu.yaml")
     raw["use_cpu"] = True  # bf16 is validated against the hardware; this machine has no GPU
-    config, args = parse_adaptation_arguments(raw)
-    assert not config.use_lora
-    assert config.cutoff_length == 128 and config.attn_implementation == "sdpa"
+    (args,) = parse_adaptation_arguments(raw)
+    assert not args.lora
+    assert args.cutoff_length == 128 and args.attn_implementation == "sdpa"
     assert args.learning_rate == 1e-5 and args.warmup_steps == 0.1 and args.num_train_epochs == 1
     assert args.per_device_train_batch_size == 1 and args.bf16
     assert args.activation_checkpointing or args.gradient_checkpointing
@@ -264,9 +264,9 @@ def test_7b_config_holds_the_reference_hyper_parameters():
 
 
 def test_cpu_config_parses():
-    config, args = parse_adaptation_arguments(str(CONFIGS_DIR / "adapt_smollm2_cpu.yaml"))
+    (args,) = parse_adaptation_arguments(str(CONFIGS_DIR / "adapt_smollm2_cpu.yaml"))
     assert args.use_cpu and not args.bf16
-    assert config.wikitext_paths and config.max_rows
+    assert args.wikitext_paths and args.max_rows
 
 
 @pytest.mark.parametrize(

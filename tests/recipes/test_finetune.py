@@ -21,7 +21,7 @@ from llara_st.losses import contrastive_loss
 from llara_st.prompts import PASSAGE_PROMPT_TOKENS, QUERY_PROMPT_TOKENS
 from llara_st.training import finetuning
 from llara_st.training.finetuning import FinetuneArguments, parse_finetune_arguments, run_finetuning
-from llara_st.training.lora import LLAMA_LINEAR_PROJECTIONS, has_lora_adapter, merge_lora_adapter
+from llara_st.training.lora import has_lora_adapter, merge_lora_adapter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,7 +174,7 @@ def test_queries_get_the_query_template_and_passages_the_passage_template_in_tra
     monkeypatch.setattr(finetuning, "contrastive_loss", recording_loss)
     with caplog.at_level(logging.WARNING):
         config = toy_config(
-            reference_llara_dir, tmp_path / "run", fp16=True, merge_lora=False, gradient_checkpointing=True
+            reference_llara_dir, tmp_path / "run", fp16=True, lora_save="adapter", gradient_checkpointing=True
         )
         run_finetuning(config, train_dataset=toy_rows)
     assert "fp16 needs a CUDA device" in caplog.text  # the CPU run falls back to float32 instead of failing
@@ -214,7 +214,7 @@ def test_merged_and_unmerged_adapter_give_the_same_embeddings(
     reference_llara_dir: Path, toy_rows: Dataset, tmp_path: Path
 ) -> None:
     texts = toy_rows["anchor"][:4] + toy_rows["positive"][:4]
-    config = toy_config(reference_llara_dir, tmp_path / "run", merge_lora=False, learning_rate=5e-3)
+    config = toy_config(reference_llara_dir, tmp_path / "run", lora_save="adapter", learning_rate=5e-3)
     adapter_dir = Path(run_finetuning(config, train_dataset=toy_rows))
     assert (adapter_dir / "adapter_config.json").is_file() and not (adapter_dir / "model.safetensors").exists()
 
@@ -275,7 +275,8 @@ def test_resumed_run_ends_where_the_uninterrupted_one_does(
 def test_shipped_configs_parse(name: str) -> None:
     path = REPO_ROOT / "recipes" / "configs" / name
     (config,) = parse_finetune_arguments(path)
-    assert config.temperature == 0.01 and config.lora_target_modules == list(LLAMA_LINEAR_PROJECTIONS)
+    projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # all-linear's, by name
+    assert config.temperature == 0.01 and config.lora_target_modules == projections
     if "7b" in name:  # the reference's hyper-parameters
         assert (config.learning_rate, config.lora_r, config.lora_alpha, config.lora_dropout) == (3e-4, 64, 16, 0.1)
         assert (config.group_size, config.query_max_length, config.passage_max_length) == (16, 64, 160)

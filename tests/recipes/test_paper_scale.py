@@ -89,9 +89,9 @@ def head_weight(model) -> torch.Tensor:
 def test_7b_configs_connect():
     """Regression (issue 17, item 1): fine-tuning read models/llara-llama2-7b-adapted, which nothing writes."""
     raw_adapt = yaml.safe_load(ADAPT_7B.read_text()) | {"use_cpu": True}
-    adaptation, training_args = parse_adaptation_arguments(raw_adapt)
+    (adaptation,) = parse_adaptation_arguments(raw_adapt)
     (finetune,) = parse_finetune_arguments(FINETUNE_7B)
-    written = Path(adaptation.final_model_dir or Path(training_args.output_dir) / "final")
+    written = Path(adaptation.final_model_dir or Path(adaptation.output_dir) / "final")
     assert os.path.normpath(finetune.model_name_or_path) == os.path.normpath(written)
     # Local-looking (./...), so a missing folder is an error rather than a Hub lookup.
     assert finetune.model_name_or_path.startswith("./") and adaptation.model_name_or_path.startswith("./")
@@ -322,10 +322,9 @@ def test_deepspeed_zero1_adaptation_on_two_cpu_processes_trains_like_one(
     zero1 = json.loads((tmp_path / "zero1" / "trainer_state.json").read_text())["log_history"]
 
     (tmp_path / "one").mkdir()
-    adaptation, training_args = parse_adaptation_arguments(
-        common | {"output_dir": str(tmp_path / "one"), "per_device_train_batch_size": 4}
+    run_adaptation(
+        *parse_adaptation_arguments(common | {"output_dir": str(tmp_path / "one"), "per_device_train_batch_size": 4})
     )
-    run_adaptation(adaptation, training_args)
     one = json.loads((tmp_path / "one" / "trainer_state.json").read_text())["log_history"]
 
     def logged(history: list[dict], key: str) -> list[float]:

@@ -118,7 +118,7 @@ def smoke_config(tmp_path: Path, tiny_llama_dir: Path, mini_scifact: Path, mini_
             "max_rows": 24,
             "cutoff_length": 64,
             "per_device_train_batch_size": 4,
-            "use_lora": True,
+            "lora": True,
             "lora_r": 4,
             "lora_alpha": 8,
             "logging_steps": 1,
@@ -388,9 +388,9 @@ def test_a_final_model_dir_it_may_not_replace_fails_before_any_stage(
 def test_shipped_reproduction_configs_parse_into_the_stage_arguments(name):
     config = parse_reproduction_config(REPO_ROOT / "recipes" / "configs" / name)
     assert config.eval_splits == ["dev", "test"]
-    adaptation, training_args = parse_adaptation_arguments({**config.adapt, "model_name_or_path": "m", "use_cpu": True})
+    (adaptation,) = parse_adaptation_arguments({**config.adapt, "model_name_or_path": "m", "use_cpu": True})
     (finetune,) = parse_finetune_arguments({**config.finetune, "model_name_or_path": "m", "output_dir": "o"})
-    assert adaptation.use_lora and training_args.num_train_epochs == 1
+    assert adaptation.lora and adaptation.num_train_epochs == 1
     assert 0 < finetune.temperature <= 0.1 and finetune.group_size >= 2
 
 

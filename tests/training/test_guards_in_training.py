@@ -182,7 +182,7 @@ def test_adaptation_with_lora_trains_the_model_it_is_given_not_an_earlier_runs_b
             parameter.add_(0.05 * torch.randn_like(parameter))
     causal.save_pretrained(other)
     AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(other)
-    output, lora = tmp_path / "run", {"use_lora": True, "lora_r": 4, "lora_alpha": 8, "save_strategy": "no"}
+    output, lora = tmp_path / "run", {"lora": True, "lora_r": 4, "lora_alpha": 8, "save_strategy": "no"}
     adapt(tiny_llama_dir, adaptation_rows, output, **lora)
     adapt(other, adaptation_rows, output, overwrite_output_dir=True, **lora)
     weight = "model.layers.0.self_attn.q_proj.weight"
