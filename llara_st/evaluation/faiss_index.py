@@ -62,8 +62,8 @@ class FaissIndex:
     ``nprobe`` lists; needs training), ``"HNSW32"`` (breadth ``efSearch``), ``"SQ8"``/``"IVF4096,PQ64x8"``
     (quantised codes, approximate scores). Append ``",RFlat"`` to re-rank ``k_factor_rf × k`` candidates of a
     quantised index exactly with an fp32 copy kept inside the index (faiss's ``IndexRefineFlat``). Search parameters
-    use faiss's names and go through ``faiss.ParameterSpace``; see docs/faiss.md. The index lives on the CPU (the
-    project has no GPU to test faiss-gpu with).
+    use faiss's names and go through ``faiss.ParameterSpace``; see docs/faiss.md. The faiss index itself is
+    ``index.index``; it lives on the CPU (the project has no GPU to test faiss-gpu with, so there is no GPU option).
 
     Scores are inner products, i.e. cosine similarities for L2-normalised embeddings such as LLaRA's; pass
     ``normalize=True`` for models that do not normalise. Calls are serialised by a lock (faiss parallelises each
