@@ -300,7 +300,8 @@ class DocumentIndex:
             row["id"]: (row.get("title") or "", row["text"]) for _, row in jsonl_rows(folder / DOCUMENTS_FILE)
         }
         if list(index._documents) != index.faiss.ids:
-            raise ValueError(f"{folder / DOCUMENTS_FILE} does not list the faiss index's {len(index)} ids in its order")
+            ids = len(index.faiss.ids)
+            raise ValueError(f"{folder / DOCUMENTS_FILE} does not list the faiss index's {ids} ids in its order")
         return index
 
 
