@@ -297,7 +297,7 @@ class DocumentIndex:
             )
         index.faiss = FaissIndex.load(folder / FAISS_FOLDER)
         index._documents = {
-            row["id"]: (row.get("title") or "", row["text"]) for _, row in jsonl_rows(folder / DOCUMENTS_FILE)
+            row.get("id"): (row.get("title") or "", row["text"]) for _, row in jsonl_rows(folder / DOCUMENTS_FILE)
         }
         if list(index._documents) != index.faiss.ids:
             ids = len(index.faiss.ids)
