@@ -111,12 +111,10 @@ class DocumentIndex:
         self.model_name_or_path = None if model_name_or_path is None else model_location(model_name_or_path)
         self.fingerprint = model_fingerprint(model)
         self.faiss: FaissIndex | None = None
-        self._titles: list[str] = []
-        self._texts: list[str] = []
-        self._position: dict[str, int] = {}
+        self._documents: dict[str, tuple[str, str]] = {}  # id -> (title, text), in the faiss index's order
 
     def __len__(self) -> int:
-        return len(self._texts)
+        return len(self._documents)
 
     def __repr__(self) -> str:
         return f"DocumentIndex({self.factory_string!r}, documents={len(self)}, model={self.model_name_or_path!r})"
@@ -127,8 +125,8 @@ class DocumentIndex:
 
     def document(self, document_id: str) -> dict[str, str]:
         """``{"id", "title", "text"}`` of an indexed document."""
-        position = self._position[document_id]
-        return {"id": document_id, "title": self._titles[position], "text": self._texts[position]}
+        title, text = self._documents[document_id]
+        return {"id": document_id, "title": title, "text": text}
 
     def add(
         self,
@@ -152,10 +150,10 @@ class DocumentIndex:
             if document_id in seen:
                 raise ValueError(f"document id {document_id!r} is given twice")
             seen.add(document_id)
-            position = self._position.get(document_id)
-            if position is None:
+            indexed = self._documents.get(document_id)
+            if indexed is None:
                 new.append((document_id, title, text))
-            elif (self._titles[position], self._texts[position]) != (title, text):
+            elif indexed != (title, text):
                 raise ValueError(
                     f"document {document_id!r} is indexed already with another text; build a new index to change it"
                 )
@@ -169,15 +167,12 @@ class DocumentIndex:
             show_progress_bar=show_progress_bar,
             convert_to_numpy=True,
         )
-        if self.faiss is None:
-            self.faiss = FaissIndex(embeddings.shape[1], self.factory_string, normalize=True)
-        if not self.faiss.is_trained:
-            self.faiss.train(embeddings)
-        self.faiss.add(embeddings, [document_id for document_id, _, _ in new])
-        for document_id, title, text in new:
-            self._position[document_id] = len(self._texts)
-            self._titles.append(title)
-            self._texts.append(text)
+        new_ids = [document_id for document_id, _, _ in new]
+        if self.faiss is None:  # trained (IVF, PQ, SQ) on the first documents
+            self.faiss = FaissIndex.build(embeddings, new_ids, self.factory_string, normalize=True)
+        else:
+            self.faiss.add(embeddings, new_ids)
+        self._documents.update((document_id, (title, text)) for document_id, title, text in new)
         return len(new)
 
     def search(
@@ -208,18 +203,15 @@ class DocumentIndex:
         embeddings = self.model.encode_query(
             list(queries), batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
         )
-        scores, positions = self.faiss.search_positions(embeddings, k)
-        results = []
-        for row_scores, row_positions in zip(scores, positions, strict=True):
-            pairs = zip(row_scores.tolist(), row_positions.tolist(), strict=True)
-            found = [(score, position) for score, position in pairs if position >= 0]
-            results.append(
-                [
-                    SearchHit(rank, self.ids[position], score, self._titles[position], self._texts[position])
-                    for rank, (score, position) in enumerate(found, start=1)
-                ]
-            )
-        return results
+        scores, ids = self.faiss.search(embeddings, k)
+        return [
+            [
+                SearchHit(rank, document_id, score, *self._documents[document_id])
+                # a row's ids stop where the index found no more hits (IVF); its scores go on with -inf
+                for rank, (document_id, score) in enumerate(zip(row_ids, row_scores.tolist(), strict=False), start=1)
+            ]
+            for row_ids, row_scores in zip(ids, scores, strict=True)
+        ]
 
     # ---------------------------------------------------------------------------------------------- persistence
 
@@ -241,7 +233,7 @@ class DocumentIndex:
             staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the index is an ordinary folder
             self.faiss.save(staging / FAISS_FOLDER)
             with (staging / DOCUMENTS_FILE).open("w", encoding="utf8") as handle:
-                for document_id, title, text in zip(self.ids, self._titles, self._texts, strict=True):
+                for document_id, (title, text) in self._documents.items():
                     handle.write(json.dumps({"id": document_id, "title": title, "text": text}) + "\n")
             config = {
                 "format": _FORMAT,
@@ -303,19 +295,13 @@ class DocumentIndex:
                 f"{recorded['fingerprint']}), but this model has fingerprint {index.fingerprint}: its embeddings "
                 "are not comparable; search with the model the index was built with, or build a new index"
             )
-        faiss_index = FaissIndex.load(folder / FAISS_FOLDER)
-        for line_number, row in jsonl_rows(folder / DOCUMENTS_FILE):
-            position = line_number - 1
-            if position >= len(faiss_index.ids) or row.get("id") != faiss_index.ids[position]:
-                raise ValueError(f"{folder / DOCUMENTS_FILE}:{line_number} does not match the faiss index's ids")
-            index._position[row["id"]] = position
-            index._titles.append(row.get("title") or "")
-            index._texts.append(row["text"])
-        if len(index._texts) != len(faiss_index.ids):
-            raise ValueError(
-                f"{folder / DOCUMENTS_FILE} holds {len(index._texts)} documents, the faiss index {len(faiss_index.ids)}"
-            )
-        index.faiss = faiss_index
+        index.faiss = FaissIndex.load(folder / FAISS_FOLDER)
+        index._documents = {
+            row.get("id"): (row.get("title") or "", row["text"]) for _, row in jsonl_rows(folder / DOCUMENTS_FILE)
+        }
+        if list(index._documents) != index.faiss.ids:
+            ids = len(index.faiss.ids)
+            raise ValueError(f"{folder / DOCUMENTS_FILE} does not list the faiss index's {ids} ids in its order")
         return index
 
 

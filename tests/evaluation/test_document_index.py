@@ -137,6 +137,22 @@ def test_saving_over_an_index_replaces_it_and_leaves_no_staging_folder(search_ll
     assert DocumentIndex.load(tmp_path / "index", search_llara).ids == ["a", "b"]
 
 
+def test_documents_that_do_not_match_the_faiss_ids_are_refused(search_llara, tmp_path):
+    index = DocumentIndex(search_llara)
+    index.add({"a": "The Moon pulls the oceans.", "b": "Bees dance."}, show_progress_bar=False)
+    documents = index.save(tmp_path / "index") / "documents.jsonl"
+    lines = documents.read_text(encoding="utf8").splitlines(keepends=True)
+    assert DocumentIndex.load(tmp_path / "index", search_llara).document("b") == {
+        "id": "b",
+        "title": "",
+        "text": "Bees dance.",
+    }
+    for broken in (lines[::-1], lines[:1]):  # another order, a missing document
+        documents.write_text("".join(broken), encoding="utf8")
+        with pytest.raises(ValueError, match="does not list the faiss index's 2 ids in its order"):
+            DocumentIndex.load(tmp_path / "index", search_llara)
+
+
 def test_read_documents_takes_jsonl_with_or_without_ids_and_beir_folders(tmp_path, notes):
     rows = [{"text": "Tides.", "title": "Sea"}, {"text": "Bees."}]
     (tmp_path / "plain.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))

@@ -1,4 +1,4 @@
-"""FaissIndex: factory strings, ParameterSpace parameters, SQ8 rescoring, persistence with ids, the MTEB backend."""
+"""FaissIndex: factory strings, ParameterSpace parameters, RFlat refinement, persistence with ids, the MTEB backend."""
 
 from __future__ import annotations
 
@@ -99,14 +99,14 @@ def test_hnsw_takes_ef_search(small_corpus):
     assert _recall(found, exact_rows, ids) >= 0.95
 
 
-def test_sq8_rescoring_restores_exact_scores_and_recall(clustered_corpus):
+def test_rflat_refinement_restores_exact_scores_and_recall(clustered_corpus):
     corpus, ids, queries = clustered_corpus
     exact_scores, exact_rows = _exact_top_k(queries, corpus, 10)
     quantized = FaissIndex.build(corpus, ids, "SQ4")
-    rescored = FaissIndex.build(corpus, ids, "SQ4", rescore_multiplier=4)
+    refined = FaissIndex.build(corpus, ids, "SQ4,RFlat", search_parameters="k_factor_rf=4")
     approximate_scores, approximate_found = quantized.search(queries, k=10)
-    scores, found = rescored.search(queries, k=10)
-    # 4-bit codes alone perturb the scores; rescoring the 40 candidates with the kept fp32 vectors removes that.
+    scores, found = refined.search(queries, k=10)
+    # 4-bit codes alone perturb the scores; re-ranking the 40 candidates with the fp32 copy removes that.
     assert np.abs(approximate_scores - exact_scores).max() > 1e-3
     position = {doc_id: row for row, doc_id in enumerate(ids)}
     for query, hits, row_scores in zip(queries, found, scores, strict=True):
@@ -114,12 +114,11 @@ def test_sq8_rescoring_restores_exact_scores_and_recall(clustered_corpus):
         assert np.all(np.diff(row_scores) <= 0)  # still sorted best first
     assert _recall(found, exact_rows, ids) >= 0.99
     assert _recall(found, exact_rows, ids) > _recall(approximate_found, exact_rows, ids)
-    # faiss's own refinement, named in faiss's vocabulary ("RFlat" and its k_factor_rf), rescores the same
-    # candidates the same way (its fp32 copy lives inside the index, in RAM; rescore_multiplier's can be mmapped).
-    refined = FaissIndex.build(corpus, ids, "SQ4,RFlat", search_parameters="k_factor_rf=4")
-    refined_scores, refined_found = refined.search(queries, k=10)
-    assert refined_found == found
-    np.testing.assert_allclose(refined_scores, scores, atol=1e-5)
+    # k_factor_rf is the knob: with 1, the refinement re-scores exactly the 10 hits of the quantised index.
+    refined.set_search_parameters({"k_factor_rf": 1})
+    assert refined.search_parameters == {"k_factor_rf": 1}
+    _, found_unrefined = refined.search(queries, k=10)
+    assert [set(hits) for hits in found_unrefined] == [set(hits) for hits in approximate_found]
 
 
 @pytest.mark.parametrize(
@@ -129,8 +128,8 @@ def test_sq8_rescoring_restores_exact_scores_and_recall(clustered_corpus):
         ("IVF8,Flat", {"search_parameters": "nprobe=4"}),
         ("IVF8,PQ8x4np", {"search_parameters": {"nprobe": 8}}),  # np: skip the slow polysemous training
         ("HNSW16", {"search_parameters": "efSearch=64"}),
-        ("SQ8", {"rescore_multiplier": 3, "normalize": True}),
-        ("SQ4,RFlat", {"search_parameters": "k_factor_rf=3"}),
+        ("SQ8,RFlat", {"search_parameters": "k_factor_rf=3", "normalize": True}),
+        ("IVF8,SQ4,RFlat", {"search_parameters": "nprobe=4,k_factor_rf=3"}),
     ],
 )
 def test_save_and_load_keep_ids_results_and_settings(small_corpus, tmp_path, factory_string, options):
@@ -143,9 +142,14 @@ def test_save_and_load_keep_ids_results_and_settings(small_corpus, tmp_path, fac
         loaded_scores, loaded_found = loaded.search(queries, k=5)
         assert loaded.ids == ids and loaded.factory_string == factory_string
         assert loaded.search_parameters == index.search_parameters and loaded.normalize == index.normalize
-        assert loaded.rescore_multiplier == index.rescore_multiplier
         assert loaded_found == found
         np.testing.assert_allclose(loaded_scores, scores, atol=1e-6)
+        if mmap:  # an add to memory-mapped codes would abort the process inside faiss
+            with pytest.raises(RuntimeError, match="mmap=True, read-only"):
+                loaded.add(queries[:1], ["new"])
+        else:
+            loaded.add(queries[:1], ["new"])  # a loaded index grows
+            assert len(loaded) == len(ids) + 1 and "new" in loaded.search(queries[:1], k=5)[1][0]
     assert not list(tmp_path.glob("index/*.pkl"))
 
 
@@ -167,9 +171,11 @@ def test_load_refuses_files_that_do_not_belong_together(small_corpus, tmp_path):
     (tmp_path / "a" / "index.faiss").write_bytes((tmp_path / "b" / "index.faiss").read_bytes())
     with pytest.raises(ValueError, match="16-d vectors .* config says 32-d"):
         FaissIndex.load(tmp_path / "a")
-    FaissIndex.build(corpus, ids, "SQ8", rescore_multiplier=2).save(tmp_path / "c")
-    np.save(tmp_path / "c" / "embeddings.npy", corpus[:10])
-    with pytest.raises(ValueError, match=r"embeddings.npy has shape \(10, 32\)"):
+    FaissIndex.build(corpus, ids, "SQ8").save(tmp_path / "c")
+    # A folder saved before rescoring became faiss's RFlat: its SQ8 index alone would give approximate scores.
+    config = json.loads((tmp_path / "c" / "faiss_index_config.json").read_text(encoding="utf8"))
+    (tmp_path / "c" / "faiss_index_config.json").write_text(json.dumps({**config, "rescore_multiplier": 2}))
+    with pytest.raises(ValueError, match="rescore_multiplier.*'SQ8,RFlat'"):
         FaissIndex.load(tmp_path / "c")
     (tmp_path / "c" / "faiss_index_config.json").write_text("{}", encoding="utf8")
     with pytest.raises(ValueError, match="faiss_index_config.json must be a JSON object with the keys"):
@@ -181,22 +187,21 @@ def test_load_refuses_files_that_do_not_belong_together(small_corpus, tmp_path):
         FaissIndex.load(tmp_path)
 
 
-def test_incremental_adds_keep_the_id_mapping_and_rescoring_rows(small_corpus):
+def test_incremental_adds_keep_the_id_mapping_and_refinement_rows(small_corpus):
     corpus, ids, _ = small_corpus
-    index = FaissIndex(corpus.shape[1], "SQ8", rescore_multiplier=2)
+    index = FaissIndex(corpus.shape[1], "SQ8,RFlat", search_parameters="k_factor_rf=2")
     index.train(corpus)
     index.add(corpus[:200], ids[:200])
     index.add(corpus[200:], ids[200:])
     assert len(index) == len(ids)
-    np.testing.assert_array_equal(index.embeddings, corpus)
-    scores, found = index.search(corpus[[3, 250]], k=1)  # each document is its own nearest neighbour
-    assert found == [["doc-3"], ["doc-250"]]
-    np.testing.assert_allclose(scores, [[1.0], [1.0]], atol=1e-5)
+    scores, found = index.search(corpus, k=1)  # each document is its own nearest neighbour, at its exact score
+    assert found == [[doc_id] for doc_id in ids]
+    np.testing.assert_allclose(scores, np.ones((len(ids), 1)), atol=1e-5)
 
 
 def test_threads_adding_and_searching_at_once_keep_ids_and_vectors_aligned(small_corpus):
     corpus, ids, _ = small_corpus
-    index = FaissIndex(corpus.shape[1], "SQ8", rescore_multiplier=2)
+    index = FaissIndex(corpus.shape[1], "SQ8,RFlat", search_parameters="k_factor_rf=2")
     index.train(corpus)
 
     def add_then_search(shard: int) -> list[list[str]]:
@@ -207,12 +212,14 @@ def test_threads_adding_and_searching_at_once_keep_ids_and_vectors_aligned(small
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(add_then_search, range(10)))
     assert [hit for shard in results for [hit] in shard] == ids  # each document finds itself
-    np.testing.assert_array_equal(index.embeddings, corpus[[ids.index(doc_id) for doc_id in index.ids]])
+    scores, found = index.search(corpus, k=1)  # whatever order the shards went in, each id kept its vector
+    assert found == [[doc_id] for doc_id in ids]
+    np.testing.assert_allclose(scores, np.ones((len(ids), 1)), atol=1e-5)
 
 
 def test_kept_embeddings_are_a_copy_of_the_callers_array():
     corpus = np.eye(3, dtype=np.float32)
-    index = FaissIndex.build(corpus, ["a", "b", "c"], "SQ8", rescore_multiplier=3)
+    index = FaissIndex.build(corpus, ["a", "b", "c"], "SQ8,RFlat", search_parameters="k_factor_rf=3")
     corpus[:] = 0  # the caller reuses its buffer
     scores, found = index.search(np.array([[0.0, 1.0, 0.0]]), k=1)
     assert found == [["b"]] and scores[0, 0] == pytest.approx(1.0)
@@ -250,7 +257,7 @@ def test_missing_ivf_hits_are_dropped_not_mapped_to_the_last_document():
 
 def test_mteb_backend_takes_a_factory_string_and_returns_positions(small_corpus):
     corpus, ids, queries = small_corpus
-    backend = FaissSearchBackend("SQ8", rescore_multiplier=4)
+    backend = FaissSearchBackend("SQ8,RFlat", search_parameters="k_factor_rf=4")
     backend.add_documents(corpus, ids)
     scores, positions = backend.search(queries, top_k=7)
     exact_scores, exact_rows = _exact_top_k(queries, corpus, 7)
@@ -281,8 +288,10 @@ def test_bad_input_is_named(small_corpus):
         FaissIndex(32, "IVF8,Flat", search_parameters="nprobe")
     with pytest.raises(ValueError, match="could not interpret parameters nprobe=many"):
         FaissIndex(32, "IVF8,Flat", search_parameters={"nprobe": "many"})
-    with pytest.raises(ValueError, match="rescore_multiplier must be at least 1"):
-        FaissIndex(32, "SQ8", rescore_multiplier=0.5)
+    with pytest.raises(ValueError, match="'k_factor_rf=2' on a 'SQ8' index: .*could not set parameter k_factor_rf"):
+        FaissIndex(32, "SQ8", search_parameters="k_factor_rf=2")  # refinement needs ",RFlat"
+    with pytest.raises(TypeError, match="must hold floats"):
+        FaissIndex.build(np.eye(2, dtype=np.int64), ["a", "b"])
     with pytest.raises(RuntimeError, match="'IVF8,Flat' index must be trained"):
         FaissIndex(32, "IVF8,Flat").add(corpus, ids)
     with pytest.raises(ValueError, match="Training the 'IVF64,Flat' index on 10 vectors failed: .*at least as large"):
