@@ -353,9 +353,14 @@ def run_finetuning(
 
     def dev_evaluation() -> dict[str, float]:
         # Under torchrun the processes share the dev encoding and all get rank 0's metrics, as in the trainer's
-        # evaluation (every process evaluates where DeepSpeed or FSDP shard the weights).
+        # evaluation (every process evaluates where DeepSpeed or FSDP shard the weights), and the name of the
+        # primary one, which the evaluator learns when it runs.
+        def evaluate() -> tuple[dict[str, float], str]:
+            return evaluator(model), evaluator.primary_metric
+
         sharded = bool(args.deepspeed or args.fsdp)
-        return run_on_main_process(partial(evaluator, model), model, share_encoding=not sharded)
+        scores, evaluator.primary_metric = run_on_main_process(evaluate, model, share_encoding=not sharded)
+        return scores
 
     if evaluator is not None:
         metrics["before"] = dev_evaluation()
