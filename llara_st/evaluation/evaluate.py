@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 quiet_bm25s_logs()  # MTEB's BM25 baseline (the reproduction's) runs bm25s too
 
-# mteb's embedding cache logs each of its notices and warns it again (warnings.warn), per cache folder: a fresh
-# cache printed "Dimension file not found" and "No existing files found" four times each.
+# mteb's embedding cache logs each of its notices and warns it again (warnings.warn), per cache folder (queries,
+# documents): a fresh cache printed "Dimension file not found" and "No existing files found" three times each.
 _MTEB_CACHE_LOGGERS = (
     "mteb.models.cache_wrappers.cache_backends.numpy_cache",
     "mteb.models.cache_wrappers.cache_wrapper",
