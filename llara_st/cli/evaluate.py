@@ -40,7 +40,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--nprobe", type=int, help="with an IVF --faiss index: inverted lists searched (faiss: 1)")
     parser.add_argument("--ef-search", type=int, help="with an HNSW --faiss index: search breadth (faiss: 16)")
-    parser.add_argument("--device", help="torch device, e.g. cuda or cpu")
+    device = parser.add_mutually_exclusive_group()
+    device.add_argument("--device", help="torch device, e.g. cuda or cpu")
+    device.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="encode in one process per device, comma-separated: cuda:0,cuda:1 or cpu,cpu (multi-process pool)",
+    )
     parser.add_argument("--dtype", choices=DTYPES, help="dtype of the backbone's weights, e.g. bfloat16 for a 7B model")
     parser.add_argument(
         "--model-kwargs",
@@ -77,6 +83,21 @@ def parse_model_kwargs(text: str | None, dtype: str | None) -> dict[str, Any]:
             raise UserError(f"--dtype and --model-kwargs both set the dtype ({sorted(conflict)[0]}); give it once")
         model_kwargs["dtype"] = dtype
     return model_kwargs
+
+
+def parse_devices(text: str | None) -> list[str] | None:
+    """``--devices cuda:0,cuda:1`` as a list; a clear error for an empty entry or a name torch does not know."""
+    if text is None:
+        return None
+    import torch
+
+    devices = [name.strip() for name in text.split(",")]
+    for name in devices:
+        try:
+            torch.device(name)
+        except (RuntimeError, TypeError):
+            raise UserError(f"--devices: {name!r} is not a torch device (e.g. cpu, cuda:1), in {text!r}") from None
+    return devices
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -132,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from llara_st.evaluation import BEIRFolderRetrieval, evaluate_mteb, format_scores, model_meta_for
 
     _check_arguments(args)
+    devices = parse_devices(args.devices)
     model_kwargs = parse_model_kwargs(args.model_kwargs, args.dtype)
     if args.beir:
         # The BEIR folder is read (bad data refused, naming file and line) before the model loads, as evaluate_beir
@@ -140,8 +162,10 @@ def run(args: argparse.Namespace) -> int:
         tasks[0].load_data()
     else:
         tasks = _mteb_tasks(args)
+    # With --devices the pool's workers place the model; it loads on the CPU, whence it is sent to them.
+    device = "cpu" if devices else args.device
     model = llara_st.load(
-        args.model, device=args.device, model_kwargs=model_kwargs or None, trust_remote_code=args.trust_remote_code
+        args.model, device=device, model_kwargs=model_kwargs or None, trust_remote_code=args.trust_remote_code
     )
     # Results are named as if the path had been given (card name, Hub id or local/{folder}); the revision label is
     # a placeholder here, so the weights are not hashed twice.
@@ -153,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         show_progress_bar=not args.no_progress,
         embedding_cache=args.embedding_cache,
         faiss_index=_faiss_backend(args, model),
+        devices=devices,
         save_predictions=args.save_predictions,
         overwrite=args.overwrite,
     )

@@ -24,6 +24,28 @@ logger = logging.getLogger(__name__)
 SamplingStrategy = Literal["random", "top"]
 
 
+class _FollowRootLevel(logging.Filter):
+    """Keeps a library's records that the application's (root) level lets through.
+
+    bm25s sets its own logger to DEBUG when imported, so its per-step lines ("Building index from tokens") passed
+    every level the application chose, in mining and in MTEB's BM25 baseline alike (issue 18.8). A filter, unlike
+    resetting the level after an import, also holds for a bm25s imported later (mteb imports it lazily).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.getLogger().getEffectiveLevel()
+
+
+def quiet_bm25s_logs() -> None:
+    """bm25s's logs follow the application's level (WARNING by default, DEBUG with ``llara-st -vv``); idempotent."""
+    bm25s_logger = logging.getLogger("bm25s")
+    if not any(isinstance(existing, _FollowRootLevel) for existing in bm25s_logger.filters):
+        bm25s_logger.addFilter(_FollowRootLevel())
+
+
+quiet_bm25s_logs()  # at import: before bm25s (imported on first use, here or by mteb) logs anything
+
+
 @dataclass(frozen=True)
 class _MiningTask:
     """What both retrievers mine: the corpus, the queries with relevant documents, the rank window and filters."""
@@ -66,11 +88,6 @@ def _bm25_windows(task: _MiningTask, language: str) -> dict[str, list[str]]:
         raise ImportError(
             "BM25 mining needs `bm25s` and `PyStemmer`, dependencies of llara-st: pip install bm25s PyStemmer"
         ) from error
-    bm25s_logger = logging.getLogger("bm25s")
-    if bm25s_logger.level == logging.DEBUG:
-        # bm25s sets its logger to DEBUG on import, so its per-step lines showed in quiet output (issue 18.8):
-        # let it follow the application's logging configuration instead.
-        bm25s_logger.setLevel(logging.NOTSET)
     corpus, query_texts, relevant = task.corpus, task.queries, task.relevant
     doc_ids = list(corpus)
     # Documents and queries are tokenised alike: stemmed, stop words removed.

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import mteb
+import torch
 from mteb.abstasks import AbsTask
 from mteb.models import CachedEmbeddingWrapper, SearchEncoderWrapper
 from sentence_transformers import SentenceTransformer
 from torch.utils.data import DataLoader
 
+from llara_st.data.mining import quiet_bm25s_logs
 from llara_st.evaluation.beir_task import BEIRFolderRetrieval
 from llara_st.evaluation.faiss_index import FaissSearchBackend
 from llara_st.evaluation.model_meta import model_fingerprint, model_meta_for, mteb_encoder
@@ -21,8 +25,85 @@ from llara_st.model import load
 
 logger = logging.getLogger(__name__)
 
+quiet_bm25s_logs()  # MTEB's BM25 baseline (the reproduction's) runs bm25s too
+
+# mteb's embedding cache logs each of its notices and warns it again (warnings.warn), per cache folder (queries,
+# documents): a fresh cache printed "Dimension file not found" and "No existing files found" three times each.
+_MTEB_CACHE_LOGGERS = (
+    "mteb.models.cache_wrappers.cache_backends.numpy_cache",
+    "mteb.models.cache_wrappers.cache_wrapper",
+)
+
 #: The figures ``llara-st evaluate`` prints (MTEB score keys and their labels).
 HEADLINE_METRICS: dict[str, str] = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "mrr_at_10": "MRR@10"}
+
+
+class _OncePerMessage(logging.Filter):
+    """Lets each distinct message through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextlib.contextmanager
+def _mteb_cache_notices_once() -> Iterator[None]:
+    """Each of mteb's cache notices at most once per evaluation: logged, not warned a second time (issue 18.8)."""
+    once = _OncePerMessage()
+    loggers = [logging.getLogger(name) for name in _MTEB_CACHE_LOGGERS]
+    for cache_logger in loggers:
+        cache_logger.addFilter(once)
+    try:
+        with warnings.catch_warnings():
+            # Every warnings.warn of mteb's cache repeats a message its logger has just logged.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"mteb\.models\.cache_wrappers")
+            yield
+    finally:
+        for cache_logger in loggers:
+            cache_logger.removeFilter(once)
+
+
+@contextlib.contextmanager
+def _encoding_pool(model: SentenceTransformer, devices: Sequence[str] | None) -> Iterator[dict[str, Any] | None]:
+    """sentence-transformers' multi-process pool on ``devices`` (None: no pool), stopped afterwards.
+
+    Each worker receives the model pickled (a LLaRA model's modules are llara_st classes, imported in the worker);
+    starting the pool moves the model to the CPU, so it is put back where it was.
+    """
+    if devices is None:
+        yield None
+        return
+    device = model.device
+    pool = model.start_multi_process_pool(list(devices))
+    try:
+        yield pool
+    finally:
+        model.stop_multi_process_pool(pool)
+        model.to(device)
+
+
+def _check_devices(devices: Sequence[str] | None, device: str | None) -> list[str] | None:
+    if devices is None:
+        return None
+    if isinstance(devices, str) or not devices:
+        raise ValueError(
+            f"devices must be a non-empty list of torch devices such as ['cuda:0', 'cuda:1'], got {devices!r}"
+        )
+    if device is not None:
+        raise ValueError(f"give device (one process) or devices (several processes), not both: {device!r}, {devices!r}")
+    for name in devices:
+        try:
+            torch.device(name)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"devices: {name!r} is not a torch device (e.g. 'cpu', 'cuda:1')") from None
+    return [str(name) for name in devices]
 
 
 def _numeric_scores(scores: dict[str, Any]) -> dict[str, float]:
@@ -68,9 +149,10 @@ def _mteb_model(
     embedding_cache: str | os.PathLike | None,
     faiss_index: str | FaissSearchBackend | None,
     meta_overrides: dict[str, Any],
+    pool: dict[str, Any] | None = None,
 ) -> Any:
     meta = model_meta_for(model, model_name, revision, source=source, **meta_overrides)
-    encoder: Any = mteb_encoder(model, meta)
+    encoder: Any = mteb_encoder(model, meta, pool)
     if embedding_cache is not None:
         # Keyed by the weights' fingerprint, not the user's revision label, so a retrained model never reuses
         # stale vectors; inside, MTEB keys each vector by its text's hash (per task and query/document side).
@@ -145,6 +227,7 @@ def evaluate_mteb(
     faiss_index: str | FaissSearchBackend | None = None,
     trust_remote_code: bool = False,
     device: str | None = None,
+    devices: Sequence[str] | None = None,
     save_predictions: bool = False,
     overwrite: bool = False,
     **meta_overrides: Any,
@@ -172,6 +255,10 @@ def evaluate_mteb(
             configured :class:`~llara_st.evaluation.FaissSearchBackend`) instead of MTEB's exact chunked search.
         trust_remote_code: See :func:`llara_st.load`.
         device: Device when loading from a path.
+        devices: Encode in several processes, one per device (``["cuda:0", "cuda:1"]``, ``["cpu", "cpu"]``), with
+            sentence-transformers' multi-process pool (``start_multi_process_pool``): each process encodes its share
+            of the texts; scores are those of one process up to rounding. A model given by path loads on the CPU
+            first; a loaded model is put back on its device afterwards.
         save_predictions: Also write MTEB's rankings (top 1000 per query) to ``output_folder/predictions/``.
         overwrite: Recompute even if ``output_folder`` already holds a split's results for this model (name and
             revision) and replace the task's result file. By default existing results are returned as they are
@@ -191,26 +278,31 @@ def evaluate_mteb(
         raise ValueError("No tasks to evaluate")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    loaded, source = _prepare_model(model, trust_remote_code=trust_remote_code, device=device)
-    mteb_model = _mteb_model(
-        loaded,
-        source,
-        model_name=model_name,
-        revision=revision,
-        embedding_cache=embedding_cache,
-        faiss_index=faiss_index,
-        meta_overrides=meta_overrides,
+    devices = _check_devices(devices, device)
+    loaded, source = _prepare_model(
+        model, trust_remote_code=trust_remote_code, device="cpu" if devices is not None else device
     )
     output = Path(output_folder) if output_folder is not None else None
-    result = mteb.evaluate(
-        mteb_model,
-        task_objects,
-        cache=mteb.ResultCache(output) if output is not None else None,
-        encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
-        overwrite_strategy="always" if overwrite else "only-missing",
-        prediction_folder=output / "predictions" if (save_predictions and output is not None) else None,
-        show_progress_bar=show_progress_bar,
-    )
+    with _encoding_pool(loaded, devices) as pool, _mteb_cache_notices_once():
+        mteb_model = _mteb_model(
+            loaded,
+            source,
+            model_name=model_name,
+            revision=revision,
+            embedding_cache=embedding_cache,
+            faiss_index=faiss_index,
+            meta_overrides=meta_overrides,
+            pool=pool,
+        )
+        result = mteb.evaluate(
+            mteb_model,
+            task_objects,
+            cache=mteb.ResultCache(output) if output is not None else None,
+            encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
+            overwrite_strategy="always" if overwrite else "only-missing",
+            prediction_folder=output / "predictions" if (save_predictions and output is not None) else None,
+            show_progress_bar=show_progress_bar,
+        )
     if result.exceptions:
         raise RuntimeError(f"MTEB failed: {result.exceptions}")
     summary: dict[str, dict[str, dict[str, float]]] = {}

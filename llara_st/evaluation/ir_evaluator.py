@@ -1,14 +1,24 @@
 """A sentence-transformers retrieval evaluator on a BEIR split, for use during training (the trainer's
-``evaluator``); reported figures come from :func:`llara_st.evaluation.evaluate_beir` (MTEB)."""
+``evaluator``), and :func:`run_on_main_process`, which computes such an evaluation (or hard-negative mining) once in
+a data-parallel run; reported figures come from :func:`llara_st.evaluation.evaluate_beir` (MTEB)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import traceback
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
+import torch.distributed as dist
+from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+from sentence_transformers.util import get_rank, get_world_size
+from sentence_transformers.util.distributed import distributed_evaluation
 
 from llara_st.data.contrastive import relevant_documents
 from llara_st.evaluation.sub_corpus import sub_corpus_ids
+
+T = TypeVar("T")
 
 
 def beir_ir_evaluator(
@@ -48,3 +58,53 @@ def beir_ir_evaluator(
         batch_size=batch_size,
         write_csv=False,
     )
+
+
+def run_on_main_process(
+    compute: Callable[[], T], model: SentenceTransformer | None = None, *, share_encoding: bool = True
+) -> T:
+    """``compute()`` once in a data-parallel (torchrun) run, its result returned on every process.
+
+    Every process of a data-parallel run reaches the same line, so hard-negative mining and the dev evaluation
+    before and after training ran in full on each. Here the main process (rank 0) computes; with a ``model`` whose
+    encoding ``compute`` calls, the texts it encodes are shared among all processes by sentence-transformers'
+    ``distributed_evaluation`` (what its trainer does for an evaluator), the others waiting otherwise. The result
+    is broadcast, pickled, to the other processes; an error on rank 0 is raised on every process. In a single
+    process it is ``compute()``. Call it on every process.
+
+    Args:
+        compute: What to compute, e.g. ``functools.partial(evaluator, model)``.
+        model: The model ``compute`` encodes with, whose encoding the processes share.
+        share_encoding: False where the processes cannot encode apart (DeepSpeed, FSDP: sharded weights): then
+            every process computes, as the trainer does there, and rank 0's result is kept.
+
+    Example::
+
+        >>> from functools import partial
+        >>> from llara_st.evaluation.ir_evaluator import run_on_main_process
+        >>> run_on_main_process(partial(sum, [1, 2, 3]))  # one process: just the call
+        6
+    """
+    if get_world_size() == 1:
+        return compute()
+    sharing = (
+        distributed_evaluation(model, enabled=share_encoding)
+        if model is not None
+        else contextlib.nullcontext(get_rank() == 0)
+    )
+    outcome: list[tuple[bool, object]] = [(False, None)]
+    error: Exception | None = None
+    with sharing as runs_here:
+        if runs_here:
+            try:
+                outcome = [(True, compute())]
+            except Exception as exception:  # the others must learn of it, or they would wait for the broadcast
+                error = exception
+                outcome = [(False, traceback.format_exc())]
+    dist.broadcast_object_list(outcome, src=0)
+    if error is not None:
+        raise error
+    succeeded, value = outcome[0]
+    if not succeeded:
+        raise RuntimeError(f"the main process failed:\n{value}")
+    return value  # type: ignore[return-value]

@@ -186,9 +186,27 @@ def model_meta_for(
     return meta.model_copy(update=updates)
 
 
-def mteb_encoder(model: SentenceTransformer, meta: ModelMeta) -> SentenceTransformerEncoderWrapper:
-    """MTEB's SentenceTransformer wrapper around ``model``, recording results under ``meta``."""
-    wrapper = SentenceTransformerEncoderWrapper(model)
+class _PoolEncoderWrapper(SentenceTransformerEncoderWrapper):
+    """MTEB's SentenceTransformer wrapper that encodes in a sentence-transformers multi-process pool.
+
+    The pool reaches ``encode_query`` / ``encode_document`` here rather than through MTEB's ``encode_kwargs``,
+    which MTEB writes into ``run_settings.jsonl`` (queues and processes have no place in result files).
+    """
+
+    def __init__(self, model: SentenceTransformer, pool: dict[str, Any]) -> None:
+        super().__init__(model)
+        self.pool = pool
+
+    def encode(self, inputs: Any, **kwargs: Any) -> Any:
+        return super().encode(inputs, pool=self.pool, **kwargs)
+
+
+def mteb_encoder(
+    model: SentenceTransformer, meta: ModelMeta, pool: dict[str, Any] | None = None
+) -> SentenceTransformerEncoderWrapper:
+    """MTEB's SentenceTransformer wrapper around ``model``, recording results under ``meta``; with ``pool`` (from
+    ``model.start_multi_process_pool(devices)``) texts are encoded by the pool's processes."""
+    wrapper = SentenceTransformerEncoderWrapper(model) if pool is None else _PoolEncoderWrapper(model, pool)
     wrapper.mteb_model_meta = meta
     return wrapper
 

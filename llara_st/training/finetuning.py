@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from llara_st.data.contrastive import (
     load_contrastive_dataset,
 )
 from llara_st.data.mining import mine_hard_negatives_from_qrels
-from llara_st.evaluation.ir_evaluator import beir_ir_evaluator
+from llara_st.evaluation.ir_evaluator import beir_ir_evaluator, run_on_main_process
 from llara_st.folders import check_replaceable
 from llara_st.losses.contrastive import DEFAULT_TEMPERATURE, contrastive_loss
 from llara_st.model import llara_module
@@ -243,7 +244,8 @@ def build_training_rows(args: FinetuneArguments, model: SentenceTransformer | No
             retriever = model if model is not None else load_finetune_model(args)
         else:
             retriever = llara_st.load(args.mining_retriever)
-        negatives = mine_hard_negatives_from_qrels(
+        mine = partial(
+            mine_hard_negatives_from_qrels,
             corpus,
             queries,
             qrels,
@@ -255,6 +257,8 @@ def build_training_rows(args: FinetuneArguments, model: SentenceTransformer | No
             max_score=args.mining_max_score,
             seed=args.seed,
         )
+        # Under torchrun rank 0 mines (a dense retriever's encoding shared by all processes), the others receive it.
+        negatives = run_on_main_process(mine, None if isinstance(retriever, str) else retriever)
         examples = beir_examples(corpus, queries, qrels, negatives)
         rows = build_contrastive_dataset(examples, args.group_size, args.positives, args.seed)
     else:
@@ -340,8 +344,20 @@ def run_finetuning(
             seed=args.seed,
         )
     metrics: dict[str, dict[str, float]] = {}
+
+    def dev_evaluation() -> dict[str, float]:
+        # Under torchrun the processes share the dev encoding and all get rank 0's metrics, as in the trainer's
+        # evaluation (every process evaluates where DeepSpeed or FSDP shard the weights), and the name of the
+        # primary one, which the evaluator learns when it runs.
+        def evaluate() -> tuple[dict[str, float], str]:
+            return evaluator(model), evaluator.primary_metric
+
+        sharded = bool(args.deepspeed or args.fsdp)
+        scores, evaluator.primary_metric = run_on_main_process(evaluate, model, share_encoding=not sharded)
+        return scores
+
     if evaluator is not None:
-        metrics["before"] = evaluator(model)
+        metrics["before"] = dev_evaluation()
         logger.info(
             "Dev before training: %s = %.4f", evaluator.primary_metric, metrics["before"][evaluator.primary_metric]
         )
@@ -351,7 +367,7 @@ def run_finetuning(
 
     # 7. Evaluate after training
     if evaluator is not None:
-        metrics["after"] = evaluator(model)
+        metrics["after"] = dev_evaluation()
         logger.info(
             "Dev after training: %s = %.4f", evaluator.primary_metric, metrics["after"][evaluator.primary_metric]
         )

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
+import json
+from functools import partial
+from pathlib import Path
+
 import bm25s
 import pytest
 import Stemmer
 import torch
+import torch.distributed as dist
 
+import llara_st
 from llara_st.data.mining import mine_hard_negatives_from_qrels
+from llara_st.evaluation.ir_evaluator import beir_ir_evaluator, run_on_main_process
 
 CORPUS = {
     "pos": "apple orchard harvest in autumn",
@@ -138,3 +146,69 @@ def test_bm25_mining_is_quiet_at_the_default_log_level():
         root.removeHandler(handler)
         root.setLevel(saved_level)
     assert [record.getMessage() for record in records if record.name.startswith("bm25s")] == []
+
+
+# ---------------------------------------------------------------------------------------- data-parallel runs
+
+TWO_PROCESS_QRELS = {"q": {"pos": 1}, "r": {"pos": 1, "second_pos": 1}}
+
+
+def _mine(retriever, counts: dict[str, int]) -> dict[str, list[str]]:
+    counts["mined"] += 1
+    settings = {"num_negatives": 4, "range_min": 0, "range_max": 5, "relative_margin": None, "use_faiss": False}
+    return mine_hard_negatives_from_qrels(CORPUS, QUERIES, TWO_PROCESS_QRELS, retriever, **settings)
+
+
+def _two_process_worker(rank: int, store: str, model_dir: str, out: str) -> None:
+    """One of two gloo processes, as under ``torchrun --nproc_per_node 2``: mines, evaluates, writes what it got."""
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=120)
+    )
+    try:
+        model = llara_st.load(model_dir, device="cpu")
+        counts = {"mined": 0, "encoded": 0}
+        inference = model._inference
+
+        def counting_inference(inputs, **kwargs):
+            counts["encoded"] += len(inputs)
+            return inference(inputs, **kwargs)
+
+        model._inference = counting_inference
+        dense = run_on_main_process(partial(_mine, model, counts), model)
+        bm25 = run_on_main_process(partial(_mine, "bm25", counts))
+        evaluator = beir_ir_evaluator(CORPUS, QUERIES, TWO_PROCESS_QRELS, name="dev")
+        metrics = run_on_main_process(partial(evaluator, model), model)
+        try:
+            run_on_main_process(partial(_mine, "bm42", counts))
+            error = ""
+        except Exception as exception:
+            error = f"{type(exception).__name__}: {exception}"
+        result = {"dense": dense, "bm25": bm25, "metrics": metrics, "error": error, **counts}
+        Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_mine_and_evaluate_once_and_agree(scratch_llara_dir, scratch_llara, tmp_path) -> None:
+    """Issue 18 item 8 (data-parallel fine-tuning): mining and the dev evaluation ran in full on every process.
+    Now rank 0 computes, a dense retriever's encoding shared by both processes; both get rank 0's result, which is
+    one process's; an error on rank 0 reaches the other instead of leaving it waiting."""
+    torch.multiprocessing.start_processes(
+        _two_process_worker,
+        args=(str(tmp_path / "store"), str(scratch_llara_dir), str(tmp_path)),
+        nprocs=2,
+        start_method="spawn",
+    )
+    zero, one = (json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1))
+    assert (zero["mined"], one["mined"]) == (3, 0)  # dense, BM25 and the failing one: on rank 0 only
+    assert zero["encoded"] > 0 and one["encoded"] > 0  # rank 1 encoded its share of rank 0's texts
+
+    counts = {"mined": 0}
+    assert zero["dense"] == one["dense"] == _mine(scratch_llara, counts)
+    assert zero["bm25"] == one["bm25"] == _mine("bm25", counts)
+    alone = beir_ir_evaluator(CORPUS, QUERIES, TWO_PROCESS_QRELS, name="dev")(scratch_llara)
+    assert zero["metrics"] == one["metrics"]
+    assert zero["metrics"] == pytest.approx(alone, abs=1e-6)
+    assert zero["error"].startswith("ValueError: retriever must be")
+    assert one["error"].startswith("RuntimeError: the main process failed") and "retriever must be" in one["error"]

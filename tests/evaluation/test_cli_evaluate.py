@@ -187,3 +187,46 @@ def test_evaluate_a_model_folder_with_a_symlink_loop_is_one_line(
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "symlink loop" in err and "loop" in err
+
+
+def test_evaluate_devices_reach_the_evaluation(fixed_model, fixed_beir_folder, tmp_path, capsys, monkeypatch):
+    """Issue 17.5: `--devices cpu,cpu` asks evaluate_mteb for one encoding process per device (the pool itself is
+    tested in test_evaluate_beir.py); the model loads on the CPU, whence the pool sends it to its workers."""
+    import llara_st.evaluation
+
+    model_dir = tmp_path / "m"
+    fixed_model.save(str(model_dir))
+    received: dict = {}
+    evaluate_mteb = llara_st.evaluation.evaluate_mteb
+
+    def recording_evaluate_mteb(model, tasks, output_folder=None, **options):
+        received.update(options, device=model.device.type)
+        return evaluate_mteb(model, tasks, output_folder, **(options | {"devices": None}))
+
+    monkeypatch.setattr(llara_st.evaluation, "evaluate_mteb", recording_evaluate_mteb)
+    argv = ["evaluate", str(model_dir), "--beir", str(fixed_beir_folder), "--split", "dev", "--json", "--no-progress"]
+    assert main([*argv, "--devices", "cpu, cpu"]) == 0
+    assert received["devices"] == ["cpu", "cpu"] and received["device"] == "cpu"
+    assert json.loads(capsys.readouterr().out)["fixed"]["dev"]["ndcg_at_10"] == pytest.approx(1.0)
+
+    assert main([*argv, "--devices", "cpu,,cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "--devices: '' is not a torch device" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):  # one process on --device or several on --devices
+        main([*argv, "--device", "cpu", "--devices", "cpu,cpu"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_evaluate_prints_mteb_cache_notices_once(fixed_model, fixed_beir_folder, tmp_path, capsys):
+    """Issue 18.8: with a fresh --embedding-cache each of mteb's cache warnings was printed twice per cache folder
+    (logged, then warned again)."""
+    model_dir = tmp_path / "m"
+    fixed_model.save(str(model_dir))
+    argv = ["evaluate", str(model_dir), "--beir", str(fixed_beir_folder), "--no-progress"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*argv, "--embedding-cache", str(tmp_path / "cache")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("No existing files found") == 1
+    assert err.count("Dimension file not found") <= 1
+    assert not [warning for warning in caught if "VectorCacheMap" in str(warning.message)]

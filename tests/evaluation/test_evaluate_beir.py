@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +350,111 @@ def test_embedding_cache_encodes_the_same_texts_as_no_cache(scratch_llara, make_
     encoded.clear()
     again = evaluate_beir(scratch_llara, folder, "test", embedding_cache=tmp_path / "cache", show_progress_bar=False)
     assert encoded == [] and again == pytest.approx(plain, nan_ok=True)
+
+
+@pytest.mark.slow
+def test_two_encoding_processes_give_the_scores_of_one(scratch_llara, make_beir_folder, tmp_path, monkeypatch):
+    """Issue 17.5: devices=["cpu", "cpu"] encodes in two worker processes (sentence-transformers' pool, the LLaRA
+    model sent to each) and gives the scores of one process, up to rounding."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = make_beir_folder(
+        "pooled",
+        corpus={f"d{i}": (f"Title {i}", f"Document {i} about tides, bees and volcanoes, part {i}.") for i in range(9)},
+        queries={f"q{i}": f"what do document {i} and the tides say?" for i in range(5)},
+        qrels={"test": [(f"q{i}", f"d{2 * i}", 1) for i in range(5)]},
+    )
+    one = evaluate_beir(scratch_llara, folder, "test", tmp_path / "one", save_predictions=True, show_progress_bar=False)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the main process encoded; the pool's workers should have")
+
+    monkeypatch.setattr(SentenceTransformer, "_inference", fail)  # in this process only: workers import afresh
+    two = evaluate_beir(
+        scratch_llara,
+        folder,
+        "test",
+        tmp_path / "two",
+        save_predictions=True,
+        show_progress_bar=False,
+        devices=["cpu", "cpu"],
+        batch_size=2,
+    )
+    assert two == pytest.approx(one, abs=1e-6, nan_ok=True)
+
+    def predicted(out):
+        return json.loads((out / "predictions" / "pooled_predictions.json").read_text())["default"]["test"]
+
+    by_one, by_two = predicted(tmp_path / "one"), predicted(tmp_path / "two")
+    assert set(by_two) == set(by_one) == {f"q{i}" for i in range(5)}
+    for query, scores in by_one.items():
+        assert by_two[query] == pytest.approx(scores, abs=1e-6)
+    assert scratch_llara.device.type == "cpu"
+
+
+def test_bad_devices_are_named(fixed_model, fixed_beir_folder):
+    with pytest.raises(ValueError, match="'gpu0' is not a torch device"):
+        evaluate_beir(fixed_model, fixed_beir_folder, "test", devices=["cpu", "gpu0"])
+    with pytest.raises(ValueError, match="non-empty list"):
+        evaluate_beir(fixed_model, fixed_beir_folder, "test", devices="cpu,cpu")
+    with pytest.raises(ValueError, match="not both"):
+        evaluate_beir(fixed_model, fixed_beir_folder, "test", devices=["cpu"], device="cpu")
+
+
+def _records_through_root(run, level: int = logging.WARNING) -> list[logging.LogRecord]:
+    """The records a level-less handler on the root receives with the root at ``level``, as under ``llara-st``
+    (WARNING without -v, DEBUG with -vv)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    root = logging.getLogger()
+    saved_level = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        run()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+    return records
+
+
+def test_mteb_cache_notices_appear_once_and_are_not_warned_again(fixed_model, fixed_beir_folder, tmp_path):
+    """Issue 18.8: a fresh embedding cache logged "Dimension file not found" and "No existing files found" once per
+    cache folder (queries, documents) and warned each again with warnings.warn."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = _records_through_root(
+            lambda: evaluate_beir(
+                fixed_model, fixed_beir_folder, "test", embedding_cache=tmp_path / "cache", show_progress_bar=False
+            )
+        )
+    messages = [record.getMessage() for record in records if record.name.startswith("mteb.models.cache_wrappers")]
+    assert "No existing files found. Initialized empty VectorCacheMap." in messages  # mteb still says it, once
+    assert len(messages) == len(set(messages))
+    assert not [
+        warning for warning in caught if "VectorCacheMap" in str(warning.message) or "Dimension" in str(warning.message)
+    ]
+    # The next evaluation says it again (once): the notices are de-duplicated per evaluation, not forever.
+    again = _records_through_root(
+        lambda: evaluate_beir(
+            fixed_model, fixed_beir_folder, "test", embedding_cache=tmp_path / "other", show_progress_bar=False
+        )
+    )
+    assert sum("No existing files found" in record.getMessage() for record in again) == 1
+
+
+def test_the_bm25_baseline_is_quiet(fixed_beir_folder, tmp_path):
+    """Issue 18.8: bm25s sets its logger to DEBUG on import, and MTEB's BM25 baseline printed "DEBUG bm25s: Building
+    index from IDs objects" into quiet output; with the root at DEBUG (``-vv``) it shows again."""
+    import mteb
+
+    from llara_st.evaluation import BEIRFolderRetrieval
+
+    def run() -> None:
+        task = BEIRFolderRetrieval(fixed_beir_folder, ["test"])
+        mteb.evaluate(mteb.get_model("mteb/baseline-bm25s"), [task], cache=None, show_progress_bar=False)
+
+    assert [record.getMessage() for record in _records_through_root(run) if record.name == "bm25s"] == []
+    verbose = _records_through_root(run, logging.DEBUG)
+    assert any(record.name == "bm25s" and record.levelno == logging.DEBUG for record in verbose)
