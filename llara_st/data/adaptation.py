@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from datasets import Dataset, concatenate_datasets
 
-from llara_st.data.beir import read_jsonl, row_line
+from llara_st.data.beir import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -569,18 +569,21 @@ _DOCUMENT_READERS = {"wikitext": read_wikitext, "beir_corpus": _beir_corpus_docu
 _FOLDER_PATTERNS = {"wikitext": "*.raw", "beir_corpus": "corpus.jsonl", "text": "*.txt", "llara_jsonl": "*.jsonl"}
 
 
+_LLARA_TEXTS = ["output_summarize", "output_predict"]
+
+
+def _blank_llara_text(row: dict[str, str]) -> str | None:
+    return next((f"{key!r} must be a non-empty string" for key in _LLARA_TEXTS if not row[key].strip()), None)
+
+
 def _llara_jsonl_pairs(paths: list[Path], max_rows: int | None) -> Dataset:
     _check_max_rows(max_rows)
     parts: list[Dataset] = []
     count = differing = 0
     for path in paths:
-        rows = read_jsonl(path, ["output_summarize", "output_predict"], optional_texts=["input"])
+        rows = read_jsonl(path, _LLARA_TEXTS, optional_texts=["input"], check=_blank_llara_text)
         if max_rows is not None:
             rows = rows.select(range(min(len(rows), max_rows - count)))
-        for key in ("output_summarize", "output_predict"):
-            empty = next((index for index, text in enumerate(rows[key]) if not text.strip()), None)
-            if empty is not None:
-                raise ValueError(f"{path}:{row_line(path, empty)}: {key!r} must be a non-empty string")
         inputs, texts = rows["input"], rows["output_summarize"]
         differing += sum(bool(given) and given != text for given, text in zip(inputs, texts, strict=True))
         columns = {"output_summarize": TEXT_COLUMN, "output_predict": NEXT_TEXT_COLUMN}
