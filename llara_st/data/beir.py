@@ -153,9 +153,15 @@ def read_jsonl(
             parts.append(Dataset.from_dict(columns, features=features))
             columns = {name: [] for name in names}
     parts.append(Dataset.from_dict(columns, features=features))  # the last batch, perhaps empty
-    if len(first_of_type) == 2:  # say where: "7" and 7 now name the same row
-        message = "%s mixes integer and string %r values (line %d: %r, line %d: %r); integers are read as their "
-        logger.warning(message + "decimal strings", path, id_field, *first_of_type[int], *first_of_type[str])
+    if len(first_of_type) == 2:  # 7 and "7" now name the same row: say where each kind was seen
+        logger.warning(
+            "%s mixes integer and string %r values (line %d: %r, line %d: %r); integers are read as their decimal "
+            "strings",
+            path,
+            id_field,
+            *first_of_type[int],
+            *first_of_type[str],
+        )
     rows = concatenate_datasets(parts)
     if not len(rows):
         raise ValueError(f"{path}: no rows (the file is empty)")
