@@ -50,8 +50,8 @@ def test_lines_are_counted_past_blank_lines(tmp_path):
 
 
 def test_a_bad_line_is_named_from_one_reading_of_the_file(tmp_path, monkeypatch):
-    """Issue 19: a failed check re-read the file (up to three times) to find the line; now lines are counted as
-    the file is read."""
+    """Issue 19: a failed check read the file again (more than once for mixed ids) to find the line; lines are now
+    counted as the file is read."""
     path = _write(tmp_path / "corpus.jsonl", [{"_id": "a", "text": "x"}, {"_id": "b", "text": "y"}, {"_id": "a"}])
     opened = []
 
@@ -63,6 +63,19 @@ def test_a_bad_line_is_named_from_one_reading_of_the_file(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match=r"corpus.jsonl:3: duplicate _id 'a' \(first at line 1\)"):
         read_beir_documents(path)
     assert opened == [path]
+
+
+def test_rows_read_in_several_batches_are_the_rows_read_at_once(tmp_path, monkeypatch):
+    rows = [{"_id": i, "text": f"t{i}", **({"title": "T"} if i % 2 else {})} for i in range(7)]
+    path = _write(tmp_path / "corpus.jsonl", rows)
+    at_once = read_beir_documents(path)
+    monkeypatch.setattr("llara_st.data.beir._BATCH_ROWS", 2)
+    in_batches = read_beir_documents(path)
+    assert in_batches[:] == at_once[:] and in_batches.features == at_once.features
+    assert in_batches["title"] == ["", "T", "", "T", "", "T", ""]
+    _write(path, [*rows, {"_id": 1, "text": "again"}])  # a duplicate of a row of an earlier batch
+    with pytest.raises(ValueError, match=r"corpus.jsonl:8: duplicate _id '1' \(first at line 2\)"):
+        read_beir_documents(path)
 
 
 def test_text_lists_are_checked_and_default_to_empty(tmp_path):
