@@ -3,10 +3,10 @@
 LLaRA (Li et al., 2023, "Making Large Language Models A Better Foundation For Dense Retrieval",
 arXiv:2312.15503) adapts a causal LM on unlabeled text split into consecutive chunks: each row holds a chunk
 (``text``, the EBAE target) and the chunk that follows it in the same document (``next_text``, the EBAR
-target). This module reads documents (WikiText, plain text files; a BEIR ``corpus.jsonl`` or any JSONL of
-``{"text"}`` rows through :func:`llara_st.data.read_jsonl`), from files, folders or glob patterns, splits each
-into consecutive chunks of a configured size in words or tokens, and pairs neighbours; the authors' JSONL rows
-(``input``, ``output_summarize``, ``output_predict``) are read through :func:`llara_st.data.read_jsonl`. Every
+target). This module reads documents (WikiText, plain text files, a BEIR ``corpus.jsonl`` or any JSONL of
+``{"text"}`` rows) from files, folders or glob patterns, splits each into consecutive chunks of a configured size
+in words or tokens, and pairs neighbours; the authors' JSONL rows (``input``, ``output_summarize``,
+``output_predict``) are pairs already. JSONL goes through :func:`llara_st.data.read_jsonl`. Every
 builder returns a :class:`datasets.Dataset` with exactly the columns ``text`` and ``next_text`` that
 :class:`~llara_st.losses.EBAEEBARDataCollator` reads.
 """
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from datasets import Dataset, concatenate_datasets
 
-from llara_st.data.beir import read_jsonl, row_line
+from llara_st.data.beir import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -297,22 +297,20 @@ def expand_paths(paths: PathOrPaths, folder_pattern: str = "*") -> list[Path]:
         path = Path(given).expanduser()
         if path.is_file():
             result.append(path)
-        elif path.is_dir():
-            found = sorted(
-                found
-                for found in path.rglob(folder_pattern)
-                if found.is_file() and not any(part.startswith(".") for part in found.relative_to(path).parts)
-            )
-            if not found:
-                raise FileNotFoundError(f"folder {path} holds no file matching {folder_pattern!r}")
-            result.extend(found)
+            continue
+        if path.is_dir():
+            matches = path.rglob(folder_pattern)
+            found = [match for match in matches if not any(p.startswith(".") for p in match.relative_to(path).parts)]
+            nothing = f"folder {path} holds no file matching {folder_pattern!r}"
         elif _GLOB_CHARACTERS.search(str(given)):
-            found = sorted(Path(match) for match in glob.glob(str(path), recursive=True) if Path(match).is_file())
-            if not found:
-                raise FileNotFoundError(f"the pattern {str(given)!r} matches no file")
-            result.extend(found)
+            found = [Path(match) for match in glob.glob(str(path), recursive=True)]
+            nothing = f"the pattern {str(given)!r} matches no file"
         else:
             raise FileNotFoundError(f"{path} does not exist")
+        found = sorted(match for match in found if match.is_file())
+        if not found:
+            raise FileNotFoundError(nothing)
+        result.extend(found)
     if not result:
         raise ValueError("No input path given")
     return result
@@ -326,17 +324,11 @@ def adaptation_files(paths: PathOrPaths, file_format: AdaptationFileFormat) -> l
     return expand_paths(paths, _FOLDER_PATTERNS[file_format])
 
 
-def _as_paths(paths: PathOrPaths) -> list[Path]:
-    """Files as given: the readers of one file refuse a folder or a pattern."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    result = [Path(p) for p in paths]
-    if not result:
-        raise ValueError("No input path given")
-    for path in result:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist or is not a file")
-    return result
+def _one_file(path: str | os.PathLike) -> Path:
+    """A file as given: the readers of one file refuse a folder or a pattern."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist or is not a file")
+    return Path(path)
 
 
 _WIKITEXT_HEADING = re.compile(r"^((?:= )+)(.*?)((?: =)+)$")
@@ -401,8 +393,7 @@ def read_wikitext(path: str | os.PathLike, boundary: WikiTextBoundary = "article
     """
     if boundary not in ("article", "section"):
         raise ValueError(f"boundary must be 'article' or 'section', got {boundary!r}")
-    (path,) = _as_paths(path)
-    with open(path, encoding="utf8") as handle:
+    with _one_file(path).open(encoding="utf8") as handle:
         lines = [line.strip() for line in handle if line.strip()]
     documents: list[TextDocument] = []
     article_title = ""
@@ -446,8 +437,7 @@ def _is_wrapped_formula(lines: list[str], index: int) -> bool:
 
 def read_text_documents(path: str | os.PathLike, split_on_blank_lines: bool = True) -> list[TextDocument]:
     """Documents of a plain UTF-8 text file: separated by blank lines, or the whole file as one document."""
-    (path,) = _as_paths(path)
-    text = Path(path).read_text(encoding="utf8")
+    text = _one_file(path).read_text(encoding="utf8")
     blocks = re.split(r"\n\s*\n", text) if split_on_blank_lines else [text]
     return [
         TextDocument(block.splitlines(), title=f"{Path(path).name}#{i}")
@@ -546,8 +536,7 @@ def read_adaptation_pairs(
         >>> rows[0]["text"][-24:]
         'Moon on the ocean water.'
     """
-    if file_format not in _DOCUMENT_READERS and file_format != "llara_jsonl":
-        raise ValueError(f"file_format must be one of {[*_DOCUMENT_READERS, 'llara_jsonl']}, got {file_format!r}")
+    _check_max_rows(max_rows)
     files = adaptation_files(paths, file_format)
     if file_format == "llara_jsonl":
         if chunker is not None:
@@ -569,32 +558,32 @@ _DOCUMENT_READERS = {"wikitext": read_wikitext, "beir_corpus": _beir_corpus_docu
 _FOLDER_PATTERNS = {"wikitext": "*.raw", "beir_corpus": "corpus.jsonl", "text": "*.txt", "llara_jsonl": "*.jsonl"}
 
 
+_LLARA_TEXTS = ["output_summarize", "output_predict"]
+
+
+def _blank_llara_text(row: dict[str, str]) -> str | None:
+    return next((f"{key!r} must be a non-empty string" for key in _LLARA_TEXTS if not row[key].strip()), None)
+
+
 def _llara_jsonl_pairs(paths: list[Path], max_rows: int | None) -> Dataset:
-    _check_max_rows(max_rows)
     parts: list[Dataset] = []
-    count = differing = 0
     for path in paths:
-        rows = read_jsonl(path, ["output_summarize", "output_predict"], optional_texts=["input"])
-        if max_rows is not None:
-            rows = rows.select(range(min(len(rows), max_rows - count)))
-        for key in ("output_summarize", "output_predict"):
-            empty = next((index for index, text in enumerate(rows[key]) if not text.strip()), None)
-            if empty is not None:
-                raise ValueError(f"{path}:{row_line(path, empty)}: {key!r} must be a non-empty string")
-        inputs, texts = rows["input"], rows["output_summarize"]
-        differing += sum(bool(given) and given != text for given, text in zip(inputs, texts, strict=True))
-        columns = {"output_summarize": TEXT_COLUMN, "output_predict": NEXT_TEXT_COLUMN}
-        parts.append(rows.select_columns(list(columns)).rename_columns(columns))
-        count += len(rows)
-        if max_rows is not None and count >= max_rows:
+        parts.append(read_jsonl(path, _LLARA_TEXTS, optional_texts=["input"], check=_blank_llara_text))
+        if max_rows is not None and sum(map(len, parts)) >= max_rows:
             break
+    rows = concatenate_datasets(parts)
+    if max_rows is not None:
+        rows = rows.select(range(min(len(rows), max_rows)))
+    inputs, texts = rows["input"], rows["output_summarize"]
+    differing = sum(bool(given) and given != text for given, text in zip(inputs, texts, strict=True))
     if differing:
         logger.warning(
             "%d rows have 'input' different from 'output_summarize'; the EBAE/EBAR loss reads one text "
             "(output_summarize) as both the input and the EBAE target",
             differing,
         )
-    return concatenate_datasets(parts)
+    columns = {"output_summarize": TEXT_COLUMN, "output_predict": NEXT_TEXT_COLUMN}
+    return rows.select_columns(list(columns)).rename_columns(columns)
 
 
 def _check_max_rows(max_rows: int | None) -> None:

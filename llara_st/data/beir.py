@@ -1,4 +1,4 @@
-"""One reader for JSON-lines rows and BEIR folders, on ``datasets``: ids as strings, every row checked.
+"""One reader for JSON-lines rows and BEIR folders: ids as strings, every row checked as it is read.
 
 A BEIR folder (Thakur et al., 2021) holds ``corpus.jsonl`` (``{"_id", "title", "text"}`` per line),
 ``queries.jsonl`` (``{"_id", "text"}``) and ``qrels/{split}.tsv`` (``query-id corpus-id score``, header line).
@@ -6,7 +6,7 @@ Training rows, hard-negative mining, adaptation pairs and evaluation all read th
 refused the same way everywhere, with a ``ValueError`` that names the file and line: invalid JSON, a missing,
 null or non-string text, a missing, null or duplicate id, an empty file, qrels naming a query or document
 that is not there. Integer ids are read as their decimal strings (a file mixing integer and string ids gets a
-warning naming a line of each).
+warning naming a line of each). Each file is read once: the line numbers are counted while reading.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import pyarrow.compute as pc
-from datasets import Dataset, List, Value, load_dataset
+from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +27,8 @@ CORPUS_FILE = "corpus.jsonl"
 QUERIES_FILE = "queries.jsonl"
 QRELS_FOLDER = "qrels"
 _MISSING = object()
-_STRING = (Value("string"), Value("large_string"))
+# Rows held as Python objects at a time: a large corpus (MS MARCO's 8.8M passages) is kept as Arrow, not as dicts.
+_BATCH_ROWS = 50_000
 
 
 def jsonl_rows(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -46,102 +46,40 @@ def jsonl_rows(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
             yield line_number, row
 
 
-def row_line(path: str | os.PathLike, index: int) -> int:
-    """The line number of row ``index`` (0-based) of a JSON-lines file: blank lines hold no row."""
-    with open(path, encoding="utf8") as handle:
-        rows = (line_number for line_number, line in enumerate(handle, start=1) if line.strip())
-        return next(line for position, line in enumerate(rows) if position == index)
+def first_jsonl_row(path: str | os.PathLike) -> dict[str, Any]:
+    """The first row of a JSON-lines file (to choose how to read the rest); a file without rows fails."""
+    first = next(jsonl_rows(path), None)
+    if first is None:
+        raise ValueError(f"{path}: no rows (the file is empty)")
+    return first[1]
 
 
-def _first_offence(path: Path, field: str, is_bad: Any) -> tuple[int, Any]:
-    # Only reached once a column check failed: the raw lines say exactly where and what.
-    for line_number, row in jsonl_rows(path):
-        value = row.get(field, _MISSING)
-        if is_bad(value):
-            return line_number, value
-    raise AssertionError(f"{path}: no offending {field!r} found")  # the column check and the scan disagree
+class _BadRow(ValueError):
+    """What is wrong with one row; :func:`read_jsonl` adds the file and line."""
 
 
-def _describe(field: str, value: Any, expected: str) -> str:
-    if value is _MISSING:
-        return f"row has no {field!r} field"
-    return f"{field!r} must be {expected}, got {'null' if value is None else repr(value)[:80]}"
+def _value(row: Mapping[str, Any], field: str, expected: str, is_good: Callable[[Any], bool], default: Any = _MISSING):
+    """``row[field]`` if ``is_good``; ``default``, when one is given, for an absent or null field."""
+    value = row.get(field)
+    if is_good(value):
+        return value
+    if value is None and default is not _MISSING:
+        return default
+    if field not in row:
+        raise _BadRow(f"row has no {field!r} field (found {list(row)})")
+    raise _BadRow(f"{field!r} must be {expected}, got {'null' if value is None else repr(value)[:80]}")
 
 
-def _replace(dataset: Dataset, field: str, values: Any) -> Dataset:
-    return dataset.remove_columns(field).add_column(field, values)
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool)
 
 
-def _check_texts(dataset: Dataset, path: Path, field: str, optional: bool) -> Dataset:
-    if field not in dataset.column_names:
-        if optional:
-            return dataset.add_column(field, [""] * len(dataset))
-        raise ValueError(f"{path}:{row_line(path, 0)}: row has no {field!r} field (found {dataset.column_names})")
-    nulls = dataset.data.column(field).null_count
-    if dataset.features[field] in _STRING and (nulls == 0 or optional):
-        return _replace(dataset, field, pc.fill_null(dataset.data.column(field), "")) if nulls else dataset
-    if optional and dataset.features[field] == Value("null"):  # absent or null in every row
-        return _replace(dataset, field, [""] * len(dataset))
-    line, value = _first_offence(path, field, lambda v: not isinstance(v, str) and not (optional and v is None))
-    raise ValueError(f"{path}:{line}: {_describe(field, value, 'a string')}")
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
 
 
-def _check_text_lists(dataset: Dataset, path: Path, field: str) -> Dataset:
-    if field not in dataset.column_names:
-        return dataset.add_column(field, [[]] * len(dataset))
-    column = dataset.data.column(field)
-    if dataset.features[field] == List(Value("string")) and pc.list_flatten(column).null_count == 0:
-        return _replace(dataset, field, pc.fill_null(column, [])) if column.null_count else dataset
-
-    def bad(value: Any) -> bool:
-        return (
-            value is not None
-            and value is not _MISSING
-            and not (isinstance(value, list) and all(isinstance(text, str) for text in value))
-        )
-
-    line, value = _first_offence(path, field, bad)
-    raise ValueError(f"{path}:{line}: {_describe(field, value, 'a list of strings')}")
-
-
-def _check_ids(dataset: Dataset, path: Path, field: str) -> Dataset:
-    if field not in dataset.column_names:
-        raise ValueError(f"{path}:{row_line(path, 0)}: row has no {field!r} field (found {dataset.column_names})")
-    feature = dataset.features[field]
-    if isinstance(feature, Value) and feature.dtype.startswith("int"):
-        dataset = dataset.cast_column(field, Value("string"))
-    elif feature not in _STRING:
-        # Mixed types (datasets' Json feature): its decoding is lossy (1 and "1" both come back as 1), so the
-        # raw lines decide.
-        values = [row.get(field, _MISSING) for _, row in jsonl_rows(path)]
-        if any(isinstance(v, bool) or not isinstance(v, str | int) for v in values):
-            line, value = _first_offence(path, field, lambda v: isinstance(v, bool) or not isinstance(v, str | int))
-            raise ValueError(f"{path}:{line}: {_describe(field, value, 'a string or an integer')}")
-        if any(isinstance(v, str) for v in values) and any(isinstance(v, int) for v in values):
-            int_line, int_id = _first_offence(path, field, lambda v: isinstance(v, int))
-            str_line, str_id = _first_offence(path, field, lambda v: isinstance(v, str))
-            logger.warning(
-                "%s mixes integer and string %r values (line %d: %r, line %d: %r); integers are read as their "
-                "decimal strings",
-                path,
-                field,
-                int_line,
-                int_id,
-                str_line,
-                str_id,
-            )
-        dataset = _replace(dataset, field, [str(v) for v in values])
-    elif dataset.data.column(field).null_count:
-        line, value = _first_offence(path, field, lambda v: v is None or v is _MISSING)
-        raise ValueError(f"{path}:{line}: {_describe(field, value, 'a string or an integer')}")
-    if pc.count_distinct(dataset.data.column(field)).as_py() != len(dataset):
-        first_line: dict[str, int] = {}
-        for line_number, row in jsonl_rows(path):
-            key = str(row[field])
-            if key in first_line:
-                raise ValueError(f"{path}:{line_number}: duplicate {field} {key!r} (first at line {first_line[key]})")
-            first_line[key] = line_number
-    return dataset
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(text, str) for text in value)
 
 
 def read_jsonl(
@@ -151,11 +89,12 @@ def read_jsonl(
     optional_texts: Sequence[str] = (),
     text_lists: Sequence[str] = (),
     id_field: str | None = None,
+    check: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Dataset:
     """The rows of a JSON-lines file as a :class:`datasets.Dataset` holding exactly the named fields, checked.
 
-    Arrow does the reading (an 8.8M-document corpus never becomes Python objects); a failed check rereads the
-    raw lines only to name the first offending line.
+    The file is read once, line by line: the first bad row fails with its file and line number. Rows become
+    Arrow in batches, so a large corpus is not held as Python objects.
 
     Args:
         path: The ``.jsonl`` file.
@@ -163,6 +102,8 @@ def read_jsonl(
         optional_texts: String fields that may be absent or null (read as ``""``).
         text_lists: Fields holding a list of strings (absent or null: ``[]``).
         id_field: A field holding each row's id: a string or an integer (read as its decimal string), unique.
+        check: Called with each row as read (the named fields, checked); what it returns, if anything, is the
+            error for that line.
 
     Returns:
         A dataset with the columns ``id_field``, ``texts``, ``optional_texts``, ``text_lists`` in that order.
@@ -180,30 +121,51 @@ def read_jsonl(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    if next(jsonl_rows(path), None) is None:
+    names = [*([id_field] if id_field else []), *texts, *optional_texts, *text_lists]
+    if not names:
+        raise ValueError("read_jsonl needs at least one field to read")
+    features = Features({name: List(Value("string")) if name in text_lists else Value("string") for name in names})
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    parts: list[Dataset] = []
+    id_lines: dict[str, int] = {}  # each id's line, to name the first line of a duplicate
+    first_of_type: dict[type, tuple[int, Any]] = {}  # the first integer and the first string id, for the warning
+    for line_number, row in jsonl_rows(path):
+        try:
+            checked: dict[str, Any] = {}
+            if id_field is not None:
+                value = _value(row, id_field, "a string or an integer", _is_id)
+                checked[id_field] = key = str(value)
+                if key in id_lines:
+                    raise _BadRow(f"duplicate {id_field} {key!r} (first at line {id_lines[key]})")
+                id_lines[key] = line_number
+                first_of_type.setdefault(type(value), (line_number, value))
+            checked.update({field: _value(row, field, "a string", _is_text) for field in texts})
+            checked.update({field: _value(row, field, "a string", _is_text, "") for field in optional_texts})
+            checked.update({field: _value(row, field, "a list of strings", _is_text_list, []) for field in text_lists})
+            problem = check(checked) if check is not None else None
+            if problem is not None:
+                raise _BadRow(problem)
+        except _BadRow as error:
+            raise ValueError(f"{path}:{line_number}: {error}") from None
+        for name in names:
+            columns[name].append(checked[name])
+        if len(columns[names[0]]) == _BATCH_ROWS:
+            parts.append(Dataset.from_dict(columns, features=features))
+            columns = {name: [] for name in names}
+    parts.append(Dataset.from_dict(columns, features=features))  # the last batch, perhaps empty
+    if len(first_of_type) == 2:  # 7 and "7" now name the same row: say where each kind was seen
+        logger.warning(
+            "%s mixes integer and string %r values (line %d: %r, line %d: %r); integers are read as their decimal "
+            "strings",
+            path,
+            id_field,
+            *first_of_type[int],
+            *first_of_type[str],
+        )
+    rows = concatenate_datasets(parts)
+    if not len(rows):
         raise ValueError(f"{path}: no rows (the file is empty)")
-    # datasets logs a parse error itself (with a row counted from 0) before raising it: the error below names the
-    # line instead, so that a bad file is reported once.
-    json_logger = logging.getLogger("datasets.packaged_modules.json.json")
-    level = json_logger.level
-    json_logger.setLevel(logging.CRITICAL)
-    try:
-        dataset = load_dataset("json", data_files=str(path), split="train")
-    except Exception as error:  # datasets wraps Arrow's parse errors; the raw lines say which line is bad
-        for _ in jsonl_rows(path):
-            pass
-        raise ValueError(f"{path}: not readable as JSON lines: {error}") from error
-    finally:
-        json_logger.setLevel(level)
-    if id_field is not None:
-        dataset = _check_ids(dataset, path, id_field)
-    for field in texts:
-        dataset = _check_texts(dataset, path, field, optional=False)
-    for field in optional_texts:
-        dataset = _check_texts(dataset, path, field, optional=True)
-    for field in text_lists:
-        dataset = _check_text_lists(dataset, path, field)
-    return dataset.select_columns([*([id_field] if id_field else []), *texts, *optional_texts, *text_lists])
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- BEIR
@@ -220,7 +182,9 @@ def read_beir_queries(path: str | os.PathLike) -> Dataset:
     return read_jsonl(path, ["text"], id_field="_id").rename_column("_id", "id")
 
 
-def _qrels_rows(path: Path) -> Iterator[tuple[int, str, str, int]]:
+def _judgements(path: Path) -> list[tuple[int, str, str, int]]:
+    """``(line number, query id, document id, score)`` of each judgement of a qrels TSV; none is an error."""
+    judgements = []
     with path.open(encoding="utf8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
@@ -235,7 +199,17 @@ def _qrels_rows(path: Path) -> Iterator[tuple[int, str, str, int]]:
                 score = int(row[2])
             except ValueError:
                 raise ValueError(f"{path}:{line_number}: score {row[2]!r} is not an integer") from None
-            yield line_number, row[0], row[1], score
+            judgements.append((line_number, row[0], row[1], score))
+    if not judgements:
+        raise ValueError(f"{path}: no judgements (only a header)")
+    return judgements
+
+
+def _qrels(judgements: list[tuple[int, str, str, int]]) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    for _, query_id, document_id, score in judgements:
+        qrels.setdefault(query_id, {})[document_id] = score
+    return qrels
 
 
 def read_beir_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
@@ -243,13 +217,7 @@ def read_beir_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
 
     Ids are kept as strings (a CSV reader that infers types would turn ``"0123"`` into 123).
     """
-    path = Path(path)
-    qrels: dict[str, dict[str, int]] = {}
-    for _, query_id, document_id, score in _qrels_rows(path):
-        qrels.setdefault(query_id, {})[document_id] = score
-    if not qrels:
-        raise ValueError(f"{path}: no judgements (only a header)")
-    return qrels
+    return _qrels(_judgements(Path(path)))
 
 
 def beir_split_names(folder: str | os.PathLike) -> list[str]:
@@ -304,15 +272,16 @@ def read_beir(folder: str | os.PathLike, split: str) -> BEIRSplit:
     """
     folder = check_beir_folder(folder, [split])
     qrels_path = folder / QRELS_FOLDER / f"{split}.tsv"
-    qrels = read_beir_qrels(qrels_path)
+    judgements = _judgements(qrels_path)  # first: a malformed qrels file fails before a large corpus is read
     corpus = read_beir_documents(folder / CORPUS_FILE)
     queries = read_beir_queries(folder / QUERIES_FILE)
     query_ids, document_ids = set(queries["id"]), set(corpus["id"])
-    for line_number, query_id, document_id, _ in _qrels_rows(qrels_path):
+    for line_number, query_id, document_id, _ in judgements:
         if query_id not in query_ids:
             raise ValueError(f"{qrels_path}:{line_number}: query {query_id!r} is not in {QUERIES_FILE}")
         if document_id not in document_ids:
             raise ValueError(f"{qrels_path}:{line_number}: document {document_id!r} is not in {CORPUS_FILE}")
+    qrels = _qrels(judgements)
     judged = [index for index, query_id in enumerate(queries["id"]) if query_id in qrels]
     return BEIRSplit(corpus, queries.select(judged), qrels)
 

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypedDict
 
 from datasets import Dataset
 
-from llara_st.data.beir import jsonl_rows, read_jsonl, row_line
+from llara_st.data.beir import first_jsonl_row, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +90,7 @@ def read_contrastive_jsonl(paths: str | os.PathLike | Sequence[str | os.PathLike
     path_list = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     examples: list[ContrastiveExample] = []
     for path in path_list:
-        for index, row in enumerate(read_jsonl(path, ["query"], text_lists=["pos", "neg"])):
-            problem = _problem(row)
-            if problem is not None:
-                raise ValueError(f"{path}:{row_line(path, index)}: {problem}")
-            examples.append(row)
+        examples.extend(read_jsonl(path, ["query"], text_lists=["pos", "neg"], check=_problem))
     if not examples:
         raise ValueError(f"no rows in {[str(path) for path in path_list]}")
     return examples
@@ -302,9 +298,7 @@ def load_contrastive_dataset(
         return _check_rows(Dataset.from_parquet(str(path)), str(path))
     if path.suffix != ".jsonl":
         raise ValueError(f"{path}: expected a .jsonl or .parquet file or a save_to_disk folder")
-    first = next((row for _, row in jsonl_rows(path)), None)
-    if first is None:
-        raise ValueError(f"{path}: no rows")
+    first = first_jsonl_row(path)
     if "query" in first:
         return build_contrastive_dataset(read_contrastive_jsonl(path), group_size, positives, seed)
     return _check_rows(read_jsonl(path, list(first)), str(path))

@@ -15,18 +15,11 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets
 
 from llara_st.data.adaptation import _GLOB_CHARACTERS, expand_paths, read_text_documents
-from llara_st.data.beir import CORPUS_FILE, jsonl_rows, read_beir_documents, read_jsonl
+from llara_st.data.beir import CORPUS_FILE, first_jsonl_row, read_beir_documents, read_jsonl
 
 DOCUMENT_COLUMNS = ["id", "title", "text"]
 _JSONL_SUFFIXES = (".jsonl", ".json")
 _ID_FIELDS = ("_id", "id")
-
-
-def _jsonl_id_field(path: Path) -> str | None:
-    first = next(jsonl_rows(path), None)
-    if first is None:
-        raise ValueError(f"{path}: no rows (the file is empty)")
-    return next((field for field in _ID_FIELDS if field in first[1]), None)
 
 
 def read_jsonl_documents(path: str | os.PathLike) -> Dataset:
@@ -38,14 +31,13 @@ def read_jsonl_documents(path: str | os.PathLike) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    id_field = _jsonl_id_field(path)
+    first = first_jsonl_row(path)
+    id_field = next((field for field in _ID_FIELDS if field in first), None)
     if id_field == "_id":
         return read_beir_documents(path)
     rows = read_jsonl(path, ["text"], optional_texts=["title"], id_field=id_field)
     if id_field is None:
         rows = rows.add_column("id", [f"{path.name}:{row}" for row in range(1, len(rows) + 1)])
-    elif id_field != "id":
-        rows = rows.rename_column(id_field, "id")
     return rows.select_columns(DOCUMENT_COLUMNS)
 
 

@@ -4,14 +4,13 @@ comparing models on the same sub-corpus, not a figure to report."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from llara_st.data.beir import CORPUS_FILE, QRELS_FOLDER, QUERIES_FILE, read_beir_qrels
+from llara_st.data.beir import CORPUS_FILE, QRELS_FOLDER, QUERIES_FILE, read_beir_documents, read_beir_qrels
 
 Qrels = Mapping[str, Mapping[str, int]]
 
@@ -83,8 +82,9 @@ def write_sub_corpus(
     qrels_files = [Path(QRELS_FOLDER) / f"{split}.tsv" for split in splits]
     if (out / CORPUS_FILE).is_file() and all((out / name).is_file() for name in qrels_files):
         return out
-    lines = (folder / CORPUS_FILE).read_text(encoding="utf8").splitlines()
-    ids = [json.loads(line)["_id"] for line in lines]
+    ids = list(read_beir_documents(folder / CORPUS_FILE)["id"])  # checked as everywhere; one per non-blank line
+    with (folder / CORPUS_FILE).open(encoding="utf8") as handle:
+        lines = [line.rstrip("\n") for line in handle if line.strip()]
     qrels = [read_beir_qrels(folder / name) for name in qrels_files]
     if max_queries is not None:
         qrels = [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llara_st.evaluation import BEIRFolderRetrieval, beir_folder_revision, beir_split_names, read_beir_qrels
+from llara_st.evaluation import BEIRFolderRetrieval, beir_folder_revision, beir_split_names
 
 
 def _folder(make_beir_folder, name: str = "tiny"):
@@ -67,34 +67,3 @@ def test_bad_folders_are_named(make_beir_folder, tmp_path):
     (folder / "queries.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="has no queries.jsonl"):
         BEIRFolderRetrieval(folder, ["test"])
-
-
-def test_qrels_naming_unknown_queries_are_refused(make_beir_folder):
-    folder = make_beir_folder(
-        "orphan", corpus={"d": "text"}, queries={"q": "query"}, qrels={"test": [("q", "d", 1), ("ghost", "d", 1)]}
-    )
-    task = BEIRFolderRetrieval(folder, "test")
-    with pytest.raises(ValueError, match=r"qrels/test.tsv:3: query 'ghost' is not in queries.jsonl"):
-        task.load_data()
-
-
-def test_corpus_rows_without_text_are_refused(make_beir_folder):
-    folder = make_beir_folder("broken", corpus={"d": "text"}, queries={"q": "query"}, qrels={"test": [("q", "d", 1)]})
-    (folder / "corpus.jsonl").write_text(json.dumps({"_id": "d", "body": "no text field"}) + "\n")
-    with pytest.raises(ValueError, match=r"corpus.jsonl:1: row has no 'text' field"):
-        BEIRFolderRetrieval(folder, "test").load_data()
-
-
-def test_qrels_reader_checks_header_and_scores(tmp_path):
-    path = tmp_path / "qrels.tsv"
-    path.write_text("query-id\tcorpus-id\tscore\n1\t01\t1\n1\t02\t0\n")
-    assert read_beir_qrels(path) == {"1": {"01": 1, "02": 0}}
-    path.write_text("1\t01\t1\n")
-    with pytest.raises(ValueError, match="expected the header"):
-        read_beir_qrels(path)
-    path.write_text("query-id\tcorpus-id\tscore\n1\t01\thigh\n")
-    with pytest.raises(ValueError, match=r"qrels.tsv:2: score 'high' is not an integer"):
-        read_beir_qrels(path)
-    path.write_text("query-id\tcorpus-id\tscore\n1\t01\n")
-    with pytest.raises(ValueError, match="expected 3 tab-separated columns"):
-        read_beir_qrels(path)

@@ -222,96 +222,16 @@ def test_writes_nothing_without_an_output_folder(fixed_model, fixed_beir_folder,
 
 
 # ------------------------------------------------------------------------------- bad evaluation data
-# Each case corrupts one file of the fixed folder (rows as raw JSON lines, so types are exactly as written) and
-# must fail before any score is computed or any result file written, naming the file and line.
+# Every bad-data case of the reader is in tests/data/test_beir.py (read_beir); here, that evaluate_beir reads
+# through it: bad data fails before any score is computed or any result file written.
 
 
-def _write_lines(path: Path, lines: list[str]) -> None:
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf8")
-
-
-def _corpus_lines(**replaced: str) -> list[str]:
-    rows = {f"d{i}": json.dumps({"_id": f"d{i}", "title": "", "text": f"d{i}"}) for i in range(1, 6)}
-    return list({**rows, **replaced}.values())
-
-
-BAD_DATA = {
-    "qrels document missing from the corpus": (
-        "qrels/test.tsv",
-        ["query-id\tcorpus-id\tscore", "q1\td2\t1", "q2\td9\t1"],
-        r"qrels/test.tsv:3: document 'd9' is not in corpus.jsonl",
-    ),
-    "qrels query missing from the queries": (
-        "qrels/test.tsv",
-        ["query-id\tcorpus-id\tscore", "q1\td2\t1", "q7\td1\t1"],
-        r"qrels/test.tsv:3: query 'q7' is not in queries.jsonl",
-    ),
-    "duplicate document id": (
-        "corpus.jsonl",
-        _corpus_lines() + [json.dumps({"_id": "d2", "title": "", "text": "d3"})],
-        r"corpus.jsonl:6: duplicate _id 'd2' \(first at line 2\)",
-    ),
-    "duplicate query id": (
-        "queries.jsonl",
-        [json.dumps({"_id": q, "text": q}) for q in ("q1", "q2", "q3", "q2")],
-        r"queries.jsonl:4: duplicate _id 'q2' \(first at line 2\)",
-    ),
-    "null document text": (
-        "corpus.jsonl",
-        _corpus_lines(d3=json.dumps({"_id": "d3", "title": "", "text": None})),
-        r"corpus.jsonl:3: 'text' must be a string, got null",
-    ),
-    "non-string document text": (
-        "corpus.jsonl",
-        _corpus_lines(d4=json.dumps({"_id": "d4", "title": "", "text": 4})),
-        r"corpus.jsonl:4: 'text' must be a string, got 4",
-    ),
-    "non-string query text": (
-        "queries.jsonl",
-        [json.dumps({"_id": "q1", "text": ["q1"]}), json.dumps({"_id": "q2", "text": "q2"})],
-        r"queries.jsonl:1: 'text' must be a string, got \['q1'\]",
-    ),
-    "document without text": (
-        "corpus.jsonl",
-        _corpus_lines(d5=json.dumps({"_id": "d5", "title": "d5"})),
-        r"corpus.jsonl:5: row has no 'text' field",
-    ),
-    "document id neither string nor integer": (
-        "corpus.jsonl",
-        _corpus_lines(d1=json.dumps({"_id": 1.5, "title": "", "text": "d1"})),
-        r"corpus.jsonl:1: '_id' must be a string or an integer, got 1.5",
-    ),
-    "empty corpus": ("corpus.jsonl", [], r"corpus.jsonl: no rows"),
-    "empty qrels": ("qrels/test.tsv", ["query-id\tcorpus-id\tscore"], r"qrels/test.tsv: no judgements"),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_DATA))
-def test_bad_evaluation_data_is_refused_naming_file_and_line(case, fixed_model, fixed_beir_folder, tmp_path):
-    file_name, lines, message = BAD_DATA[case]
-    _write_lines(fixed_beir_folder / file_name, lines)
+def test_bad_evaluation_data_is_refused_before_any_result(fixed_model, fixed_beir_folder, tmp_path):
+    (fixed_beir_folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td9\t1\n")
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=r"qrels/test.tsv:3: document 'd9' is not in corpus.jsonl"):
         evaluate_beir(fixed_model, fixed_beir_folder, "test", out, show_progress_bar=False)
     assert not out.exists()  # no score written anywhere
-
-
-def test_mixed_integer_and_string_ids_are_read_as_strings_with_a_warning(
-    fixed_model, make_beir_folder, tmp_path, caplog
-):
-    # The static model embeds the word "d1", whatever the id: documents 1 and 2 carry integer ids.
-    folder = make_beir_folder("mixed", corpus={}, queries={q: q for q in ("q1", "q2", "q3")}, qrels={})
-    texts = {1: "d1", 2: "d2", "d3": "d3", "d4": "d4", "d5": "d5"}
-    _write_lines(folder / "corpus.jsonl", [json.dumps({"_id": i, "title": "", "text": t}) for i, t in texts.items()])
-    _write_lines(
-        folder / "qrels" / "test.tsv",
-        ["query-id\tcorpus-id\tscore"]
-        + [f"{q}\t{d.lstrip('d') if d in ('d1', 'd2') else d}\t{s}" for q, d, s in FIXED_QRELS],
-    )
-    with caplog.at_level("WARNING", logger="llara_st.data.beir"):
-        scores = evaluate_beir(fixed_model, folder, "test", tmp_path / "out", show_progress_bar=False)
-    assert "mixes integer and string '_id' values (line 1: 1, line 3: 'd3')" in caplog.text
-    assert scores["ndcg_at_10"] == pytest.approx(_mean(HAND_NDCG), abs=1e-5)  # as with string ids throughout
 
 
 def test_embedding_cache_encodes_the_same_texts_as_no_cache(scratch_llara, make_beir_folder, tmp_path, monkeypatch):
