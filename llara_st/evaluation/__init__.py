@@ -16,7 +16,7 @@ _NAMES_OF_SUBMODULE = {
     "evaluate": ["HEADLINE_METRICS", "evaluate_beir", "evaluate_mteb", "format_scores"],
     "faiss_index": ["FaissIndex", "FaissSearchBackend", "default_nlist"],
     "fingerprint": ["model_fingerprint"],
-    "ir_evaluator": ["beir_ir_evaluator"],
+    "ir_evaluator": ["beir_ir_evaluator", "run_on_main_process"],
     "model_meta": ["LLARA_CITATION", "llara_model_meta", "load_llara_for_mteb", "model_meta_for", "mteb_encoder"],
     "sub_corpus": ["sub_corpus_ids", "write_sub_corpus"],
 }
