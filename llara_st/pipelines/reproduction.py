@@ -382,7 +382,7 @@ class ReproductionPipeline(StageRunner):
         if self.forced:
             adaptation.overwrite_output_dir = True
         elif any(Path(training_args.output_dir).glob("checkpoint-*")):
-            training_args.resume_from_checkpoint = "true"
+            training_args.resume_from_checkpoint = "latest"
         model_dir = run_adaptation(adaptation, training_args)
         return {"model": model_dir, "log_history": read_log_history(Path(training_args.output_dir))}
 
