@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from llara_st.folders import (
     RUN_RECORD_NAME,
     FolderNotOursError,
     check_replaceable,
+    content_digest,
     is_llara_model_folder,
     replace_folder,
     staged_folder,
@@ -82,3 +84,52 @@ def test_replace_folder_restores_the_old_folder_if_the_new_one_cannot_move(tmp_p
         replace_folder(tmp_path / "no-such-staging", target)
     assert (target / "model.safetensors").read_text() == "old weights"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["final"]
+
+
+# ---------------------------------------------------------------------------------------------- content_digest
+
+
+def test_content_digest_is_sha256_of_its_parts_in_order(tmp_path):
+    """One hasher behind the model fingerprint, the BEIR revision and the run record (issue 19): the digests they
+    recorded before it stay the same."""
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"tides" * 300_000)  # over the 1 MiB read block
+    expected = hashlib.sha256(b"corpus.jsonl" + notes.read_bytes()).hexdigest()
+    assert content_digest([b"corpus.jsonl", notes]) == expected
+    assert content_digest(part for part in (b"corpus.jsonl", notes)) == expected  # a generator, read lazily
+    assert content_digest(b"abc") == hashlib.sha256(b"abc").hexdigest()
+    with pytest.raises(TypeError, match="bytes and paths"):
+        content_digest(["notes.txt"])
+
+
+def test_a_folder_digest_holds_names_sizes_and_contents_but_not_hidden_files(tmp_path):
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "sub" / "weights.bin").write_bytes(b"\x00\x01")
+
+    def entry(name: str, data: bytes) -> bytes:
+        return f"{name}\0{hashlib.sha256(str(len(data)).encode() + data).hexdigest()}\0".encode()
+
+    expected = hashlib.sha256(entry("config.json", b"{}") + entry("sub/weights.bin", b"\x00\x01")).hexdigest()
+    assert content_digest(folder) == expected
+    (folder / ".cache").write_text("not content")
+    assert content_digest(folder) == expected
+    (folder / "sub" / "weights.bin").rename(folder / "sub" / "weights2.bin")
+    assert content_digest(folder) != expected
+
+
+def test_a_large_file_is_digested_by_samples(tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 8192)  # 2 MiB: 16 samples of 64 KiB leave gaps
+    whole = content_digest(big)
+    assert content_digest(big, sample_above=2**21) == whole  # not over the limit: every byte
+    sampled = content_digest(big, sample_above=2**20)
+    assert sampled != whole
+    data = bytearray(big.read_bytes())
+    data[2**16 + 5] ^= 1  # between the first two samples: not read
+    big.write_bytes(bytes(data))
+    assert content_digest(big, sample_above=2**20) == sampled
+    data[0] ^= 1  # in the first sample
+    big.write_bytes(bytes(data))
+    assert content_digest(big, sample_above=2**20) != sampled

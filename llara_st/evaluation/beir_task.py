@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,14 +19,9 @@ from llara_st.data.beir import (
     read_beir,
     read_beir_qrels,
 )
+from llara_st.folders import content_digest
 
 logger = logging.getLogger(__name__)
-
-
-def _file_digest(path: Path, digest: Any) -> None:
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
 
 
 def beir_folder_revision(folder: str | Path) -> str:
@@ -37,12 +31,9 @@ def beir_folder_revision(folder: str | Path) -> str:
     results on changed data never merge with old ones.
     """
     folder = Path(folder)
-    digest = hashlib.sha256()
     qrels = [folder / QRELS_FOLDER / f"{split}.tsv" for split in beir_split_names(folder)]
-    for path in [folder / CORPUS_FILE, folder / QUERIES_FILE, *qrels]:
-        digest.update(path.name.encode())
-        _file_digest(path, digest)
-    return digest.hexdigest()[:16]
+    files = [folder / CORPUS_FILE, folder / QUERIES_FILE, *qrels]
+    return content_digest(part for path in files for part in (path.name.encode(), path))[:16]
 
 
 class BEIRFolderRetrieval(AbsTaskRetrieval):

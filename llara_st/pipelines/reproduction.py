@@ -383,7 +383,7 @@ class ReproductionPipeline(StageRunner):
         if self.forced:
             args.overwrite_output_dir = True
         elif any(Path(args.output_dir).glob("checkpoint-*")):
-            args.resume_from_checkpoint = "true"
+            args.resume_from_checkpoint = "latest"
         model_dir = run_adaptation(args)
         return {"model": model_dir, "log_history": read_log_history(Path(args.output_dir))}
 

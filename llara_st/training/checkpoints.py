@@ -5,14 +5,13 @@ A run records the settings that determine its result (a :class:`RunFingerprint`)
 :func:`resolve_checkpoint` then resumes only a run with the same settings, refuses a different one with an
 error naming the changed settings, starts afresh only when asked (``overwrite``, removing the stale
 checkpoints), and skips an incomplete newest checkpoint (a run killed while saving) for the previous complete
-one.
+one. Checkpoints are found with transformers' own ``sort_checkpoints`` (the trainer's rotation order).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import json
 import logging
 import os
@@ -22,47 +21,58 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
 from llara_st.errors import LLaRAUserError
-from llara_st.folders import FolderNotOursError, made_by_llara
+from llara_st.folders import FolderNotOursError, content_digest, made_by_llara
 
 logger = logging.getLogger(__name__)
 
 RUN_RECORD_NAME = "llara_run.json"  # also llara_st.folders.RUN_RECORD_NAME: a folder it marks as llara_st's
 INCOMPLETE_SUFFIX = ".incomplete"
-_CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-# Settings that do not change the trained weights: where and how often to write, log and evaluate, how the
-# work is spread over devices, and how the final model is stored. Changing them never makes a run stale.
-# The length of training (max_steps, num_train_epochs) is left out too: raising it on resume extends a run.
-NON_RESULT_SETTINGS: frozenset[str] = frozenset(
+#: The one ``resume_from_checkpoint`` value that asks for the newest complete checkpoint of ``output_dir``.
+LATEST = "latest"
+# The settings that change what a run trains, and so are recorded and compared (an allow-list: a setting that a
+# new transformers or sentence-transformers release adds is not compared until it is named here). Left out:
+# where and how often to write, log and evaluate, how the same computation is spread over devices (DDP, DeepSpeed,
+# activation checkpointing), how the final model is stored, and the length of training (max_steps,
+# num_train_epochs), so that raising it on resume extends a run. llara_st's own fields are listed under both
+# spellings of the LoRA block and the row cap (use_lora/lora, lora_train_prompt_tokens/train_prompt_tokens,
+# max_rows/max_train_rows).
+RESULT_SETTINGS: frozenset[str] = frozenset(
     {
-        # where things go, what gets logged, saved, reported
-        "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "final_model_dir", "logging_dir",
-        "run_name", "project", "report_to", "disable_tqdm", "log_level", "log_level_replica", "log_on_each_node",
-        "logging_first_step", "logging_nan_inf_filter", "logging_steps", "logging_strategy", "save_on_each_node",
-        "save_steps", "save_strategy", "save_total_limit", "save_only_model", "push_to_hub", "skip_memory_metrics",
-        "lora_save", "merge_lora", "max_steps", "num_train_epochs",
-        # evaluation (it reads the model, it does not train it)
-        "do_train", "do_eval", "do_predict", "eval_strategy", "eval_steps", "eval_delay", "eval_on_start",
-        "eval_accumulation_steps", "eval_do_concat_batches", "eval_use_gather_object", "eval_batch_size",
-        "per_device_eval_batch_size", "bf16_full_eval", "fp16_full_eval", "batch_eval_metrics",
-        "prediction_loss_only", "include_for_metrics", "include_num_input_tokens_seen", "dev_data", "dev_split",
-        "dev_corpus_size",
-        # devices, processes and memory: the same computation, spread differently
-        "use_cpu", "local_rank", "debug", "ddp_backend", "ddp_timeout", "ddp_bucket_cap_mb", "ddp_broadcast_buffers",
-        "ddp_find_unused_parameters", "ddp_static_graph", "deepspeed", "fsdp", "fsdp_config", "accelerator_config",
-        "parallelism_config", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers",
-        "dataloader_prefetch_factor", "dataloader_multiprocessing_context", "torch_empty_cache_steps",
-        "gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_checkpointing",
-        "activation_checkpointing_kwargs", "enable_jit_checkpoint", "restore_callback_states_from_checkpoint",
+        # optimiser, schedule, regularisation
+        "learning_rate", "learning_rate_mapping", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps",
+        "warmup_ratio", "optim", "optim_args", "optim_target_modules", "weight_decay", "adam_beta1", "adam_beta2",
+        "adam_epsilon", "max_grad_norm", "label_smoothing_factor", "neftune_noise_alpha",
+        # batches and the order of the data (world_size: processes × per-device batch × accumulation is the step)
+        "per_device_train_batch_size", "gradient_accumulation_steps", "world_size", "auto_find_batch_size",
+        "average_tokens_across_devices", "dataloader_drop_last", "train_sampling_strategy", "batch_sampler",
+        "multi_dataset_batch_sampler", "remove_unused_columns", "ignore_data_skip",
+        # seeds
+        "seed", "data_seed", "full_determinism",
+        # precision and kernels
+        "bf16", "fp16", "tf32", "torch_compile", "torch_compile_backend", "torch_compile_mode", "use_liger_kernel",
+        "liger_kernel_config", "model_dtype", "attn_implementation",
+        # which weights end the run
+        "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
+        # the model and how texts reach it
+        "model_name_or_path", "prompts", "router_mapping", "query_max_length", "passage_max_length",
+        # adaptation data and loss (EBAE/EBAR)
+        "wikitext_paths", "beir_corpus_paths", "llara_jsonl_paths", "text_paths", "max_rows", "eval_rows",
+        "chunk_unit", "chunk_size", "shuffle", "cutoff_length", "lm_weight", "remove_stop_words",
+        # fine-tuning data, mining and loss (InfoNCE)
+        "train_data", "train_split", "group_size", "positives", "max_train_rows", "mining_retriever",
+        "mining_range_min", "mining_range_max", "mining_relative_margin", "mining_max_score", "mined_negatives",
+        "temperature", "cached_loss", "cached_mini_batch_size", "gather_across_devices",
+        # LoRA
+        "use_lora", "lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+        "lora_train_prompt_tokens", "train_prompt_tokens",
     }
 )  # fmt: skip
-NON_RESULT_PREFIXES: tuple[str, ...] = ("hub_", "trackio_")
-# Files up to this size are hashed whole; larger ones (multi-GB weights, corpora) by size and 16 samples.
-_FULL_HASH_LIMIT = 64 * 2**20
-_SAMPLE_COUNT, _SAMPLE_SIZE = 16, 2**16
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+# Files up to this size count whole in a fingerprint; larger ones (multi-GB weights, corpora) by size and samples.
+_FULL_HASH_LIMIT = 64 * 2**20
 
 
 class StaleRunError(LLaRAUserError, RuntimeError):
@@ -77,54 +87,34 @@ class IncompleteCheckpointError(LLaRAUserError, RuntimeError):
 # ---------------------------------------------------------------------------------------------- fingerprint
 
 
-def _file_digest(path: Path) -> str:
-    """sha256 of a file: whole up to 64 MiB, else of its size and 16 evenly spaced 64 KiB samples."""
-    digest = hashlib.sha256()
-    size = path.stat().st_size
-    digest.update(str(size).encode())
-    with path.open("rb") as handle:
-        if size <= _FULL_HASH_LIMIT:
-            for block in iter(lambda: handle.read(2**20), b""):
-                digest.update(block)
-        else:
-            for index in range(_SAMPLE_COUNT):
-                handle.seek((size - _SAMPLE_SIZE) * index // (_SAMPLE_COUNT - 1))
-                digest.update(handle.read(_SAMPLE_SIZE))
-    return digest.hexdigest()
-
-
 def path_identity(path: str | os.PathLike) -> str:
-    """A content digest of a file, or of every file of a folder (names included; hidden entries skipped).
+    """A content digest of a file (with its size), or of every file of a folder (names included; hidden entries
+    skipped): :func:`~llara_st.folders.content_digest`, files over 64 MiB by 16 samples.
 
     Copying a model or data folder keeps its identity; retraining or editing it changes the identity. A path
     that does not exist (a Hub id) is identified by its name.
     """
     path = Path(path)
     if not path.exists():
-        return hashlib.sha256(f"name\0{os.fspath(path)}".encode()).hexdigest()
-    if path.is_file():
-        return _file_digest(path)
-    digest = hashlib.sha256()
-    for file in sorted(path.rglob("*")):
-        relative = file.relative_to(path)
-        if file.is_file() and not any(part.startswith(".") for part in relative.parts):
-            digest.update(f"{relative.as_posix()}\0{_file_digest(file)}\0".encode())
-    return digest.hexdigest()
+        return content_digest(f"name\0{os.fspath(path)}".encode())
+    parts = [path] if path.is_dir() else [str(path.stat().st_size).encode(), path]
+    return content_digest(parts, sample_above=_FULL_HASH_LIMIT)
 
 
 def dataset_identity(dataset: Any) -> str:
     """A content digest of a ``datasets.Dataset``: its columns and every row, in order."""
     import pyarrow as pa
 
-    digest = hashlib.sha256()
-    arrow = dataset.with_format("arrow")
-    for start in range(0, len(dataset), 10_000):
-        sink = pa.BufferOutputStream()
-        batch = arrow[start : start + 10_000]
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_table(batch)
-        digest.update(sink.getvalue().to_pybytes())
-    return f"{len(dataset)} rows {dataset.column_names} sha256:{digest.hexdigest()}"
+    def chunks():  # Arrow IPC streams of 10,000 rows: the dataset is never held whole
+        arrow = dataset.with_format("arrow")
+        for start in range(0, len(dataset), 10_000):
+            sink = pa.BufferOutputStream()
+            batch = arrow[start : start + 10_000]
+            with pa.ipc.new_stream(sink, batch.schema) as writer:
+                writer.write_table(batch)
+            yield sink.getvalue().to_pybytes()
+
+    return f"{len(dataset)} rows {dataset.column_names} sha256:{content_digest(chunks())}"
 
 
 def _canonical(value: Any) -> Any:
@@ -154,16 +144,11 @@ def _canonical(value: Any) -> Any:
 
 
 def _settings_of(config: Any) -> dict[str, Any]:
-    if hasattr(config, "to_dict") and dataclasses.is_dataclass(config):  # transformers' TrainingArguments
-        settings = dict(config.to_dict())
-        # to_dict turns some fields into strings (an enum's value, a callable's name): read those directly.
-        settings.update({name: getattr(config, name) for name in ("batch_sampler", "multi_dataset_batch_sampler")})
-        # The number of processes sets the global batch (per device x processes x accumulation) and the data each
-        # step sees: a run resumed under another world size would be another run.
-        settings["world_size"] = config.world_size
-        return {name: value for name, value in settings.items() if hasattr(config, name)}
-    if dataclasses.is_dataclass(config):
-        return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+    """The settings of one config: a dataclass (llara_st's arguments, the trainer's) gives the fields of
+    :data:`RESULT_SETTINGS` it has (with ``world_size``, the trainer arguments' number of processes); a mapping
+    names its settings itself and counts whole."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {name: getattr(config, name) for name in sorted(RESULT_SETTINGS) if hasattr(config, name)}
     if isinstance(config, Mapping):
         return dict(config)
     raise TypeError(f"expected a dataclass or a mapping of settings, got {type(config).__name__}")
@@ -173,24 +158,31 @@ def _settings_of(config: Any) -> dict[str, Any]:
 class RunFingerprint:
     """The settings that determine a training run's result, in canonical JSON form, and their digest.
 
-    Built from the run's configuration objects (a recipe's dataclass, the trainer's arguments, precomputed
-    rows): every setting counts except those in :data:`NON_RESULT_SETTINGS` (output, logging, evaluation,
-    device layout, training length). A string naming an existing file or folder (the model, the data) counts
-    with its content, so a retrained model or an edited data file in the same place changes the fingerprint;
-    a ``datasets.Dataset`` counts with its rows.
+    Built from the run's configuration objects: of a dataclass (a recipe's arguments, the trainer's) the fields
+    named in :data:`RESULT_SETTINGS` count (learning rate, schedule, batch sizes, seeds, precision, number of
+    processes, the LLaRA data, loss and LoRA settings, the model); a mapping (precomputed rows, a setting of the
+    caller's own) counts whole. A string naming an existing file or folder (the model, the data) counts with its
+    content, so a retrained model or an edited data file in the same place changes the fingerprint; a
+    ``datasets.Dataset`` counts with its rows.
 
     Args:
         settings: ``{name: canonical value}``; use :meth:`from_configs` rather than building it by hand.
 
     Example::
 
+        >>> from sentence_transformers import SentenceTransformerTrainingArguments
         >>> from llara_st.training.checkpoints import RunFingerprint
         >>> # e.g. RunFingerprint.from_configs(config, training_args, {"train_dataset": rows})
-        >>> first = RunFingerprint.from_configs({"model": llara_path, "learning_rate": 1e-5}, {"output_dir": "a"})
-        >>> second = RunFingerprint.from_configs({"model": llara_path, "learning_rate": 2e-5}, {"output_dir": "b"})
-        >>> sorted(first.settings), len(first.settings["model"]["content"])  # the folder counts by its content
-        (['learning_rate', 'model'], 64)
-        >>> second.differences(first)  # output_dir does not change the result
+        >>> first = RunFingerprint.from_configs(
+        ...     SentenceTransformerTrainingArguments(output_dir="a", learning_rate=1e-5), {"model": llara_path}
+        ... )
+        >>> second = RunFingerprint.from_configs(
+        ...     SentenceTransformerTrainingArguments(output_dir="b", learning_rate=2e-5, logging_steps=5),
+        ...     {"model": llara_path},
+        ... )
+        >>> first.settings["learning_rate"], len(first.settings["model"]["content"])  # a folder counts by content
+        (1e-05, 64)
+        >>> second.differences(first)  # output_dir and logging_steps do not change the result
         ['learning_rate: 1e-05 → 2e-05']
     """
 
@@ -202,20 +194,20 @@ class RunFingerprint:
 
         Args:
             configs: Recipe configs, ``TrainingArguments``, or ``{name: value}`` (e.g. ``{"rows": dataset}``).
-            ignore: More setting names that do not change the result.
+            ignore: Setting names not to count after all (e.g. one derived from others that count).
         """
-        ignored = NON_RESULT_SETTINGS | set(ignore)
+        ignored = set(ignore)
         settings: dict[str, Any] = {}
         for config in configs:
             for name, value in _settings_of(config).items():
-                if name not in ignored and not name.startswith(NON_RESULT_PREFIXES):
+                if name not in ignored:
                     settings[name] = _canonical(value)
         return cls(dict(sorted(settings.items())))
 
     @property
     def digest(self) -> str:
         """sha256 of the settings."""
-        return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()
+        return content_digest(json.dumps(self.settings, sort_keys=True).encode())
 
     def differences(self, recorded: RunFingerprint) -> list[str]:
         """``"name: recorded value → this value"`` for each setting both hold with different values (a setting
@@ -300,26 +292,27 @@ def checkpoint_problems(checkpoint: str | os.PathLike, require_optimizer: bool =
     return problems
 
 
-def _checkpoints(output_dir: Path) -> list[Path]:
-    """``checkpoint-N`` folders, newest (highest step) first."""
-    found = [
-        path for path in output_dir.iterdir() if path.is_dir() and _CHECKPOINT_PATTERN.match(path.name)
-    ] if output_dir.is_dir() else []  # fmt: skip
-    return sorted(found, key=lambda path: int(_CHECKPOINT_PATTERN.match(path.name).group(1)), reverse=True)
+def trainer_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The trainer's ``checkpoint-N`` folders in ``output_dir``, newest (highest step) first: transformers'
+    ``sort_checkpoints``, without the folders moved aside (``checkpoint-N.incomplete``)."""
+    found = [Path(path) for path in sort_checkpoints(os.fspath(output_dir))]
+    return [path for path in reversed(found) if path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit()]
 
 
-def _wants_latest(resume: str | bool | None) -> bool | None:
-    """True for "latest"/"last"/"true", False for no resume, None for a checkpoint path."""
-    if resume is None or resume is False:
+def _requested(resume: str | os.PathLike | None) -> bool | Path:
+    """``resume_from_checkpoint`` read: False (unset), True (:data:`LATEST`) or a checkpoint folder."""
+    if resume is None or resume == "":
         return False
-    if resume is True:
+    if resume == LATEST:
         return True
-    text = str(resume).strip().lower()
-    if text in ("", "false", "none", "no"):
-        return False
-    if text in ("true", "latest", "last", "yes"):
-        return True
-    return None
+    hint = f"to continue from the newest checkpoint of output_dir, write resume_from_checkpoint: {LATEST}"
+    if not isinstance(resume, str | os.PathLike):
+        raise LLaRAUserError(
+            f"resume_from_checkpoint must be {LATEST!r} or a checkpoint folder, got {resume!r}; {hint}"
+        )
+    if not Path(resume).is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint={os.fspath(resume)!r} is not a checkpoint folder; {hint}")
+    return Path(resume)
 
 
 def _is_main_process() -> bool:
@@ -336,7 +329,7 @@ def _wait_for_everyone() -> None:
 
 def resolve_checkpoint(
     output_dir: str | os.PathLike,
-    resume: str | bool | os.PathLike | None,
+    resume: str | os.PathLike | None,
     fingerprint: RunFingerprint,
     overwrite: bool = False,
     stale_outputs: Iterable[str] = (),
@@ -346,23 +339,24 @@ def resolve_checkpoint(
     ``output_dir`` holds this run and not another.
 
     * ``output_dir`` empty or new: start from scratch (also with ``resume="latest"``); the run is recorded.
-    * It holds a run with the same fingerprint: ``resume="latest"`` (or ``"last"``, ``"true"``, ``True``)
-      gives the newest complete checkpoint; an incomplete newer one (killed while saving) is moved aside as
-      ``checkpoint-N.incomplete`` with a warning. Without ``resume``, existing checkpoints are an error
-      (starting again would replace them): resume, or pass ``overwrite``.
+    * It holds a run with the same fingerprint: ``resume="latest"`` gives the newest complete checkpoint; an
+      incomplete newer one (killed while saving) is moved aside as ``checkpoint-N.incomplete`` with a warning.
+      Without ``resume``, existing checkpoints are an error (starting again would replace them): resume, or pass
+      ``overwrite``.
     * It holds the work (``checkpoint-*`` folders or ``stale_outputs``) of a run with other settings, or of a
       run that recorded none: :class:`StaleRunError` naming the changed settings, unless ``overwrite``: then
       that work and ``trainer_state.json`` are removed and the run starts from scratch (an output that llara_st
       did not write is refused with :class:`~llara_st.folders.FolderNotOursError`). A record without any
       work (a run that failed before its first checkpoint) is simply replaced.
     * ``resume`` a checkpoint path: that checkpoint, if complete (:class:`IncompleteCheckpointError`
-      otherwise) and, when its folder records a run, of the same fingerprint.
+      otherwise) and, when its folder records a run, of the same fingerprint. Any other value (``"true"``,
+      ``"last"``, a folder that does not exist) is an error that names it and the one spelling, ``"latest"``.
 
     In a multi-process run every process calls this; only the main one removes and writes files.
 
     Args:
         output_dir: The run's folder (the trainer's ``output_dir``).
-        resume: ``resume_from_checkpoint`` as configured: None/False, "latest"/"last"/"true"/True, or a path.
+        resume: ``resume_from_checkpoint`` as configured: None (or ""), ``"latest"``, or a checkpoint folder.
         fingerprint: This run's :class:`RunFingerprint`.
         overwrite: Start afresh over another run's (or this run's) checkpoints, deleting them.
         stale_outputs: The recipe's other outputs, relative to ``output_dir`` or absolute (e.g. ``"final"``,
@@ -396,13 +390,13 @@ def resolve_checkpoint(
         (learning_rate: 1e-05 → 2e-05); to resume it would mix the two runs: ...
     """
     output = Path(output_dir)
-    latest = _wants_latest(resume)
-    if latest is None:
-        return _resolve_checkpoint_path(Path(resume), output, fingerprint, require_optimizer)  # type: ignore[arg-type]
+    latest = _requested(resume)
+    if isinstance(latest, Path):
+        return _resolve_checkpoint_path(latest, output, fingerprint, require_optimizer)
 
     # Decide from what every process sees, before the main process changes anything.
     recorded = RunFingerprint.load(output)
-    checkpoints = _checkpoints(output)
+    checkpoints = trainer_checkpoints(output)
     outputs = [output / name for name in stale_outputs if (output / name).exists()]
     same_run = fingerprint.matches(recorded)
     remove = False
@@ -460,8 +454,6 @@ def _resolve_checkpoint_path(
     checkpoint: Path, output: Path, fingerprint: RunFingerprint, require_optimizer: bool
 ) -> str:
     """``resume_from_checkpoint`` given as a folder: complete, and of this run when its folder says."""
-    if not checkpoint.is_dir():
-        raise FileNotFoundError(f"resume_from_checkpoint={str(checkpoint)!r} is not a checkpoint folder")
     problems = checkpoint_problems(checkpoint, require_optimizer)
     if problems:
         raise IncompleteCheckpointError(f"checkpoint {checkpoint} cannot be resumed: it has {', '.join(problems)}")
@@ -511,7 +503,7 @@ def _check_removable(outputs: list[Path], recorded: RunFingerprint | None) -> No
 def _remove_run(output: Path, checkpoints: list[Path], outputs: list[Path]) -> None:
     """Delete a run's checkpoints, trainer state, record and other outputs (call on the main process)."""
     targets = [*checkpoints, *outputs, output / "trainer_state.json", output / RUN_RECORD_NAME]
-    targets += [path for path in output.glob(f"{PREFIX_CHECKPOINT_DIR}-*{INCOMPLETE_SUFFIX}")]
+    targets += list(output.glob(f"{PREFIX_CHECKPOINT_DIR}-*{INCOMPLETE_SUFFIX}"))
     for target in targets:
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)

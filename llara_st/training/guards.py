@@ -4,6 +4,9 @@ model is saved, that it still gives usable embeddings, and the last two applied 
 :func:`save_trained_model`) as both LLaRA workflows train and save. (Which checkpoint a run may resume from is
 :mod:`llara_st.training.checkpoints`.)
 
+Under data parallelism every process checks, and the verdicts are shared before anyone goes on: one process that
+found a non-finite loss or a collapsed probe stops all of them, before the main process applies the step or saves.
+
 Why a callback has to look at gradients: the trainer replaces a NaN or infinite step loss by the average of
 the earlier ones before logging it (``logging_nan_inf_filter``, on by default), so a run whose weights have
 all become NaN logs a loss of 0.0 and nothing in ``on_log`` shows it. A non-finite loss makes non-finite
@@ -16,20 +19,21 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from accelerate import PartialState
+from accelerate.utils import gather_object
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from torch import nn
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from llara_st.errors import LLaRAUserError
 from llara_st.folders import DEGENERATE_MARKER
+from llara_st.training.checkpoints import trainer_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +58,31 @@ class DegenerateEmbeddingsError(LLaRAUserError, RuntimeError):
     """A model about to be saved embeds a probe of different texts into non-finite or identical vectors."""
 
 
+def first_problem_of_any_process(problem: str | None) -> str | None:
+    """The first problem (by process rank) that any process of the run found, returned on every process; a problem
+    found by another process is named with its rank. One process alone returns its own ``problem``.
+
+    A check that fails on one process must stop all of them at the same point: a process that raised alone would
+    leave the others training on, and the main one saving, until the next collective operation hangs.
+    """
+    if PartialState().num_processes == 1:
+        return problem
+    here = PartialState().process_index
+    for rank, found in enumerate(gather_object([problem])):
+        if found is not None:
+            return found if rank == here else f"{found} (found by process {rank})"
+    return None
+
+
 class DivergenceCallback(TrainerCallback):
     """Stop training with :class:`TrainingDivergedError` at the first non-finite loss or gradient.
 
     Checked at every optimizer step, before the update (``on_pre_optimizer_step``): the gradients of all
     trainable parameters (already accumulated over ``gradient_accumulation_steps``), and, when the loss
     module is given, every loss value it returned since the last step (a forward hook; an infinite loss can
-    come with finite gradients). Logged values (``loss``, ``grad_norm``, ``eval_loss``, ...) are checked too.
+    come with finite gradients). Under data parallelism the processes share what they found, so a loss that
+    is infinite on one process stops every process at that step. Logged values (``loss``, ``grad_norm``,
+    ``eval_loss``, ..., the same on every process) are checked too.
     Under ``fp16`` mixed precision, a few non-finite gradients are expected (the gradient scaler skips those
     steps and lowers its scale), so only ``fp16_patience`` consecutive ones stop the run. Under DeepSpeed ZeRO,
     whose gradients are not in ``parameter.grad``, only the loss and the logged ``grad_norm`` are checked.
@@ -114,27 +136,32 @@ class DivergenceCallback(TrainerCallback):
             self._hook = None
 
     def on_pre_optimizer_step(self, args, state, control, model: nn.Module | None = None, **kwargs):
-        step = state.global_step + 1
+        problem = first_problem_of_any_process(self._problem(args, model))
+        if problem is not None:
+            self._stop(problem, state.global_step + 1)
+
+    def _problem(self, args, model: nn.Module | None) -> str | None:
+        """What this process found non-finite since the last step, or None."""
         if self._losses:
             losses, self._losses = torch.cat(self._losses), []
             if not bool(torch.isfinite(losses).all()):
-                self._stop(f"the loss is {losses[~torch.isfinite(losses)][0].item()}", step)
+                return f"the loss is {losses[~torch.isfinite(losses)][0].item()}"
         if model is None:
-            return
+            return None
         gradients = [(name, p.grad) for name, p in model.named_parameters() if p.requires_grad and p.grad is not None]
         if not gradients:
-            return
+            return None
         if bool(torch.stack([torch.isfinite(grad).all() for _, grad in gradients]).all()):
             self._overflow_steps = 0
-            return
+            return None
         if args.fp16:
             self._overflow_steps += 1
             if self._overflow_steps <= self.fp16_patience:
-                return  # the fp16 gradient scaler skips this step and lowers its scale
+                return None  # the fp16 gradient scaler skips this step and lowers its scale
         bad = [name for name, grad in gradients if not bool(torch.isfinite(grad).all())]
         where = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         streak = f" ({self._overflow_steps} steps in a row under fp16)" if args.fp16 else ""
-        self._stop(f"the gradient is not finite{streak} in {where}", step)
+        return f"the gradient is not finite{streak} in {where}"
 
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
         for key, value in (logs or {}).items():
@@ -216,6 +243,39 @@ def check_probe_embeddings(
     return torch.cat(parts)
 
 
+class _MainProcessSavingTrainer(SentenceTransformerTrainer):
+    """sentence-transformers' trainer, with the model files of each ``checkpoint-N`` written by the saving process
+    only: transformers 5 calls ``_save`` on every process and checks ``args.should_save`` inside it, and
+    sentence-transformers' ``_save`` does not check, so every other process rewrote those files too."""
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if self.args.should_save:
+            super()._save(output_dir, state_dict=state_dict)
+
+
+def check_eval_split(eval_dataset: Any, args: SentenceTransformerTrainingArguments) -> None:
+    """Refuse held-out rows that the processes of a data-parallel run cannot share in whole batches.
+
+    The trainer pads the last evaluation batches of a run on several processes with repeated rows, so
+    ``eval_loss`` would count some rows twice (or miss them): the rows must be a multiple of processes ×
+    ``per_device_eval_batch_size``, and then ``eval_loss`` is the mean over the rows, as on one process. One process
+    takes any number of rows.
+
+    Raises:
+        LLaRAUserError: naming the number of rows, of processes and the batch size.
+    """
+    if eval_dataset is None or args.world_size == 1:
+        return
+    step = args.world_size * args.eval_batch_size  # rows evaluated per step, over all processes
+    for rows in eval_dataset.values() if isinstance(eval_dataset, Mapping) else [eval_dataset]:
+        if hasattr(rows, "__len__") and len(rows) % step:
+            raise LLaRAUserError(
+                f"{len(rows)} evaluation rows (eval_rows) cannot be shared by {args.world_size} processes in whole "
+                f"batches of per_device_eval_batch_size {args.eval_batch_size}: the trainer would repeat rows to fill "
+                f"the last batches and eval_loss would be biased; set eval_rows to a multiple of {step}"
+            )
+
+
 def train_with_guards(
     model: SentenceTransformer,
     args: SentenceTransformerTrainingArguments,
@@ -227,6 +287,9 @@ def train_with_guards(
 ) -> SentenceTransformerTrainer:
     """Train with sentence-transformers' trainer, stopped by :class:`DivergenceCallback` at the first non-finite
     loss or gradient (the trainer would log it as a finite mean), and return the trainer.
+
+    Under data parallelism, the held-out ``eval_dataset`` must split into whole batches (:func:`check_eval_split`),
+    and only the main process writes the model files of each checkpoint.
 
     Args:
         model, args, train_dataset, loss: As for ``SentenceTransformerTrainer``.
@@ -253,7 +316,8 @@ def train_with_guards(
         >>> Path("out/trainer_state.json").is_file(), Path("out/final/modules.json").is_file()
         (True, True)
     """
-    trainer = SentenceTransformerTrainer(
+    check_eval_split(trainer_kwargs.get("eval_dataset"), args)
+    trainer = _MainProcessSavingTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -271,7 +335,8 @@ def save_trained_model(trainer: SentenceTransformerTrainer, save: Callable[[], N
     process only; every process waits until it has saved.
 
     The probe runs on every process, not only the main one: under DeepSpeed ZeRO-3 a forward gathers the weights
-    from all processes, so one process alone would wait forever.
+    from all processes, so one process alone would wait forever. The processes share their verdicts before the
+    main one saves: a probe that fails on any process stops all of them, and nothing is saved.
 
     Args:
         trainer: The trainer after training.
@@ -280,12 +345,17 @@ def save_trained_model(trainer: SentenceTransformerTrainer, save: Callable[[], N
     Example: see :func:`train_with_guards`.
     """
     trainer.save_state()
+    failure: DegenerateEmbeddingsError | None = None
     try:
         check_probe_embeddings(trainer.model)
     except DegenerateEmbeddingsError as error:
+        failure = error
+    problem = first_problem_of_any_process(None if failure is None else str(failure))
+    if problem is not None:
         if trainer.is_world_process_zero():
-            mark_degenerate_checkpoints(trainer.args.output_dir, f"{error} (step {trainer.state.global_step})")
-        raise
+            mark_degenerate_checkpoints(trainer.args.output_dir, f"{problem} (step {trainer.state.global_step})")
+        PartialState().wait_for_everyone()  # the checkpoints are marked before any process stops
+        raise failure if failure is not None else DegenerateEmbeddingsError(problem)
     if trainer.is_world_process_zero():
         save()
     PartialState().wait_for_everyone()
@@ -298,11 +368,9 @@ def mark_degenerate_checkpoints(output_dir: str | os.PathLike, reason: str) -> l
     The run's checkpoints stay on disk (llara_st deletes only what the user asks it to), but no longer load as models
     that embed every text as the same vector.
     """
-    marked = []
-    for checkpoint in sorted(Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")):
-        if checkpoint.is_dir() and checkpoint.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit():
-            (checkpoint / DEGENERATE_MARKER).write_text(json.dumps({"reason": reason}, indent=1), encoding="utf8")
-            marked.append(checkpoint)
+    marked = trainer_checkpoints(output_dir)
+    for checkpoint in marked:
+        (checkpoint / DEGENERATE_MARKER).write_text(json.dumps({"reason": reason}, indent=1), encoding="utf8")
     if marked:
         logger.warning(
             "Marked %d checkpoints of %s as unusable (%s): llara_st.load refuses them", len(marked), output_dir, reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -53,6 +54,14 @@ def test_revision_is_a_content_hash(make_beir_folder):
     # One revision for every split, so that the splits' results merge into one result file.
     assert BEIRFolderRetrieval(folder, "test").metadata.revision == before
     assert BEIRFolderRetrieval(folder, "dev").metadata.revision == before
+    # The revision recorded before the one content hasher (issue 19): names and contents, every split in order.
+    files = [
+        folder / "corpus.jsonl",
+        folder / "queries.jsonl",
+        folder / "qrels" / "dev.tsv",
+        folder / "qrels" / "test.tsv",
+    ]
+    assert before == hashlib.sha256(b"".join(path.name.encode() + path.read_bytes() for path in files)).hexdigest()[:16]
     with (folder / "corpus.jsonl").open("a") as handle:
         handle.write(json.dumps({"_id": "new", "title": "", "text": "added"}) + "\n")
     assert beir_folder_revision(folder) != before

@@ -140,7 +140,7 @@ def test_interrupted_run_resumes_where_it_stopped(tiny_llara_dir: Path, adapt_co
     run_recipe(adapt_config(tiny_llara_dir, output_dir=resumed_dir, **common), callbacks=[StopAtStep(2)])
     assert sorted(p.name for p in Path(resumed_dir).glob("checkpoint-*")) == ["checkpoint-2"]
     _, resumed = run_recipe(
-        adapt_config(tiny_llara_dir, output_dir=resumed_dir, resume_from_checkpoint="true", **common)
+        adapt_config(tiny_llara_dir, output_dir=resumed_dir, resume_from_checkpoint="latest", **common)
     )
 
     # Steps 3 and 4 after the restart are the steps 3 and 4 of the uninterrupted run: same weights,
@@ -155,7 +155,7 @@ def test_interrupted_run_resumes_where_it_stopped(tiny_llara_dir: Path, adapt_co
         adapt_config(
             tiny_llara_dir,
             output_dir=resumed_dir,
-            resume_from_checkpoint="true",
+            resume_from_checkpoint="latest",
             max_steps=6,
             save_strategy="steps",
             save_steps=2,

@@ -3,6 +3,7 @@ error naming what changed, starts afresh only when asked, and skips an incomplet
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,14 +13,19 @@ from datasets import Dataset
 from safetensors.torch import save_file
 from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
+from llara_st.errors import LLaRAUserError
+from llara_st.training.adaptation import AdaptationArguments
 from llara_st.training.checkpoints import (
+    RESULT_SETTINGS,
     RUN_RECORD_NAME,
     IncompleteCheckpointError,
     RunFingerprint,
     StaleRunError,
     checkpoint_problems,
     resolve_checkpoint,
+    trainer_checkpoints,
 )
+from llara_st.training.finetuning import FinetuneArguments
 
 
 def make_checkpoint(output_dir: Path, step: int, *, state=True, weights=True, optimizer=True) -> Path:
@@ -54,8 +60,41 @@ def test_fingerprint_counts_result_settings_only(tmp_path: Path):
     base = fingerprint(tmp_path)
     assert base == fingerprint(tmp_path, output_dir=str(tmp_path / "elsewhere"), logging_steps=3, save_steps=7)
     assert base == fingerprint(tmp_path, max_steps=100)  # raising the length on resume extends a run
+    assert base == fingerprint(tmp_path, dataloader_num_workers=2, activation_checkpointing=True, eval_steps=5)
     assert fingerprint(tmp_path, learning_rate=1e-4).differences(base) == ["learning_rate: 0.0002 → 0.0001"]
     assert fingerprint(tmp_path, seed=7).differences(base) == ["seed: 42 → 7"]
+    for changed in ({"gradient_accumulation_steps": 2}, {"lr_scheduler_type": "constant"}, {"warmup_steps": 3}):
+        assert [change.split(":")[0] for change in fingerprint(tmp_path, **changed).differences(base)] == [*changed]
+    assert base.settings["world_size"] == 1 and base.settings["lr_scheduler_type"] == "linear"
+
+
+def test_a_field_a_library_release_adds_is_not_compared_until_named(tmp_path: Path):
+    """The allow-list replaced a ~60-name deny-list that every transformers release made stale."""
+
+    @dataclasses.dataclass
+    class NewerTrainingArguments(SentenceTransformerTrainingArguments):
+        new_logging_knob: int = 0
+
+    settings = {"output_dir": str(tmp_path), "report_to": "none"}
+    assert RunFingerprint.from_configs(NewerTrainingArguments(**settings, new_logging_knob=1)) == (
+        RunFingerprint.from_configs(NewerTrainingArguments(**settings, new_logging_knob=2))
+    )
+    assert RunFingerprint.from_configs({"new_logging_knob": 1}) != RunFingerprint.from_configs({"new_logging_knob": 2})
+
+
+def test_every_llara_setting_is_classified():
+    """A field added to the workflows' arguments must be named in RESULT_SETTINGS or here (it does not change what
+    is trained). Both workflows' LoRA block and row cap are listed under their old and new names."""
+    does_not_change_results = {
+        "final_model_dir", "overwrite_output_dir", "lora_save", "merge_lora", "dev_data", "dev_split",
+        "dev_corpus_size",
+    }  # fmt: skip
+    trainer_fields = {field.name for field in dataclasses.fields(SentenceTransformerTrainingArguments)}
+    own = {field.name for cls in (AdaptationArguments, FinetuneArguments) for field in dataclasses.fields(cls)}
+    assert own - trainer_fields - RESULT_SETTINGS <= does_not_change_results
+    assert not does_not_change_results & RESULT_SETTINGS
+    renamed = {"use_lora", "lora", "lora_train_prompt_tokens", "train_prompt_tokens", "max_rows", "max_train_rows"}
+    assert renamed <= RESULT_SETTINGS
 
 
 def test_fingerprint_holds_the_content_of_model_and_data_paths(tmp_path: Path):
@@ -94,11 +133,30 @@ def test_a_function_batch_sampler_fingerprints_the_same_in_every_process(tmp_pat
 # ---------------------------------------------------------------------------------------------- resolving
 
 
-@pytest.mark.parametrize("resume", ["latest", "true", "last", True])
-def test_latest_on_an_empty_or_missing_output_dir_starts_from_scratch(tmp_path: Path, resume):
+def test_latest_on_an_empty_or_missing_output_dir_starts_from_scratch(tmp_path: Path):
     output = tmp_path / "run"
-    assert resolve_checkpoint(output, resume, fingerprint(tmp_path)) is None
+    assert resolve_checkpoint(output, "latest", fingerprint(tmp_path)) is None
     assert RunFingerprint.load(output) == fingerprint(tmp_path)
+
+
+@pytest.mark.parametrize("resume", ["true", "last", "Latest", "yes"])
+def test_latest_is_the_one_spelling_of_the_newest_checkpoint(tmp_path: Path, resume):
+    """Regression (issue 19): "latest", "last", "true", "yes" and True all meant the newest checkpoint."""
+    message = rf"resume_from_checkpoint='{resume}' is not a checkpoint folder; .* resume_from_checkpoint: latest"
+    with pytest.raises(FileNotFoundError, match=message):
+        resolve_checkpoint(tmp_path / "run", resume, fingerprint(tmp_path))
+    with pytest.raises(LLaRAUserError, match="must be 'latest' or a checkpoint folder, got True"):
+        resolve_checkpoint(tmp_path / "run", True, fingerprint(tmp_path))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_checkpoints_are_listed_newest_first_without_those_moved_aside(tmp_path: Path):
+    for step in (10, 2, 9):
+        make_checkpoint(tmp_path, step)
+    (tmp_path / "checkpoint-11.incomplete").mkdir()
+    (tmp_path / "checkpoint-12").write_text("a file, not a checkpoint")
+    assert [path.name for path in trainer_checkpoints(tmp_path)] == ["checkpoint-10", "checkpoint-9", "checkpoint-2"]
+    assert trainer_checkpoints(tmp_path / "missing") == []
 
 
 def test_latest_resumes_the_newest_checkpoint_of_the_same_run(tmp_path: Path):
@@ -109,11 +167,11 @@ def test_latest_resumes_the_newest_checkpoint_of_the_same_run(tmp_path: Path):
     assert resolve_checkpoint(output, "latest", fingerprint(tmp_path, logging_steps=5)) == str(output / "checkpoint-10")
 
 
-@pytest.mark.parametrize("resume", ["true", None])
+@pytest.mark.parametrize("resume", ["latest", None])
 def test_a_run_with_another_configuration_is_refused(tmp_path: Path, resume):
     """Rerunning into a used output_dir with a new learning rate used to resume the old run (0 steps)."""
     output = tmp_path / "run"
-    resolve_checkpoint(output, "true", fingerprint(tmp_path))
+    resolve_checkpoint(output, "latest", fingerprint(tmp_path))
     make_checkpoint(output, 4)
     with pytest.raises(
         StaleRunError, match=r"different configuration \(learning_rate: 0.0002 → 0.0001\).*new output_dir"
@@ -191,7 +249,7 @@ def test_a_checkpoint_path_must_be_complete_and_of_this_run(tmp_path: Path):
     make_checkpoint(output, 4, optimizer=False)
     with pytest.raises(IncompleteCheckpointError, match="checkpoint-4 cannot be resumed: it has no optimizer state"):
         resolve_checkpoint(output, output / "checkpoint-4", fingerprint(tmp_path))
-    with pytest.raises(FileNotFoundError, match="is not a checkpoint folder"):
+    with pytest.raises(FileNotFoundError, match="checkpoint-9' is not a checkpoint folder"):
         resolve_checkpoint(output, output / "checkpoint-9", fingerprint(tmp_path))
     with pytest.raises(StaleRunError, match="weight_decay: 0.0 → 0.1"):
         resolve_checkpoint(tmp_path / "new", output / "checkpoint-2", fingerprint(tmp_path, weight_decay=0.1))

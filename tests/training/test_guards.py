@@ -17,14 +17,17 @@ from torch import nn
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from llara_st.data.contrastive import build_contrastive_dataset, contrastive_router_mapping, load_contrastive_dataset
+from llara_st.errors import LLaRAUserError
 from llara_st.losses import contrastive_loss
 from llara_st.training.guards import (
     DegenerateEmbeddingsError,
     DivergenceCallback,
     InvalidTrainingRowsError,
     TrainingDivergedError,
+    check_eval_split,
     check_probe_embeddings,
     check_text_rows,
+    first_problem_of_any_process,
 )
 
 
@@ -125,6 +128,30 @@ def test_a_non_finite_logged_value_stops_the_run():
     callback.on_log(args, state, control, logs={"loss": 0.5, "grad_norm": 1.0, "learning_rate": 1e-4})
     with pytest.raises(TrainingDivergedError, match="the logged eval_loss is nan"):
         callback.on_log(args, state, control, logs={"eval_loss": float("nan")})
+
+
+def test_one_process_keeps_its_own_verdict():
+    """The verdicts of several processes are shared in tests/training/test_guards_in_training.py (2 processes)."""
+    assert first_problem_of_any_process(None) is None
+    assert first_problem_of_any_process("the loss is inf") == "the loss is inf"
+
+
+@pytest.mark.parametrize(("rows", "processes", "refused"), [(3, 1, False), (8, 2, False), (6, 2, True), (2, 2, True)])
+def test_held_out_rows_must_split_into_whole_batches_over_the_processes(rows, processes, refused, monkeypatch):
+    """Issue 17, item 7: eval_loss vanished or was biased when eval_rows was below or not a multiple of processes ×
+    per_device_eval_batch_size; one process takes any number."""
+    args = TrainingArguments(output_dir="unused", report_to="none", use_cpu=True, per_device_eval_batch_size=2)
+    monkeypatch.setattr(type(args), "world_size", property(lambda self: processes))
+    eval_rows = Dataset.from_dict({"text": ["t"] * rows, "next_text": ["n"] * rows})
+    if not refused:
+        check_eval_split(eval_rows, args)
+        check_eval_split({"dev": eval_rows}, args)
+        return
+    message = rf"{rows} evaluation rows \(eval_rows\) cannot be shared by 2 processes .* a multiple of 4"
+    with pytest.raises(LLaRAUserError, match=message):
+        check_eval_split(eval_rows, args)
+    with pytest.raises(LLaRAUserError, match=message):
+        check_eval_split({"dev": eval_rows}, args)
 
 
 # ---------------------------------------------------------------------------------------------- save guard

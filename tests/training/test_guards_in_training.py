@@ -1,12 +1,16 @@
 """The guards inside the adaptation and fine-tuning workflows (issue 11.6-11.8), end to end on the tiny model:
 a rerun with other settings into a used output_dir is refused (it used to train 0 steps and re-save the old
 model, or bring old checkpoints back), a diverging run stops, a collapsed model is not saved, empty rows are
-refused."""
+refused; and on 2 gloo processes (issue 17, item 7), run by torchrun with this file as the script: one process's
+failed guard stops both, only the main process writes a checkpoint's model files, eval_loss is exact."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,9 +24,15 @@ import llara_st
 from llara_st.folders import FolderNotOursError
 from llara_st.modules import LastKPooling
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
-from llara_st.training.checkpoints import RunFingerprint, StaleRunError, path_identity
+from llara_st.training.checkpoints import RunFingerprint, StaleRunError, checkpoint_problems, path_identity
 from llara_st.training.finetuning import run_finetuning
-from llara_st.training.guards import DegenerateEmbeddingsError, InvalidTrainingRowsError, TrainingDivergedError
+from llara_st.training.guards import (
+    DegenerateEmbeddingsError,
+    InvalidTrainingRowsError,
+    TrainingDivergedError,
+    save_trained_model,
+    train_with_guards,
+)
 
 WORDS = "river storm morning field water farmer animal ground library budget committee bicycle chain".split()
 
@@ -57,7 +67,7 @@ def adapt(model_dir: Path, data: Path, output_dir: Path, **overrides) -> tuple[s
         "use_cpu": True,
         "seed": 7,
         "disable_tqdm": True,
-        "resume_from_checkpoint": "true",
+        "resume_from_checkpoint": "latest",
     }
     settings.update(overrides)
     final = run_adaptation(*parse_adaptation_arguments(settings))
@@ -266,3 +276,176 @@ def test_a_collapsed_runs_checkpoints_are_marked_and_refused(
     for checkpoint in checkpoints:
         with pytest.raises(ValueError, match="collapsed"):
             llara_st.load(checkpoint, trust_remote_code=True)  # the one way a trainer checkpoint loaded
+
+
+# ---------------------------------------------------------------------------------------------- 2 processes
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def two_processes(training_llara_dir: Path, tmp_path_factory) -> dict:
+    """Each process's results of :func:`two_process_scenarios`, run once by ``torchrun --nproc_per_node 2`` on the
+    CPU (gloo), this worktree's package first on the path."""
+    root = tmp_path_factory.mktemp("two_processes")
+    config = root / "config.json"
+    config.write_text(json.dumps({"model": str(training_llara_dir), "root": str(root)}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__]
+    result = subprocess.run([*command, str(config)], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return {"root": root, **{rank: json.loads((root / f"results-{rank}.json").read_text()) for rank in (0, 1)}}
+
+
+@pytest.mark.slow
+def test_only_the_main_process_writes_a_checkpoints_model_files(two_processes):
+    """Regression: sentence-transformers' _save, which transformers 5 calls on every process, let process 1 rewrite
+    modules.json, the configs, the tokenizer and training_args.bin inside every checkpoint-N."""
+    # Files opened for writing from Python (torch.save's writer, e.g. of process 1's own rng_state_1.pth, is not seen).
+    assert "checkpoint-1/modules.json" in two_processes[0]["checkpoint_writes"]
+    assert two_processes[1]["checkpoint_writes"] == []
+    assert checkpoint_problems(two_processes["root"] / "checkpoint_run" / "checkpoint-1") == []
+
+
+@pytest.mark.slow
+def test_an_infinite_loss_on_one_process_stops_both_before_the_step(two_processes):
+    """Regression: process 1 raised alone; process 0 applied the step and saved checkpoint-1 before the next
+    collective failed."""
+    assert two_processes[1]["divergence"].startswith("training diverged at step 1: the loss is inf.")
+    assert two_processes[0]["divergence"].startswith(
+        "training diverged at step 1: the loss is inf (found by process 1)"
+    )
+    assert not list((two_processes["root"] / "diverging").glob("checkpoint-*"))
+
+
+@pytest.mark.slow
+def test_a_probe_failing_on_one_process_stops_both_before_the_main_one_saves(two_processes):
+    """Regression: a collapsed probe on process 1 raised there, and process 0 saved the model anyway."""
+    assert "collapsed" in two_processes[1]["probe"] and "found by process" not in two_processes[1]["probe"]
+    assert "collapsed" in two_processes[0]["probe"] and two_processes[0]["probe"].endswith("(found by process 1)")
+    assert not (two_processes["root"] / "probe" / "final").exists()
+
+
+@pytest.mark.slow
+def test_eval_loss_over_processes_is_the_mean_over_the_rows_or_refused(two_processes):
+    """4 held-out rows on 2 processes × 2 per batch give the 4-row eval_loss of one batch; 3 rows would be padded
+    with a repeated row, and are refused before training."""
+    for rank in (0, 1):
+        assert two_processes[rank]["eval_loss"] == pytest.approx(two_processes[rank]["eval_loss_of_one_batch"], 1e-5)
+        assert two_processes[rank]["three_eval_rows"].startswith(
+            "3 evaluation rows (eval_rows) cannot be shared by 2 processes in whole batches of "
+            "per_device_eval_batch_size 2"
+        )
+
+
+class InfiniteOnThisProcess(torch.nn.Module):
+    """A loss plus infinity on this process only: its gradients stay finite, only the loss value shows it."""
+
+    def __init__(self, loss: torch.nn.Module, infinite: bool) -> None:
+        super().__init__()
+        self.loss, self.model, self.infinite = loss, loss.model, infinite
+
+    def forward(self, features, labels):
+        value = self.loss(features, labels)
+        return value + float("inf") if self.infinite else value
+
+
+def two_process_scenarios(config_path: str) -> None:
+    """What each of the two processes runs (this file is torchrun's script): four short runs on the tiny model, each
+    failure caught and recorded, so that every process reaches the end and writes ``results-{rank}.json``."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    from llara_st.errors import LLaRAUserError
+    from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss, contrastive_loss
+    from llara_st.model import llara_module
+
+    config = json.loads(Path(config_path).read_text())
+    root, rank = Path(config["root"]), int(os.environ["RANK"])  # (the trainer's arguments start the process group)
+    results: dict = {}
+    topics = ["volcano", "honeybee", "glacier", "saxophone", "telescope", "origami", "penguin", "cactus"]
+    rows = Dataset.from_dict(
+        {
+            "anchor": [f"about the {topic}" for topic in topics],
+            "positive": [f"The {topic} passage." for topic in topics],
+        }
+    )
+    mapping = {"anchor": "query", "positive": "document"}
+
+    def args(output: str, **overrides) -> SentenceTransformerTrainingArguments:
+        settings = {
+            "output_dir": str(root / output), "max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-4,
+            "save_strategy": "no", "report_to": "none", "use_cpu": True, "disable_tqdm": True, "seed": 3,
+            "ddp_timeout": 120, "router_mapping": mapping,
+        }  # fmt: skip
+        return SentenceTransformerTrainingArguments(**(settings | overrides))
+
+    def model():
+        return llara_st.load(config["model"], device="cpu")
+
+    # 1. Which files of checkpoint-1 each process opens for writing.
+    writes: set[str] = set()
+    watched = str(root / "checkpoint_run")
+
+    def audit(event: str, arguments: tuple) -> None:
+        if event == "open" and isinstance(arguments[0], str | os.PathLike):
+            path = os.fspath(arguments[0])
+            written = arguments[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            if written and path.startswith(watched) and "checkpoint-" in path:
+                writes.add(os.path.relpath(path, watched))
+
+    sys.addaudithook(audit)
+    trained = model()
+    train_with_guards(
+        trained, args("checkpoint_run", save_strategy="steps", save_steps=1), rows, contrastive_loss(trained)
+    )
+    watched = "/nowhere/"  # an audit hook stays for the life of the process
+    results["checkpoint_writes"] = sorted(writes)
+
+    # 2. A loss that is infinite on process 1 only.
+    diverging = model()
+    loss = InfiniteOnThisProcess(contrastive_loss(diverging), infinite=rank == 1)
+    try:
+        train_with_guards(diverging, args("diverging", save_strategy="steps", save_steps=1, max_steps=2), rows, loss)
+        results["divergence"] = None
+    except TrainingDivergedError as error:
+        results["divergence"] = str(error)
+
+    # 3. A probe that collapses on process 1 only.
+    probed = model()
+    trainer = train_with_guards(probed, args("probe"), rows, contrastive_loss(probed))
+    if rank == 1:
+        with torch.no_grad():
+            llara_module(probed).causal_lm.get_input_embeddings().weight.zero_()
+    try:
+        save_trained_model(trainer, lambda: probed.save(str(root / "probe" / "final")))
+        results["probe"] = None
+    except DegenerateEmbeddingsError as error:
+        results["probe"] = str(error)
+
+    # 4. eval_loss over 4 held-out adaptation rows (every row cut to the same 9 text tokens), and 3 rows refused.
+    adapted = model()
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(20)) for _ in range(16)]
+    pairs = Dataset.from_dict({"text": texts[:8], "next_text": texts[8:]})
+    collator, adaptation = EBAEEBARDataCollator(adapted, cutoff_length=48), EBAEEBARLoss(adapted)
+    training, held_out = pairs.select(range(4)), pairs.select(range(4, 8))
+    evaluated = args("eval", router_mapping={}, per_device_eval_batch_size=2, ddp_find_unused_parameters=False)
+    trainer = train_with_guards(adapted, evaluated, training, adaptation, eval_dataset=held_out, data_collator=collator)
+    results["eval_loss"] = trainer.evaluate()["eval_loss"]
+    adapted.eval()
+    with torch.no_grad():  # the 4 rows as one batch, on this process alone
+        features, labels = trainer.collect_features(collator(list(held_out)))
+        results["eval_loss_of_one_batch"] = float(sum(EBAEEBARLoss(adapted)(features, labels).values()))
+    try:
+        three = held_out.select(range(3))
+        train_with_guards(adapted, evaluated, training, adaptation, eval_dataset=three)
+        results["three_eval_rows"] = None
+    except LLaRAUserError as error:
+        results["three_eval_rows"] = str(error)
+
+    (root / f"results-{rank}.json").write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    two_process_scenarios(sys.argv[1])
