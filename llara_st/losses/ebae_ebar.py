@@ -204,13 +204,12 @@ class EBAEEBARLoss(nn.Module):
     def __init__(self, model: SentenceTransformer, lm_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
-        self._input_module()
+        config = self._input_module().causal_lm.config  # refuses a model that is not a LLaRA model
         if isinstance(lm_weight, bool) or not isinstance(lm_weight, int | float) or not math.isfinite(lm_weight):
             raise TypeError(f"lm_weight must be a finite number, got {lm_weight!r}")
         if lm_weight < 0:
             raise ValueError(f"lm_weight must be >= 0 (0 disables the LM term), got {lm_weight}")
         self.lm_weight = float(lm_weight)
-        config = self._input_module().causal_lm.config
         if getattr(config, "final_logit_softcapping", None) is not None:
             raise ValueError(
                 "This model soft-caps its logits (final_logit_softcapping); EBAEEBARLoss applies the output "

@@ -230,16 +230,11 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
                 f"cutoff_length={cutoff_length} leaves no room for text: the prefix and both suffixes already "
                 f"take {template_length} tokens"
             )
-        limit = transformer.max_position_embeddings
-        if limit is not None and cutoff_length > limit:
-            raise ValueError(
-                f"cutoff_length={cutoff_length} exceeds the backbone's max_position_embeddings={limit}: use at "
-                f"most {limit}"
-            )
+        transformer.check_positions("cutoff_length", cutoff_length)
         tokenizer = transformer.tokenizer
         # The reference tokenises each target with the tokenizer's special tokens up to the cutoff, then drops them.
         self.target_length = cutoff_length - tokenizer.num_special_tokens_to_add(pair=False)
-        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._pad_id = tokenizer.pad_token_id  # LLaRATransformer gives every tokenizer one
 
         prompt_ids = transformer.prompt_token_ids
         passage_offsets = _offsets_of([prompt_ids[t] for t in PASSAGE_PROMPT_TOKENS], self._passage_suffix_ids)
@@ -249,9 +244,7 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
         self._passage_prompt_from_end = torch.tensor(passage_offsets) + query_start - len(self._passage_suffix_ids)
         self._query_prompt_from_end = torch.tensor(query_offsets) + query_start
 
-        excluded = set(tokenizer.all_special_ids) | set(prompt_ids.values())
-        if tokenizer.pad_token_id is not None:
-            excluded.add(tokenizer.pad_token_id)
+        excluded = set(tokenizer.all_special_ids) | set(prompt_ids.values()) | {self._pad_id}
         if remove_stop_words:
             words = list(stop_words) if stop_words is not None else load_stop_words()
             excluded |= stop_word_token_ids(tokenizer, words)

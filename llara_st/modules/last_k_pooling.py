@@ -48,13 +48,17 @@ class LastKPooling(Module):
             raise ValueError(f"num_tokens must be a positive integer, got {num_tokens!r}")
         self.num_tokens = num_tokens
 
-    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        prompt_token_count = features.get("prompt_token_count")
+    def check_width(self, prompt_token_count: int | None) -> None:
+        """Refuse to average other than the ``prompt_token_count`` tokens that end every template (None: unknown)."""
         if prompt_token_count is not None and prompt_token_count != self.num_tokens:
             raise ValueError(
-                f"LastKPooling averages the last {self.num_tokens} tokens, but the input module's templates end "
-                f"with {prompt_token_count} prompt tokens: use LastKPooling(num_tokens={prompt_token_count})"
+                f"LastKPooling averages the last {self.num_tokens} tokens, but every LLaRA template ends with "
+                f"{prompt_token_count} prompt tokens (<s1>…<s8> for passages, <s9>…<s16> for queries): use "
+                f"LastKPooling(num_tokens={prompt_token_count})"
             )
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        self.check_width(features.get("prompt_token_count"))
         token_embeddings: torch.Tensor = features["token_embeddings"]
         mask = features["attention_mask"].bool()
         # How many real tokens lie at or after each position: the last k real tokens have 1..k.

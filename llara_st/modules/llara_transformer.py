@@ -223,13 +223,17 @@ class LLaRATransformer(Transformer):
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{side}_max_length must be an integer, got {value!r}")
         self._text_budget(side, value)
+        self.check_positions(f"{side}_max_length", value)
+        return value
+
+    def check_positions(self, setting: str, length: int) -> None:
+        """Refuse an input length (``setting`` names it) beyond the backbone's ``max_position_embeddings``."""
         limit = self.max_position_embeddings
-        if limit is not None and value > limit:
+        if limit is not None and length > limit:
             raise ValueError(
-                f"{side}_max_length={value} exceeds the backbone's max_position_embeddings={limit}: longer inputs "
+                f"{setting}={length} exceeds the backbone's max_position_embeddings={limit}: longer inputs "
                 f"would reach positions the model was never trained on. Use at most {limit}."
             )
-        return value
 
     @property
     def query_max_length(self) -> int:
@@ -461,12 +465,7 @@ def check_pooling_width(modules: Sequence[nn.Module]) -> None:
         ValueError: LastKPooling averages the last 4 tokens, but every LLaRA template ends with 8 prompt tokens ...
     """
     modules = list(modules)
-    if not any(isinstance(module, LLaRATransformer) for module in modules):
-        return
-    for module in modules:
-        if isinstance(module, LastKPooling) and module.num_tokens != NUM_PROMPT_TOKENS:
-            raise ValueError(
-                f"LastKPooling averages the last {module.num_tokens} tokens, but every LLaRA template ends with "
-                f"{NUM_PROMPT_TOKENS} prompt tokens (<s1>…<s8> for passages, <s9>…<s16> for queries): pool "
-                f"num_tokens={NUM_PROMPT_TOKENS}"
-            )
+    if any(isinstance(module, LLaRATransformer) for module in modules):
+        for module in modules:
+            if isinstance(module, LastKPooling):
+                module.check_width(NUM_PROMPT_TOKENS)

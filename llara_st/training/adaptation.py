@@ -25,8 +25,9 @@ import llara_st
 from llara_st.data import DocumentChunker, read_adaptation_pairs
 from llara_st.folders import check_replaceable
 from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
+from llara_st.losses.ebae_ebar import MASK_AWARE_ATTENTION
 from llara_st.model import llara_module
-from llara_st.training.arguments import check_local_model_path, parse_arguments
+from llara_st.training.arguments import MODEL_DTYPES, check_choices, check_local_model_path, parse_arguments
 from llara_st.training.checkpoints import RunFingerprint, path_identity, resolve_checkpoint
 from llara_st.training.guards import save_trained_model, train_with_guards
 from llara_st.training.lora import LoraArguments, adapter_folder, add_lora_adapter_from_config, save_lora_model
@@ -129,14 +130,9 @@ class AdaptationArguments(LoraArguments, SentenceTransformerTrainingArguments):
     def __post_init__(self) -> None:
         if self.model_name_or_path is None:
             raise ValueError("model_name_or_path is required: a LLaRA folder or a causal LM to convert")
-        choices = {
-            "chunk_unit": ("tokens", "words"),
-            "model_dtype": ("float32", "bfloat16", "float16"),
-            "attn_implementation": ("sdpa", "eager"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        # attn_implementation: the loss's 4D mask needs a kernel that adds it to the scores (no flash attention).
+        kernels = {"attn_implementation": MASK_AWARE_ATTENTION}
+        check_choices(self, {"chunk_unit": ("tokens", "words"), "model_dtype": MODEL_DTYPES, **kernels})
         if not (self.wikitext_paths or self.beir_corpus_paths or self.text_paths or self.llara_jsonl_paths):
             raise ValueError("No training data: set wikitext_paths, beir_corpus_paths, text_paths or llara_jsonl_paths")
         if self.chunk_unit == "words" and self.chunk_size is None:

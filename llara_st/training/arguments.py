@@ -26,6 +26,9 @@ RENAMED_SETTINGS = {
     "max_train_rows": "max_rows",
 }
 
+#: Weight dtypes a training run may load its backbone in (``model_dtype``).
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+
 #: The field types whose values are converted; a field of any other type (a dict, an enum, a union of several
 #: types) gets its value as given, and its dataclass checks it.
 _SCALARS = (bool, int, float, str)
@@ -53,6 +56,13 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LLaRAUserError(f"Config file {path} must hold a mapping of settings, got {type(data).__name__}")
     return data
+
+
+def check_choices(settings: Any, choices: Mapping[str, Sequence[Any]]) -> None:
+    """Refuse a setting whose value is not one of its ``choices``: the error names the setting, value and choices."""
+    for name, allowed in choices.items():
+        if getattr(settings, name) not in allowed:
+            raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(settings, name)!r}")
 
 
 def check_local_model_path(name_or_path: str, setting: str = "model_name_or_path") -> None:

@@ -33,7 +33,7 @@ from llara_st.evaluation.ir_evaluator import beir_ir_evaluator, run_on_main_proc
 from llara_st.folders import check_replaceable
 from llara_st.losses.contrastive import DEFAULT_TEMPERATURE, contrastive_loss
 from llara_st.model import llara_module
-from llara_st.training.arguments import check_local_model_path, parse_arguments
+from llara_st.training.arguments import MODEL_DTYPES, check_choices, check_local_model_path, parse_arguments
 from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
 from llara_st.training.guards import check_text_rows, save_trained_model, train_with_guards
 from llara_st.training.lora import LoraArguments, adapter_folder, add_lora_adapter_from_config, save_lora_model
@@ -151,10 +151,7 @@ class FinetuneArguments(LoraArguments, SentenceTransformerTrainingArguments):
             raise ValueError("model_name_or_path is required: a LLaRA folder or a causal LM to convert")
         if self.output_dir is None:
             raise ValueError("output_dir is required: checkpoints, metrics.json and the final model go there")
-        if self.positives not in ("sample", "all"):
-            raise ValueError(f"positives must be 'sample' or 'all', got {self.positives!r}")
-        if self.model_dtype not in (None, "float32", "float16", "bfloat16"):
-            raise ValueError(f"model_dtype must be float32, float16 or bfloat16, got {self.model_dtype!r}")
+        check_choices(self, {"positives": ("sample", "all"), "model_dtype": (None, *MODEL_DTYPES)})
         for precision in ("fp16", "bf16"):
             if getattr(self, precision) and not autocast_available(precision):
                 logger.warning("%s needs a CUDA device that supports it; training in float32", precision)

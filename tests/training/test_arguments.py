@@ -87,6 +87,22 @@ def test_both_workflows_share_one_lora_block_and_the_trainer_arguments() -> None
 
 
 @pytest.mark.parametrize(
+    ("parse", "settings", "key", "value"),
+    [
+        (parse_adaptation_arguments, ADAPT, "chunk_unit", "lines"),
+        (parse_adaptation_arguments, ADAPT, "model_dtype", "float8"),
+        (parse_adaptation_arguments, ADAPT, "attn_implementation", "flash_attention_2"),
+        (parse_finetune_arguments, FINETUNE, "model_dtype", "float8"),
+        (parse_finetune_arguments, FINETUNE, "positives", "some"),
+    ],
+)
+def test_a_value_outside_its_choices_is_refused_naming_key_value_and_choices(parse, settings, key, value) -> None:
+    """Issue 19: one check (check_choices) for the choice settings of both workflows."""
+    with pytest.raises(ValueError, match=rf"{key} must be one of \(.*\), got '{value}'"):
+        parse({**settings, key: value})
+
+
+@pytest.mark.parametrize(
     ("parse", "settings", "old", "new"),
     [
         (parse_adaptation_arguments, ADAPT, "use_lora", "lora"),
