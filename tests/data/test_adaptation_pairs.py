@@ -24,7 +24,7 @@ from llara_st.data import (
     read_wikitext,
     wikitext_heading,
 )
-from tests.conftest import build_tokenizer
+from tests.conftest import SENTENCES, build_tokenizer
 
 # A WikiText-2 excerpt in the raw file's own layout (leading and trailing space, CRLF, " @-@ " tokenisation,
 # headings "= = Title = ="), with the two formula lines of "Constant k filter" that wrap so as to look like
@@ -86,9 +86,11 @@ def heading_lines(wikitext_path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def llama_tokenizer(tokenizer_dir: Path):
-    """A Llama-2-style tokenizer built in the tests (tests/conftest.py); no ../shared needed."""
-    return AutoTokenizer.from_pretrained(tokenizer_dir)
+def llama_tokenizer(tmp_path_factory):
+    """A Llama-2-style tokenizer built in the tests (tests/conftest.py); no ../shared needed. Its 400 tokens over the
+    plain sentences split the long word below into as many chunks as the test counts."""
+    folder = tmp_path_factory.mktemp("llama_tokenizer")
+    return AutoTokenizer.from_pretrained(build_tokenizer(folder, texts=SENTENCES, vocab_size=400))
 
 
 # Words a byte-level BPE only ever sees after a space: it learns " retrieval" as one token but must spell
