@@ -1,15 +1,30 @@
-"""Fixtures of the training tests: tiny contrastive rows and fine-tuning arguments (the model: tests/conftest.py)."""
+"""Fixtures of the training tests: the tiny causal LM as a LLaRA model with short budgets, tiny contrastive rows."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 from datasets import Dataset
+from sentence_transformers import SentenceTransformer
 
 from llara_st.training.finetuning import FinetuneArguments
 
 TOPICS = ["volcano", "honeybee", "glacier", "saxophone", "telescope", "origami", "penguin", "cactus"]
+
+
+@pytest.fixture(scope="session")
+def training_llara_dir(tiny_llama_dir: Path, convert_once) -> Path:
+    """The tiny causal LM converted with short query and passage budgets (32 and 48 tokens): the guards' runs
+    (which learning rate diverges, which collapses) are set for them."""
+    return convert_once(tiny_llama_dir, query_max_length=32, passage_max_length=48)[0]
+
+
+@pytest.fixture
+def training_llara(tiny_llama_dir: Path, convert_once) -> SentenceTransformer:
+    """That model, a fresh copy per test."""
+    return copy.deepcopy(convert_once(tiny_llama_dir, query_max_length=32, passage_max_length=48)[1])
 
 
 @pytest.fixture(scope="session")

@@ -57,24 +57,26 @@ def weights_finite(model) -> bool:
     return all(bool(torch.isfinite(parameter).all()) for parameter in model.parameters())
 
 
-def test_without_the_guard_a_nan_run_logs_a_finite_loss(tiny_llara, contrastive_rows, tmp_path: Path):
+def test_without_the_guard_a_nan_run_logs_a_finite_loss(training_llara, contrastive_rows, tmp_path: Path):
     """Why the callback reads gradients: the trainer hides the NaN loss of a diverged run from its logs."""
-    trainer = train(tiny_llara, contrastive_rows, tmp_path / "run", learning_rate=1e12)
-    assert not weights_finite(tiny_llara)
+    trainer = train(training_llara, contrastive_rows, tmp_path / "run", learning_rate=1e12)
+    assert not weights_finite(training_llara)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert all(math.isfinite(loss) for loss in losses)
 
 
-def test_a_diverging_run_stops_with_a_clear_error_before_the_nan_update(tiny_llara, contrastive_rows, tmp_path: Path):
+def test_a_diverging_run_stops_with_a_clear_error_before_the_nan_update(
+    training_llara, contrastive_rows, tmp_path: Path
+):
     """lr 1e12 used to train to all-NaN weights, log loss 0.0 and exit normally."""
     with pytest.raises(TrainingDivergedError, match=r"training diverged at step \d+: the loss is nan.*learning rate"):
-        train(tiny_llara, contrastive_rows, tmp_path / "run", 1e12, callbacks=[DivergenceCallback])
+        train(training_llara, contrastive_rows, tmp_path / "run", 1e12, callbacks=[DivergenceCallback])
 
 
-def test_a_healthy_run_is_not_stopped(tiny_llara, contrastive_rows, tmp_path: Path):
-    trainer = train(tiny_llara, contrastive_rows, tmp_path / "run", 1e-4, callbacks=[DivergenceCallback])
+def test_a_healthy_run_is_not_stopped(training_llara, contrastive_rows, tmp_path: Path):
+    trainer = train(training_llara, contrastive_rows, tmp_path / "run", 1e-4, callbacks=[DivergenceCallback])
     assert trainer.state.global_step == 6
-    assert weights_finite(tiny_llara)
+    assert weights_finite(training_llara)
 
 
 def _step(callback: DivergenceCallback, model: nn.Module, **args) -> None:
@@ -155,35 +157,35 @@ def test_held_out_rows_must_split_into_whole_batches_over_the_processes(rows, pr
 # ---------------------------------------------------------------------------------------------- save guard
 
 
-def test_a_trained_model_passes_the_probe(tiny_llara):
-    embeddings = check_probe_embeddings(tiny_llara)
+def test_a_trained_model_passes_the_probe(training_llara):
+    embeddings = check_probe_embeddings(training_llara)
     assert embeddings.shape[0] == 16 and bool(torch.isfinite(embeddings).all())
 
 
-def test_a_collapsed_model_is_refused(tiny_llara, contrastive_rows, tmp_path: Path):
+def test_a_collapsed_model_is_refused(training_llara, contrastive_rows, tmp_path: Path):
     """lr 1e3 used to save a model that embeds every text as the zero vector."""
-    train(tiny_llara, contrastive_rows, tmp_path / "run", learning_rate=1e3)
+    train(training_llara, contrastive_rows, tmp_path / "run", learning_rate=1e3)
     with pytest.raises(DegenerateEmbeddingsError, match="all zero query embeddings: the model has collapsed"):
-        check_probe_embeddings(tiny_llara)
+        check_probe_embeddings(training_llara)
 
 
-def test_identical_non_zero_embeddings_are_refused(tiny_llara):
+def test_identical_non_zero_embeddings_are_refused(training_llara):
     class Constant(nn.Module):
         def forward(self, features):
             embedding = features["sentence_embedding"]
             features["sentence_embedding"] = torch.ones_like(embedding) + 1e-9 * embedding
             return features
 
-    tiny_llara.append(Constant())
+    training_llara.append(Constant())
     with pytest.raises(DegenerateEmbeddingsError, match=r"all equal \(largest difference"):
-        check_probe_embeddings(tiny_llara)
+        check_probe_embeddings(training_llara)
 
 
-def test_non_finite_embeddings_are_refused(tiny_llara):
+def test_non_finite_embeddings_are_refused(training_llara):
     with torch.no_grad():
-        tiny_llara[0].model.get_input_embeddings().weight.fill_(float("nan"))
+        training_llara[0].model.get_input_embeddings().weight.fill_(float("nan"))
     with pytest.raises(DegenerateEmbeddingsError, match="probe query embeddings contain NaN or inf"):
-        check_probe_embeddings(tiny_llara)
+        check_probe_embeddings(training_llara)
 
 
 def rows_with(column: str, value, row: int = 1) -> Dataset:

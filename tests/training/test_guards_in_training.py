@@ -79,30 +79,30 @@ def trained_steps(state: dict) -> list[int]:
 
 
 def test_adaptation_rerun_with_new_settings_is_refused_not_skipped(
-    tiny_llara_dir: Path, adaptation_rows: Path, tmp_path: Path
+    training_llara_dir: Path, adaptation_rows: Path, tmp_path: Path
 ):
     """It used to train 0 steps, exit normally and re-save the first run's model."""
     output = tmp_path / "run"
-    _, state = adapt(tiny_llara_dir, adaptation_rows, output)
+    _, state = adapt(training_llara_dir, adaptation_rows, output)
     assert trained_steps(state) == [1, 2]
     final_weights = (output / "final" / "model.safetensors").read_bytes()
     with pytest.raises(StaleRunError, match=r"learning_rate: 0.005 → 0.001.*overwrite_output_dir: true"):
-        adapt(tiny_llara_dir, adaptation_rows, output, learning_rate=1e-3)
+        adapt(training_llara_dir, adaptation_rows, output, learning_rate=1e-3)
     assert (output / "final" / "model.safetensors").read_bytes() == final_weights  # the old run is intact
 
-    _, state = adapt(tiny_llara_dir, adaptation_rows, output, learning_rate=1e-3, overwrite_output_dir=True)
+    _, state = adapt(training_llara_dir, adaptation_rows, output, learning_rate=1e-3, overwrite_output_dir=True)
     assert trained_steps(state) == [1, 2]  # trained afresh
     assert RunFingerprint.load(output).settings["learning_rate"] == 1e-3
     assert (output / "final" / "model.safetensors").read_bytes() != final_weights
 
 
 def test_adaptation_resumes_its_own_run_and_skips_an_incomplete_checkpoint(
-    tiny_llara_dir: Path, adaptation_rows: Path, tmp_path: Path
+    training_llara_dir: Path, adaptation_rows: Path, tmp_path: Path
 ):
     output = tmp_path / "run"
-    adapt(tiny_llara_dir, adaptation_rows, output, save_total_limit=None)
+    adapt(training_llara_dir, adaptation_rows, output, save_total_limit=None)
     (output / "checkpoint-2" / "optimizer.pt").unlink()  # killed while saving
-    _, state = adapt(tiny_llara_dir, adaptation_rows, output, logging_steps=2)  # logging is not a new run
+    _, state = adapt(training_llara_dir, adaptation_rows, output, logging_steps=2)  # logging is not a new run
     assert trained_steps(state)[-1] == 2
     assert (output / "checkpoint-2.incomplete").is_dir()
     assert sorted(path.name for path in output.glob("checkpoint-*")) == [
@@ -113,15 +113,17 @@ def test_adaptation_resumes_its_own_run_and_skips_an_incomplete_checkpoint(
 
 
 def test_adaptation_latest_on_an_empty_output_dir_starts_from_scratch(
-    tiny_llara_dir: Path, adaptation_rows: Path, tmp_path: Path
+    training_llara_dir: Path, adaptation_rows: Path, tmp_path: Path
 ):
-    _, state = adapt(tiny_llara_dir, adaptation_rows, tmp_path / "new", resume_from_checkpoint="latest")
+    _, state = adapt(training_llara_dir, adaptation_rows, tmp_path / "new", resume_from_checkpoint="latest")
     assert trained_steps(state) == [1, 2]
 
 
-def test_a_diverging_adaptation_stops_and_saves_nothing(tiny_llara_dir: Path, adaptation_rows: Path, tmp_path: Path):
+def test_a_diverging_adaptation_stops_and_saves_nothing(
+    training_llara_dir: Path, adaptation_rows: Path, tmp_path: Path
+):
     with pytest.raises(TrainingDivergedError, match="training diverged at step"):
-        adapt(tiny_llara_dir, adaptation_rows, tmp_path / "run", learning_rate=1e12, save_strategy="no")
+        adapt(training_llara_dir, adaptation_rows, tmp_path / "run", learning_rate=1e12, save_strategy="no")
     assert not (tmp_path / "run" / "final").exists()
 
 
@@ -129,40 +131,42 @@ def test_a_diverging_adaptation_stops_and_saves_nothing(tiny_llara_dir: Path, ad
 
 
 def test_finetuning_latest_never_brings_back_another_runs_weights(
-    tiny_llara_dir: Path, contrastive_rows: Dataset, tmp_path: Path, finetune_args
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path: Path, finetune_args
 ):
     """Old checkpoints used to survive a new run, and `latest` resumed their weights under the new config."""
     output = tmp_path / "run"
-    run_finetuning(finetune_args(tiny_llara_dir, output), train_dataset=contrastive_rows)
+    run_finetuning(finetune_args(training_llara_dir, output), train_dataset=contrastive_rows)
     with pytest.raises(StaleRunError, match="seed: 42 → 3"):
         run_finetuning(
-            finetune_args(tiny_llara_dir, output, seed=3, resume_from_checkpoint="latest"),
+            finetune_args(training_llara_dir, output, seed=3, resume_from_checkpoint="latest"),
             train_dataset=contrastive_rows,
         )
     other_rows = contrastive_rows.select(range(len(contrastive_rows) - 1, -1, -1))
     with pytest.raises(StaleRunError, match="train_dataset"):
-        run_finetuning(finetune_args(tiny_llara_dir, output, resume_from_checkpoint="latest"), train_dataset=other_rows)
+        run_finetuning(
+            finetune_args(training_llara_dir, output, resume_from_checkpoint="latest"), train_dataset=other_rows
+        )
     run_finetuning(
-        finetune_args(tiny_llara_dir, output, seed=3, overwrite_output_dir=True), train_dataset=contrastive_rows
+        finetune_args(training_llara_dir, output, seed=3, overwrite_output_dir=True), train_dataset=contrastive_rows
     )
     assert json.loads((output / "metrics.json").read_text())["config"]["seed"] == 3
     assert RunFingerprint.load(output).settings["seed"] == 3
 
 
 def test_finetuning_refuses_rows_with_an_empty_text(
-    tiny_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args
 ):
     rows = contrastive_rows.map(
         lambda row, index: {"negative_1": "" if index == 2 else row["negative_1"]}, with_indices=True
     )
     with pytest.raises(InvalidTrainingRowsError, match="row 3: 'negative_1'"):
-        run_finetuning(finetune_args(tiny_llara_dir, tmp_path / "run"), train_dataset=rows)
+        run_finetuning(finetune_args(training_llara_dir, tmp_path / "run"), train_dataset=rows)
     assert not list((tmp_path / "run").glob("checkpoint-*"))
 
 
 @pytest.mark.parametrize("main_process", [True, False], ids=["main process", "other process"])
 def test_a_collapsed_finetuned_model_is_not_saved(
-    tiny_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args, monkeypatch, main_process: bool
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args, monkeypatch, main_process: bool
 ):
     """lr 1e3 used to save a model that embeds every text as zeros. A process other than the main one (simulated)
     catches it too: the probe is a collective forward under ZeRO-3, so every process must run it."""
@@ -171,7 +175,7 @@ def test_a_collapsed_finetuned_model_is_not_saved(
     output = tmp_path / "run"
     with pytest.raises(DegenerateEmbeddingsError, match="collapsed"):
         run_finetuning(
-            finetune_args(tiny_llara_dir, output, learning_rate=1e3, max_steps=4, save_strategy="no"),
+            finetune_args(training_llara_dir, output, learning_rate=1e3, max_steps=4, save_strategy="no"),
             train_dataset=contrastive_rows,
         )
     assert not (output / "final").exists()
@@ -197,7 +201,7 @@ def test_adaptation_with_lora_trains_the_model_it_is_given_not_an_earlier_runs_b
 
 
 def test_adaptation_overwrite_never_deletes_a_folder_it_did_not_write(
-    tiny_llara_dir: Path, adaptation_rows: Path, tmp_path: Path
+    training_llara_dir: Path, adaptation_rows: Path, tmp_path: Path
 ):
     """Issue 16.3: overwrite_output_dir deleted the user's folder that final_model_dir named inside output_dir."""
     output = tmp_path / "run"
@@ -205,19 +209,21 @@ def test_adaptation_overwrite_never_deletes_a_folder_it_did_not_write(
     mine.mkdir(parents=True)
     (mine / "notes.txt").write_text("mine")
     with pytest.raises(FolderNotOursError, match="my-model"):
-        adapt(tiny_llara_dir, adaptation_rows, output, final_model_dir=str(mine), overwrite_output_dir=True)
+        adapt(training_llara_dir, adaptation_rows, output, final_model_dir=str(mine), overwrite_output_dir=True)
     assert (mine / "notes.txt").read_text() == "mine"
     assert not list(output.glob("checkpoint-*"))  # refused before training
 
 
 def test_finetuning_overwrite_never_deletes_a_folder_it_did_not_write(
-    tiny_llara_dir: Path, contrastive_rows: Dataset, tmp_path: Path, finetune_args
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path: Path, finetune_args
 ):
     output = tmp_path / "run"
     (output / "final").mkdir(parents=True)
     (output / "final" / "notes.txt").write_text("mine")
     with pytest.raises(FolderNotOursError, match="final"):
-        run_finetuning(finetune_args(tiny_llara_dir, output, overwrite_output_dir=True), train_dataset=contrastive_rows)
+        run_finetuning(
+            finetune_args(training_llara_dir, output, overwrite_output_dir=True), train_dataset=contrastive_rows
+        )
     assert (output / "final" / "notes.txt").read_text() == "mine"
 
 
@@ -227,7 +233,7 @@ class Killed(BaseException):
 
 @pytest.mark.parametrize("workflow", ["adaptation", "finetuning"])
 def test_a_final_save_killed_half_way_leaves_no_final_model(
-    workflow, tiny_llara_dir, adaptation_rows, contrastive_rows, tmp_path, finetune_args, monkeypatch
+    workflow, training_llara_dir, adaptation_rows, contrastive_rows, tmp_path, finetune_args, monkeypatch
 ):
     """Issue 16.5: killed after the weights and tokenizer were written and before modules.json, the final folder
     loaded through llara_st.load as an "authors' checkpoint" with other max lengths."""
@@ -239,22 +245,24 @@ def test_a_final_save_killed_half_way_leaves_no_final_model(
     output = tmp_path / "run"
     with pytest.raises(Killed):
         if workflow == "adaptation":
-            adapt(tiny_llara_dir, adaptation_rows, output, save_strategy="no")
+            adapt(training_llara_dir, adaptation_rows, output, save_strategy="no")
         else:
-            run_finetuning(finetune_args(tiny_llara_dir, output, save_strategy="no"), train_dataset=contrastive_rows)
+            run_finetuning(
+                finetune_args(training_llara_dir, output, save_strategy="no"), train_dataset=contrastive_rows
+            )
     assert not (output / "final").exists()
     with pytest.raises(FileNotFoundError):
         llara_st.load(output / "final")
 
 
 def test_a_collapsed_runs_checkpoints_are_marked_and_refused(
-    tiny_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args
+    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args
 ):
     """Issue 16.9: the checkpoints of a collapsed run stayed on disk and loaded with all-zero embeddings."""
     output = tmp_path / "run"
     with pytest.raises(DegenerateEmbeddingsError, match="collapsed"):
         run_finetuning(
-            finetune_args(tiny_llara_dir, output, learning_rate=1e3, max_steps=4, save_steps=2),
+            finetune_args(training_llara_dir, output, learning_rate=1e3, max_steps=4, save_steps=2),
             train_dataset=contrastive_rows,
         )
     checkpoints = sorted(output.glob("checkpoint-*"))
@@ -270,12 +278,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def two_processes(tiny_llara_dir: Path, tmp_path_factory) -> dict:
+def two_processes(training_llara_dir: Path, tmp_path_factory) -> dict:
     """Each process's results of :func:`two_process_scenarios`, run once by ``torchrun --nproc_per_node 2`` on the
     CPU (gloo), this worktree's package first on the path."""
     root = tmp_path_factory.mktemp("two_processes")
     config = root / "config.json"
-    config.write_text(json.dumps({"model": str(tiny_llara_dir), "root": str(root)}))
+    config.write_text(json.dumps({"model": str(training_llara_dir), "root": str(root)}))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__]

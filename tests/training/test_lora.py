@@ -32,20 +32,20 @@ def test_lora_trains_only_the_adapter_and_prompt_rows_in_float32(reference_llara
         merge_lora_adapter(llara_st.load(reference_llara_dir, device="cpu"))
 
 
-def test_without_train_prompt_tokens_the_embeddings_stay_frozen(tiny_llara) -> None:
+def test_without_train_prompt_tokens_the_embeddings_stay_frozen(training_llara) -> None:
     # LoRA on linear layers never reaches the <sK> rows: only train_prompt_tokens makes them trainable.
-    add_lora_adapter(tiny_llara, r=4, train_prompt_tokens=False)
-    trainable = [name for name, parameter in tiny_llara.named_parameters() if parameter.requires_grad]
+    add_lora_adapter(training_llara, r=4, train_prompt_tokens=False)
+    trainable = [name for name, parameter in training_llara.named_parameters() if parameter.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
 
 
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-def test_all_linear_adapts_the_modules_of_the_hand_list_with_the_same_weights(tiny_llara_dir: Path, tied) -> None:
+def test_all_linear_adapts_the_modules_of_the_hand_list_with_the_same_weights(training_llara_dir: Path, tied) -> None:
     """peft's ``all-linear`` (the default) against the hand-written list it replaced, on a tiny Llama with an untied
     and a tied output head (SmolLM2 ties it): the same layers, and the same initial adapter for one seed."""
     adapters = {}
     for targets in (list(LLAMA_PROJECTIONS), "all-linear", ["all-linear"]):
-        model = llara_st.load(tiny_llara_dir, device="cpu")
+        model = llara_st.load(training_llara_dir, device="cpu")
         causal_lm = model[0].causal_lm
         if tied:
             causal_lm.lm_head.weight = causal_lm.get_input_embeddings().weight
@@ -74,8 +74,8 @@ def test_all_linear_adapts_the_modules_of_the_hand_list_with_the_same_weights(ti
         ("both", {"final": "merged", "final-adapter": "adapter"}),
     ],
 )
-def test_lora_save_writes_the_folders_it_names(tiny_llara_dir: Path, tmp_path: Path, lora_save, folders) -> None:
-    model = llara_st.load(tiny_llara_dir, device="cpu")
+def test_lora_save_writes_the_folders_it_names(training_llara_dir: Path, tmp_path: Path, lora_save, folders) -> None:
+    model = llara_st.load(training_llara_dir, device="cpu")
     add_lora_adapter(model, r=4)
     final = tmp_path / "final"
     assert save_lora_model(model, final, lora_save) == final
