@@ -16,14 +16,13 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
-import json
 import re
 from pathlib import Path
 
 import pytest
 from _pytest.doctest import DoctestItem
 
-from tests.conftest import build_scratch_tokenizer, build_tiny_llama
+from tests.conftest import build_tiny_llama, build_tokenizer, write_beir_folder
 
 ROOT = Path(__file__).resolve().parent
 PACKAGE = ROOT / "llara_st"
@@ -77,30 +76,16 @@ QUERIES = {
 QRELS = {"q1": "d1", "q2": "d2", "q3": "d5"}
 
 
-def build_beir_folder(out: Path) -> Path:
-    """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/{train,dev,test}.tsv) over :data:`DOCUMENTS`."""
-    (out / "qrels").mkdir(parents=True)
-    with (out / "corpus.jsonl").open("w", encoding="utf8") as handle:
-        for doc_id, (title, text) in DOCUMENTS.items():
-            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
-    with (out / "queries.jsonl").open("w", encoding="utf8") as handle:
-        for query_id, text in QUERIES.items():
-            handle.write(json.dumps({"_id": query_id, "text": text}) + "\n")
-    for split in ("train", "dev", "test"):
-        lines = ["query-id\tcorpus-id\tscore", *(f"{q}\t{d}\t1" for q, d in QRELS.items())]
-        (out / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    return out
-
-
 @pytest.fixture(scope="session")
 def _doctest_paths(tmp_path_factory) -> dict[str, str]:
     import llara_st
 
-    tokenizer = build_scratch_tokenizer(tmp_path_factory.mktemp("doctest_tokenizer"))
+    tokenizer = build_tokenizer(tmp_path_factory.mktemp("doctest_tokenizer"))
     causal_lm = build_tiny_llama(tmp_path_factory.mktemp("doctest_causal_lm"), tokenizer)
     llara = tmp_path_factory.mktemp("doctest_llara") / "llara"
     loaded = llara_st.convert(str(causal_lm), llara)
-    beir = build_beir_folder(tmp_path_factory.mktemp("doctest_beir") / "scifact")
+    qrels = {split: [(query, doc, 1) for query, doc in QRELS.items()] for split in ("train", "dev", "test")}
+    beir = write_beir_folder(tmp_path_factory.mktemp("doctest_beir") / "scifact", DOCUMENTS, QUERIES, qrels)
     return {"causal_lm_path": str(causal_lm), "llara_path": str(llara), "beir_path": str(beir), "_model": loaded}
 
 

@@ -1,18 +1,24 @@
-"""Shared fixtures: tiny models built here, the authors' reference outputs read from ../shared/fixtures."""
+"""Shared fixtures: the authors' reference outputs read from ../shared/fixtures, and the one set of tiny models and
+BEIR folders built here (no download): :func:`build_tokenizer`, :func:`build_tiny_llama`, the session's converted
+LLaRA models (:func:`convert_once`) and :func:`write_beir_folder`. The repository-root conftest.py builds the
+docstring examples' model and BEIR folder with the same functions."""
 
 from __future__ import annotations
 
 import copy
 import json
 import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 import torch
+from sentence_transformers import SentenceTransformer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import llara_st
+from llara_st.prompts import PASSAGE_SUFFIX, PREFIX, QUERY_SUFFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -55,11 +61,11 @@ def reference(fixture_dir: Path) -> dict:
 def plain_tokenizer_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
     """The fixture's Llama-2 tokenizer without ``<s1>``…``<s16>``, as a stock Llama-2 tokenizer is.
 
-    Without ../shared: the Llama-2-style tokenizer built here (:func:`build_scratch_tokenizer`), so that the tests
-    that only need a tokenizer of that kind still run; the ones that compare with the authors' outputs skip.
+    Without ../shared: the Llama-2-style tokenizer built here (:func:`build_tokenizer`), so that the tests that
+    only need a tokenizer of that kind still run; the ones that compare with the authors' outputs skip.
     """
     if not FIXTURE_DIR.is_dir():
-        return request.getfixturevalue("llama2_like_tokenizer_dir")
+        return request.getfixturevalue("tokenizer_dir")
     fixture_dir = FIXTURE_DIR
     out = tmp_path_factory.mktemp("plain_tokenizer")
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
@@ -80,104 +86,50 @@ def plain_tokenizer_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Pat
     return out
 
 
-def build_tiny_llama(
-    out: Path,
-    tokenizer_dir: Path,
-    *,
-    seed: int = 0,
-    initializer_range: float = 0.02,
-    rope_theta: float = 10000.0,
-    tie_word_embeddings: bool = False,
-) -> Path:
-    """A random 2-layer, 64-wide Llama with the given tokenizer, saved as a Hugging Face folder."""
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        initializer_range=initializer_range,
-        rope_theta=rope_theta,
-        tie_word_embeddings=tie_word_embeddings,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(plain_tokenizer_dir: Path, tmp_path_factory) -> Path:
-    """A random tiny causal LM whose tokenizer lacks the prompt tokens (what users convert)."""
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), plain_tokenizer_dir)
-
-
-@pytest.fixture(scope="session")
-def sharp_llama_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
-    """A tiny Llama with peaked attention (large weights, small rope theta): mask and position bugs show.
-
-    Its tokenizer is the fixture model's, or without ../shared the scratch one built here."""
-    tokenizer_dir = (
-        FIXTURE_DIR / "model" if FIXTURE_DIR.is_dir() else request.getfixturevalue("llama2_like_tokenizer_dir")
-    )
-    return build_tiny_llama(
-        tmp_path_factory.mktemp("sharp_llama"), tokenizer_dir, seed=3, initializer_range=0.7, rope_theta=100.0
-    )
-
-
-@pytest.fixture(scope="session")
-def _reference_llara(request: pytest.FixtureRequest, tmp_path_factory):
-    # Without ../shared, tiny_llama_dir (then a Llama-2-style model built here) stands in: the tests that use this
-    # model as a tiny LLaRA model still run; those comparing with the authors' outputs skip through `reference`.
-    source = FIXTURE_DIR / "model" if FIXTURE_DIR.is_dir() else request.getfixturevalue("tiny_llama_dir")
-    out = tmp_path_factory.mktemp("reference_llara") / "llara"
-    llara_st.convert(str(source), out)
-    return out, llara_st.load(out, device="cpu")
-
-
-@pytest.fixture(scope="session")
-def reference_llara_dir(_reference_llara) -> Path:
-    """The fixture model (without ../shared: the stand-in) converted with ``llara_st.convert``."""
-    return _reference_llara[0]
-
-
-@pytest.fixture
-def reference_llara(_reference_llara):
-    """The converted fixture model (without ../shared: the stand-in), a fresh copy per test (float32, CPU)."""
-    return copy.deepcopy(_reference_llara[1])
-
-
 # ------------------------------------------------------------------ built from scratch: no ../shared needed
 
-SCRATCH_TOKENIZER_TEXTS = [
+SENTENCES = [
     "The tides rise and fall with the pull of the Moon and the Sun on the oceans.",
     "Honeybees dance on the comb to show the others where the flowers are.",
     "what causes the tides? how do bees find food? which volcano erupted last?",
     "A retriever embeds queries and documents; relevant documents score high, the others low.",
 ]
+# The sentences alone and inside the LLaRA templates: whole words become single tokens and the templates take about
+# as many tokens as with Llama-2's tokenizer.
+TOKENIZER_TEXTS = [
+    *SENTENCES,
+    *(PREFIX + text + suffix for text in SENTENCES for suffix in (PASSAGE_SUFFIX, QUERY_SUFFIX)),
+]
 
 
-def build_scratch_tokenizer(out: Path, vocab_size: int = 400, texts: list[str] | None = None) -> Path:
-    """A Llama-2-style tokenizer trained on a few sentences, saved as a Hugging Face folder.
+def build_tokenizer(
+    out: Path, *, texts: Sequence[str] | None = None, vocab_size: int = 1000, byte_level: bool = False
+) -> Path:
+    """A BPE tokenizer trained on ``texts`` (by default :data:`TOKENIZER_TEXTS`), saved as a
+    Hugging Face folder.
 
-    Like Llama-2's: BPE over "▁"-marked words with a "▁" in front of the text, byte fallback (any text encodes),
-    ``<unk>``, ``<s>``, ``</s>``, and BOS added in front. So token counts behave as the authors' tokenizer's do.
+    By default Llama-2-style: BPE over "▁"-marked words with a "▁" in front of the text, byte fallback (any text
+    encodes), ``<unk>``, ``<s>``, ``</s>``, and BOS added in front, so token counts behave as the authors'
+    tokenizer's do. ``byte_level=True``: GPT-2-style instead (byte-level BPE, one ``<|endoftext|>`` token as EOS,
+    no BOS), as SmolLM2's.
     """
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    texts = list(texts) if texts is not None else TOKENIZER_TEXTS
+    if byte_level:
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        specials, alphabet = ["<|endoftext|>"], pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+        specials, alphabet = ["<unk>", "<s>", "</s>"], [chr(code) for code in range(33, 127)]
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=[chr(code) for code in range(33, 127)],
-        show_progress=False,
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
     )
-    tokenizer.train_from_iterator(texts or SCRATCH_TOKENIZER_TEXTS, trainer)
+    tokenizer.train_from_iterator(texts, trainer)
+    if byte_level:
+        tokenizer.decoder = decoders.ByteLevel()
+        PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>").save_pretrained(out)
+        return out
     # Byte tokens <0x00>…<0xFF> as ordinary vocabulary (as in Llama-2) for characters outside the alphabet.
     spec = json.loads(tokenizer.to_str())
     for byte in range(256):
@@ -197,43 +149,136 @@ def build_scratch_tokenizer(out: Path, vocab_size: int = 400, texts: list[str] |
 
 
 @pytest.fixture(scope="session")
-def scratch_tokenizer_dir(tmp_path_factory) -> Path:
-    """A tiny Llama-2-style tokenizer built here (see :func:`build_scratch_tokenizer`)."""
-    return build_scratch_tokenizer(tmp_path_factory.mktemp("scratch_tokenizer"))
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """The Llama-2-style tokenizer built here (:func:`build_tokenizer`); without ../shared it also stands in for
+    the fixture's Llama-2 tokenizer."""
+    return build_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+def build_tiny_llama(
+    out: Path,
+    tokenizer_dir: Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    initializer_range: float = 0.02,
+    rope_theta: float = 10000.0,
+    max_position_embeddings: int = 512,
+    tie_word_embeddings: bool = False,
+) -> Path:
+    """A random tiny Llama (by default 2 layers, 64 wide, 4 heads, untied head) over the tokenizer of
+    ``tokenizer_dir`` (its vocabulary sets the embedding size), saved with it as a Hugging Face folder."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=max_position_embeddings,
+        initializer_range=initializer_range,
+        rope_theta=rope_theta,
+        tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 @pytest.fixture(scope="session")
-def llama2_like_tokenizer_dir(tmp_path_factory) -> Path:
-    """Without ../shared, the stand-in for the fixture's Llama-2 tokenizer: trained also on the LLaRA templates and
-    everyday English, so that whole words are single tokens and the templates take about as many tokens as there."""
-    from llara_st.prompts import PASSAGE_SUFFIX, PREFIX, QUERY_SUFFIX
-
-    texts = [
-        *SCRATCH_TOKENIZER_TEXTS,
-        *(PREFIX + text + suffix for text in SCRATCH_TOKENIZER_TEXTS for suffix in (PASSAGE_SUFFIX, QUERY_SUFFIX)),
-    ]
-    return build_scratch_tokenizer(tmp_path_factory.mktemp("llama2_like_tokenizer"), vocab_size=1000, texts=texts)
+def tiny_llama_dir(plain_tokenizer_dir: Path, tmp_path_factory) -> Path:
+    """The tests' tiny causal LM (:func:`build_tiny_llama`), its tokenizer without the prompt tokens: what users
+    convert. With ../shared its tokenizer is Llama-2's; without, the one built here."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), plain_tokenizer_dir)
 
 
 @pytest.fixture(scope="session")
-def scratch_causal_lm_dir(scratch_tokenizer_dir: Path, tmp_path_factory) -> Path:
-    """A random 2-layer, 64-wide Llama over the scratch tokenizer: what a user converts, without ../shared."""
-    return build_tiny_llama(tmp_path_factory.mktemp("scratch_causal_lm"), scratch_tokenizer_dir)
+def sharp_llama_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
+    """A tiny Llama with peaked attention (large weights, small rope theta): mask and position bugs show.
+
+    Its tokenizer is the fixture model's, or without ../shared the one built here."""
+    tokenizer_dir = FIXTURE_DIR / "model" if FIXTURE_DIR.is_dir() else request.getfixturevalue("tokenizer_dir")
+    return build_tiny_llama(
+        tmp_path_factory.mktemp("sharp_llama"), tokenizer_dir, seed=3, initializer_range=0.7, rope_theta=100.0
+    )
 
 
 @pytest.fixture(scope="session")
-def _scratch_llara(scratch_causal_lm_dir: Path, tmp_path_factory):
-    out = tmp_path_factory.mktemp("scratch_llara") / "llara"
-    return out, llara_st.convert(str(scratch_causal_lm_dir), out)
+def convert_once(tmp_path_factory) -> Callable[..., tuple[Path, SentenceTransformer]]:
+    """``llara_st.convert`` of a causal-LM folder, done once per session for each folder and settings.
+
+    Returns ``convert(source, **settings) -> (llara_folder, model)``; the model is that folder loaded (float32,
+    CPU) and shared by every test: a test that changes it takes a ``copy.deepcopy``.
+    """
+    converted: dict[tuple, tuple[Path, SentenceTransformer]] = {}
+
+    def convert(source: Path, **settings) -> tuple[Path, SentenceTransformer]:
+        key = (str(source), tuple(sorted(settings.items())))
+        if key not in converted:
+            out = tmp_path_factory.mktemp(f"{Path(source).name}_llara") / "llara"
+            llara_st.convert(str(source), out, **settings)
+            converted[key] = (out, llara_st.load(out, device="cpu"))
+        return converted[key]
+
+    return convert
 
 
 @pytest.fixture(scope="session")
-def scratch_llara_dir(_scratch_llara) -> Path:
-    """The scratch causal LM converted to a LLaRA sentence-transformers folder (prompt tokens added)."""
-    return _scratch_llara[0]
+def tiny_llara_dir(tiny_llama_dir: Path, convert_once) -> Path:
+    """The tiny causal LM converted to a LLaRA sentence-transformers folder (prompt tokens added)."""
+    return convert_once(tiny_llama_dir)[0]
 
 
 @pytest.fixture
-def scratch_llara(_scratch_llara):
-    """The converted scratch model, a fresh copy per test (float32, CPU)."""
-    return copy.deepcopy(_scratch_llara[1])
+def tiny_llara(tiny_llama_dir: Path, convert_once) -> SentenceTransformer:
+    """The converted tiny model, a fresh copy per test (float32, CPU)."""
+    return copy.deepcopy(convert_once(tiny_llama_dir)[1])
+
+
+def _reference_source(request: pytest.FixtureRequest) -> Path:
+    # Without ../shared, tiny_llama_dir stands in: the tests that use this model as a tiny LLaRA model still run;
+    # those comparing with the authors' outputs skip through `reference`.
+    return FIXTURE_DIR / "model" if FIXTURE_DIR.is_dir() else request.getfixturevalue("tiny_llama_dir")
+
+
+@pytest.fixture(scope="session")
+def reference_llara_dir(request: pytest.FixtureRequest, convert_once) -> Path:
+    """The fixture model (without ../shared: the tiny model) converted with ``llara_st.convert``."""
+    return convert_once(_reference_source(request))[0]
+
+
+@pytest.fixture
+def reference_llara(request: pytest.FixtureRequest, convert_once) -> SentenceTransformer:
+    """The converted fixture model (without ../shared: the tiny model), a fresh copy per test (float32, CPU)."""
+    return copy.deepcopy(convert_once(_reference_source(request))[1])
+
+
+# ---------------------------------------------------------------------------------------------- BEIR folders
+
+
+def write_beir_folder(
+    folder: Path,
+    corpus: Mapping[str, str | tuple[str, str]],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Sequence[tuple[str, str, int]]],
+) -> Path:
+    """Write a BEIR folder: corpus.jsonl (``{id: text}`` or ``{id: (title, text)}``), queries.jsonl and
+    qrels/{split}.tsv (``{split: [(query_id, doc_id, score), ...]}``)."""
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with (folder / "corpus.jsonl").open("w", encoding="utf8") as handle:
+        for doc_id, value in corpus.items():
+            title, text = value if isinstance(value, tuple) else ("", value)
+            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
+    with (folder / "queries.jsonl").open("w", encoding="utf8") as handle:
+        for query_id, text in queries.items():
+            handle.write(json.dumps({"_id": query_id, "text": text, "metadata": {}}) + "\n")
+    for split, rows in qrels.items():
+        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in rows]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf8")
+    return folder

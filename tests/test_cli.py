@@ -69,26 +69,26 @@ def test_debug_shows_the_traceback(tmp_path):
         main(["convert", "--debug", str(tmp_path / "nonexistent"), str(tmp_path / "out")])
 
 
-def test_convert_refuses_a_non_empty_output_folder_unless_overwrite(scratch_causal_lm_dir, tmp_path, capsys):
+def test_convert_refuses_a_non_empty_output_folder_unless_overwrite(tiny_llama_dir, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    assert main(["convert", str(scratch_causal_lm_dir), str(out)]) == 1
+    assert main(["convert", str(tiny_llama_dir), str(out)]) == 1
     (line,) = _error_lines(capsys)
     assert "output folder" in line and "is not empty" in line and "--overwrite" in line
     # --overwrite replaces model folders only, never an arbitrary folder of the user's.
-    assert main(["convert", str(scratch_causal_lm_dir), str(out), "--overwrite"]) == 1
+    assert main(["convert", str(tiny_llama_dir), str(out), "--overwrite"]) == 1
     (line,) = _error_lines(capsys)
     assert "not a sentence-transformers folder (no modules.json)" in line
     assert (out / "notes.txt").read_text() == "keep me"
 
     model_dir = tmp_path / "model"
-    assert main(["convert", str(scratch_causal_lm_dir), str(model_dir), "--query-max-length", "100"]) == 0
+    assert main(["convert", str(tiny_llama_dir), str(model_dir), "--query-max-length", "100"]) == 0
     stale = model_dir / "stale.txt"
     stale.write_text("from an earlier conversion")
-    assert main(["convert", str(scratch_causal_lm_dir), str(model_dir)]) == 1
+    assert main(["convert", str(tiny_llama_dir), str(model_dir)]) == 1
     assert stale.exists()
-    assert main(["convert", str(scratch_causal_lm_dir), str(model_dir), "--overwrite"]) == 0
+    assert main(["convert", str(tiny_llama_dir), str(model_dir), "--overwrite"]) == 0
     assert not stale.exists()  # replaced as a whole, not written over
     config = json.loads((model_dir / "sentence_bert_config.json").read_text())
     assert config["query_max_length"] != 100
@@ -180,29 +180,29 @@ def test_workflows_log_their_own_progress_without_v(plugin_cli, capsys):
 
 
 def test_convert_overwrite_into_the_working_directory_leaves_it_as_it_was(
-    scratch_causal_lm_dir, tmp_path, monkeypatch, capsys
+    tiny_llama_dir, tmp_path, monkeypatch, capsys
 ):
     """Issue 16.2: `llara-st convert SRC . --overwrite` emptied the folder (model, notes, sub-folders), then failed
     with `[Errno 22] Invalid argument: '.'`, leaving nothing."""
     here = tmp_path / "work"
-    assert main(["convert", str(scratch_causal_lm_dir), str(here)]) == 0
+    assert main(["convert", str(tiny_llama_dir), str(here)]) == 0
     (here / "notes.txt").write_text("my notes")
     (here / "experiments").mkdir()
     (here / "experiments" / "run.yaml").write_text("seed: 1\n")
     before = sorted(path.relative_to(here).as_posix() for path in here.rglob("*"))
     monkeypatch.chdir(here)
     capsys.readouterr()
-    assert main(["convert", str(scratch_causal_lm_dir), ".", "--overwrite"]) == 1
+    assert main(["convert", str(tiny_llama_dir), ".", "--overwrite"]) == 1
     (line,) = _error_lines(capsys)
     assert "working directory" in line
     assert sorted(path.relative_to(here).as_posix() for path in here.rglob("*")) == before
     assert (here / "notes.txt").read_text() == "my notes"
 
 
-def test_convert_overwrite_that_fails_leaves_the_old_model(scratch_causal_lm_dir, tmp_path, monkeypatch, capsys):
+def test_convert_overwrite_that_fails_leaves_the_old_model(tiny_llama_dir, tmp_path, monkeypatch, capsys):
     """Issue 16.2: a failed conversion leaves DST as it was, and no staging folder beside it."""
     model_dir = tmp_path / "model"
-    assert main(["convert", str(scratch_causal_lm_dir), str(model_dir)]) == 0
+    assert main(["convert", str(tiny_llama_dir), str(model_dir)]) == 0
     weights = (model_dir / "model.safetensors").read_bytes()
 
     def fail_after_writing(src, dst, **kwargs):
@@ -210,7 +210,7 @@ def test_convert_overwrite_that_fails_leaves_the_old_model(scratch_causal_lm_dir
         raise OSError("No space left on device")
 
     monkeypatch.setattr("llara_st.model.convert", fail_after_writing)
-    assert main(["convert", str(scratch_causal_lm_dir), str(model_dir), "--overwrite"]) == 1
+    assert main(["convert", str(tiny_llama_dir), str(model_dir), "--overwrite"]) == 1
     assert "No space left on device" in _error_lines(capsys)[-1]
     assert (model_dir / "model.safetensors").read_bytes() == weights
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
@@ -240,13 +240,13 @@ def test_malformed_yaml_is_one_line_naming_file_and_line(text, problem, tmp_path
         main(["adapt", str(config), "--debug"])
 
 
-def test_a_stale_run_is_one_line(scratch_llara_dir, tmp_path, capsys):
+def test_a_stale_run_is_one_line(tiny_llara_dir, tmp_path, capsys):
     """Issue 16.7: a stale run (StaleRunError) ended in a traceback; --debug still shows it."""
     output = tmp_path / "run"
     (output / "checkpoint-3").mkdir(parents=True)
     config = _write(
         tmp_path / "finetune.yaml",
-        f"model_name_or_path: {scratch_llara_dir}\noutput_dir: {output}\ntrain_data: {tmp_path / 'data'}\n",
+        f"model_name_or_path: {tiny_llara_dir}\noutput_dir: {output}\ntrain_data: {tmp_path / 'data'}\n",
     )
     assert main(["finetune", str(config)]) == 1
     (line,) = _error_lines(capsys)
@@ -280,12 +280,12 @@ def test_a_diverged_or_collapsed_run_is_one_line(kind, tmp_path, monkeypatch, ca
         main(["finetune", str(config), "--debug"])
 
 
-def test_a_symlink_loop_in_a_model_folder_is_one_line(scratch_llara_dir, tmp_path, capsys):
+def test_a_symlink_loop_in_a_model_folder_is_one_line(tiny_llara_dir, tmp_path, capsys):
     """Issue 16.7: a symlink loop in a folder ended in `RuntimeError: Symlink loop` (Python 3.11)."""
     import shutil
 
     model_dir = tmp_path / "model"
-    shutil.copytree(scratch_llara_dir, model_dir)
+    shutil.copytree(tiny_llara_dir, model_dir)
     (model_dir / "a").symlink_to(model_dir / "b")
     (model_dir / "b").symlink_to(model_dir / "a")
     out = tmp_path / "out"

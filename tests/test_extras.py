@@ -81,9 +81,9 @@ _CASES = {
 
 @pytest.mark.slow  # one fresh interpreter per extra
 @pytest.mark.parametrize("installed", list(_CASES))
-def test_each_extra_works_without_the_others(installed, scratch_llara_dir):
+def test_each_extra_works_without_the_others(installed, tiny_llara_dir):
     absent = sorted(module for extra, module in EXTRA_MODULES.items() if extra != installed)
-    script = _PRELUDE.format(absent=absent) + f"MODEL_DIR = {str(scratch_llara_dir)!r}\n"
+    script = _PRELUDE.format(absent=absent) + f"MODEL_DIR = {str(tiny_llara_dir)!r}\n"
     script += textwrap.dedent(_CASES[installed])
     script += f"\nfor name in {absent!r}:\n    assert sys.modules.get(name) is None, name + ' was imported'\n"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)

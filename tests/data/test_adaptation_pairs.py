@@ -24,6 +24,7 @@ from llara_st.data import (
     read_wikitext,
     wikitext_heading,
 )
+from tests.conftest import SENTENCES, build_tokenizer
 
 # A WikiText-2 excerpt in the raw file's own layout (leading and trailing space, CRLF, " @-@ " tokenisation,
 # headings "= = Title = ="), with the two formula lines of "Constant k filter" that wrap so as to look like
@@ -85,9 +86,11 @@ def heading_lines(wikitext_path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def llama_tokenizer(scratch_tokenizer_dir: Path):
-    """A Llama-2-style tokenizer built in the tests (tests/conftest.py); no ../shared needed."""
-    return AutoTokenizer.from_pretrained(scratch_tokenizer_dir)
+def llama_tokenizer(tmp_path_factory):
+    """A Llama-2-style tokenizer built in the tests (tests/conftest.py); no ../shared needed. Its 400 tokens over the
+    plain sentences split the long word below into as many chunks as the test counts."""
+    folder = tmp_path_factory.mktemp("llama_tokenizer")
+    return AutoTokenizer.from_pretrained(build_tokenizer(folder, texts=SENTENCES, vocab_size=400))
 
 
 # Words a byte-level BPE only ever sees after a space: it learns " retrieval" as one token but must spell
@@ -98,21 +101,12 @@ BPE_WORDS = (
 
 
 @pytest.fixture(scope="session")
-def byte_level_bpe_tokenizer():
+def byte_level_bpe_tokenizer(tmp_path_factory):
     """A GPT-2-style byte-level BPE tokenizer trained here on a few sentences (no download)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     rng = random.Random(0)
     sentences = ["so " + " ".join(rng.choice(BPE_WORDS) for _ in range(12)) for _ in range(200)]
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<|endoftext|>"]
-    )
-    backend.train_from_iterator(sentences, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+    folder = tmp_path_factory.mktemp("byte_level_bpe")
+    return AutoTokenizer.from_pretrained(build_tokenizer(folder, texts=sentences, vocab_size=400, byte_level=True))
 
 
 # ---------------------------------------------------------------------------------------------- WikiText

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -20,25 +19,12 @@ from llara_st.data.contrastive import (
     read_contrastive_jsonl,
     write_contrastive_jsonl,
 )
-
-
-def write_beir(folder: Path, corpus: dict, queries: dict, qrels: dict[str, list[tuple[str, str, int]]]) -> Path:
-    (folder / "qrels").mkdir(parents=True)
-    with open(folder / "corpus.jsonl", "w", encoding="utf8") as handle:
-        for doc_id, (title, text) in corpus.items():
-            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
-    with open(folder / "queries.jsonl", "w", encoding="utf8") as handle:
-        for query_id, text in queries.items():
-            handle.write(json.dumps({"_id": query_id, "text": text, "metadata": {}}) + "\n")
-    for split, rows in qrels.items():
-        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in rows]
-        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf8")
-    return folder
+from tests.conftest import write_beir_folder
 
 
 @pytest.fixture
 def small_beir(tmp_path: Path) -> Path:
-    return write_beir(
+    return write_beir_folder(
         tmp_path / "beir",
         corpus={
             "0123": ("Tides", "The Moon pulls the sea."),

@@ -99,7 +99,7 @@ def test_queries_without_relevant_documents_are_skipped_and_bad_settings_named()
 
 
 @pytest.mark.parametrize("use_faiss", [False, True])
-def test_dense_mining_ranks_by_the_llara_query_and_passage_embeddings(scratch_llara, use_faiss: bool) -> None:
+def test_dense_mining_ranks_by_the_llara_query_and_passage_embeddings(tiny_llara, use_faiss: bool) -> None:
     if use_faiss:
         pytest.importorskip("faiss")
     qrels = {"q": {"pos": 1}, "r": {"pos": 1, "second_pos": 1}}
@@ -107,7 +107,7 @@ def test_dense_mining_ranks_by_the_llara_query_and_passage_embeddings(scratch_ll
         CORPUS,
         QUERIES,
         qrels,
-        scratch_llara,
+        tiny_llara,
         num_negatives=4,
         range_min=1,
         range_max=5,
@@ -117,8 +117,8 @@ def test_dense_mining_ranks_by_the_llara_query_and_passage_embeddings(scratch_ll
     )
     # Independent ranking: query template for queries, passage template for the corpus, cosine.
     unique_docs = ["pos", "near", "pie", "moon", "orchard", "banana", "second_pos"]  # pos_copy is the same text
-    queries = scratch_llara.encode_query(list(QUERIES.values()), convert_to_tensor=True)
-    documents = scratch_llara.encode_document([CORPUS[d] for d in unique_docs], convert_to_tensor=True)
+    queries = tiny_llara.encode_query(list(QUERIES.values()), convert_to_tensor=True)
+    documents = tiny_llara.encode_document([CORPUS[d] for d in unique_docs], convert_to_tensor=True)
     scores = queries @ documents.T
     for row, query_id in enumerate(QUERIES):
         ranked = [unique_docs[i] for i in torch.argsort(scores[row], descending=True).tolist()]
@@ -190,13 +190,13 @@ def _two_process_worker(rank: int, store: str, model_dir: str, out: str) -> None
 
 
 @pytest.mark.slow
-def test_two_processes_mine_and_evaluate_once_and_agree(scratch_llara_dir, scratch_llara, tmp_path) -> None:
+def test_two_processes_mine_and_evaluate_once_and_agree(tiny_llara_dir, tiny_llara, tmp_path) -> None:
     """Issue 18 item 8 (data-parallel fine-tuning): mining and the dev evaluation ran in full on every process.
     Now rank 0 computes, a dense retriever's encoding shared by both processes; both get rank 0's result, which is
     one process's; an error on rank 0 reaches the other instead of leaving it waiting."""
     torch.multiprocessing.start_processes(
         _two_process_worker,
-        args=(str(tmp_path / "store"), str(scratch_llara_dir), str(tmp_path)),
+        args=(str(tmp_path / "store"), str(tiny_llara_dir), str(tmp_path)),
         nprocs=2,
         start_method="spawn",
     )
@@ -205,9 +205,9 @@ def test_two_processes_mine_and_evaluate_once_and_agree(scratch_llara_dir, scrat
     assert zero["encoded"] > 0 and one["encoded"] > 0  # rank 1 encoded its share of rank 0's texts
 
     counts = {"mined": 0}
-    assert zero["dense"] == one["dense"] == _mine(scratch_llara, counts)
+    assert zero["dense"] == one["dense"] == _mine(tiny_llara, counts)
     assert zero["bm25"] == one["bm25"] == _mine("bm25", counts)
-    alone = beir_ir_evaluator(CORPUS, QUERIES, TWO_PROCESS_QRELS, name="dev")(scratch_llara)
+    alone = beir_ir_evaluator(CORPUS, QUERIES, TWO_PROCESS_QRELS, name="dev")(tiny_llara)
     assert zero["metrics"] == one["metrics"]
     assert zero["metrics"] == pytest.approx(alone, abs=1e-6)
     assert zero["error"].startswith("ValueError: retriever must be")

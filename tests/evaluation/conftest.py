@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sentence_transformers import SentenceTransformer
 
+from tests.conftest import write_beir_folder
 from tests.evaluation.retrieval_helpers import (
     FIXED_DOC_VECTORS,
     FIXED_QRELS,
     FIXED_QUERY_VECTORS,
     static_embedding_model,
-    write_beir_folder,
 )
 
 

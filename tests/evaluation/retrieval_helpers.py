@@ -1,37 +1,13 @@
-"""Helpers for evaluation tests: BEIR folders, models with hand-set embeddings, independent retrieval metrics."""
+"""Helpers for evaluation tests: models with hand-set embeddings, independent retrieval metrics."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import StaticEmbedding
 from tokenizers import Tokenizer, models, pre_tokenizers
-
-
-def write_beir_folder(
-    folder: Path,
-    corpus: Mapping[str, str | tuple[str, str]],
-    queries: Mapping[str, str],
-    qrels: Mapping[str, Sequence[tuple[str, str, int]]],
-) -> Path:
-    """Write corpus.jsonl (``{id: text}`` or ``{id: (title, text)}``), queries.jsonl and qrels/{split}.tsv."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "corpus.jsonl").open("w", encoding="utf8") as handle:
-        for doc_id, value in corpus.items():
-            title, text = value if isinstance(value, tuple) else ("", value)
-            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
-    with (folder / "queries.jsonl").open("w", encoding="utf8") as handle:
-        for query_id, text in queries.items():
-            handle.write(json.dumps({"_id": query_id, "text": text, "metadata": {}}) + "\n")
-    (folder / "qrels").mkdir(exist_ok=True)
-    for split, rows in qrels.items():
-        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in rows]
-        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf8")
-    return folder
 
 
 def static_embedding_model(vectors: Mapping[str, Sequence[float]]) -> SentenceTransformer:

@@ -85,17 +85,17 @@ def test_evaluate_missing_model_is_one_line(fixed_beir_folder, tmp_path, capsys)
     assert "model.gguf is a file; give a model folder or a Hub id" in capsys.readouterr().err
 
 
-def test_evaluate_dtype_and_model_kwargs_reach_the_loader(scratch_llara_dir, fixed_beir_folder, tmp_path, capsys):
+def test_evaluate_dtype_and_model_kwargs_reach_the_loader(tiny_llara_dir, fixed_beir_folder, tmp_path, capsys):
     """--dtype bfloat16 loads the backbone in bf16: the results land under the bf16 weights' fingerprint."""
     import llara_st
 
     out = tmp_path / "out"
-    argv = ["evaluate", str(scratch_llara_dir), "--beir", str(fixed_beir_folder), "--output", str(out)]
+    argv = ["evaluate", str(tiny_llara_dir), "--beir", str(fixed_beir_folder), "--output", str(out)]
     assert (
         main([*argv, "--no-progress", "--dtype", "bfloat16", "--model-kwargs", '{"attn_implementation": "sdpa"}']) == 0
     )
-    bf16 = llara_st.load(scratch_llara_dir, model_kwargs={"dtype": "bfloat16"})
-    fp32 = llara_st.load(scratch_llara_dir)
+    bf16 = llara_st.load(tiny_llara_dir, model_kwargs={"dtype": "bfloat16"})
+    fp32 = llara_st.load(tiny_llara_dir)
     assert model_fingerprint(bf16) != model_fingerprint(fp32)
     assert (out / "results" / "local__llara" / model_fingerprint(bf16) / "fixed.json").is_file()
     # Backbone options reach from_pretrained: transformers names an unknown attention implementation.
@@ -174,14 +174,12 @@ def test_evaluate_checks_the_beir_data_before_loading_the_model(
     assert message in err
 
 
-def test_evaluate_a_model_folder_with_a_symlink_loop_is_one_line(
-    scratch_llara_dir, fixed_beir_folder, tmp_path, capsys
-):
+def test_evaluate_a_model_folder_with_a_symlink_loop_is_one_line(tiny_llara_dir, fixed_beir_folder, tmp_path, capsys):
     """Issue 16.7: a symlink loop in the model folder ended in `RuntimeError: Symlink loop from ...`."""
     import shutil
 
     model_dir = tmp_path / "model"
-    shutil.copytree(scratch_llara_dir, model_dir)
+    shutil.copytree(tiny_llara_dir, model_dir)
     (model_dir / "loop").symlink_to(model_dir / "loop")
     assert main(["evaluate", str(model_dir), "--beir", str(fixed_beir_folder), "--no-progress"]) == 1
     err = capsys.readouterr().err

@@ -14,7 +14,6 @@ from conftest import DOCUMENTS  # noqa: E402  (the root conftest's five document
 from llara_st.cli import main  # noqa: E402
 from llara_st.data import read_documents  # noqa: E402
 from llara_st.evaluation import DocumentIndex, ModelMismatchError  # noqa: E402
-from tests.conftest import build_tiny_llama  # noqa: E402
 
 WORDS = "moon tide ocean bee flower river rain volcano magma crust comb dance water field hill retriever".split()
 
@@ -24,25 +23,6 @@ def _write_texts(folder: Path, texts: dict[str, str]) -> Path:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text + "\n", encoding="utf8")
     return folder
-
-
-@pytest.fixture(scope="module")
-def search_causal_lm_dir(llama2_like_tokenizer_dir: Path, tmp_path_factory) -> Path:
-    """A random tiny Llama whose tokenizer holds whole English words: on it (seeded) a query identical to one of
-    the five documents finds that document first, which the scratch tokenizer's model does not always do."""
-    return build_tiny_llama(tmp_path_factory.mktemp("search_causal_lm"), llama2_like_tokenizer_dir)
-
-
-@pytest.fixture(scope="module")
-def search_llara_dir(search_causal_lm_dir: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("search_llara") / "llara"
-    llara_st.convert(str(search_causal_lm_dir), out)
-    return out
-
-
-@pytest.fixture
-def search_llara(search_llara_dir: Path):
-    return llara_st.load(search_llara_dir)
 
 
 @pytest.fixture
@@ -66,8 +46,8 @@ def _ranking(index: DocumentIndex, queries: list[str], k: int = 5, **kwargs) -> 
     return [[(hit.id, hit.score) for hit in hits] for hits in index.search(queries, k, **kwargs)]
 
 
-def test_a_query_identical_to_a_document_finds_it_first(search_llara, search_llara_dir, notes, tmp_path):
-    index = DocumentIndex(search_llara, model_name_or_path=search_llara_dir)
+def test_a_query_identical_to_a_document_finds_it_first(tiny_llara, tiny_llara_dir, notes, tmp_path):
+    index = DocumentIndex(tiny_llara, model_name_or_path=tiny_llara_dir)
     assert index.add(read_documents(notes), show_progress_bar=False) == 5
     saved = index.save(tmp_path / "index")
     loaded = DocumentIndex.load(saved)  # loads the model recorded in the index
@@ -79,14 +59,14 @@ def test_a_query_identical_to_a_document_finds_it_first(search_llara, search_lla
     assert hits[0][0].score >= hits[0][1].score >= hits[0][2].score
 
 
-def test_documents_added_later_rank_as_if_indexed_at_once(search_llara, notes, many_texts, tmp_path):
+def test_documents_added_later_rank_as_if_indexed_at_once(tiny_llara, notes, many_texts, tmp_path):
     more = _write_texts(tmp_path / "more", many_texts)
     queries = ["moon tide ocean", "bee flower comb", "river rain field number 7"]
-    at_once = DocumentIndex(search_llara, "Flat")
+    at_once = DocumentIndex(tiny_llara, "Flat")
     at_once.add(read_documents([notes, more]), show_progress_bar=False)
-    grown = DocumentIndex(search_llara, "Flat")
+    grown = DocumentIndex(tiny_llara, "Flat")
     grown.add(read_documents(notes), show_progress_bar=False)
-    grown = DocumentIndex.load(grown.save(tmp_path / "index"), search_llara)
+    grown = DocumentIndex.load(grown.save(tmp_path / "index"), tiny_llara)
     assert grown.add(read_documents([notes, more]), show_progress_bar=False) == len(many_texts)  # only the new
     expected = _ranking(at_once, queries)
     for got_row, expected_row in zip(_ranking(grown, queries), expected, strict=True):
@@ -94,30 +74,30 @@ def test_documents_added_later_rank_as_if_indexed_at_once(search_llara, notes, m
         assert [score for _, score in got_row] == pytest.approx([score for _, score in expected_row], abs=1e-5)
 
 
-def test_ivf_searching_every_list_gives_the_exact_ranking(search_llara, many_texts, tmp_path):
+def test_ivf_searching_every_list_gives_the_exact_ranking(tiny_llara, many_texts, tmp_path):
     documents = read_documents(_write_texts(tmp_path / "docs", many_texts))
     queries = ["moon tide ocean", "bee flower comb", "volcano magma crust number 3", "retriever water"]
-    exact = DocumentIndex(search_llara, "Flat")
+    exact = DocumentIndex(tiny_llara, "Flat")
     exact.add(documents, show_progress_bar=False)
-    ivf = DocumentIndex(search_llara, "IVF4,Flat")
+    ivf = DocumentIndex(tiny_llara, "IVF4,Flat")
     ivf.add(documents, show_progress_bar=False)
-    ivf = DocumentIndex.load(ivf.save(tmp_path / "ivf"), search_llara)
+    ivf = DocumentIndex.load(ivf.save(tmp_path / "ivf"), tiny_llara)
     expected = _ranking(exact, queries, k=10)
     got = _ranking(ivf, queries, k=10, search_parameters={"nprobe": 4})
     assert [[doc_id for doc_id, _ in row] for row in got] == [[doc_id for doc_id, _ in row] for row in expected]
 
 
-def test_another_model_is_refused(search_llara, search_causal_lm_dir, notes, tmp_path):
-    index = DocumentIndex(search_llara)
+def test_another_model_is_refused(tiny_llara, tiny_llama_dir, notes, tmp_path):
+    index = DocumentIndex(tiny_llara)
     index.add(read_documents(notes), show_progress_bar=False)
     index.save(tmp_path / "index")
-    other = llara_st.convert(str(search_causal_lm_dir), tmp_path / "other", query_max_length=100)
+    other = llara_st.convert(str(tiny_llama_dir), tmp_path / "other", query_max_length=100)
     with pytest.raises(ModelMismatchError, match="fingerprint"):
         DocumentIndex.load(tmp_path / "index", other)
 
 
-def test_a_changed_document_or_a_foreign_folder_is_refused(search_llara, notes, tmp_path):
-    index = DocumentIndex(search_llara)
+def test_a_changed_document_or_a_foreign_folder_is_refused(tiny_llara, notes, tmp_path):
+    index = DocumentIndex(tiny_llara)
     index.add({"a": "The Moon pulls the oceans."}, show_progress_bar=False)
     assert index.add({"a": "The Moon pulls the oceans."}, show_progress_bar=False) == 0
     with pytest.raises(ValueError, match="'a' is indexed already with another text"):
@@ -127,22 +107,22 @@ def test_a_changed_document_or_a_foreign_folder_is_refused(search_llara, notes, 
     assert sorted(path.name for path in notes.iterdir()) == ["d2.txt", "d3.txt", "d4.txt", "d5.txt", "sea"]
 
 
-def test_saving_over_an_index_replaces_it_and_leaves_no_staging_folder(search_llara, tmp_path):
-    index = DocumentIndex(search_llara)
+def test_saving_over_an_index_replaces_it_and_leaves_no_staging_folder(tiny_llara, tmp_path):
+    index = DocumentIndex(tiny_llara)
     index.add({"a": "The Moon pulls the oceans."}, show_progress_bar=False)
     index.save(tmp_path / "index")
     index.add({"b": "Bees dance."}, show_progress_bar=False)
     index.save(tmp_path / "index")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["index"]
-    assert DocumentIndex.load(tmp_path / "index", search_llara).ids == ["a", "b"]
+    assert DocumentIndex.load(tmp_path / "index", tiny_llara).ids == ["a", "b"]
 
 
-def test_documents_that_do_not_match_the_faiss_ids_are_refused(search_llara, tmp_path):
-    index = DocumentIndex(search_llara)
+def test_documents_that_do_not_match_the_faiss_ids_are_refused(tiny_llara, tmp_path):
+    index = DocumentIndex(tiny_llara)
     index.add({"a": "The Moon pulls the oceans.", "b": "Bees dance."}, show_progress_bar=False)
     documents = index.save(tmp_path / "index") / "documents.jsonl"
     lines = documents.read_text(encoding="utf8").splitlines(keepends=True)
-    assert DocumentIndex.load(tmp_path / "index", search_llara).document("b") == {
+    assert DocumentIndex.load(tmp_path / "index", tiny_llara).document("b") == {
         "id": "b",
         "title": "",
         "text": "Bees dance.",
@@ -150,7 +130,7 @@ def test_documents_that_do_not_match_the_faiss_ids_are_refused(search_llara, tmp
     for broken in (lines[::-1], lines[:1]):  # another order, a missing document
         documents.write_text("".join(broken), encoding="utf8")
         with pytest.raises(ValueError, match="does not list the faiss index's 2 ids in its order"):
-            DocumentIndex.load(tmp_path / "index", search_llara)
+            DocumentIndex.load(tmp_path / "index", tiny_llara)
 
 
 def test_read_documents_takes_jsonl_with_or_without_ids_and_beir_folders(tmp_path, notes):
@@ -173,9 +153,9 @@ def test_read_documents_takes_jsonl_with_or_without_ids_and_beir_folders(tmp_pat
 # ------------------------------------------------------------------------------------------------- the CLI
 
 
-def test_cli_index_then_search_a_folder_of_text_files(search_llara_dir, notes, tmp_path, capsys):
+def test_cli_index_then_search_a_folder_of_text_files(tiny_llara_dir, notes, tmp_path, capsys):
     index = tmp_path / "index"
-    assert main(["index", str(search_llara_dir), str(notes), "--index", str(index), "--no-progress"]) == 0
+    assert main(["index", str(tiny_llara_dir), str(notes), "--index", str(index), "--no-progress"]) == 0
     assert "5 new documents indexed" in capsys.readouterr().out
     query = DOCUMENTS["d5"][1]
     assert main(["search", str(index), "--query", query, "--top-k", "3", "--format", "jsonl"]) == 0
@@ -187,10 +167,10 @@ def test_cli_index_then_search_a_folder_of_text_files(search_llara_dir, notes, t
     assert table[0] == f"query 1: {query}" and table[1].split()[:3][::2] == ["1", "d5.txt"]
 
 
-def test_cli_grows_an_index_and_searches_queries_from_a_file(search_llara_dir, notes, tmp_path, capsys):
+def test_cli_grows_an_index_and_searches_queries_from_a_file(tiny_llara_dir, notes, tmp_path, capsys):
     index = tmp_path / "index"
-    main(["index", str(search_llara_dir), str(notes / "d2.txt"), "--index", str(index), "--no-progress"])
-    assert main(["index", str(search_llara_dir), str(notes), "--index", str(index), "--no-progress"]) == 0
+    main(["index", str(tiny_llara_dir), str(notes / "d2.txt"), "--index", str(index), "--no-progress"])
+    assert main(["index", str(tiny_llara_dir), str(notes), "--index", str(index), "--no-progress"]) == 0
     assert "4 new documents indexed (1 already there); 5 in" in capsys.readouterr().out
     (tmp_path / "queries.txt").write_text(f"{DOCUMENTS['d3'][1]}\n\n{DOCUMENTS['d4'][1]}\n")
     assert main(["search", str(index), "--queries", str(tmp_path / "queries.txt"), "--format", "jsonl"]) == 0
@@ -199,13 +179,11 @@ def test_cli_grows_an_index_and_searches_queries_from_a_file(search_llara_dir, n
     assert [hit["id"] for hit in hits if hit["rank"] == 1] == ["d3.txt", "d4.txt"]
 
 
-def test_cli_refuses_another_model_and_flat_search_parameters(
-    search_llara_dir, search_causal_lm_dir, notes, tmp_path, capsys
-):
+def test_cli_refuses_another_model_and_flat_search_parameters(tiny_llara_dir, tiny_llama_dir, notes, tmp_path, capsys):
     index = tmp_path / "index"
-    main(["index", str(search_llara_dir), str(notes), "--index", str(index), "--no-progress"])
+    main(["index", str(tiny_llara_dir), str(notes), "--index", str(index), "--no-progress"])
     other = tmp_path / "other"
-    llara_st.convert(str(search_causal_lm_dir), other, query_max_length=100)
+    llara_st.convert(str(tiny_llama_dir), other, query_max_length=100)
     capsys.readouterr()
     assert main(["search", str(index), "--query", "tides", "--model", str(other)]) == 1
     error = capsys.readouterr().err
@@ -218,11 +196,11 @@ def test_cli_refuses_another_model_and_flat_search_parameters(
     assert "is not a document index" in capsys.readouterr().err
 
 
-def test_cli_search_with_docs_builds_the_index_in_one_command(search_llara_dir, notes, tmp_path, capsys):
+def test_cli_search_with_docs_builds_the_index_in_one_command(tiny_llara_dir, notes, tmp_path, capsys):
     """The README's path: convert a causal LM, then one `llara-st search` from a folder of .txt files."""
     index, query = tmp_path / "notes.index", DOCUMENTS["d2"][1]
     argv = ["search", str(index), "--docs", str(notes), "--query", query, "--format", "jsonl", "--no-progress"]
-    assert main([*argv, "--model", str(search_llara_dir)]) == 0
+    assert main([*argv, "--model", str(tiny_llara_dir)]) == 0
     captured = capsys.readouterr()
     assert "5 new documents indexed" in captured.err
     assert json.loads(captured.out.splitlines()[0])["id"] == "d2.txt"

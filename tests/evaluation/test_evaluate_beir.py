@@ -134,7 +134,7 @@ def test_default_name_and_revision_come_from_the_folder_and_weights(fixed_model,
     assert expected.is_file()
 
 
-def test_llara_queries_and_documents_get_their_templates(scratch_llara, make_beir_folder, tmp_path):
+def test_llara_queries_and_documents_get_their_templates(tiny_llara, make_beir_folder, tmp_path):
     """MTEB's scores are cos(encode_query(q), encode_document(title + " " + text)): LLaRA's two templates."""
     corpus = {
         "a": ("Tides", "The Moon's gravity pulls the oceans and causes tides."),
@@ -147,17 +147,17 @@ def test_llara_queries_and_documents_get_their_templates(scratch_llara, make_bei
         "llara", corpus=corpus, queries=queries, qrels={"test": [("x", "a", 1), ("y", "b", 1), ("z", "c", 1)]}
     )
     out = tmp_path / "out"
-    evaluate_beir(scratch_llara, folder, "test", out, save_predictions=True, show_progress_bar=False)
+    evaluate_beir(tiny_llara, folder, "test", out, save_predictions=True, show_progress_bar=False)
     predictions = json.loads((out / "predictions" / "llara_predictions.json").read_text())["default"]["test"]
 
     doc_ids = list(corpus)
     doc_texts = [f"{title} {text}".strip() for title, text in corpus.values()]
     query_ids = list(queries)
-    expected = scratch_llara.encode_query(list(queries.values())) @ scratch_llara.encode_document(doc_texts).T
+    expected = tiny_llara.encode_query(list(queries.values())) @ tiny_llara.encode_document(doc_texts).T
     got = np.array([[predictions[q][d] for d in doc_ids] for q in query_ids])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # The templates matter: passage-template queries would have scored differently.
-    passage_side = scratch_llara.encode_document(list(queries.values())) @ scratch_llara.encode_document(doc_texts).T
+    passage_side = tiny_llara.encode_document(list(queries.values())) @ tiny_llara.encode_document(doc_texts).T
     assert np.abs(passage_side - expected).max() > 1e-3
 
 
@@ -234,7 +234,7 @@ def test_bad_evaluation_data_is_refused_before_any_result(fixed_model, fixed_bei
     assert not out.exists()  # no score written anywhere
 
 
-def test_embedding_cache_encodes_the_same_texts_as_no_cache(scratch_llara, make_beir_folder, tmp_path, monkeypatch):
+def test_embedding_cache_encodes_the_same_texts_as_no_cache(tiny_llara, make_beir_folder, tmp_path, monkeypatch):
     """Regression: mteb's CachedEmbeddingWrapper prepared already-prepared documents again, so with a cache every
     titled document was encoded as "title title text" and the scores moved (issue 20)."""
     folder = make_beir_folder(
@@ -248,17 +248,17 @@ def test_embedding_cache_encodes_the_same_texts_as_no_cache(scratch_llara, make_
         qrels={"test": [("q1", "d1", 1), ("q2", "d2", 1)]},
     )
     encoded: list[str] = []
-    original = scratch_llara.encode_document
+    original = tiny_llara.encode_document
 
     def recording_encode_document(texts, **kwargs):
         encoded.extend(texts)
         return original(texts, **kwargs)
 
-    monkeypatch.setattr(scratch_llara, "encode_document", recording_encode_document)
-    plain = evaluate_beir(scratch_llara, folder, "test", show_progress_bar=False)
+    monkeypatch.setattr(tiny_llara, "encode_document", recording_encode_document)
+    plain = evaluate_beir(tiny_llara, folder, "test", show_progress_bar=False)
     plain_texts = sorted(encoded)
     encoded.clear()
-    cached = evaluate_beir(scratch_llara, folder, "test", embedding_cache=tmp_path / "cache", show_progress_bar=False)
+    cached = evaluate_beir(tiny_llara, folder, "test", embedding_cache=tmp_path / "cache", show_progress_bar=False)
     assert (
         sorted(encoded)
         == plain_texts
@@ -268,12 +268,12 @@ def test_embedding_cache_encodes_the_same_texts_as_no_cache(scratch_llara, make_
     )
     assert cached == pytest.approx(plain, nan_ok=True)
     encoded.clear()
-    again = evaluate_beir(scratch_llara, folder, "test", embedding_cache=tmp_path / "cache", show_progress_bar=False)
+    again = evaluate_beir(tiny_llara, folder, "test", embedding_cache=tmp_path / "cache", show_progress_bar=False)
     assert encoded == [] and again == pytest.approx(plain, nan_ok=True)
 
 
 @pytest.mark.slow
-def test_two_encoding_processes_give_the_scores_of_one(scratch_llara, make_beir_folder, tmp_path, monkeypatch):
+def test_two_encoding_processes_give_the_scores_of_one(tiny_llara, make_beir_folder, tmp_path, monkeypatch):
     """Issue 17.5: devices=["cpu", "cpu"] encodes in two worker processes (sentence-transformers' pool, the LLaRA
     model sent to each) and gives the scores of one process, up to rounding."""
     from sentence_transformers import SentenceTransformer
@@ -284,14 +284,14 @@ def test_two_encoding_processes_give_the_scores_of_one(scratch_llara, make_beir_
         queries={f"q{i}": f"what do document {i} and the tides say?" for i in range(5)},
         qrels={"test": [(f"q{i}", f"d{2 * i}", 1) for i in range(5)]},
     )
-    one = evaluate_beir(scratch_llara, folder, "test", tmp_path / "one", save_predictions=True, show_progress_bar=False)
+    one = evaluate_beir(tiny_llara, folder, "test", tmp_path / "one", save_predictions=True, show_progress_bar=False)
 
     def fail(*args, **kwargs):
         raise AssertionError("the main process encoded; the pool's workers should have")
 
     monkeypatch.setattr(SentenceTransformer, "_inference", fail)  # in this process only: workers import afresh
     two = evaluate_beir(
-        scratch_llara,
+        tiny_llara,
         folder,
         "test",
         tmp_path / "two",
@@ -309,7 +309,7 @@ def test_two_encoding_processes_give_the_scores_of_one(scratch_llara, make_beir_
     assert set(by_two) == set(by_one) == {f"q{i}" for i in range(5)}
     for query, scores in by_one.items():
         assert by_two[query] == pytest.approx(scores, abs=1e-6)
-    assert scratch_llara.device.type == "cpu"
+    assert tiny_llara.device.type == "cpu"
 
 
 def test_bad_devices_are_named(fixed_model, fixed_beir_folder):

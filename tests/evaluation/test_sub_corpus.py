@@ -12,6 +12,7 @@ import pytest
 from llara_st.data import load_beir
 from llara_st.data.beir import read_beir_qrels
 from llara_st.evaluation import beir_ir_evaluator, sub_corpus_ids, write_sub_corpus
+from tests.conftest import write_beir_folder
 
 DOCS = [f"d{i:02d}" for i in range(30)]
 DEV = {"q1": {"d03": 1, "d04": 0}, "q2": {"d10": 2}}
@@ -42,16 +43,16 @@ def test_relevant_documents_beyond_the_size_are_all_kept():
 
 @pytest.fixture
 def beir_folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "beir"
-    (folder / "qrels").mkdir(parents=True)
-    corpus = "".join(json.dumps({"_id": doc, "title": "", "text": f"Text of {doc}."}) + "\n" for doc in DOCS)
-    (folder / "corpus.jsonl").write_text(corpus)
-    queries = "".join(json.dumps({"_id": f"q{i}", "text": f"Query {i}?"}) + "\n" for i in range(1, 5))
-    (folder / "queries.jsonl").write_text(queries)
-    for split, qrels in (("dev", DEV), ("test", TEST)):
-        rows = "".join(f"{q}\t{d}\t{s}\n" for q, judged in qrels.items() for d, s in judged.items())
-        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
-    return folder
+    qrels = {
+        split: [(q, d, s) for q, judged in judged_queries.items() for d, s in judged.items()]
+        for split, judged_queries in (("dev", DEV), ("test", TEST))
+    }
+    return write_beir_folder(
+        tmp_path / "beir",
+        {doc: f"Text of {doc}." for doc in DOCS},
+        {f"q{i}": f"Query {i}?" for i in range(1, 5)},
+        qrels,
+    )
 
 
 def test_one_folder_for_dev_and_test(beir_folder: Path, tmp_path: Path):

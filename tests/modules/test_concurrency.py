@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-# Queries and documents longer than the query budget (13 text tokens on the scratch model), of varied lengths.
+# Queries and documents of varied lengths, the longest beyond their budgets (64 and 160 tokens on the tiny model).
 QUERIES = [f"what causes the tides number {i}, and why? " * (1 + i % 4) for i in range(12)]
-DOCUMENTS = [f"Document {i}. The tides rise and fall with the pull of the Moon. " * (1 + i % 6) for i in range(12)]
+DOCUMENTS = [
+    f"Document {i}. The tides rise and fall with the pull of the Moon. " * (1 + 2 * (i % 6)) for i in range(12)
+]
 
 
 @pytest.fixture
@@ -28,8 +30,8 @@ def frequent_thread_switches():
     sys.setswitchinterval(interval)
 
 
-def test_preprocess_in_two_threads_equals_sequential(scratch_llara, frequent_thread_switches):
-    transformer = scratch_llara[0]
+def test_preprocess_in_two_threads_equals_sequential(tiny_llara, frequent_thread_switches):
+    transformer = tiny_llara[0]
     expected = {
         "query": transformer.preprocess(QUERIES, task="query")["input_ids"],
         "document": transformer.preprocess(DOCUMENTS, task="document")["input_ids"],
@@ -52,16 +54,16 @@ def test_preprocess_in_two_threads_equals_sequential(scratch_llara, frequent_thr
     assert mismatches == {"query": 0, "document": 0}
 
 
-def test_encode_query_and_encode_document_in_threads_equal_sequential(scratch_llara, frequent_thread_switches):
-    expected_queries = scratch_llara.encode_query(QUERIES, batch_size=2)
-    expected_documents = scratch_llara.encode_document(DOCUMENTS, batch_size=2)
+def test_encode_query_and_encode_document_in_threads_equal_sequential(tiny_llara, frequent_thread_switches):
+    expected_queries = tiny_llara.encode_query(QUERIES, batch_size=2)
+    expected_documents = tiny_llara.encode_document(DOCUMENTS, batch_size=2)
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = [
             (kind, pool.submit(encode, texts, batch_size=2))
             for _ in range(4)
             for kind, encode, texts in (
-                ("query", scratch_llara.encode_query, QUERIES),
-                ("document", scratch_llara.encode_document, DOCUMENTS),
+                ("query", tiny_llara.encode_query, QUERIES),
+                ("document", tiny_llara.encode_document, DOCUMENTS),
             )
         ]
         results = [(kind, future.result()) for kind, future in futures]
@@ -70,16 +72,16 @@ def test_encode_query_and_encode_document_in_threads_equal_sequential(scratch_ll
         np.testing.assert_allclose(embeddings, expected, atol=1e-6, err_msg=f"concurrent {kind} embeddings differ")
 
 
-def test_asyncio_gather_over_threads_equals_sequential(scratch_llara, frequent_thread_switches):
+def test_asyncio_gather_over_threads_equals_sequential(tiny_llara, frequent_thread_switches):
     """What LangChain's ``aembed_query``/``aembed_documents`` do under ``asyncio.gather``."""
-    expected_queries = scratch_llara.encode_query(QUERIES, batch_size=2)
-    expected_documents = scratch_llara.encode_document(DOCUMENTS, batch_size=2)
+    expected_queries = tiny_llara.encode_query(QUERIES, batch_size=2)
+    expected_documents = tiny_llara.encode_document(DOCUMENTS, batch_size=2)
 
     async def embed_all() -> list[np.ndarray]:
         calls = []
         for _ in range(3):
-            calls.append(asyncio.to_thread(scratch_llara.encode_query, QUERIES, batch_size=2))
-            calls.append(asyncio.to_thread(scratch_llara.encode_document, DOCUMENTS, batch_size=2))
+            calls.append(asyncio.to_thread(tiny_llara.encode_query, QUERIES, batch_size=2))
+            calls.append(asyncio.to_thread(tiny_llara.encode_document, DOCUMENTS, batch_size=2))
         return await asyncio.gather(*calls)
 
     results = asyncio.run(embed_all())
@@ -88,9 +90,9 @@ def test_asyncio_gather_over_threads_equals_sequential(scratch_llara, frequent_t
         np.testing.assert_allclose(embeddings, expected, atol=1e-6)
 
 
-def test_forward_passes_are_not_serialised(scratch_llara):
+def test_forward_passes_are_not_serialised(tiny_llara):
     """The fix must not be a lock around the forward pass: two threads are inside the decoder at once."""
-    decoder = scratch_llara[0].model.get_decoder()
+    decoder = tiny_llara[0].model.get_decoder()
     inside = {"now": 0, "most": 0}
     lock = threading.Lock()
 
@@ -110,8 +112,8 @@ def test_forward_passes_are_not_serialised(scratch_llara):
     ]
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            queries = pool.submit(scratch_llara.encode_query, QUERIES, batch_size=1)
-            documents = pool.submit(scratch_llara.encode_document, DOCUMENTS, batch_size=1)
+            queries = pool.submit(tiny_llara.encode_query, QUERIES, batch_size=1)
+            documents = pool.submit(tiny_llara.encode_document, DOCUMENTS, batch_size=1)
             queries.result(), documents.result()
     finally:
         for handle in handles:

@@ -1,4 +1,4 @@
-"""Fixtures of the recipe tests: tiny LLaRA base folders and a small adaptation data file."""
+"""Fixtures of the recipe tests: a tied tiny LLaRA folder and a small adaptation data file."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import random
 from pathlib import Path
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import llara_st
+from tests.conftest import build_tiny_llama
 
 # Words that the Llama-2 tokenizer keeps whole, so every row below is longer than the tests' text budget.
 _WORDS = (
@@ -19,26 +18,10 @@ _WORDS = (
 
 
 @pytest.fixture(scope="session")
-def tiny_llara_dir(tiny_llama_dir: Path, tmp_path_factory) -> Path:
-    """The session's tiny causal LM converted to a LLaRA folder (untied embeddings)."""
-    out = tmp_path_factory.mktemp("tiny_llara") / "llara"
-    llara_st.convert(str(tiny_llama_dir), out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def tied_llara_dir(tiny_llama_dir: Path, tmp_path_factory) -> Path:
-    """The tiny causal LM with tied input/output embeddings (as SmolLM2), converted to a LLaRA folder."""
-    causal = tmp_path_factory.mktemp("tied_llama")
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    model.config.tie_word_embeddings = True
-    model.tie_weights()
-    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
-    model.save_pretrained(causal)
-    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(causal)
-    out = tmp_path_factory.mktemp("tied_llara") / "llara"
-    llara_st.convert(str(causal), out)
-    return out
+def tied_llara_dir(tiny_llama_dir: Path, convert_once, tmp_path_factory) -> Path:
+    """A tiny causal LM with tied input/output embeddings (as SmolLM2), converted to a LLaRA folder."""
+    tied = build_tiny_llama(tmp_path_factory.mktemp("tied_llama"), tiny_llama_dir, tie_word_embeddings=True)
+    return convert_once(tied)[0]
 
 
 @pytest.fixture(scope="session")

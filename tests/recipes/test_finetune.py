@@ -22,6 +22,7 @@ from llara_st.prompts import PASSAGE_PROMPT_TOKENS, QUERY_PROMPT_TOKENS
 from llara_st.training import finetuning
 from llara_st.training.finetuning import FinetuneArguments, parse_finetune_arguments, run_finetuning
 from llara_st.training.lora import has_lora_adapter, merge_lora_adapter
+from tests.conftest import write_beir_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,27 +43,20 @@ DEV_FRAME = "what do people say of the {}?"
 
 @pytest.fixture(scope="module")
 def toy_beir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("toy_beir")
-    (folder / "qrels").mkdir()
-    corpus, queries = [], []
-    train_qrels, dev_qrels = ["query-id\tcorpus-id\tscore"], ["query-id\tcorpus-id\tscore"]
+    corpus, queries, qrels = {}, {}, {"train": [], "dev": []}
     for i, (topic, phrase) in enumerate(zip(TOPICS, CODE_PHRASES, strict=True)):
         other = TOPICS[(i + 1) % len(TOPICS)]
-        text = (
+        corpus[f"d{i}"] = (
+            topic.capitalize(),
             f"The {topic} is the subject of this passage. Every {topic} has its own story, and people who study "
-            f"the {topic} write about it often. Unlike the {other}, the {topic} is described here in detail."
+            f"the {topic} write about it often. Unlike the {other}, the {topic} is described here in detail.",
         )
-        corpus.append({"_id": f"d{i}", "title": topic.capitalize(), "text": text})
         for j, frame in enumerate(TRAIN_FRAMES):
-            queries.append({"_id": f"t{i}_{j}", "text": frame.format(phrase)})
-            train_qrels.append(f"t{i}_{j}\td{i}\t1")
-        queries.append({"_id": f"v{i}", "text": DEV_FRAME.format(phrase)})
-        dev_qrels.append(f"v{i}\td{i}\t1")
-    (folder / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in corpus))
-    (folder / "queries.jsonl").write_text("".join(json.dumps(row) + "\n" for row in queries))
-    (folder / "qrels" / "train.tsv").write_text("\n".join(train_qrels) + "\n")
-    (folder / "qrels" / "dev.tsv").write_text("\n".join(dev_qrels) + "\n")
-    return folder
+            queries[f"t{i}_{j}"] = frame.format(phrase)
+            qrels["train"].append((f"t{i}_{j}", f"d{i}", 1))
+        queries[f"v{i}"] = DEV_FRAME.format(phrase)
+        qrels["dev"].append((f"v{i}", f"d{i}", 1))
+    return write_beir_folder(tmp_path_factory.mktemp("toy_beir"), corpus, queries, qrels)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from llara_st.data.beir import read_beir_qrels
 from llara_st.pipelines.reproduction import ReproductionPipeline, parse_reproduction_config, smollm2_package_folder
 from llara_st.pipelines.study import SeedStudy, parse_study_config
 from llara_st.training import parse_adaptation_arguments, parse_finetune_arguments
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, write_beir_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,21 +36,16 @@ WORDS = (
 def _synthetic_beir(out: Path) -> None:
     """Without ../shared/data: 28 queries (12 train, 8 dev, 8 test), one relevant document each, 40 distractors."""
     rng = random.Random(0)
-    corpus = [
-        {"_id": f"{1000 + i}", "title": f"Study {i}", "text": " ".join(rng.choices(WORDS, k=40)) + "."}
-        for i in range(68)
-    ]
-    queries, first = [], 0
+    corpus = {f"{1000 + i}": (f"Study {i}", " ".join(rng.choices(WORDS, k=40)) + ".") for i in range(68)}
+    doc_ids, queries, qrels, first = list(corpus), {}, {}, 0
     for split, count in (("train", 12), ("dev", 8), ("test", 8)):
-        lines = ["query-id\tcorpus-id\tscore"]
+        qrels[split] = []
         for i in range(first, first + count):
-            words = corpus[i]["text"].rstrip(".").split()
-            queries.append({"_id": f"{i + 1}", "text": " ".join(rng.sample(words, 6)) + "?"})
-            lines.append(f"{i + 1}\t{corpus[i]['_id']}\t1")
-        (out / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+            words = corpus[doc_ids[i]][1].rstrip(".").split()
+            queries[f"{i + 1}"] = " ".join(rng.sample(words, 6)) + "?"
+            qrels[split].append((f"{i + 1}", doc_ids[i], 1))
         first += count
-    _write_jsonl(out / "corpus.jsonl", corpus)
-    _write_jsonl(out / "queries.jsonl", queries)
+    write_beir_folder(out, corpus, queries, qrels)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Fixtures of the training tests: the session's tiny causal LM as a LLaRA folder, and tiny contrastive rows."""
+"""Fixtures of the training tests: the tiny causal LM as a LLaRA model with short budgets, tiny contrastive rows."""
 
 from __future__ import annotations
 
@@ -9,29 +9,22 @@ import pytest
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 
-import llara_st
 from llara_st.training.finetuning import FinetuneArguments
 
 TOPICS = ["volcano", "honeybee", "glacier", "saxophone", "telescope", "origami", "penguin", "cactus"]
 
 
 @pytest.fixture(scope="session")
-def training_llara_dir(tiny_llama_dir: Path, tmp_path_factory) -> Path:
-    """The tiny random causal LM converted to a LLaRA folder (short query and passage budgets)."""
-    out = tmp_path_factory.mktemp("training_llara") / "llara"
-    llara_st.convert(str(tiny_llama_dir), out, query_max_length=32, passage_max_length=48)
-    return out
-
-
-@pytest.fixture(scope="session")
-def _training_llara(training_llara_dir: Path) -> SentenceTransformer:
-    return llara_st.load(training_llara_dir, device="cpu")
+def training_llara_dir(tiny_llama_dir: Path, convert_once) -> Path:
+    """The tiny causal LM converted with short query and passage budgets (32 and 48 tokens): the guards' runs
+    (which learning rate diverges, which collapses) are set for them."""
+    return convert_once(tiny_llama_dir, query_max_length=32, passage_max_length=48)[0]
 
 
 @pytest.fixture
-def training_llara(_training_llara) -> SentenceTransformer:
-    """A fresh copy of the tiny LLaRA model per test."""
-    return copy.deepcopy(_training_llara)
+def training_llara(tiny_llama_dir: Path, convert_once) -> SentenceTransformer:
+    """That model, a fresh copy per test."""
+    return copy.deepcopy(convert_once(tiny_llama_dir, query_max_length=32, passage_max_length=48)[1])
 
 
 @pytest.fixture(scope="session")

@@ -13,21 +13,16 @@ from datasets import Dataset
 import llara_st.training.finetuning as finetuning
 from llara_st.training.checkpoints import StaleRunError
 from llara_st.training.finetuning import run_finetuning
+from tests.conftest import write_beir_folder
 
 
 @pytest.fixture
 def beir_folder(contrastive_rows: Dataset, tmp_path: Path) -> Path:
     """A BEIR folder of the same eight topics: train and dev qrels."""
-    folder = tmp_path / "beir"
-    (folder / "qrels").mkdir(parents=True)
-    corpus = [{"_id": f"d{i}", "title": "", "text": text} for i, text in enumerate(contrastive_rows["positive"])]
-    queries = [{"_id": f"q{i}", "text": text} for i, text in enumerate(contrastive_rows["anchor"])]
-    (folder / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in corpus))
-    (folder / "queries.jsonl").write_text("".join(json.dumps(row) + "\n" for row in queries))
-    qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(corpus)))
-    (folder / "qrels" / "train.tsv").write_text(qrels)
-    (folder / "qrels" / "dev.tsv").write_text(qrels)
-    return folder
+    corpus = {f"d{i}": text for i, text in enumerate(contrastive_rows["positive"])}
+    queries = {f"q{i}": text for i, text in enumerate(contrastive_rows["anchor"])}
+    qrels = [(f"q{i}", f"d{i}", 1) for i in range(len(corpus))]
+    return write_beir_folder(tmp_path / "beir", corpus, queries, {"train": qrels, "dev": qrels})
 
 
 def test_a_stale_rerun_is_refused_before_loading_mining_or_evaluating(

@@ -18,7 +18,6 @@ import torch
 from datasets import Dataset
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformerTrainer
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import llara_st
 from llara_st.folders import FolderNotOursError
@@ -33,6 +32,7 @@ from llara_st.training.guards import (
     save_trained_model,
     train_with_guards,
 )
+from tests.conftest import build_tiny_llama
 
 WORDS = "river storm morning field water farmer animal ground library budget committee bicycle chain".split()
 
@@ -185,13 +185,7 @@ def test_adaptation_with_lora_trains_the_model_it_is_given_not_an_earlier_runs_b
     tiny_llama_dir: Path, adaptation_rows: Path, tmp_path: Path
 ):
     """A causal LM converted for LoRA (output_dir/base-llara) used to be reused by a later run on another model."""
-    other = tmp_path / "other_lm"
-    causal = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    with torch.no_grad():
-        for parameter in causal.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    causal.save_pretrained(other)
-    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(other)
+    other = build_tiny_llama(tmp_path / "other_lm", tiny_llama_dir, seed=1)  # same shape, other weights
     output, lora = tmp_path / "run", {"lora": True, "lora_r": 4, "lora_alpha": 8, "save_strategy": "no"}
     adapt(tiny_llama_dir, adaptation_rows, output, **lora)
     adapt(other, adaptation_rows, output, overwrite_output_dir=True, **lora)
