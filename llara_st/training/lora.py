@@ -15,6 +15,7 @@ from sentence_transformers import SentenceTransformer
 
 from llara_st.folders import save_model_staged
 from llara_st.model import llara_module
+from llara_st.training.arguments import check_choices
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,7 @@ class LoraArguments:
     )
 
     def __post_init__(self) -> None:
-        if self.lora_save not in LORA_SAVE_CHOICES:
-            raise ValueError(f"lora_save must be one of {LORA_SAVE_CHOICES}, got {self.lora_save!r}")
+        check_choices(self, {"lora_save": LORA_SAVE_CHOICES})
         if self.lora_r < 1:
             raise ValueError(f"LoRA rank lora_r must be at least 1, got {self.lora_r}")
         parent = getattr(super(), "__post_init__", None)  # the trainer's arguments, in a class that has them too
