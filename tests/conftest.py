@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -282,3 +283,21 @@ def write_beir_folder(
         lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in rows]
         (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf8")
     return folder
+
+
+def records_through_root(run, level: int = logging.WARNING) -> list[logging.LogRecord]:
+    """The records a level-less handler on the root receives with the root at ``level``, as under ``llara-st``
+    (WARNING without -v, DEBUG with -vv)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    root = logging.getLogger()
+    saved_level = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        run()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+    return records

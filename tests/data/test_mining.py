@@ -16,6 +16,7 @@ import torch.distributed as dist
 import llara_st
 from llara_st.data.mining import mine_hard_negatives_from_qrels
 from llara_st.evaluation.ir_evaluator import beir_ir_evaluator, run_on_main_process
+from tests.conftest import records_through_root
 
 CORPUS = {
     "pos": "apple orchard harvest in autumn",
@@ -128,23 +129,12 @@ def test_dense_mining_ranks_by_the_llara_query_and_passage_embeddings(tiny_llara
 
 def test_bm25_mining_is_quiet_at_the_default_log_level():
     """Issue 18.8: bm25s sets its own logger to DEBUG, so "Building index from tokens" leaked into quiet output."""
-    import logging
-
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    root = logging.getLogger()
-    saved_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.WARNING)
-    try:
-        corpus = {f"d{i}": f"document {i} about tides and bees {i % 3}" for i in range(20)}
-        mine_hard_negatives_from_qrels(
+    corpus = {f"d{i}": f"document {i} about tides and bees {i % 3}" for i in range(20)}
+    records = records_through_root(
+        lambda: mine_hard_negatives_from_qrels(
             corpus, {"q1": "tides 3"}, {"q1": {"d3": 1}}, retriever="bm25", num_negatives=2, range_min=0
         )
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(saved_level)
+    )
     assert [record.getMessage() for record in records if record.name.startswith("bm25s")] == []
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from llara_st.evaluation import evaluate_beir, model_fingerprint
+from tests.conftest import records_through_root
 from tests.evaluation.retrieval_helpers import (
     FIXED_QRELS,
     mrr_at_k,
@@ -321,30 +322,12 @@ def test_bad_devices_are_named(fixed_model, fixed_beir_folder):
         evaluate_beir(fixed_model, fixed_beir_folder, "test", devices=["cpu"], device="cpu")
 
 
-def _records_through_root(run, level: int = logging.WARNING) -> list[logging.LogRecord]:
-    """The records a level-less handler on the root receives with the root at ``level``, as under ``llara-st``
-    (WARNING without -v, DEBUG with -vv)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    root = logging.getLogger()
-    saved_level = root.level
-    root.addHandler(handler)
-    root.setLevel(level)
-    try:
-        run()
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(saved_level)
-    return records
-
-
 def test_mteb_cache_notices_appear_once_and_are_not_warned_again(fixed_model, fixed_beir_folder, tmp_path):
     """Issue 18.8: a fresh embedding cache logged "Dimension file not found" and "No existing files found" once per
     cache folder (queries, documents) and warned each again with warnings.warn."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        records = _records_through_root(
+        records = records_through_root(
             lambda: evaluate_beir(
                 fixed_model, fixed_beir_folder, "test", embedding_cache=tmp_path / "cache", show_progress_bar=False
             )
@@ -356,7 +339,7 @@ def test_mteb_cache_notices_appear_once_and_are_not_warned_again(fixed_model, fi
         warning for warning in caught if "VectorCacheMap" in str(warning.message) or "Dimension" in str(warning.message)
     ]
     # The next evaluation says it again (once): the notices are de-duplicated per evaluation, not forever.
-    again = _records_through_root(
+    again = records_through_root(
         lambda: evaluate_beir(
             fixed_model, fixed_beir_folder, "test", embedding_cache=tmp_path / "other", show_progress_bar=False
         )
@@ -375,6 +358,6 @@ def test_the_bm25_baseline_is_quiet(fixed_beir_folder, tmp_path):
         task = BEIRFolderRetrieval(fixed_beir_folder, ["test"])
         mteb.evaluate(mteb.get_model("mteb/baseline-bm25s"), [task], cache=None, show_progress_bar=False)
 
-    assert [record.getMessage() for record in _records_through_root(run) if record.name == "bm25s"] == []
-    verbose = _records_through_root(run, logging.DEBUG)
+    assert [record.getMessage() for record in records_through_root(run) if record.name == "bm25s"] == []
+    verbose = records_through_root(run, logging.DEBUG)
     assert any(record.name == "bm25s" and record.levelno == logging.DEBUG for record in verbose)
