@@ -178,14 +178,6 @@ def content_digest(
 
 
 __all__ = [
-    "DEGENERATE_MARKER",
-    "RUN_RECORD_NAME",
-    "FolderNotOursError",
-    "check_replaceable",
-    "content_digest",
-    "is_llara_model_folder",
-    "made_by_llara",
-    "replace_folder",
-    "save_model_staged",
-    "staged_folder",
-]
+    "DEGENERATE_MARKER", "RUN_RECORD_NAME", "FolderNotOursError", "check_replaceable", "content_digest",
+    "is_llara_model_folder", "made_by_llara", "replace_folder", "save_model_staged", "staged_folder",
+]  # fmt: skip

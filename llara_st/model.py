@@ -150,7 +150,6 @@ class UnsafeModelError(LLaRAUserError):
 
 def _model_folder(
     model_name_or_path: str | os.PathLike,
-    *,
     revision: str | None,
     token: bool | str | None,
     cache_folder: str | None,
@@ -340,12 +339,8 @@ _KWARGS_SECTIONS = (
 
 
 def _check_module_config_paths(module_folder: Path, folder: Path, roots: Sequence[Path]) -> None:
-    """Refuse ``sentence_bert_config.json`` entries that name files or folders outside the model folder.
-
-    The backbone's ``from_pretrained`` follows them (``processor_kwargs.tokenizer_file`` read as given,
-    ``model_kwargs.gguf_file`` joined to the folder, ``offload_folder`` written to). A saved model may name only a
-    ``gguf_file`` (or ``subfolder``) inside its folder; every other path-valued key is refused.
-    """
+    """Refuse ``sentence_bert_config.json`` entries naming paths that the backbone's ``from_pretrained`` would
+    read or write (``tokenizer_file``, ``offload_folder``, ...), except a ``gguf_file`` or ``subfolder`` inside."""
     config_path = module_folder / "sentence_bert_config.json"
     if not config_path.is_file():
         return
@@ -461,13 +456,11 @@ def load(
 ) -> SentenceTransformer:
     """Load a LLaRA (or any sentence-transformers) model from a folder or a Hub id without running its code.
 
-    It reads a sentence-transformers folder (instantiating only llara_st and sentence-transformers module
-    classes), an authors' LLaRA checkpoint (a causal LM whose tokenizer has ``<s1>``…``<s16>``, e.g.
-    ``BAAI/LLARA-passage``, wrapped as :func:`build_llara_model` does), or a Hub id (``org/name``, fetched with
-    ``huggingface_hub.snapshot_download`` without pickles, code or other frameworks' weights; offline from the
-    cache). The folder is checked first: :class:`UnsafeModelError` names Python files, pickle weights, an index
-    naming a pickle or an outside shard, any file or link resolving outside the folder, a foreign module class;
-    a LoRA adapter's local base folder is checked too, and remote code (``auto_map``) is never trusted.
+    It reads a sentence-transformers folder (instantiating llara_st and sentence-transformers module classes
+    only), an authors' LLaRA checkpoint (a causal LM whose tokenizer has ``<s1>``…``<s16>``, e.g.
+    ``BAAI/LLARA-passage``, wrapped as :func:`build_llara_model` does) or a Hub id (downloaded without pickles or
+    code; offline, from the cache). The folder is checked first: :class:`UnsafeModelError` names code, pickle
+    weights, a foreign module class or anything resolving outside the folder (docs/quickstart.md lists the checks).
 
     Args:
         model_kwargs: Passed to the backbone's ``from_pretrained`` (e.g. ``{"torch_dtype": "bfloat16"}``).
@@ -486,12 +479,7 @@ def load(
         (1, 64)
     """
     folder, roots = _model_folder(
-        model_name_or_path,
-        revision=revision,
-        token=token,
-        cache_folder=cache_folder,
-        local_files_only=local_files_only,
-        download_everything=trust_remote_code,
+        model_name_or_path, revision, token, cache_folder, local_files_only, trust_remote_code
     )
     modules_path = folder / "modules.json"
     if trust_remote_code:
