@@ -120,7 +120,8 @@ class LLaRATransformer(Transformer):
         self.passage_suffix = passage_suffix
         self.query_suffix = query_suffix
         tokenizer = self.tokenizer
-        missing = [token for token in PROMPT_TOKENS if token not in tokenizer.get_vocab()]
+        vocab = tokenizer.get_vocab()
+        missing = [token for token in PROMPT_TOKENS if token not in vocab]
         if missing and not add_prompt_tokens:
             raise ValueError(
                 f"The tokenizer of this model lacks the LLaRA prompt tokens {missing}. Convert the causal LM "
