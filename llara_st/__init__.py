@@ -18,14 +18,9 @@ __version__ = "0.1.0"
 
 # Public name -> the submodule that defines it.
 _SUBMODULE_OF: dict[str, str] = {
-    "EBAEEBARDataCollator": "llara_st.losses",
-    "EBAEEBARLoss": "llara_st.losses",
-    "UnsafeModelError": "llara_st.model",
-    "build_llara_model": "llara_st.model",
-    "convert": "llara_st.model",
-    "load": "llara_st.model",
-    "LastKPooling": "llara_st.modules",
-    "LLaRATransformer": "llara_st.modules",
+    **dict.fromkeys(["EBAEEBARDataCollator", "EBAEEBARLoss"], "llara_st.losses"),
+    **dict.fromkeys(["UnsafeModelError", "build_llara_model", "convert", "load"], "llara_st.model"),
+    **dict.fromkeys(["LastKPooling", "LLaRATransformer"], "llara_st.modules"),
 }
 
 
@@ -42,13 +37,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_SUBMODULE_OF])
 
 
-__all__ = [
-    "EBAEEBARDataCollator",
-    "EBAEEBARLoss",
-    "LLaRATransformer",
-    "LastKPooling",
-    "UnsafeModelError",
-    "build_llara_model",
-    "convert",
-    "load",
-]
+__all__ = ["EBAEEBARDataCollator", "EBAEEBARLoss", "LLaRATransformer", "LastKPooling", "UnsafeModelError"]
+__all__ += ["build_llara_model", "convert", "load"]

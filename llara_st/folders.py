@@ -1,13 +1,9 @@
-"""Writing, replacing and removing folders without ever losing a user's files (docs/training_guards.md, "Folders"),
-and the one content hash of llara_st (:func:`content_digest`).
+"""Writing, replacing and removing folders without ever losing a user's files, and the one content hash of llara_st
+(:func:`content_digest`).
 
-The rule: llara_st deletes only what it made. A folder it removes or replaces carries its own marker: a run
-record (``llara_run.json``) that llara_st wrote, or a LLaRA model (a ``modules.json`` whose first module is a
-llara_st class); anything else is refused with :class:`FolderNotOursError` naming the folder. A folder it
-replaces is written beside its target (``tempfile.mkdtemp(dir=parent)``) and moved into place with
-``os.replace``; the old one is removed only after the new one is complete, so a failure or a kill leaves the old
-state (or, killed between the two renames, the old folder beside it as ``.{name}.old-*``) and a model folder
-either is the whole model or does not exist.
+llara_st deletes or replaces only folders it made (a run record ``llara_run.json`` or a LLaRA model); a folder it
+replaces is written beside its target and moved into place with ``os.replace``, the old one removed only after
+the new one is complete (docs/training_guards.md, "Folders").
 """
 
 from __future__ import annotations
@@ -52,16 +48,8 @@ def made_by_llara(folder: str | os.PathLike) -> bool:
 
 
 def check_replaceable(folder: str | os.PathLike, what: str = "output folder") -> None:
-    """Refuse to replace ``folder`` unless it is absent, empty or :func:`made_by_llara`; never the working
-    directory or a folder holding it.
-
-    Args:
-        folder: The folder about to be written (replaced as a whole).
-        what: How the error names it (e.g. ``"final_model_dir"``).
-
-    Raises:
-        FolderNotOursError: naming the folder.
-    """
+    """Raise :class:`FolderNotOursError` unless ``folder`` is absent, empty or :func:`made_by_llara`, and always for
+    the working directory or a folder holding it; ``what`` names it in the error (e.g. ``"final_model_dir"``)."""
     path = Path(folder).expanduser()
     if not path.exists() and not path.is_symlink():
         return
@@ -106,10 +94,8 @@ def replace_folder(new: str | os.PathLike, target: str | os.PathLike) -> None:
 
 @contextlib.contextmanager
 def staged_folder(target: str | os.PathLike, what: str = "output folder") -> Iterator[Path]:
-    """An empty folder beside ``target`` to write into; when the block ends without an error it replaces
-    ``target`` (:func:`replace_folder`), else it is removed and ``target`` is left as it was.
-
-    ``target`` is checked with :func:`check_replaceable` before anything is written.
+    """An empty folder beside ``target`` (checked first with :func:`check_replaceable`) to write into; when the
+    block ends without an error it replaces ``target``, else it is removed and ``target`` is left as it was.
 
     Example::
 
@@ -147,19 +133,13 @@ def save_model_staged(model, folder: str | os.PathLike, what: str = "output fold
 def content_digest(
     parts: bytes | os.PathLike | Iterable[bytes | os.PathLike], *, sample_above: int | None = None
 ) -> str:
-    """The sha256 (hex) of ``parts``, fed in order into one digest: the content hash behind a model's fingerprint, a
-    BEIR folder's revision and a training run's record.
+    """The sha256 (hex) of ``parts`` (one part or an iterable, read lazily), fed in order into one digest: the
+    content hash behind a model's fingerprint, a BEIR folder's revision and a training run's record.
 
-    * ``bytes`` go in as they are (text: encode it first; a ``str`` is refused, as it could be a path);
-    * a file (``os.PathLike``) goes in by its content; one over ``sample_above`` bytes by 16 evenly spaced 64 KiB
-      samples instead, so that multi-GB weights or corpora hash in milliseconds (a copy keeps the digest, a rewrite
-      changes it in practice);
-    * a folder goes in as ``"{relative name}\\0{digest of the file's size and content}\\0"`` for each of its files,
-      sorted (hidden entries skipped): a renamed, added or edited file changes the digest, a copied folder keeps it.
-
-    Args:
-        parts: One part, or an iterable of parts (read lazily: a generator of chunks is never held whole).
-        sample_above: Files larger than this many bytes are sampled (None: every byte is read).
+    ``bytes`` go in as they are (a ``str`` is refused, as it could be a path); a file (``os.PathLike``) by its
+    content, or, over ``sample_above`` bytes, by 16 evenly spaced 64 KiB samples so that multi-GB files hash in
+    milliseconds; a folder as ``"{relative name}\\0{digest of the file's size and content}\\0"`` for each file,
+    sorted, hidden entries skipped (a renamed, added or edited file changes the digest, a copy keeps it).
 
     Example::
 
@@ -185,31 +165,19 @@ def content_digest(
                     inner = content_digest([str(file.stat().st_size).encode(), file], sample_above=sample_above)
                     digest.update(f"{relative.as_posix()}\0{inner}\0".encode())
         else:
-            _feed_file(digest, Path(part), sample_above)
+            size = Path(part).stat().st_size
+            with Path(part).open("rb") as handle:
+                if sample_above is None or size <= sample_above:
+                    for block in iter(lambda: handle.read(2**20), b""):
+                        digest.update(block)
+                else:
+                    for index in range(_SAMPLE_COUNT):
+                        handle.seek((size - _SAMPLE_SIZE) * index // (_SAMPLE_COUNT - 1))
+                        digest.update(handle.read(_SAMPLE_SIZE))
     return digest.hexdigest()
 
 
-def _feed_file(digest, path: Path, sample_above: int | None) -> None:
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        if sample_above is None or size <= sample_above:
-            for block in iter(lambda: handle.read(2**20), b""):
-                digest.update(block)
-            return
-        for index in range(_SAMPLE_COUNT):
-            handle.seek((size - _SAMPLE_SIZE) * index // (_SAMPLE_COUNT - 1))
-            digest.update(handle.read(_SAMPLE_SIZE))
-
-
 __all__ = [
-    "DEGENERATE_MARKER",
-    "RUN_RECORD_NAME",
-    "FolderNotOursError",
-    "check_replaceable",
-    "content_digest",
-    "is_llara_model_folder",
-    "made_by_llara",
-    "replace_folder",
-    "save_model_staged",
-    "staged_folder",
-]
+    "DEGENERATE_MARKER", "RUN_RECORD_NAME", "FolderNotOursError", "check_replaceable", "content_digest",
+    "is_llara_model_folder", "made_by_llara", "replace_folder", "save_model_staged", "staged_folder",
+]  # fmt: skip

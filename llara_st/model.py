@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path, PureWindowsPath
 from typing import Any, Literal, overload
 
+from safetensors import SafetensorError, safe_open
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Module, Normalize
 from sentence_transformers.util.misc import import_from_string
@@ -24,22 +25,16 @@ logger = logging.getLogger(__name__)
 
 # Module classes the safe loader may instantiate, by the ``type`` that modules.json records.
 LLARA_MODULE_CLASSES: dict[str, type] = {
-    "llara_st.modules.llara_transformer.LLaRATransformer": LLaRATransformer,
-    "llara_st.modules.last_k_pooling.LastKPooling": LastKPooling,
-    "llara_st.modules.LLaRATransformer": LLaRATransformer,
-    "llara_st.modules.LastKPooling": LastKPooling,
+    name: cls
+    for cls in (LLaRATransformer, LastKPooling)
+    for name in (f"{cls.__module__}.{cls.__name__}", f"llara_st.modules.{cls.__name__}")
 }
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 _CODE_SUFFIXES = (".py", ".pyc")
 # Never downloaded for the safe loader: pickles and code it would refuse, and weights of other frameworks.
 _HUB_IGNORE_PATTERNS = [f"*{suffix}" for suffix in _PICKLE_SUFFIXES + _CODE_SUFFIXES] + [
-    "*.h5",
-    "*.msgpack",
-    "*.gguf",
-    "*.onnx",
-    "onnx/*",
-    "openvino/*",
-]
+    "*.h5", "*.msgpack", "*.gguf", "*.onnx", "onnx/*", "openvino/*",
+]  # fmt: skip
 
 
 @overload
@@ -49,11 +44,8 @@ def llara_module(model: nn.Module, *, required: bool = False) -> LLaRATransforme
 def llara_module(model: nn.Module, *, required: bool = False) -> LLaRATransformer | None:
     """The :class:`~llara_st.modules.LLaRATransformer` input module of a LLaRA model, or None for other models.
 
-    The one way to tell a LLaRA model from another and to reach its tokenizer, templates and causal LM. Wrappers
-    that trainers swap in (DDP, DeepSpeed's engine) are looked through (``.module``).
-
     Args:
-        model: A ``SentenceTransformer`` (possibly wrapped), or the input module itself.
+        model: A ``SentenceTransformer``, possibly wrapped by DDP or DeepSpeed (``.module``), or the input module.
         required: Raise ``TypeError`` instead of returning None when the model is not a LLaRA model.
 
     Example::
@@ -94,14 +86,11 @@ def build_llara_model(
     """A LLaRA embedder (input module → last-8 mean pooling → L2 normalisation) around a causal LM.
 
     Args:
-        model_name_or_path: A Hugging Face causal LM (Llama, Mistral, Qwen2, SmolLM2, ...) or an authors'
-            LLaRA checkpoint (whose ``<s1>``…``<s16>`` ids are kept).
-        query_max_length, passage_max_length: Max input tokens per side, template included.
+        model_name_or_path: A causal LM (Llama, Mistral, Qwen2, SmolLM2, ...) or an authors' LLaRA checkpoint
+            (whose ``<s1>``…``<s16>`` ids are kept).
         num_pooled_tokens: Trailing positions averaged (8).
         add_prompt_tokens: Add ``<s1>``…``<s16>`` to a tokenizer that lacks them and resize the embeddings.
-        device: Where to put the model.
-        model_card_data: What the saved ``README.md`` says (license, language, ...); default a fresh
-            :class:`~llara_st.model_card.LLaRAModelCardData`.
+        model_card_data: What the saved ``README.md`` says (license, language, ...).
         **transformer_kwargs: Passed to :class:`~llara_st.modules.LLaRATransformer`
             (``model_kwargs={"torch_dtype": "bfloat16", "attn_implementation": "flash_attention_2"}``, ...).
 
@@ -134,16 +123,10 @@ def build_llara_model(
 def convert(src: str, dst: str | os.PathLike, **kwargs: Any) -> SentenceTransformer:
     """Turn a causal LM (folder or Hub id) into a LLaRA sentence-transformers folder at ``dst``.
 
-    Missing ``<s1>``…``<s16>`` tokens are added as special tokens (embeddings resized); present ones keep
-    their ids. The folder holds ``modules.json``, safetensors weights and a LLaRA model card (``README.md``),
-    and loads with ``SentenceTransformer(dst, trust_remote_code=True)`` or :func:`llara_st.load`.
-
-    Args:
-        src: The causal LM.
-        dst: The output folder: written beside and moved into place, so it is the whole model or, if the save
-            fails, what it was; an existing non-empty ``dst`` is replaced only if it is a LLaRA model folder
-            (:func:`llara_st.folders.check_replaceable`).
-        **kwargs: Passed to :func:`build_llara_model`.
+    Missing ``<s1>``…``<s16>`` tokens are added as special tokens; present ones keep their ids. ``dst`` gets
+    ``modules.json``, safetensors weights and a LLaRA model card; it is written beside and moved into place (the
+    whole model or, if the save fails, what it was), and an existing non-empty ``dst`` is replaced only if it is
+    a LLaRA model folder (:func:`llara_st.folders.check_replaceable`). ``kwargs`` go to :func:`build_llara_model`.
 
     Example::
 
@@ -156,8 +139,6 @@ def convert(src: str, dst: str | os.PathLike, **kwargs: Any) -> SentenceTransfor
         (1, 64)
     """
     model = build_llara_model(src, **kwargs)
-    # Written beside dst and moved into place (docs/training_guards.md, "Folders"): dst is the whole model or, if
-    # the save fails, what it was; an existing dst is replaced only if it is a LLaRA model folder.
     save_model_staged(model, dst, "output folder")
     logger.info("Saved LLaRA model to %s", dst)
     return model
@@ -167,21 +148,8 @@ class UnsafeModelError(LLaRAUserError):
     """A model folder holds something :func:`llara_st.load` refuses to run, unpickle or read from outside it."""
 
 
-# ---------------------------------------------------------------------------------------------- where the model is
-
-
-def _is_true(value: str | None) -> bool:
-    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _looks_like_hub_id(text: str) -> bool:
-    parts = text.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "~", "/")) and "\\" not in text
-
-
 def _model_folder(
     model_name_or_path: str | os.PathLike,
-    *,
     revision: str | None,
     token: bool | str | None,
     cache_folder: str | None,
@@ -197,21 +165,15 @@ def _model_folder(
     text = str(model_name_or_path)
     if folder.exists():
         raise NotADirectoryError(f"{folder} is a file; llara_st.load takes a model folder or a Hub id")
-    if not _looks_like_hub_id(text):
+    parts = text.split("/")
+    if not (len(parts) == 2 and all(parts) and not text.startswith((".", "~", "/")) and "\\" not in text):
         raise FileNotFoundError(f"Model folder {folder} does not exist (and {text!r} is not a Hub id 'org/name')")
 
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        IncompleteSnapshotError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub import constants, errors, snapshot_download
 
-    offline = local_files_only or constants.HF_HUB_OFFLINE or _is_true(os.environ.get("HF_HUB_OFFLINE"))
+    offline_env = os.environ.get("HF_HUB_OFFLINE") or ""
+    offline = local_files_only or constants.HF_HUB_OFFLINE or offline_env.strip().upper() in {"1", "ON", "YES", "TRUE"}
     cache_folder = cache_folder or os.environ.get("SENTENCE_TRANSFORMERS_HOME")
-    cache_description = cache_folder or constants.HF_HUB_CACHE
     try:
         snapshot = snapshot_download(
             repo_id=text,
@@ -221,19 +183,19 @@ def _model_folder(
             local_files_only=offline,
             ignore_patterns=None if download_everything else _HUB_IGNORE_PATTERNS,
         )
-    except (LocalEntryNotFoundError, IncompleteSnapshotError) as error:
+    except (errors.LocalEntryNotFoundError, errors.IncompleteSnapshotError) as error:
         reason = "HF_HUB_OFFLINE is set or local_files_only=True" if offline else "the Hub cannot be reached"
         raise FileNotFoundError(
             f"{text!r} is neither a local folder nor a complete download in the Hugging Face cache "
-            f"{cache_description} ({reason}). Download it while online (llara_st.load({text!r}) or "
-            f"`hf download {text}`), or pass the path of a local copy"
+            f"{cache_folder or constants.HF_HUB_CACHE} ({reason}). Download it while online "
+            f"(llara_st.load({text!r}) or `hf download {text}`), or pass the path of a local copy"
         ) from error
-    except (RepositoryNotFoundError, GatedRepoError) as error:
+    except (errors.RepositoryNotFoundError, errors.GatedRepoError) as error:
         raise FileNotFoundError(
             f"{text!r} is not a local folder, and the Hub refuses it (no such repository, private or gated: "
             "log in with `hf auth login` or pass token=...)"
         ) from error
-    except RevisionNotFoundError as error:
+    except errors.RevisionNotFoundError as error:
         raise FileNotFoundError(f"The Hub repository {text!r} has no revision {revision!r}") from error
     root = Path(snapshot).resolve()
     roots = [root]
@@ -243,11 +205,13 @@ def _model_folder(
     return root, roots
 
 
-# ---------------------------------------------------------------------------------------------- what it may hold
-
-
 def _inside(path: Path, roots: Sequence[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def _escapes(relative: str) -> bool:
+    """Whether a path read from a model file is absolute or climbs out (``..``), on any platform."""
+    return bool(PureWindowsPath(relative).anchor) or ".." in PureWindowsPath(relative).parts
 
 
 def _check_files(folder: Path, roots: Sequence[Path]) -> None:
@@ -288,34 +252,26 @@ def _check_files(folder: Path, roots: Sequence[Path]) -> None:
             f"{folder} contains pickle-format weights {sorted(pickles)}; llara_st.load reads safetensors only"
         )
     for index in sorted(indexes):
-        _check_index(index, folder, roots)
-
-
-def _check_index(index: Path, folder: Path, roots: Sequence[Path]) -> None:
-    relative = index.relative_to(folder)
-    if not index.name.endswith(".safetensors.index.json"):
-        raise UnsafeModelError(
-            f"{folder / relative} indexes weights that are not safetensors (a sharded pickle checkpoint); "
-            "llara_st.load reads safetensors only: delete it or re-save the model with safe_serialization=True"
-        )
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf8"))["weight_map"]
-        shards = set(weight_map.values())
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise UnsafeModelError(f"{folder / relative} is not a safetensors index with a 'weight_map': {error}") from None
-    for shard in sorted(shards, key=str):
-        target = (index.parent / str(shard)).resolve()
-        if (
-            not isinstance(shard, str)
-            or PureWindowsPath(shard).anchor
-            or ".." in PureWindowsPath(shard).parts
-            or not shard.endswith(".safetensors")
-            or not _inside(target, roots)
-        ):
+        if not index.name.endswith(".safetensors.index.json"):
             raise UnsafeModelError(
-                f"{folder / relative} names the shard {shard!r}, which is not a .safetensors file inside the model "
-                "folder; llara_st.load reads nothing outside it"
+                f"{index} indexes weights that are not safetensors (a sharded pickle checkpoint); llara_st.load "
+                "reads safetensors only: delete it or re-save the model with safe_serialization=True"
             )
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf8"))["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise UnsafeModelError(f"{index} is not a safetensors index with a 'weight_map': {error}") from None
+        for shard in sorted(shards, key=str):
+            if (
+                not isinstance(shard, str)
+                or _escapes(shard)
+                or not shard.endswith(".safetensors")
+                or not _inside((index.parent / shard).resolve(), roots)
+            ):
+                raise UnsafeModelError(
+                    f"{index} names the shard {shard!r}, which is not a .safetensors file inside the model "
+                    "folder; llara_st.load reads nothing outside it"
+                )
 
 
 def _read_json(path: Path) -> Any:
@@ -339,10 +295,14 @@ def _check_model_files(folder: Path) -> None:
         if path.is_file():
             _read_json(path)
     for path in sorted(folder.rglob("*.safetensors")):
-        if path.is_file() and not _safetensors_complete(path):
-            raise ValueError(
-                f"{path} is not a complete safetensors file (its header does not parse, or it is cut short)"
-            )
+        if path.is_file():
+            try:  # parses the header and checks that the file is as long as the header says
+                with safe_open(path, "np"):
+                    pass
+            except SafetensorError:
+                raise ValueError(
+                    f"{path} is not a complete safetensors file (its header does not parse, or it is cut short)"
+                ) from None
     for path in sorted(folder.rglob("tokenizer.json")):
         if path.is_file():
             from tokenizers import Tokenizer
@@ -366,20 +326,6 @@ def _check_degenerate_marker(folder: Path) -> None:
         )
 
 
-def _safetensors_complete(path: Path) -> bool:
-    """A safetensors file is whole when its header parses and the file is as long as the header says."""
-    try:
-        with path.open("rb") as handle:
-            header_size = int.from_bytes(handle.read(8), "little")
-            if header_size > path.stat().st_size:
-                return False
-            header = json.loads(handle.read(header_size))
-        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
-    except (OSError, ValueError, RecursionError, TypeError, KeyError, IndexError, AttributeError):
-        return False
-    return path.stat().st_size == 8 + header_size + max(ends, default=0)
-
-
 # Keys of sentence_bert_config.json's ``*_kwargs`` (and their old ``*_args`` names) that name a place to write:
 # the caller chooses those, never a saved model.
 _WRITE_PATH_KEYS = frozenset({"offload_folder", "offload_dir", "cache_dir", "cache_folder"})
@@ -393,13 +339,8 @@ _KWARGS_SECTIONS = (
 
 
 def _check_module_config_paths(module_folder: Path, folder: Path, roots: Sequence[Path]) -> None:
-    """Refuse ``sentence_bert_config.json`` entries that name files or folders outside the model folder.
-
-    The backbone's ``from_pretrained`` follows them: ``processor_kwargs.tokenizer_file``, ``vocab_file`` and
-    ``tokenizer_name_or_path`` are read as given (relative to the working directory), ``model_kwargs.gguf_file``
-    joined to the folder, ``model_kwargs.offload_folder`` and ``cache_dir`` are written to. A saved model may name
-    only a ``gguf_file`` (or ``subfolder``) inside its folder; every other path-valued key is refused.
-    """
+    """Refuse ``sentence_bert_config.json`` entries naming paths that the backbone's ``from_pretrained`` would
+    read or write (``tokenizer_file``, ``offload_folder``, ...), except a ``gguf_file`` or ``subfolder`` inside."""
     config_path = module_folder / "sentence_bert_config.json"
     if not config_path.is_file():
         return
@@ -419,14 +360,13 @@ def _check_module_config_paths(module_folder: Path, folder: Path, roots: Sequenc
     for name, key, value in named:
         if value is None or not (key in _WRITE_PATH_KEYS or key.endswith(_PATH_KEY_SUFFIXES)):
             continue
-        if key in _FOLDER_RELATIVE_KEYS and isinstance(value, str):
-            target = (module_folder / value).resolve()
-            if (
-                not PureWindowsPath(value).anchor
-                and ".." not in PureWindowsPath(value).parts
-                and _inside(target, roots)
-            ):
-                continue
+        if (
+            key in _FOLDER_RELATIVE_KEYS
+            and isinstance(value, str)
+            and not _escapes(value)
+            and _inside((module_folder / value).resolve(), roots)
+        ):
+            continue
         where = "where to write" if key in _WRITE_PATH_KEYS else "a path"
         raise UnsafeModelError(
             f"{config_path} sets {name} = {value!r:.120}, {where} that llara_st.load does not take from a model "
@@ -451,7 +391,7 @@ def _read_modules_json(path: Path, folder: Path) -> list[dict[str, Any]]:
                 problem = "has no" if key not in entry else f"has a non-string ({entry[key]!r:.40})"
                 raise ValueError(f"{path}: entry {position} ({entry!r:.120}) {problem} {key!r}")
         subfolder = entry["path"]
-        if PureWindowsPath(subfolder).anchor or ".." in PureWindowsPath(subfolder).parts:
+        if _escapes(subfolder):
             raise UnsafeModelError(f"{path}: entry {position} has the path {subfolder!r}, outside the model folder")
         # A module without files (Normalize in all-MiniLM-L6-v2) may list a folder that was never written.
         if (folder / subfolder).exists() and not (folder / subfolder).is_dir():
@@ -502,19 +442,6 @@ def _check_adapter_base(module_folder: Path) -> None:
     _check_files(root, [root])
 
 
-def _has_prompt_tokens(folder: Path) -> bool:
-    from transformers import AutoTokenizer
-
-    try:
-        vocab = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False).get_vocab()
-    except (OSError, ValueError):
-        return False
-    return all(token in vocab for token in PROMPT_TOKENS)
-
-
-# ---------------------------------------------------------------------------------------------- the loader
-
-
 def load(
     model_name_or_path: str | os.PathLike,
     *,
@@ -529,27 +456,15 @@ def load(
 ) -> SentenceTransformer:
     """Load a LLaRA (or any sentence-transformers) model from a folder or a Hub id without running its code.
 
-    The one loader of llara_st. It reads:
-
-    - a sentence-transformers folder: only llara_st and sentence-transformers module classes are instantiated;
-    - an authors' LLaRA checkpoint (a causal LM whose tokenizer has ``<s1>``…``<s16>``, e.g. ``BAAI/LLARA-passage``):
-      wrapped as :func:`build_llara_model` does, keeping its token ids;
-    - a Hub id (``organization/name``): downloaded with ``huggingface_hub.snapshot_download`` (cache, revision and
-      token as given; offline, with ``HF_HUB_OFFLINE=1`` or ``local_files_only=True``, from the local cache), then
-      read as a folder. Pickles, code and other frameworks' weights are not downloaded.
-
-    In every case the folder is checked first, and :class:`UnsafeModelError` names the offending file: Python files,
-    pickle weights, a ``*.index.json`` naming a pickle or a shard outside the folder, any file or link that
-    resolves outside the folder (a Hub snapshot's links into its cache's ``blobs`` are its own), a module class
-    from elsewhere. A LoRA adapter's local base folder is checked the same way. Remote code in the backbone's
-    ``config.json`` (``auto_map``) is never trusted.
+    It reads a sentence-transformers folder (instantiating llara_st and sentence-transformers module classes
+    only), an authors' LLaRA checkpoint (a causal LM whose tokenizer has ``<s1>``…``<s16>``, e.g.
+    ``BAAI/LLARA-passage``, wrapped as :func:`build_llara_model` does) or a Hub id (downloaded without pickles or
+    code; offline, from the cache). The folder is checked first: :class:`UnsafeModelError` names code, pickle
+    weights, a foreign module class or anything resolving outside the folder (docs/quickstart.md lists the checks).
 
     Args:
-        model_name_or_path: A local folder, or a Hub id.
-        device: Where to put the model.
         model_kwargs: Passed to the backbone's ``from_pretrained`` (e.g. ``{"torch_dtype": "bfloat16"}``).
-        revision: The Hub branch, tag or commit.
-        token: Hub token for private or gated repositories.
+        revision, token: The Hub revision and token.
         cache_folder: The Hub cache folder (default ``SENTENCE_TRANSFORMERS_HOME``, else the Hugging Face cache).
         local_files_only: Never reach the Hub (as ``HF_HUB_OFFLINE=1`` does).
         trust_remote_code: Skip every check and load with ``SentenceTransformer(folder, trust_remote_code=True)``,
@@ -564,12 +479,7 @@ def load(
         (1, 64)
     """
     folder, roots = _model_folder(
-        model_name_or_path,
-        revision=revision,
-        token=token,
-        cache_folder=cache_folder,
-        local_files_only=local_files_only,
-        download_everything=trust_remote_code,
+        model_name_or_path, revision, token, cache_folder, local_files_only, trust_remote_code
     )
     modules_path = folder / "modules.json"
     if trust_remote_code:
@@ -619,25 +529,28 @@ def load(
     return SentenceTransformer(modules=modules, device=device, **kwargs)
 
 
-# Files a sentence-transformers save writes beside modules.json; an authors' checkpoint (a causal LM) has none.
-_SENTENCE_TRANSFORMERS_FILES = ("config_sentence_transformers.json", "sentence_bert_config.json")
-
-
 def _load_authors_checkpoint(
-    folder: Path,
-    source: str | os.PathLike,
-    *,
-    device: str | None,
-    model_kwargs: dict[str, Any] | None,
-    **kwargs: Any,
+    folder: Path, source: str | os.PathLike, *, device: str | None, model_kwargs: dict[str, Any] | None, **kwargs: Any
 ) -> SentenceTransformer:
-    written = [name for name in _SENTENCE_TRANSFORMERS_FILES if (folder / name).is_file()]
+    # Files a sentence-transformers save writes beside modules.json; an authors' checkpoint (a causal LM) has none.
+    written = [
+        name for name in ("config_sentence_transformers.json", "sentence_bert_config.json") if (folder / name).is_file()
+    ]
     if written:
         raise FileNotFoundError(
             f"{folder} is an incomplete sentence-transformers folder: it has {', '.join(written)} but no modules.json "
             "(a save that was interrupted?); save the model again"
         )
-    if not (folder / "config.json").is_file() or not _has_prompt_tokens(folder):
+    has_prompt_tokens = False
+    if (folder / "config.json").is_file():
+        from transformers import AutoTokenizer
+
+        try:
+            vocab = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False).get_vocab()
+            has_prompt_tokens = all(token in vocab for token in PROMPT_TOKENS)
+        except (OSError, ValueError):
+            pass
+    if not has_prompt_tokens:
         raise FileNotFoundError(
             f"{folder} is not a sentence-transformers folder (it has no modules.json), nor an authors' LLaRA "
             "checkpoint (a causal LM whose tokenizer has <s1>…<s16>). If it is a causal LM, convert it first: "

@@ -23,6 +23,10 @@ LLARA_TASK_NAME = (
     "L2-normalised mean of its last hidden states at those eight tokens. Embed queries with `encode_query` and "
     "documents with `encode_document`; loading it needs the `llara-st` package (`pip install llara-st`)"
 )
+_LLARA_TAGS = (
+    "sentence-transformers", "sentence-similarity", "feature-extraction", "dense", "llara", "llara-st",
+    "dense-retrieval",
+)  # fmt: skip
 _PLACEHOLDER_MODEL_ID = "sentence_transformers_model_id"  # the placeholder sentence-transformers fills in on push
 
 
@@ -30,18 +34,14 @@ _PLACEHOLDER_MODEL_ID = "sentence_transformers_model_id"  # the placeholder sent
 class LLaRAModelCardData(SentenceTransformerModelCardData):
     """Model card data of a LLaRA embedder: sentence-transformers' card, told that the model is LLaRA.
 
-    Every LLaRA model built or loaded by :mod:`llara_st` carries one (``model.model_card_data``), so the
-    ``README.md`` that ``model.save`` and the trainer write says what the model is, that it needs
-    ``pip install llara-st``, how to load it (``SentenceTransformer(path, trust_remote_code=True)`` or
-    ``llara_st.load(path)``), how to embed queries and documents (``encode_query``/``encode_document``), its
-    evaluation results (the evaluators' through sentence-transformers, MTEB scores through
-    :meth:`add_evaluation_results`) and the LLaRA citation (Li et al., 2023, arXiv:2312.15503).
+    Every LLaRA model built or loaded by :mod:`llara_st` carries one, so the ``README.md`` that ``model.save`` and
+    the trainer write says what the model is, that it needs ``pip install llara-st``, how to load it and embed
+    queries and documents, its evaluation results (MTEB scores through :meth:`add_evaluation_results`) and the
+    LLaRA citation (Li et al., 2023, arXiv:2312.15503).
 
     Args:
-        evaluation_results: Scores measured outside the trainer (e.g. MTEB), one dict per dataset with keys
-            ``dataset``, ``metrics`` (name → value), and optionally ``split`` and ``evaluated_with``.
-        **kwargs: :class:`~sentence_transformers.SentenceTransformerModelCardData` fields (``model_id``,
-            ``language``, ``license``, ``train_datasets``, ``local_files_only``, ...).
+        evaluation_results: Scores measured outside the trainer, as :meth:`add_evaluation_results` records them.
+        **kwargs: :class:`~sentence_transformers.SentenceTransformerModelCardData` fields (``license``, ...).
 
     Example::
 
@@ -59,17 +59,7 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
     """
 
     task_name: str = LLARA_TASK_NAME
-    tags: list[str] = field(
-        default_factory=lambda: [
-            "sentence-transformers",
-            "sentence-similarity",
-            "feature-extraction",
-            "dense",
-            "llara",
-            "llara-st",
-            "dense-retrieval",
-        ]
-    )
+    tags: list[str] = field(default_factory=lambda: list(_LLARA_TAGS))
     evaluation_results: list[dict[str, Any]] = field(default_factory=list)
 
     def register_model(self, model: SentenceTransformer) -> None:
@@ -86,14 +76,8 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
         split: str | None = None,
         evaluated_with: str = "mteb",
     ) -> None:
-        """Record scores measured outside the trainer (e.g. with MTEB) for the model card's Evaluation section.
-
-        Args:
-            dataset: The dataset or MTEB task name, e.g. ``"SciFact"``.
-            metrics: Metric name → value, e.g. ``{"ndcg_at_10": 0.61, "recall_at_100": 0.9}``.
-            split: The split evaluated, e.g. ``"test"``.
-            evaluated_with: What computed the scores, shown in the card.
-        """
+        """Record scores measured outside the trainer (e.g. with MTEB; ``metrics``: name → value) for the card's
+        Evaluation section; ``evaluated_with`` names what computed them."""
         if not metrics:
             raise ValueError(f"add_evaluation_results got no metrics for {dataset!r}")
         self.evaluation_results.append(
@@ -201,14 +185,8 @@ def _evaluation_table(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def use_llara_model_card(model: SentenceTransformer) -> LLaRAModelCardData:
-    """Give ``model`` a :class:`LLaRAModelCardData` (keeping what its current card data was told), and return it.
-
-    For LLaRA models built without :mod:`llara_st`'s loaders, e.g. ``SentenceTransformer(path,
-    trust_remote_code=True)``, so that saving or training them writes the LLaRA card. A model whose card data is
-    already LLaRA's keeps it.
-
-    Args:
-        model: A LLaRA ``SentenceTransformer``.
+    """Give a LLaRA ``model`` loaded without :mod:`llara_st` (e.g. ``SentenceTransformer(path,
+    trust_remote_code=True)``) a :class:`LLaRAModelCardData` keeping what its card data was told, and return it.
 
     Example::
 

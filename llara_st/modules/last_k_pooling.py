@@ -11,18 +11,10 @@ from llara_st.prompts import NUM_PROMPT_TOKENS
 
 
 class LastKPooling(Module):
-    """LLaRA pooling: the mean of ``token_embeddings`` over the last ``num_tokens`` positions whose
-    attention mask is 1, i.e. over the 8 prompt tokens ``<s1>``…``<s8>`` (passages) or ``<s9>``…``<s16>``
-    (queries) that end every LLaRA input.
-
-    The positions follow the attention mask, so rows padded on the right (inference), on the left (the
-    adaptation loss's inputs), or on both sides pool the same tokens. The mean is computed in float32 and
-    returned in the input dtype. When the input module reports how many prompt tokens its templates end
-    with (``features["prompt_token_count"]``, as :class:`~llara_st.modules.LLaRATransformer` does), a
-    different ``num_tokens`` is refused rather than pooled.
-
-    Args:
-        num_tokens: How many trailing positions to average (8 in LLaRA).
+    """LLaRA pooling: the mean of ``token_embeddings`` over the last ``num_tokens`` positions whose attention
+    mask is 1, i.e. over the 8 prompt tokens ``<s1>``…``<s8>`` (passages) or ``<s9>``…``<s16>`` (queries) that
+    end every LLaRA input, whatever the padding side. The mean is computed in float32 and returned in the input
+    dtype. A ``num_tokens`` other than the input module's ``features["prompt_token_count"]`` is refused.
 
     Example::
 
@@ -49,7 +41,6 @@ class LastKPooling(Module):
         self.num_tokens = num_tokens
 
     def check_width(self, prompt_token_count: int | None) -> None:
-        """Refuse to average other than the ``prompt_token_count`` tokens that end every template (None: unknown)."""
         if prompt_token_count is not None and prompt_token_count != self.num_tokens:
             raise ValueError(
                 f"LastKPooling averages the last {self.num_tokens} tokens, but every LLaRA template ends with "

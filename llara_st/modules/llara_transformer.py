@@ -29,12 +29,12 @@ from llara_st.prompts import (
 logger = logging.getLogger(__name__)
 
 Side = Literal["query", "passage", "raw"]
+# "raw": the text alone with the tokenizer's own special tokens, no template (what the adaptation loss reads).
 _TASK_TO_SIDE: dict[str | None, Side] = {
     None: "passage",
     "document": "passage",
     "passage": "passage",
     "query": "query",
-    # The text alone with the tokenizer's own special tokens, no template: what the adaptation loss reads.
     "raw": "raw",
 }
 
@@ -44,43 +44,32 @@ class LLaRATransformer(Transformer):
     For Dense Retrieval", arXiv:2312.15503).
 
     Each text becomes ``prefix + text + suffix`` token by token: the prefix ``"`` tokenised with the
-    tokenizer's own special tokens (BOS for Llama-2; nothing for a tokenizer without one, e.g. SmolLM2),
-    the text without special tokens, and the passage suffix ``", summarize the above passage within eight
-    words: <s1>…<s8>`` for documents or the query suffix ``", predict the following passage within eight
-    words: <s9>…<s16>`` for queries. The text is truncated so that the whole input fits the side's max
-    length; the suffix is never cut. Rows are right-padded, so ``output_value="token_embeddings"`` returns one
-    row per real token. The module returns the last layer's hidden states (after the final norm) as
-    ``token_embeddings``; :class:`~llara_st.modules.LastKPooling` averages the last 8 of them.
+    tokenizer's own special tokens (BOS for Llama-2; nothing for SmolLM2), the text without special tokens,
+    and the passage suffix ``", summarize the above passage within eight words: <s1>…<s8>`` or the query
+    suffix ``", predict the following passage within eight words: <s9>…<s16>``. The text is truncated so that
+    the whole input fits the side's max length; the suffix is never cut. Rows are right-padded. The module
+    returns the last layer's hidden states (after the final norm) as ``token_embeddings``;
+    :class:`~llara_st.modules.LastKPooling` averages the last 8 of them.
 
-    **Which template.** The template follows the ``task`` of the call: ``encode_query`` (``task="query"``)
-    selects the query template; ``encode_document`` (``task="document"``) and plain ``encode`` without a
-    prompt select the passage template. A prompt without a task (``encode(texts, prompt_name="query")``)
-    is refused, since the prompt name does not reach the module; call ``encode_query``/``encode_document``
-    or pass ``task=``. ``task="raw"`` (the text alone, no template) gives no embedding: a forward pass of raw
-    features is refused unless they carry the 4D ``attention_bias`` of an adaptation input, which
-    :class:`~llara_st.losses.EBAEEBARDataCollator` builds (boolean, turned here into the model's additive
-    mask) and :class:`~llara_st.losses.EBAEEBARLoss` runs.
+    The template follows the call's ``task``: ``encode_query`` gives the query template, ``encode_document``
+    and plain ``encode`` the passage one; a prompt without a task (``encode(texts, prompt_name=...)``) is
+    refused, since the prompt name never reaches the module. ``task="raw"`` (the text alone) gives no
+    embedding: its forward pass needs the 4D ``attention_bias`` that
+    :class:`~llara_st.losses.EBAEEBARDataCollator` builds for :class:`~llara_st.losses.EBAEEBARLoss`.
 
-    **Thread safety.** The task and max length travel with each call; the module keeps no per-call state
-    and tokenises with private copies of the tokenizer's backend that are never reconfigured, so
-    ``encode_query`` and ``encode_document`` may run at the same time on one model (threads, asyncio).
-
-    **Checks.** The passage suffix must end with ``<s1>``…``<s8>`` and the query suffix with
-    ``<s9>``…``<s16>``; max lengths must leave room for text and may not exceed the backbone's
-    ``max_position_embeddings``.
-
-    The backbone is loaded with its causal-LM head (``AutoModelForCausalLM``), which the adaptation
-    losses need; plain embedding never computes logits.
+    Thread-safe: the task and max length travel with each call and tokenisation uses private copies of the
+    tokenizer's backend, so ``encode_query`` and ``encode_document`` may run at the same time on one model.
 
     Args:
-        model_name_or_path: A Hugging Face causal LM (folder or Hub id) whose tokenizer holds ``<s1>``…``<s16>``.
-        query_max_length: Max tokens of a query input, prefix and suffix included (reference 64).
-        passage_max_length: Max tokens of a passage input, prefix and suffix included (reference 160).
-        prefix, passage_suffix, query_suffix: The templates; the defaults are the released checkpoints'.
+        model_name_or_path: A causal LM (folder or Hub id), loaded with its LM head (the adaptation losses
+            need it); its tokenizer must hold ``<s1>``…``<s16>``.
+        query_max_length: Max tokens of a query input, prefix and suffix included (reference 64), at most the
+            backbone's ``max_position_embeddings``.
+        passage_max_length: Same for passages (reference 160).
+        prefix, passage_suffix, query_suffix: The templates; each suffix must end with its 8 prompt tokens.
         add_prompt_tokens: Add any of ``<s1>``…``<s16>`` the tokenizer lacks as special tokens and resize the
             embeddings (what ``llara-st convert`` does). Tokens already present keep their ids.
-        **kwargs: Passed to :class:`sentence_transformers.base.modules.Transformer`
-            (``model_kwargs``, ``processor_kwargs``, ``config_kwargs``, ...).
+        **kwargs: Passed to :class:`sentence_transformers.base.modules.Transformer`.
 
     Example::
 
@@ -130,72 +119,54 @@ class LLaRATransformer(Transformer):
         self.prefix = prefix
         self.passage_suffix = passage_suffix
         self.query_suffix = query_suffix
-        self._ensure_prompt_tokens(add_prompt_tokens)
-        self._ensure_pad_token()
-        # Right padding: sentence-transformers strips trailing padding from token embeddings, and positions and
-        # pooling follow the attention mask, so the embeddings do not depend on the padding side.
-        self.tokenizer.padding_side = "right"
-        self._prefix_ids = self.tokenizer(prefix, add_special_tokens=True)["input_ids"]
-        self._suffix_ids: dict[Side, list[int]] = {
-            "passage": self.tokenizer(passage_suffix, add_special_tokens=False)["input_ids"],
-            "query": self.tokenizer(query_suffix, add_special_tokens=False)["input_ids"],
-        }
-        self._check_suffix_ends_with_prompt_tokens("passage", PASSAGE_PROMPT_TOKENS)
-        self._check_suffix_ends_with_prompt_tokens("query", QUERY_PROMPT_TOKENS)
-        # Private truncating copies of the backend tokenizer, one per max length, never reconfigured once made.
-        self._encoders: dict[int, Tokenizer] = {}
-        self._query_max_length = self._checked_max_length("query", query_max_length)
-        self._passage_max_length = self._checked_max_length("passage", passage_max_length)
-
-    # ------------------------------------------------------------------ set-up
-
-    def _ensure_prompt_tokens(self, add_missing: bool) -> None:
-        vocab = self.tokenizer.get_vocab()
+        tokenizer = self.tokenizer
+        vocab = tokenizer.get_vocab()
         missing = [token for token in PROMPT_TOKENS if token not in vocab]
-        if missing and not add_missing:
+        if missing and not add_prompt_tokens:
             raise ValueError(
                 f"The tokenizer of this model lacks the LLaRA prompt tokens {missing}. Convert the causal LM "
                 "first (`llara-st convert SRC DST` or `llara_st.convert(SRC, DST)`), or pass "
                 "add_prompt_tokens=True."
             )
         if missing:
-            self.tokenizer.add_special_tokens(
+            tokenizer.add_special_tokens(
                 {"extra_special_tokens": [AddedToken(token, special=True) for token in missing]},
                 replace_extra_special_tokens=False,
             )
             # Mean-initialised new rows; training must make them trainable (see docs/adaptation.md).
-            self.model.resize_token_embeddings(len(self.tokenizer))
+            self.model.resize_token_embeddings(len(tokenizer))
             logger.info("Added %d LLaRA prompt tokens and resized the embeddings", len(missing))
-
-    def _check_suffix_ends_with_prompt_tokens(self, side: Side, prompt_tokens: list[str]) -> None:
+        if tokenizer.pad_token_id is None:
+            # The reference pads Llama-2 with <unk>; models without one (SmolLM2) pad with EOS. Pads are
+            # masked out, so the choice never reaches an embedding.
+            fallback = tokenizer.unk_token or tokenizer.eos_token
+            if fallback is None:
+                raise ValueError("The tokenizer has no pad, unk or eos token to pad with")
+            tokenizer.pad_token = fallback
+        # Right padding: sentence-transformers strips trailing padding from token embeddings, and positions and
+        # pooling follow the attention mask, so the embeddings do not depend on the padding side.
+        tokenizer.padding_side = "right"
+        self._prefix_ids = tokenizer(prefix, add_special_tokens=True)["input_ids"]
+        self._suffix_ids: dict[Side, list[int]] = {
+            "passage": tokenizer(passage_suffix, add_special_tokens=False)["input_ids"],
+            "query": tokenizer(query_suffix, add_special_tokens=False)["input_ids"],
+        }
         # The pooling averages the last 8 positions: they must be these 8 prompt tokens, in this order.
-        expected = [self.tokenizer.convert_tokens_to_ids(token) for token in prompt_tokens]
-        suffix_ids = self._suffix_ids[side]
-        if suffix_ids[-len(expected) :] != expected:
-            suffix = self.passage_suffix if side == "passage" else self.query_suffix
-            ending = self.tokenizer.convert_ids_to_tokens(suffix_ids[-len(expected) :])
-            raise ValueError(
-                f"The {side} suffix must end with the prompt tokens {''.join(prompt_tokens)}, which LastKPooling "
-                f"averages; {side}_suffix={suffix!r} ends with the tokens {ending}"
-            )
-
-    def passage_suffix_tokens(self) -> list[str]:
-        return self.tokenizer.tokenize(self.passage_suffix)
-
-    def query_suffix_tokens(self) -> list[str]:
-        return self.tokenizer.tokenize(self.query_suffix)
-
-    def _ensure_pad_token(self) -> None:
-        if self.tokenizer.pad_token_id is not None:
-            return
-        # The reference pads Llama-2 with <unk>; models without one (SmolLM2) pad with EOS. Pads are
-        # masked out, so the choice never reaches an embedding.
-        fallback = self.tokenizer.unk_token or self.tokenizer.eos_token
-        if fallback is None:
-            raise ValueError("The tokenizer has no pad, unk or eos token to pad with")
-        self.tokenizer.pad_token = fallback
-
-    # ------------------------------------------------------------------ properties
+        for side, suffix, prompt_tokens in (
+            ("passage", passage_suffix, PASSAGE_PROMPT_TOKENS),
+            ("query", query_suffix, QUERY_PROMPT_TOKENS),
+        ):
+            ending = self._suffix_ids[side][-len(prompt_tokens) :]
+            if ending != tokenizer.convert_tokens_to_ids(prompt_tokens):
+                raise ValueError(
+                    f"The {side} suffix must end with the prompt tokens {''.join(prompt_tokens)}, which "
+                    f"LastKPooling averages; {side}_suffix={suffix!r} ends with the tokens "
+                    f"{tokenizer.convert_ids_to_tokens(ending)}"
+                )
+        # Private truncating copies of the backend tokenizer, one per max length, never reconfigured once made.
+        self._encoders: dict[int, Tokenizer] = {}
+        self._query_max_length = self._checked_max_length("query", query_max_length)
+        self._passage_max_length = self._checked_max_length("passage", passage_max_length)
 
     @property
     def prompt_token_ids(self) -> dict[str, int]:
@@ -209,22 +180,15 @@ class LLaRATransformer(Transformer):
     def suffix_ids(self, side: Side) -> list[int]:
         return list(self._suffix_ids[side])
 
-    def max_length(self, side: Side) -> int:
-        return self.query_max_length if side == "query" else self.passage_max_length
+    @property
+    def causal_lm(self) -> torch.nn.Module:
+        """The wrapped ``*ForCausalLM`` model, output head included."""
+        return self.model
 
     @property
     def max_position_embeddings(self) -> int | None:
         """The longest input the backbone's position embeddings cover, if its config says."""
-        config = self.model.config
-        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        return getattr(text_config, "max_position_embeddings", None)
-
-    def _checked_max_length(self, side: Side, value: int) -> int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{side}_max_length must be an integer, got {value!r}")
-        self._text_budget(side, value)
-        self.check_positions(f"{side}_max_length", value)
-        return value
+        return getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
 
     def check_positions(self, setting: str, length: int) -> None:
         """Refuse an input length (``setting`` names it) beyond the backbone's ``max_position_embeddings``."""
@@ -234,6 +198,26 @@ class LLaRATransformer(Transformer):
                 f"{setting}={length} exceeds the backbone's max_position_embeddings={limit}: longer inputs "
                 f"would reach positions the model was never trained on. Use at most {limit}."
             )
+
+    def _checked_max_length(self, side: Side, value: int) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{side}_max_length must be an integer, got {value!r}")
+        self._text_budget(side, value)
+        self.check_positions(f"{side}_max_length", value)
+        return value
+
+    def _text_budget(self, side: Side, max_length: int | None = None) -> int:
+        if max_length is None:
+            max_length = self.query_max_length if side == "query" else self.passage_max_length
+        if side == "raw":
+            return max_length
+        template_length = len(self._prefix_ids) + len(self._suffix_ids[side])
+        if max_length - template_length < 1:
+            raise ValueError(
+                f"{side}_max_length={max_length} leaves no room for text: the prefix and {side} suffix "
+                f"already take {template_length} tokens"
+            )
+        return max_length - template_length
 
     @property
     def query_max_length(self) -> int:
@@ -253,30 +237,10 @@ class LLaRATransformer(Transformer):
     def passage_max_length(self, value: int) -> None:
         self._passage_max_length = self._checked_max_length("passage", value)
 
-    def _text_budget(self, side: Side, max_length: int | None = None) -> int:
-        max_length = self.max_length(side) if max_length is None else max_length
-        if side == "raw":
-            return max_length
-        budget = max_length - len(self._prefix_ids) - len(self._suffix_ids[side])
-        if budget < 1:
-            raise ValueError(
-                f"{side}_max_length={max_length} leaves no room for text: the prefix and {side} suffix "
-                f"already take {len(self._prefix_ids) + len(self._suffix_ids[side])} tokens"
-            )
-        return budget
-
-    @property
-    def causal_lm(self) -> torch.nn.Module:
-        """The wrapped ``*ForCausalLM`` model, output head included."""
-        return self.model
-
     @property
     def max_seq_length(self) -> int:
-        """The longest input, template included: the larger of ``passage_max_length`` and ``query_max_length``.
-
-        Setting it sets ``passage_max_length`` and caps ``query_max_length`` at the same value, so that no
-        input is longer and reading it back gives the value set. Set the two lengths for per-side control.
-        """
+        """The larger of ``passage_max_length`` and ``query_max_length``. Setting it sets ``passage_max_length``
+        and caps ``query_max_length`` at the same value, so that reading it back gives the value set."""
         return max(self.query_max_length, self.passage_max_length)
 
     @max_seq_length.setter
@@ -286,18 +250,6 @@ class LLaRATransformer(Transformer):
         passage_max_length = self._checked_max_length("passage", value)
         query_max_length = self._checked_max_length("query", min(self.query_max_length, value))
         self._passage_max_length, self._query_max_length = passage_max_length, query_max_length
-
-    # ------------------------------------------------------------------ preprocessing
-
-    @staticmethod
-    def side_for_task(task: str | None) -> Side:
-        try:
-            return _TASK_TO_SIDE[task]
-        except KeyError:
-            raise ValueError(
-                f"Unknown task {task!r}: LLaRA embeds 'query' with the query template and "
-                "'document'/'passage' (or no task) with the passage template"
-            ) from None
 
     def _encode_ids(self, texts: list[str], max_length: int, add_special_tokens: bool) -> list[list[int]]:
         """Token ids of each text, truncated to ``max_length`` as the tokenizer truncates."""
@@ -323,11 +275,8 @@ class LLaRATransformer(Transformer):
         return [encoding.ids for encoding in encode_batch(texts, add_special_tokens=add_special_tokens)]
 
     def tokenize_plain(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
-        """Token ids of each text alone, without any special token or template, truncated to ``max_length``.
-
-        What :class:`~llara_st.losses.EBAEEBARDataCollator` places between the templates and reads its
-        bag-of-words targets from; thread-safe like the templated tokenisation.
-        """
+        """Token ids of each text alone, without special tokens or template, truncated to ``max_length``
+        (what :class:`~llara_st.losses.EBAEEBARDataCollator` places between the templates)."""
         if max_length < 1:
             raise ValueError(f"max_length must be at least 1, got {max_length}")
         return self._encode_ids(list(texts), max_length, add_special_tokens=False) if texts else []
@@ -369,12 +318,10 @@ class LLaRATransformer(Transformer):
         """Token ids and attention mask for ``inputs`` under the template that ``task`` selects.
 
         Args:
-            inputs: The texts.
-            prompt: An instruction placed before each text, inside the quotes (LLaRA itself uses none). Needs a
-                ``task``: a prompt alone means ``encode(prompt_name=...)``, whose name never reaches the module.
-            task: ``"query"`` for the query template; ``"document"``, ``"passage"`` or None for the passage
-                one; ``"raw"`` for the text alone with the tokenizer's special tokens (truncated to the passage
-                max length), which gives no embedding.
+            prompt: An instruction placed before each text, inside the quotes (LLaRA itself uses none); needs
+                a ``task``.
+            task: ``"query"``; ``"document"``, ``"passage"`` or None for the passage template; ``"raw"`` for the
+                text alone with the tokenizer's special tokens (truncated to the passage max length).
             max_length: Overrides the side's max length (prefix and suffix included).
         """
         if isinstance(inputs, str):
@@ -387,7 +334,12 @@ class LLaRATransformer(Transformer):
             )
         if not inputs:
             return {}
-        side = self.side_for_task(task)
+        if task not in _TASK_TO_SIDE:
+            raise ValueError(
+                f"Unknown task {task!r}: LLaRA embeds 'query' with the query template and "
+                "'document'/'passage' (or no task) with the passage template"
+            )
+        side = _TASK_TO_SIDE[task]
         texts = list(inputs)
         if prompt:
             texts = [prompt + text if isinstance(text, str) else text for text in texts]
@@ -397,21 +349,10 @@ class LLaRATransformer(Transformer):
             features["task"] = "raw"
         return features
 
-    # ------------------------------------------------------------------ forward
-
     @staticmethod
     def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
         """Positions counted over real tokens only, so that padding (left or right) moves nothing."""
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-    def _additive_mask(self, allowed: torch.Tensor) -> torch.Tensor:
-        # Eager attention adds the mask to the scores, so it must be a float mask in the model's dtype (a boolean
-        # one would be added as 0/1); the dtype's minimum rather than -inf keeps a masked row free of NaN.
-        dtype = self.model.get_input_embeddings().weight.dtype
-        if not dtype.is_floating_point:  # quantised embeddings: the attention runs in the default float dtype
-            dtype = torch.get_default_dtype()
-        bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-        return bias.masked_fill(~allowed, torch.finfo(dtype).min)
 
     def forward(self, features: dict[str, Any], task: str | None = None, **kwargs: Any) -> dict[str, Any]:
         task = task if task is not None else features.get("task")
@@ -434,7 +375,13 @@ class LLaRATransformer(Transformer):
         # through here, not around the module, so that DDP's gradient hooks see the forward.
         decoder_mask = features.get("attention_bias", attention_mask)
         if decoder_mask.ndim == 4 and decoder_mask.dtype == torch.bool:
-            decoder_mask = self._additive_mask(decoder_mask)
+            # Eager attention adds the mask to the scores, so it must be a float mask in the model's dtype; the
+            # dtype's minimum rather than -inf keeps a masked row free of NaN.
+            dtype = self.model.get_input_embeddings().weight.dtype
+            if not dtype.is_floating_point:  # quantised embeddings: the attention runs in the default float dtype
+                dtype = torch.get_default_dtype()
+            bias = torch.zeros(decoder_mask.shape, dtype=dtype, device=decoder_mask.device)
+            decoder_mask = bias.masked_fill(~decoder_mask, torch.finfo(dtype).min)
         # The decoder alone: the last hidden state after the final norm, no vocabulary projection.
         outputs = self.model.get_decoder()(
             input_ids=features["input_ids"],
@@ -450,10 +397,8 @@ class LLaRATransformer(Transformer):
 
 
 def check_pooling_width(modules: Sequence[nn.Module]) -> None:
-    """Refuse a LLaRA model whose :class:`~llara_st.modules.LastKPooling` averages other than the 8 prompt tokens.
-
-    Args:
-        modules: The model's modules in order (a ``SentenceTransformer`` iterates as such).
+    """Refuse a LLaRA model (its modules in order) whose :class:`~llara_st.modules.LastKPooling` averages other
+    than the 8 prompt tokens.
 
     Example::
 
