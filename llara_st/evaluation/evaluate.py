@@ -58,22 +58,6 @@ def _mteb_cache_notices_once() -> Iterator[None]:
             cache_logger.removeFilter(once)
 
 
-@contextlib.contextmanager
-def _encoding_pool(model: SentenceTransformer, devices: list[str] | None) -> Iterator[dict[str, Any] | None]:
-    """sentence-transformers' multi-process pool on ``devices`` (None: no pool); starting it moves the model to the
-    CPU, so it is put back afterwards."""
-    if devices is None:
-        yield None
-        return
-    device = model.device
-    pool = model.start_multi_process_pool(devices)
-    try:
-        yield pool
-    finally:
-        model.stop_multi_process_pool(pool)
-        model.to(device)
-
-
 def _check_devices(devices: Sequence[str] | None, device: str | None) -> list[str] | None:
     if devices is None:
         return None
@@ -198,7 +182,13 @@ def evaluate_mteb(
     elif not isinstance(model, SentenceTransformer):
         raise TypeError(f"model must be a SentenceTransformer or a path, got {type(model).__name__}")
     output = Path(output_folder) if output_folder is not None else None
-    with _encoding_pool(model, devices) as pool, _mteb_cache_notices_once():
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_mteb_cache_notices_once())
+        pool = None
+        if devices is not None:  # sentence-transformers' multi-process pool moves the model to the CPU: put it back
+            stack.callback(model.to, model.device)
+            pool = model.start_multi_process_pool(devices)
+            stack.callback(model.stop_multi_process_pool, pool)
         meta = model_meta_for(model, model_name, revision, source=source, **meta_overrides)
         encoder: Any = mteb_encoder(model, meta, pool)
         if embedding_cache is not None:

@@ -58,11 +58,9 @@ def run_on_main_process(
     compute: Callable[[], T], model: SentenceTransformer | None = None, *, share_encoding: bool = True
 ) -> T:
     """``compute()`` (hard-negative mining, a dev evaluation) once in a data-parallel (torchrun) run, its result
-    returned on every process; call it on every process. In a single process it is ``compute()``.
-
-    The main process computes; with the ``model`` that ``compute`` encodes with, the texts are shared among all
-    processes by sentence-transformers' ``distributed_evaluation`` (as its trainer does for an evaluator). The result
-    is broadcast, pickled; an error on rank 0 is raised on every process.
+    broadcast to every process (call it on every process); an error on rank 0 is raised on every process. With the
+    ``model`` that ``compute`` encodes with, the texts are shared among the processes by sentence-transformers'
+    ``distributed_evaluation`` (as its trainer does for an evaluator).
 
     Args:
         share_encoding: False where the processes cannot encode apart (DeepSpeed, FSDP: sharded weights): then

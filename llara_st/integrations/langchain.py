@@ -50,16 +50,12 @@ class LLaRAEmbeddings(Embeddings):
     ``HuggingFaceEmbeddings``, with the same meaning; the model may also be given first, as a path or a loaded model.
 
     Args:
-        model: A loaded ``SentenceTransformer``, or a folder / Hub id (same as ``model_name``).
-        model_name: A folder or Hub id, loaded with the safe :func:`llara_st.load` (no code from the folder).
-        cache_folder: Where a Hub model is downloaded (default: the Hugging Face cache).
-        model_kwargs: ``SentenceTransformer`` arguments: ``device``, ``trust_remote_code`` (run the folder's code:
-            only for folders you trust), ``revision``, ``token``, ``local_files_only``, ``truncate_dim``,
-            ``prompts``, and ``model_kwargs`` for the backbone (e.g. ``{"dtype": "bfloat16"}``).
-        encode_kwargs: Further ``encode`` arguments (``batch_size``, ``precision``, ...), for documents, and for
-            queries unless ``query_encode_kwargs`` is given (which then replaces them).
-        multi_process: Embed document lists with a sentence-transformers multi-process pool, started and stopped
-            around each call. Queries stay in-process.
+        model: A loaded ``SentenceTransformer``, or a folder / Hub id (as ``model_name``, loaded with the safe
+            :func:`llara_st.load`; with ``trust_remote_code`` the folder's own code runs).
+        model_kwargs: ``SentenceTransformer`` arguments (``device``, ``revision``, ``truncate_dim``, ...), and
+            ``model_kwargs`` for the backbone (e.g. ``{"dtype": "bfloat16"}``).
+        encode_kwargs: ``encode`` arguments for documents, and for queries unless ``query_encode_kwargs`` is given.
+        multi_process: Embed document lists with a multi-process pool started and stopped around each call.
         trust_remote_code, device, batch_size: Shortcuts for the same keys of ``model_kwargs`` / ``encode_kwargs``.
 
     Example::
