@@ -57,13 +57,9 @@ def default_nlist(num_vectors: int) -> int:
 
 class FaissIndex:
     """Maximum-inner-product search with any faiss index (``index.index``, on the CPU), returning corpus ids and
-    scores.
-
-    The index is a ``faiss.index_factory`` string: ``"Flat"`` (exact), ``"IVF4096,Flat"`` (searches ``nprobe``
-    lists; needs training), ``"HNSW32"`` (breadth ``efSearch``), ``"SQ8"``/``"IVF4096,PQ64x8"`` (quantised, approximate
-    scores); a ``",RFlat"`` suffix re-ranks ``k_factor_rf × k`` candidates exactly with an fp32 copy (faiss's
-    ``IndexRefineFlat``). See docs/faiss.md. Scores are inner products: cosine similarities for L2-normalised
-    embeddings such as LLaRA's. Calls are serialised by a lock, so one index can be shared across threads.
+    scores: cosine similarities for L2-normalised embeddings such as LLaRA's. Calls are serialised by a lock, so
+    one index can be shared across threads. Which factory string for what (``"Flat"``, ``"IVF4096,Flat"``,
+    ``"HNSW32"``, ``"SQ8,RFlat"``, ...) and its search parameters: docs/faiss.md.
 
     Args:
         factory_string: The ``faiss.index_factory`` description (the metric is always inner product).
