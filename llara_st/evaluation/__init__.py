@@ -1,9 +1,6 @@
 """Evaluation: MTEB retrieval on local BEIR folders and MTEB tasks, LLaRA model metadata, faiss indexes, an
-evaluator for use during training, sub-corpora, and search over your own documents (``DocumentIndex``).
-
-Names load on first use (PEP 562), so each optional extra works alone: ``FaissIndex`` needs faiss but not mteb,
-and the MTEB functions say ``pip install 'llara-st[mteb]'`` when mteb is missing.
-"""
+evaluator for use during training, sub-corpora, and search over your own documents (``DocumentIndex``). Names load
+on first use (PEP 562), so each optional extra (faiss, mteb) works alone, and a missing one is named."""
 
 from __future__ import annotations
 

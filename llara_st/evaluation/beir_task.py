@@ -25,11 +25,9 @@ logger = logging.getLogger(__name__)
 
 
 def beir_folder_revision(folder: str | Path) -> str:
-    """A content hash of the corpus, the queries and every qrels file: the dataset revision MTEB records.
-
-    It covers all splits, so results of different splits of one folder merge into one result file, and
-    results on changed data never merge with old ones.
-    """
+    """A content hash of the corpus, the queries and every qrels file: the dataset revision MTEB records. It covers
+    all splits, so the splits of one folder share a result file and results on changed data never merge with old
+    ones."""
     folder = Path(folder)
     qrels = [folder / QRELS_FOLDER / f"{split}.tsv" for split in beir_split_names(folder)]
     files = [folder / CORPUS_FILE, folder / QUERIES_FILE, *qrels]
@@ -37,19 +35,13 @@ def beir_folder_revision(folder: str | Path) -> str:
 
 
 class BEIRFolderRetrieval(AbsTaskRetrieval):
-    """An MTEB retrieval task whose corpus, queries and qrels are read from a local BEIR folder.
+    """An MTEB retrieval task read from a local BEIR folder (``corpus.jsonl``, ``queries.jsonl``,
+    ``qrels/{split}.tsv``), with no Hub call.
 
-    The folder holds ``corpus.jsonl`` (``{"_id", "title", "text"}``), ``queries.jsonl`` (``{"_id", "text"}``)
-    and ``qrels/{split}.tsv``. Evaluation is MTEB's own (``mteb.evaluate``: nDCG, MAP, recall, precision, MRR
-    at k in 1, 3, 5, 10, 20, 100, 1000), and MTEB encodes queries with ``encode_query`` and documents
-    (``title + " " + text``) with ``encode_document``, which for a LLaRA model (Li et al., 2023,
-    arXiv:2312.15503) select the query and passage templates. No Hub call is made. The dataset revision
-    recorded in the result file is a content hash of the files, so results on different data never merge.
-    The data is read and checked by :func:`llara_st.data.read_beir`: qrels naming a missing query or document,
-    duplicate or null ids, null or non-string texts and empty files are errors naming the file and line.
+    Evaluation is MTEB's own (``mteb.evaluate``); the dataset revision is :func:`beir_folder_revision`. The data is
+    read and checked by :func:`llara_st.data.read_beir`, whose errors name the file and line.
 
     Args:
-        folder: The BEIR folder.
         splits: The qrels splits to evaluate (default: every ``qrels/*.tsv``).
         name: The task name in result files (default: the folder's name, e.g. ``scifact``). Do not reuse an
             MTEB task's name (``SciFact``): leaderboard results must come from MTEB's own task.
@@ -118,21 +110,11 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
             return
         self.dataset = {"default": {}}
         for split in self.eval_splits:
-            # Checked (ids, texts, qrels against corpus and queries) before MTEB sees it: a mismatch would
-            # otherwise score as misses, silently.
-            corpus, split_queries, qrels = read_beir(self.folder, split)
-            self.dataset["default"][split] = {
-                "corpus": corpus,
-                "queries": split_queries,
-                "relevant_docs": qrels,
-                "top_ranked": None,
-            }
+            # Checked (ids, texts, qrels against corpus and queries): MTEB would score a mismatch as misses, silently.
+            corpus, queries, qrels = read_beir(self.folder, split)
+            self.dataset["default"][split] = dict(corpus=corpus, queries=queries, relevant_docs=qrels, top_ranked=None)
             logger.info(
-                "Loaded %s split %s: %d documents, %d queries",
-                self.metadata.name,
-                split,
-                len(corpus),
-                len(split_queries),
+                "Loaded %s split %s: %d documents, %d queries", self.metadata.name, split, len(corpus), len(queries)
             )
         self.data_loaded = True
 

@@ -16,7 +16,7 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 
 from llara_st.data.beir import jsonl_rows
-from llara_st.evaluation.faiss_index import FaissIndex, SearchParameters
+from llara_st.evaluation.faiss_index import FaissIndex, SearchParameters, read_json
 from llara_st.evaluation.fingerprint import model_fingerprint
 from llara_st.folders import replace_folder
 
@@ -52,35 +52,17 @@ def is_document_index(folder: str | os.PathLike) -> bool:
     return (Path(folder) / CONFIG_FILE).is_file()
 
 
-def _document_rows(documents: Any) -> list[tuple[str, str, str]]:
-    """``(id, title, text)`` rows of a dataset or iterable of ``{"id", "text", "title"?}`` or of ``{id: text}``."""
-    if isinstance(documents, Mapping):
-        rows = [(document_id, "", text) for document_id, text in documents.items()]
-    else:
-        rows = [(row["id"], row.get("title") or "", row["text"]) for row in documents]
-    for document_id, title, text in rows:
-        if not isinstance(document_id, str) or not isinstance(text, str) or not isinstance(title, str):
-            raise TypeError(f"document ids, titles and texts must be strings, got {(document_id, title, text)!r:.120}")
-    return rows
-
-
 class DocumentIndex:
-    """Documents embedded by one model, in a faiss index, with the documents' texts and the model's fingerprint.
+    """Documents embedded by one model in a faiss index, with their texts and the model's fingerprint.
 
-    Documents are embedded with ``model.encode_document`` (for LLaRA: the passage template) as
-    ``title + " " + text``, queries with ``model.encode_query``; scores are cosine similarities. The index is
-    described by a ``faiss.index_factory`` string (see :class:`FaissIndex`); one that needs training (IVF, PQ, SQ)
-    is trained on the first documents added. Adding documents later gives the same results as adding them all at
-    once (exactly so for ``"Flat"``).
-
-    The saved folder holds the faiss index (``faiss/``), the documents (``documents.jsonl``, so hits show their
-    text) and ``document_index.json``: the model's name or path and :func:`model_fingerprint`. Loading with another
-    model (or with the recorded path now holding other weights) is refused with :class:`ModelMismatchError`:
-    its query embeddings would not be comparable with the stored document embeddings.
+    Documents are embedded with ``model.encode_document`` (LLaRA's passage template) as ``title + " " + text``,
+    queries with ``model.encode_query``; scores are cosine similarities. An index that needs training
+    (``factory_string`` IVF, PQ, SQ; see :class:`FaissIndex`) is trained on the first documents added; adding more
+    later ranks as adding them all at once (exactly so for ``"Flat"``). The saved folder holds ``faiss/``,
+    ``documents.jsonl`` and ``document_index.json`` (the model's location and :func:`model_fingerprint`): another
+    model, whose query embeddings would not be comparable, is refused with :class:`ModelMismatchError`.
 
     Args:
-        model: The embedding model.
-        factory_string: The faiss index, e.g. ``"Flat"`` (exact), ``"HNSW32"``, ``"IVF256,Flat"``.
         model_name_or_path: What to record as the model's location (loaded again by :meth:`load`).
 
     Example::
@@ -135,18 +117,19 @@ class DocumentIndex:
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
     ) -> int:
-        """Embed and add documents; returns how many were new.
-
-        Args:
-            documents: Rows ``{"id", "text", "title"?}`` (e.g. :func:`llara_st.data.read_documents`) or
-                ``{id: text}``. A document already indexed with the same title and text is skipped (so indexing
-                a folder again adds only its new files); one whose id is indexed with another text is refused.
-            batch_size: Documents encoded at once.
-            show_progress_bar: Show the encoding progress bar (default: as sentence-transformers decides).
-        """
-        rows = _document_rows(documents)
+        """Embed and add ``documents``, rows ``{"id", "text", "title"?}`` (e.g. from
+        :func:`llara_st.data.read_documents`) or ``{id: text}``; returns how many were new. A document indexed already
+        with the same title and text is skipped; one whose id is indexed with another text is refused."""
+        if isinstance(documents, Mapping):
+            rows = [(document_id, "", text) for document_id, text in documents.items()]
+        else:
+            rows = [(row["id"], row.get("title") or "", row["text"]) for row in documents]
         new, seen = [], set()
         for document_id, title, text in rows:
+            if not isinstance(document_id, str) or not isinstance(text, str) or not isinstance(title, str):
+                raise TypeError(
+                    f"document ids, titles and texts must be strings, got {(document_id, title, text)!r:.120}"
+                )
             if document_id in seen:
                 raise ValueError(f"document id {document_id!r} is given twice")
             seen.add(document_id)
@@ -184,15 +167,12 @@ class DocumentIndex:
         batch_size: int = 32,
         show_progress_bar: bool | None = False,
     ) -> list[list[SearchHit]]:
-        """The ``k`` best documents for each query, best first.
+        """The ``k`` best documents for each query, best first (fewer if the index holds fewer or an IVF index
+        finds fewer).
 
         Args:
-            queries: A query or a list of queries.
-            k: Hits per query (fewer if the index holds fewer documents or an IVF index finds fewer).
             search_parameters: faiss search parameters for this and later searches, e.g. ``{"nprobe": 16}``
                 (IVF) or ``{"efSearch": 128}`` (HNSW); see :meth:`FaissIndex.set_search_parameters`.
-            batch_size: Queries encoded at once.
-            show_progress_bar: Show the query-encoding progress bar.
         """
         if self.faiss is None:
             raise RuntimeError("The index holds no documents: add() some before searching")
@@ -213,14 +193,9 @@ class DocumentIndex:
             for row_ids, row_scores in zip(ids, scores, strict=True)
         ]
 
-    # ---------------------------------------------------------------------------------------------- persistence
-
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write the index to ``folder``: built in a sibling folder and moved into place when complete.
-
-        ``folder`` must be absent, empty, or an index written here (which is then replaced); any other folder is
-        refused and left untouched.
-        """
+        """Write the index to ``folder`` (absent, empty, or an index, which is replaced; any other folder is refused),
+        built in a sibling folder and moved into place when complete."""
         if self.faiss is None:
             raise RuntimeError("The index holds no documents: add() some before saving")
         folder = Path(folder).expanduser()
@@ -255,10 +230,7 @@ class DocumentIndex:
         folder = Path(folder).expanduser()
         if not is_document_index(folder):
             raise FileNotFoundError(f"{folder} is not a document index (no {CONFIG_FILE}); build one first")
-        try:
-            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{folder / CONFIG_FILE} is not valid JSON: {error}") from None
+        config = read_json(folder / CONFIG_FILE)
         if not isinstance(config, dict) or config.get("format") != _FORMAT:
             raise ValueError(f"{folder / CONFIG_FILE} is not a {_FORMAT} config")
         if config.get("format_version") != _FORMAT_VERSION:
@@ -272,13 +244,8 @@ class DocumentIndex:
     def load(
         cls, folder: str | os.PathLike, model: SentenceTransformer | None = None, **load_kwargs: Any
     ) -> DocumentIndex:
-        """Read a saved index; without ``model``, load the recorded one with :func:`llara_st.load`.
-
-        Args:
-            folder: The index folder.
-            model: The embedding model; refused (:class:`ModelMismatchError`) unless it is the recorded one.
-            **load_kwargs: Passed to :func:`llara_st.load` (``device``, ``model_kwargs``, ...).
-        """
+        """Read a saved index with ``model``, refused (:class:`ModelMismatchError`) unless it is the recorded one;
+        without it, the recorded model is loaded with :func:`llara_st.load` (``load_kwargs``: ``device``, ...)."""
         folder = Path(folder).expanduser()
         config = cls.read_config(folder)
         recorded = config["model"]

@@ -27,66 +27,35 @@ logger = logging.getLogger(__name__)
 
 quiet_bm25s_logs()  # MTEB's BM25 baseline (the reproduction's) runs bm25s too
 
-# mteb's embedding cache logs each of its notices and warns it again (warnings.warn), per cache folder (queries,
-# documents): a fresh cache printed "Dimension file not found" and "No existing files found" three times each.
-_MTEB_CACHE_LOGGERS = (
-    "mteb.models.cache_wrappers.cache_backends.numpy_cache",
-    "mteb.models.cache_wrappers.cache_wrapper",
-)
-
 #: The figures ``llara-st evaluate`` prints (MTEB score keys and their labels).
 HEADLINE_METRICS: dict[str, str] = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "mrr_at_10": "MRR@10"}
 
 
-class _OncePerMessage(logging.Filter):
-    """Lets each distinct message through once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[tuple[int, str]] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.levelno, record.getMessage())
-        if key in self.seen:
-            return False
-        self.seen.add(key)
-        return True
-
-
 @contextlib.contextmanager
 def _mteb_cache_notices_once() -> Iterator[None]:
-    """Each of mteb's cache notices at most once per evaluation: logged, not warned a second time (issue 18.8)."""
-    once = _OncePerMessage()
-    loggers = [logging.getLogger(name) for name in _MTEB_CACHE_LOGGERS]
+    """Each notice of mteb's embedding cache once per evaluation: it logs each per cache folder (queries,
+    documents) and warns it again with ``warnings.warn``."""
+    seen: set[tuple[int, str]] = set()
+
+    def once(record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        first = key not in seen
+        seen.add(key)
+        return first
+
+    loggers = [
+        logging.getLogger(f"mteb.models.cache_wrappers.{name}")
+        for name in ("cache_backends.numpy_cache", "cache_wrapper")
+    ]
     for cache_logger in loggers:
         cache_logger.addFilter(once)
     try:
         with warnings.catch_warnings():
-            # Every warnings.warn of mteb's cache repeats a message its logger has just logged.
             warnings.filterwarnings("ignore", category=UserWarning, module=r"mteb\.models\.cache_wrappers")
             yield
     finally:
         for cache_logger in loggers:
             cache_logger.removeFilter(once)
-
-
-@contextlib.contextmanager
-def _encoding_pool(model: SentenceTransformer, devices: Sequence[str] | None) -> Iterator[dict[str, Any] | None]:
-    """sentence-transformers' multi-process pool on ``devices`` (None: no pool), stopped afterwards.
-
-    Each worker receives the model pickled (a LLaRA model's modules are llara_st classes, imported in the worker);
-    starting the pool moves the model to the CPU, so it is put back where it was.
-    """
-    if devices is None:
-        yield None
-        return
-    device = model.device
-    pool = model.start_multi_process_pool(list(devices))
-    try:
-        yield pool
-    finally:
-        model.stop_multi_process_pool(pool)
-        model.to(device)
 
 
 def _check_devices(devices: Sequence[str] | None, device: str | None) -> list[str] | None:
@@ -106,31 +75,9 @@ def _check_devices(devices: Sequence[str] | None, device: str | None) -> list[st
     return [str(name) for name in devices]
 
 
-def _numeric_scores(scores: dict[str, Any]) -> dict[str, float]:
-    return {key: float(value) for key, value in scores.items() if isinstance(value, int | float)}
-
-
-def _prepare_model(
-    model: SentenceTransformer | str | os.PathLike,
-    *,
-    trust_remote_code: bool,
-    device: str | None,
-) -> tuple[SentenceTransformer, Path | None]:
-    if isinstance(model, SentenceTransformer):
-        return model, None
-    if isinstance(model, str | os.PathLike):
-        return load(model, trust_remote_code=trust_remote_code, device=device), Path(model)
-    raise TypeError(f"model must be a SentenceTransformer or a path, got {type(model).__name__}")
-
-
 class _CachedEncoder(CachedEmbeddingWrapper):
-    """MTEB's embedding cache, fed documents as prepared once.
-
-    ``CachedEmbeddingWrapper`` (mteb 2.26) prepares the rows it receives a second time before encoding the uncached
-    ones; a prepared document's ``text`` already starts with its title, so the second pass made it "title title
-    text" and cached scores differed from uncached ones. Without the ``title`` column the second pass keeps the
-    prepared text as it is, so the cache encodes exactly what the plain path encodes.
-    """
+    """MTEB's embedding cache fed documents without their ``title`` column: ``CachedEmbeddingWrapper`` (mteb 2.26)
+    prepares rows a second time, and a prepared ``text`` already starts with the title ("title title text")."""
 
     def encode(self, inputs: DataLoader, **kwargs: Any) -> Any:
         if "title" in inputs.dataset.column_names:
@@ -138,35 +85,6 @@ class _CachedEncoder(CachedEmbeddingWrapper):
                 inputs.dataset.remove_columns("title"), batch_size=inputs.batch_size, collate_fn=inputs.collate_fn
             )
         return super().encode(inputs, **kwargs)
-
-
-def _mteb_model(
-    model: SentenceTransformer,
-    source: Path | None,
-    *,
-    model_name: str | None,
-    revision: str | None,
-    embedding_cache: str | os.PathLike | None,
-    faiss_index: str | FaissSearchBackend | None,
-    meta_overrides: dict[str, Any],
-    pool: dict[str, Any] | None = None,
-) -> Any:
-    meta = model_meta_for(model, model_name, revision, source=source, **meta_overrides)
-    encoder: Any = mteb_encoder(model, meta, pool)
-    if embedding_cache is not None:
-        # Keyed by the weights' fingerprint, not the user's revision label, so a retrained model never reuses
-        # stale vectors; inside, MTEB keys each vector by its text's hash (per task and query/document side).
-        # "prepared-once": vectors cached before _CachedEncoder (titles doubled) live elsewhere and are never read.
-        cache_path = Path(embedding_cache) / meta.model_name_as_path() / model_fingerprint(model) / "prepared-once"
-        encoder = _CachedEncoder(encoder, cache_path)
-        logger.info("Embedding cache: %s", cache_path)
-    if faiss_index is not None:
-        backend = faiss_index
-        if not isinstance(backend, FaissSearchBackend):
-            # Cosine models are scored by inner products of normalised vectors, as MTEB itself scores them.
-            backend = FaissSearchBackend(faiss_index, normalize=meta.similarity_fn_name == "cosine")
-        encoder = SearchEncoderWrapper(encoder, index_backend=backend)
-    return encoder
 
 
 def evaluate_beir(
@@ -178,26 +96,15 @@ def evaluate_beir(
     task_name: str | None = None,
     **kwargs: Any,
 ) -> dict[str, float]:
-    """Evaluate a retriever on one split of a local BEIR folder with MTEB, offline; return MTEB's scores.
-
-    :func:`evaluate_mteb` on one :class:`~llara_st.evaluation.BEIRFolderRetrieval` task: queries go through
-    ``encode_query`` and documents (``title + " " + text``) through ``encode_document``, so a LLaRA model (Li et
-    al., 2023, arXiv:2312.15503) uses its query and passage templates; MTEB ranks by the model's similarity
-    (cosine) and computes nDCG, MAP, recall, precision and MRR at 1, 3, 5, 10, 20, 100, 1000. The folder is read
-    (and bad data refused, naming file and line) before a model is loaded or a result written.
+    """MTEB's scores (``{"ndcg_at_10": ..., "recall_at_100": ..., ...}``: nDCG, MAP, recall, precision, MRR at 1 to
+    1000) of a retriever on one split of a local BEIR folder, offline: :func:`evaluate_mteb` on one
+    :class:`~llara_st.evaluation.BEIRFolderRetrieval` task. Bad data is refused, naming file and line, before a model
+    is loaded or a result written.
 
     Args:
-        model: A loaded SentenceTransformer, or a folder / Hub id (see :func:`evaluate_mteb`).
         folder: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``).
-        split: The qrels split.
-        output_folder: If given, MTEB writes ``results/{org__model}/{revision}/{task}.json`` and ``model_meta.json``
-            there (the results repository's layout); one task file holds every split of a folder.
-        task_name: Task name in result files (default: the BEIR folder's name).
-        **kwargs: The keyword arguments of :func:`evaluate_mteb` (``model_name``, ``revision``, ``batch_size``,
-            ``embedding_cache``, ``faiss_index``, ``overwrite``, ... and ``ModelMeta`` fields).
-
-    Returns:
-        MTEB's scores for the split: ``{"ndcg_at_10": ..., "recall_at_100": ..., "mrr_at_10": ..., ...}``.
+        task_name: Task name in result files (default: the folder's name); one file holds every split of a folder.
+        **kwargs: Further arguments of :func:`evaluate_mteb` (and ``ModelMeta`` fields).
 
     Example::
 
@@ -210,7 +117,7 @@ def evaluate_beir(
         1.0
     """
     task = BEIRFolderRetrieval(folder, [split], name=task_name)
-    task.load_data()  # bad data fails here, naming file and line, before a model is loaded or a result written
+    task.load_data()  # bad data fails here, before a model is loaded or a result written
     return evaluate_mteb(model, [task], output_folder, **kwargs)[task.metadata.name][split]
 
 
@@ -232,41 +139,30 @@ def evaluate_mteb(
     overwrite: bool = False,
     **meta_overrides: Any,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Evaluate a retriever on MTEB tasks by name (``["SciFact", "NFCorpus"]``; data from the Hub) or task objects.
+    """``{task: {split: scores}}`` of a retriever on MTEB tasks given by name (``["SciFact"]``; data from the Hub)
+    or as task objects (e.g. :class:`~llara_st.evaluation.BEIRFolderRetrieval`); for multilingual tasks the split
+    key is ``"{split}/{subset}"``.
 
-    Queries go through ``encode_query`` and documents through ``encode_document`` (MTEB's SentenceTransformer
-    wrapper), so a LLaRA model uses its query and passage templates. The result files are what the MTEB
-    leaderboard's results repository takes (see docs/mteb_leaderboard.md). Existing results in ``output_folder``
-    are kept unless ``overwrite``, so an interrupted run resumes. :func:`evaluate_beir` is this on a local folder.
+    Queries go through ``encode_query`` and documents (``title + " " + text``) through ``encode_document``, so a
+    LLaRA model (Li et al., 2023, arXiv:2312.15503) uses its query and passage templates. The result files are what
+    the MTEB leaderboard takes (docs/mteb_leaderboard.md).
 
     Args:
         model: A loaded SentenceTransformer, or a folder / Hub id (loaded with the safe :func:`llara_st.load`, or
-            with remote code if ``trust_remote_code``).
-        tasks: MTEB task names or task objects (e.g. :class:`~llara_st.evaluation.BEIRFolderRetrieval`).
+            with remote code if ``trust_remote_code``; on ``device``).
         output_folder: If given, MTEB writes ``results/{org__model}/{revision}/{task}.json`` and ``model_meta.json``
-            there (the results repository's layout).
+            there. Results it holds for this model (name and revision) are returned as they are, unless
+            ``overwrite``, so an interrupted run resumes.
         model_name: ``"organization/model"`` for the result files (default: model card name or ``local/{folder}``).
         revision: Revision label (default: :func:`~llara_st.evaluation.model_fingerprint`).
-        batch_size: Encoding batch size.
-        show_progress_bar: Show encoding progress.
-        embedding_cache: Folder for MTEB's embedding cache: each text is encoded once per model (fingerprint),
-            so a second split or rerun of the same corpus skips the corpus encoding.
-        faiss_index: Retrieve with faiss (a factory string such as ``"Flat"``, ``"HNSW32"``, ``"IVF1024,SQ8"``, or a
-            configured :class:`~llara_st.evaluation.FaissSearchBackend`) instead of MTEB's exact chunked search.
-        trust_remote_code: See :func:`llara_st.load`.
-        device: Device when loading from a path.
-        devices: Encode in several processes, one per device (``["cuda:0", "cuda:1"]``, ``["cpu", "cpu"]``), with
-            sentence-transformers' multi-process pool (``start_multi_process_pool``): each process encodes its share
-            of the texts; scores are those of one process up to rounding. A model given by path loads on the CPU
-            first; a loaded model is put back on its device afterwards.
+        embedding_cache: Folder for MTEB's embedding cache, keyed by the model's fingerprint, so a rerun on the same
+            corpus skips its encoding.
+        faiss_index: Retrieve with faiss (a factory string such as ``"HNSW32"``, or a
+            :class:`~llara_st.evaluation.FaissSearchBackend`) instead of MTEB's exact search.
+        devices: Encode in one process per device (``["cuda:0", "cuda:1"]``, ``["cpu", "cpu"]``) with
+            sentence-transformers' multi-process pool; scores are those of one process up to rounding.
         save_predictions: Also write MTEB's rankings (top 1000 per query) to ``output_folder/predictions/``.
-        overwrite: Recompute even if ``output_folder`` already holds a split's results for this model (name and
-            revision) and replace the task's result file. By default existing results are returned as they are
-            and a new split is added to the task's file.
         **meta_overrides: ``ModelMeta`` fields (``training_datasets={"SciFact"}``, ``license``, ...).
-
-    Returns:
-        ``{task: {split: scores}}``; for multilingual tasks the split key is ``"{split}/{subset}"``.
     """
     task_objects = [task for task in tasks if isinstance(task, AbsTask)]
     names = [task for task in tasks if isinstance(task, str)]
@@ -279,23 +175,35 @@ def evaluate_mteb(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     devices = _check_devices(devices, device)
-    loaded, source = _prepare_model(
-        model, trust_remote_code=trust_remote_code, device="cpu" if devices is not None else device
-    )
+    source = None
+    if isinstance(model, str | os.PathLike):
+        source = Path(model)
+        model = load(model, trust_remote_code=trust_remote_code, device="cpu" if devices is not None else device)
+    elif not isinstance(model, SentenceTransformer):
+        raise TypeError(f"model must be a SentenceTransformer or a path, got {type(model).__name__}")
     output = Path(output_folder) if output_folder is not None else None
-    with _encoding_pool(loaded, devices) as pool, _mteb_cache_notices_once():
-        mteb_model = _mteb_model(
-            loaded,
-            source,
-            model_name=model_name,
-            revision=revision,
-            embedding_cache=embedding_cache,
-            faiss_index=faiss_index,
-            meta_overrides=meta_overrides,
-            pool=pool,
-        )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_mteb_cache_notices_once())
+        pool = None
+        if devices is not None:  # sentence-transformers' multi-process pool moves the model to the CPU: put it back
+            stack.callback(model.to, model.device)
+            pool = model.start_multi_process_pool(devices)
+            stack.callback(model.stop_multi_process_pool, pool)
+        meta = model_meta_for(model, model_name, revision, source=source, **meta_overrides)
+        encoder: Any = mteb_encoder(model, meta, pool)
+        if embedding_cache is not None:
+            # Keyed by the weights' fingerprint, so a retrained model never reuses stale vectors (MTEB keys each
+            # vector by its text's hash inside); "prepared-once": vectors cached before _CachedEncoder are never read.
+            cache_path = Path(embedding_cache) / meta.model_name_as_path() / model_fingerprint(model) / "prepared-once"
+            encoder = _CachedEncoder(encoder, cache_path)
+            logger.info("Embedding cache: %s", cache_path)
+        if faiss_index is not None:
+            if not isinstance(faiss_index, FaissSearchBackend):
+                # Cosine models are scored by inner products of normalised vectors, as MTEB itself scores them.
+                faiss_index = FaissSearchBackend(faiss_index, normalize=meta.similarity_fn_name == "cosine")
+            encoder = SearchEncoderWrapper(encoder, index_backend=faiss_index)
         result = mteb.evaluate(
-            mteb_model,
+            encoder,
             task_objects,
             cache=mteb.ResultCache(output) if output is not None else None,
             encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
@@ -312,7 +220,9 @@ def evaluate_mteb(
             for scores in subset_scores:
                 subset = scores.get("hf_subset", "default")
                 key = split if subset == "default" else f"{split}/{subset}"
-                per_split[key] = _numeric_scores(scores)
+                per_split[key] = {
+                    name: float(value) for name, value in scores.items() if isinstance(value, int | float)
+                }
     return summary
 
 

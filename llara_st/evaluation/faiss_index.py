@@ -56,24 +56,16 @@ def default_nlist(num_vectors: int) -> int:
 
 
 class FaissIndex:
-    """Maximum-inner-product search with any faiss index, returning corpus ids and scores.
-
-    The index is described by a ``faiss.index_factory`` string: ``"Flat"`` (exact), ``"IVF4096,Flat"`` (searches
-    ``nprobe`` lists; needs training), ``"HNSW32"`` (breadth ``efSearch``), ``"SQ8"``/``"IVF4096,PQ64x8"``
-    (quantised codes, approximate scores). Append ``",RFlat"`` to re-rank ``k_factor_rf × k`` candidates of a
-    quantised index exactly with an fp32 copy kept inside the index (faiss's ``IndexRefineFlat``). Search parameters
-    use faiss's names and go through ``faiss.ParameterSpace``; see docs/faiss.md. The faiss index itself is
-    ``index.index``; it lives on the CPU (the project has no GPU to test faiss-gpu with, so there is no GPU option).
-
-    Scores are inner products, i.e. cosine similarities for L2-normalised embeddings such as LLaRA's; pass
-    ``normalize=True`` for models that do not normalise. Calls are serialised by a lock (faiss parallelises each
-    search itself), so one index can be shared across threads.
+    """Maximum-inner-product search with any faiss index (``index.index``, on the CPU), returning corpus ids and
+    scores: cosine similarities for L2-normalised embeddings such as LLaRA's. Calls are serialised by a lock, so
+    one index can be shared across threads. Which factory string for what (``"Flat"``, ``"IVF4096,Flat"``,
+    ``"HNSW32"``, ``"SQ8,RFlat"``, ...) and its search parameters: docs/faiss.md.
 
     Args:
-        dim: Embedding dimension.
         factory_string: The ``faiss.index_factory`` description (the metric is always inner product).
-        search_parameters: faiss search parameters, ``"nprobe=32,efSearch=128"`` or ``{"nprobe": 32}``.
-        normalize: L2-normalise embeddings and queries before use.
+        search_parameters: faiss's names through ``faiss.ParameterSpace``: ``"nprobe=32,efSearch=128"`` or
+            ``{"nprobe": 32}``.
+        normalize: L2-normalise embeddings and queries first (for models that do not normalise).
 
     Example::
 
@@ -109,7 +101,7 @@ class FaissIndex:
             self.set_search_parameters(search_parameters)
 
     def set_search_parameters(self, parameters: SearchParameters) -> None:
-        """Set search parameters by their faiss names, e.g. ``"nprobe=64,efSearch=128"`` or ``{"nprobe": 64}``."""
+        """Set search parameters by their faiss names (``"nprobe=64,efSearch=128"`` or ``{"nprobe": 64}``)."""
         if not isinstance(parameters, str):
             parameters = ",".join(f"{name}={value}" for name, value in parameters.items())
         what = f"faiss cannot set the search parameters {parameters!r} on a {self.factory_string!r} index"
@@ -143,8 +135,7 @@ class FaissIndex:
         return np.ascontiguousarray(array, dtype=np.float32)
 
     def train(self, embeddings: Any) -> None:
-        """Train the index (IVF centroids, PQ codebooks, SQ ranges) on a sample of the corpus; a no-op when it needs
-        no training (``Flat``, ``HNSW``) or is trained already. faiss's k-means uses at most 256 points per list."""
+        """Train the index (IVF centroids, PQ codebooks, SQ ranges) on a sample of the corpus, if it needs it."""
         array = self._prepare(embeddings, "training embeddings")
         with self._lock, _faiss_errors(f"Training the {self.factory_string!r} index on {len(array)} vectors failed"):
             if not self.index.is_trained:
@@ -155,14 +146,12 @@ class FaissIndex:
         ids, array = list(ids), self._prepare(embeddings, "embeddings")
         if len(ids) != len(array):
             raise ValueError(f"Got {len(array)} embeddings but {len(ids)} ids")
-        bad = next((value for value in ids if not isinstance(value, str)), None)
-        if bad is not None:
+        if (bad := next((value for value in ids if not isinstance(value, str)), None)) is not None:
             raise TypeError(f"Corpus ids must be strings, got e.g. {bad!r} ({type(bad).__name__})")
         if len(set(ids)) != len(ids):
             raise ValueError("The ids contain duplicates; each corpus id must appear once")
         with self._lock:
-            clash = self._id_set.intersection(ids)
-            if clash:
+            if clash := self._id_set.intersection(ids):
                 raise ValueError(f"{len(clash)} ids are already in the index, e.g. {sorted(clash)[:3]}")
             if not self.index.is_trained:
                 raise RuntimeError(
@@ -184,11 +173,8 @@ class FaissIndex:
         return index
 
     def search_positions(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and row positions (in insertion order) of the ``k`` best corpus entries per query, best first.
-
-        Missing hits (fewer than ``k`` found, e.g. IVF with a small ``nprobe``) come last, with position ``-1`` and
-        score ``-inf``.
-        """
+        """Scores and row positions (insertion order) of the ``k`` best corpus entries per query, best first;
+        missing hits (e.g. IVF with a small ``nprobe``) come last, with position ``-1`` and score ``-inf``."""
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         array = self._prepare(queries, "queries")
@@ -200,12 +186,8 @@ class FaissIndex:
         return scores, positions
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, list[list[str]]]:
-        """The ``k`` best corpus entries per query: ``(scores, ids)``.
-
-        ``scores`` is a ``(num_queries, min(k, ntotal))`` float32 array sorted best first; ``ids[i]`` lists the
-        corpus ids of row ``i``'s hits (shorter than the row when the index found fewer, whose scores are
-        ``-inf``), so ``zip(ids[i], scores[i])`` pairs them.
-        """
+        """The ``k`` best corpus entries per query: ``(scores, ids)``, scores a ``(queries, min(k, ntotal))`` array
+        best first; ``ids[i]`` is shorter than its row when the index found fewer (their scores are ``-inf``)."""
         scores, positions = self.search_positions(queries, k)
         return scores, [[self.ids[p] for p in row if p >= 0] for row in positions]
 
@@ -223,12 +205,12 @@ class FaissIndex:
 
     @classmethod
     def load(cls, folder: str | Path, *, mmap: bool = False) -> FaissIndex:
-        """Read an index written by :meth:`save`, refusing files that do not belong together; ``mmap=True``
-        memory-maps the index file (read-only) instead of reading it: the vectors, codes and IVF lists stay on disk."""
+        """Read an index written by :meth:`save`, refusing files that do not belong together; ``mmap=True`` maps the
+        index file (read-only): vectors, codes and IVF lists stay on disk."""
         faiss, folder = _import_faiss(), Path(folder)
         if missing := [name for name in (_INDEX_FILE, _IDS_FILE, _CONFIG_FILE) if not (folder / name).is_file()]:
             raise FileNotFoundError(f"{folder} is not a saved FaissIndex: {missing[0]} is missing")
-        config, ids = (_read_json(folder / name) for name in (_CONFIG_FILE, _IDS_FILE))
+        config, ids = (read_json(folder / name) for name in (_CONFIG_FILE, _IDS_FILE))
         if not isinstance(config, dict) or _CONFIG_KEYS - config.keys():
             raise ValueError(f"{folder / _CONFIG_FILE} must be a JSON object with the keys {sorted(_CONFIG_KEYS)}")
         if config.get("rescore_multiplier"):  # saved before rescoring became faiss's refinement
@@ -256,7 +238,8 @@ class FaissIndex:
         return loaded
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file's value; invalid JSON is a ValueError naming the file."""
     try:
         return json.loads(path.read_text(encoding="utf8"))
     except json.JSONDecodeError as error:
@@ -264,16 +247,13 @@ def _read_json(path: Path) -> Any:
 
 
 class FaissSearchBackend:
-    """MTEB search backend (``mteb.models.IndexEncoderSearchProtocol``) that retrieves with a :class:`FaissIndex`.
+    """MTEB search backend (``mteb.models.IndexEncoderSearchProtocol``) that retrieves with a :class:`FaissIndex`
+    of ``factory_string`` (``index_kwargs``: its ``search_parameters``, ``normalize``).
 
-    Pass it to ``mteb.models.SearchEncoderWrapper(encoder, index_backend=FaissSearchBackend("HNSW32"))``, or use
-    ``evaluate_beir(..., faiss_index="HNSW32")``. Each task split builds the index from the corpus embeddings
-    MTEB computes, searches, and clears it. Full-corpus retrieval only: reranking tasks are refused. (Why not a
-    subclass of MTEB's ``FaissSearchIndex``, which takes no factory string and needs mteb: docs/faiss.md.)
-
-    Args:
-        factory_string: The ``faiss.index_factory`` description (see :class:`FaissIndex`).
-        **index_kwargs: Passed to :meth:`FaissIndex.build` (``search_parameters``, ``normalize``).
+    Use it as ``SearchEncoderWrapper(encoder, index_backend=FaissSearchBackend("HNSW32"))``, or through
+    ``evaluate_beir(..., faiss_index="HNSW32")``. Each task split builds the index from MTEB's corpus embeddings,
+    searches, and clears it. Full-corpus retrieval only: reranking tasks are refused. (Why not MTEB's
+    ``FaissSearchIndex``: docs/faiss.md.)
     """
 
     def __init__(self, factory_string: str = "Flat", **index_kwargs: Any) -> None:

@@ -1,6 +1,6 @@
-"""A sentence-transformers retrieval evaluator on a BEIR split, for use during training (the trainer's
-``evaluator``), and :func:`run_on_main_process`, which computes such an evaluation (or hard-negative mining) once in
-a data-parallel run; reported figures come from :func:`llara_st.evaluation.evaluate_beir` (MTEB)."""
+"""A retrieval evaluator on a BEIR split for use during training (reported figures come from
+:func:`llara_st.evaluation.evaluate_beir`), and :func:`run_on_main_process`: a computation once in a data-parallel
+run."""
 
 from __future__ import annotations
 
@@ -31,28 +31,22 @@ def beir_ir_evaluator(
     seed: int = 42,
     min_relevance: int = 1,
 ) -> InformationRetrievalEvaluator:
-    """sentence-transformers' :class:`InformationRetrievalEvaluator` (nDCG@10 first) on a BEIR split.
-
-    It embeds queries with ``encode_query`` and the corpus with ``encode_document``, so a LLaRA model gets
-    its query and passage templates. ``corpus_size`` keeps the relevant documents plus a seeded random
-    sample of the others (a cheaper, easier proxy: use the full corpus for reported figures).
+    """sentence-transformers' :class:`InformationRetrievalEvaluator` (queries through ``encode_query``, documents
+    through ``encode_document``) on a BEIR split, its metrics named ``{name}_cosine_ndcg@10``, ...
 
     Args:
         corpus, queries, qrels: As returned by :func:`llara_st.data.load_beir`.
-        name: Prefix of the metric names (``{name}_cosine_ndcg@10``).
-        corpus_size: Documents to keep; None keeps all.
-        batch_size: Encoding batch size.
-        seed: Seed of the corpus sample.
+        corpus_size: Documents to keep (:func:`~llara_st.evaluation.sub_corpus_ids`: the relevant ones and a sample
+            drawn with ``seed``, a cheaper, easier proxy); None keeps all.
         min_relevance: Smallest qrels score that counts as relevant.
     """
     relevant = {query_id: set(doc_ids) for query_id, doc_ids in relevant_documents(qrels, min_relevance).items()}
     if not relevant:
         raise ValueError(f"no query has a document with qrels score >= {min_relevance}")
     keep = sub_corpus_ids(corpus, qrels, corpus_size, seed, min_relevance)
-    corpus = {doc_id: text for doc_id, text in corpus.items() if doc_id in keep}
     return InformationRetrievalEvaluator(
         queries={query_id: queries[query_id] for query_id in relevant},
-        corpus=dict(corpus),
+        corpus={doc_id: text for doc_id, text in corpus.items() if doc_id in keep},
         relevant_docs=relevant,
         name=name,
         batch_size=batch_size,
@@ -63,18 +57,12 @@ def beir_ir_evaluator(
 def run_on_main_process(
     compute: Callable[[], T], model: SentenceTransformer | None = None, *, share_encoding: bool = True
 ) -> T:
-    """``compute()`` once in a data-parallel (torchrun) run, its result returned on every process.
-
-    Every process of a data-parallel run reaches the same line, so hard-negative mining and the dev evaluation
-    before and after training ran in full on each. Here the main process (rank 0) computes; with a ``model`` whose
-    encoding ``compute`` calls, the texts it encodes are shared among all processes by sentence-transformers'
-    ``distributed_evaluation`` (what its trainer does for an evaluator), the others waiting otherwise. The result
-    is broadcast, pickled, to the other processes; an error on rank 0 is raised on every process. In a single
-    process it is ``compute()``. Call it on every process.
+    """``compute()`` (hard-negative mining, a dev evaluation) once in a data-parallel (torchrun) run, its result
+    broadcast to every process (call it on every process); an error on rank 0 is raised on every process. With the
+    ``model`` that ``compute`` encodes with, the texts are shared among the processes by sentence-transformers'
+    ``distributed_evaluation`` (as its trainer does for an evaluator).
 
     Args:
-        compute: What to compute, e.g. ``functools.partial(evaluator, model)``.
-        model: The model ``compute`` encodes with, whose encoding the processes share.
         share_encoding: False where the processes cannot encode apart (DeepSpeed, FSDP: sharded weights): then
             every process computes, as the trainer does there, and rank 0's result is kept.
 

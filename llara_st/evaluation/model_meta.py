@@ -13,16 +13,15 @@ from sentence_transformers import SentenceTransformer
 
 from llara_st.citation import LLARA_CITATION, LLARA_REFERENCE  # noqa: F401  (re-exported)
 from llara_st.evaluation.fingerprint import model_fingerprint  # noqa: F401  (re-exported)
-from llara_st.model import llara_module
+from llara_st.model import llara_module, load
 
 logger = logging.getLogger(__name__)
 
 
 def _parameter_stats(model: SentenceTransformer) -> tuple[int, float]:
     parameters = list(model.parameters())
-    count = sum(p.numel() for p in parameters)
     megabytes = sum(p.numel() * p.element_size() for p in parameters) / 2**20
-    return count, round(megabytes, 1)
+    return sum(p.numel() for p in parameters), round(megabytes, 1)
 
 
 def llara_model_meta(
@@ -45,28 +44,21 @@ def llara_model_meta(
 ) -> ModelMeta:
     """MTEB ``ModelMeta`` of a LLaRA embedder (Li et al., 2023, arXiv:2312.15503).
 
-    Declares what the leaderboard shows and MTEB needs: a dense, cosine-similarity, Sentence Transformers /
-    PyTorch model without instructions (its templates are fixed; MTEB's SentenceTransformer wrapper calls
-    ``encode_query`` for queries and ``encode_document`` for documents, which select LLaRA's query and
-    passage templates). ``loader`` is :func:`load_llara_for_mteb`, so ``meta.load_model()`` and
+    A dense, cosine-similarity Sentence Transformers / PyTorch model without instructions (its query and passage
+    templates are fixed). ``loader`` is :func:`load_llara_for_mteb`, so ``meta.load_model()`` and
     ``mteb.evaluate(meta, tasks)`` work from a Hub id or a local folder.
 
     Args:
-        name: ``"organization/model"`` as on the Hugging Face Hub (the results folder is ``organization__model``).
-        revision: The Hub commit sha of the evaluated weights (``HfApi().model_info(name).sha``); required for a
-            leaderboard submission. Default: the model's :func:`model_fingerprint` when ``model`` is given.
-        model: A loaded model to read the parameter count, embedding size, max tokens and memory from.
-        n_parameters, embed_dim, max_tokens, memory_usage_mb: Override (or supply without ``model``).
-        training_datasets: MTEB task names whose training data the model saw, e.g. ``{"MSMARCO"}`` for
-            LLARA-passage or ``{"SciFact"}`` after fine-tuning on SciFact's train split; the leaderboard uses it to
-            flag non-zero-shot results. Empty set: trained on no MTEB data. None: unknown.
-        adapted_from: The backbone, e.g. ``"meta-llama/Llama-2-7b-hf"``.
-        reference: URL of the model card or paper.
+        name: ``"organization/model"`` as on the Hugging Face Hub.
+        revision: The Hub commit sha of the evaluated weights; required for a leaderboard submission. Default: the
+            model's :func:`model_fingerprint` when ``model`` is given.
+        model: A loaded model to read the parameter count, embedding size, max tokens and memory from (the other
+            arguments override it).
+        training_datasets: MTEB task names whose training data the model saw (``{"SciFact"}`` after fine-tuning on
+            SciFact's train split), flagging non-zero-shot results. Empty: no MTEB data; None: unknown.
         release_date: ``YYYY-MM-DD``; default today.
-        license: The weights' license as MTEB spells it (``"apache-2.0"``, ``"mit"``, ...) or a URL (Llama 2:
-            ``"https://ai.meta.com/llama/license/"``).
+        license: As MTEB spells it (``"apache-2.0"``) or a URL.
         languages: ``{iso639-3}-{script}`` codes.
-        public_training_code, public_training_data: URLs (or True for public data).
 
     Example::
 
@@ -115,26 +107,11 @@ def llara_model_meta(
 
 
 def load_llara_for_mteb(
-    model_name: str,
-    revision: str | None = None,
-    device: str | None = None,
-    **kwargs: Any,
+    model_name: str, revision: str | None = None, device: str | None = None, **kwargs: Any
 ) -> SentenceTransformerEncoderWrapper:
-    """MTEB loader (``ModelMeta.loader``) for LLaRA models: :func:`llara_st.load` wrapped for MTEB.
-
-    MTEB calls a loader with ``(name, revision, **kwargs)`` and expects an MTEB encoder back, so this is not a
-    second loader but the adapter MTEB needs; load models yourself with :func:`llara_st.load`. It reads what
-    :func:`llara_st.load` reads (a LLaRA folder, a Hub id, an authors' checkpoint such as
-    ``BAAI/LLARA-passage``), with the same safety checks.
-
-    Args:
-        model_name: Folder or Hub id.
-        revision: Hub revision to download.
-        device: Where to put the model.
-        **kwargs: ``model_kwargs`` (e.g. ``{"torch_dtype": "bfloat16"}``) for the backbone; others are ignored.
-    """
-    from llara_st.model import load
-
+    """MTEB's ``ModelMeta.loader`` for LLaRA models: :func:`llara_st.load` (same folders, Hub ids, authors'
+    checkpoints and safety checks) wrapped as the MTEB encoder MTEB expects back. Of ``kwargs`` only
+    ``model_kwargs`` (for the backbone, e.g. ``{"torch_dtype": "bfloat16"}``) is used."""
     model = load(model_name, revision=revision, device=device, model_kwargs=kwargs.pop("model_kwargs", None))
     if kwargs:
         logger.info("load_llara_for_mteb ignores the options %s", sorted(kwargs))
@@ -149,17 +126,13 @@ def model_meta_for(
     source: str | Path | None = None,
     **overrides: Any,
 ) -> ModelMeta:
-    """The ``ModelMeta`` under which a loaded model's results are recorded.
-
-    LLaRA models get :func:`llara_model_meta`; others MTEB's ``ModelMeta.from_sentence_transformer_model``.
-    The name defaults to the model card's name, else the Hub id or ``local/{folder name}`` (from ``source``),
-    else ``local/model``; the revision to :func:`model_fingerprint`.
+    """The ``ModelMeta`` under which a loaded model's results are recorded: :func:`llara_model_meta` for LLaRA
+    models, MTEB's ``ModelMeta.from_sentence_transformer_model`` for others.
 
     Args:
-        model: The model.
-        name: ``"organization/model"``.
-        revision: Hub commit sha (or any label).
-        source: The folder or Hub id the model was loaded from (names the model when ``name`` is not given).
+        name: ``"organization/model"``; default: the model card's name, else the Hub id or ``local/{folder name}``
+            of ``source`` (where the model was loaded from), else ``local/model``.
+        revision: Hub commit sha (or any label); default: :func:`model_fingerprint`.
         **overrides: Further ``ModelMeta`` fields (``training_datasets``, ``license``, ``adapted_from``, ...).
     """
     if name is None:
@@ -177,21 +150,17 @@ def model_meta_for(
     revision = revision or model_fingerprint(model)
     if llara_module(model) is not None:
         return llara_model_meta(name, revision, model=model, **overrides)
-    meta = ModelMeta.from_sentence_transformer_model(model, fetch_from_hf=False)
     count, megabytes = _parameter_stats(model)
     updates: dict[str, Any] = {"name": name, "revision": revision, "n_parameters": count, "memory_usage_mb": megabytes}
-    if "training_datasets" in overrides and overrides["training_datasets"] is not None:
+    if overrides.get("training_datasets") is not None:
         overrides["training_datasets"] = set(overrides["training_datasets"])
-    updates.update(overrides)
-    return meta.model_copy(update=updates)
+    meta = ModelMeta.from_sentence_transformer_model(model, fetch_from_hf=False)
+    return meta.model_copy(update=updates | overrides)
 
 
 class _PoolEncoderWrapper(SentenceTransformerEncoderWrapper):
-    """MTEB's SentenceTransformer wrapper that encodes in a sentence-transformers multi-process pool.
-
-    The pool reaches ``encode_query`` / ``encode_document`` here rather than through MTEB's ``encode_kwargs``,
-    which MTEB writes into ``run_settings.jsonl`` (queues and processes have no place in result files).
-    """
+    """MTEB's SentenceTransformer wrapper that encodes in a sentence-transformers multi-process pool, given here
+    rather than in MTEB's ``encode_kwargs``, which MTEB writes into ``run_settings.jsonl``."""
 
     def __init__(self, model: SentenceTransformer, pool: dict[str, Any]) -> None:
         super().__init__(model)

@@ -19,15 +19,11 @@ def sub_corpus_ids(
     doc_ids: Iterable[str], qrels: Qrels | Iterable[Qrels], size: int | None, seed: int, min_relevance: int = 1
 ) -> set[str]:
     """The documents of a sub-corpus of ``size``: every one with a qrels score ``>= min_relevance`` in any of the
-    ``qrels`` splits, then a seeded random sample of the others (sorted first, so the sample depends only on the
-    ids and the seed). ``size`` None, or not below the corpus size, keeps every document.
+    ``qrels`` splits (kept even where they alone exceed ``size``), then a sample of the others drawn with ``seed``
+    from the sorted ids. ``size`` None, or not below the corpus size, keeps every document.
 
     Args:
-        doc_ids: The corpus's document ids.
         qrels: One split's ``{query_id: {doc_id: score}}``, or several (e.g. dev and test, for one fixed sub-corpus).
-        size: Documents to keep; the relevant ones are kept even where they alone exceed it.
-        seed: Seed of the sample.
-        min_relevance: Smallest qrels score that counts as relevant.
 
     Example::
 
@@ -42,11 +38,7 @@ def sub_corpus_ids(
     if size is None or size >= len(doc_ids):
         return doc_ids
     relevant = {
-        doc_id
-        for split in splits
-        for judged in split.values()
-        for doc_id, score in judged.items()
-        if score >= min_relevance
+        doc for split in splits for judged in split.values() for doc, score in judged.items() if score >= min_relevance
     }
     others = sorted(doc_ids - relevant)
     return relevant | set(random.Random(seed).sample(others, max(0, min(len(others), size - len(relevant)))))
@@ -63,10 +55,8 @@ def write_sub_corpus(
     """A BEIR folder at ``out`` with the documents of :func:`sub_corpus_ids` for the qrels ``splits`` (their lines
     copied as they are), the queries, and those splits' qrels without the judgements of documents left out (only
     score-0 ones can be: nDCG counts them as unjudged alike); an ``out`` already written is returned as it is.
-
-    With ``max_queries``, each split keeps a sample of that many of its judged queries (drawn with ``seed``) and
-    only their judgements: for collections such as NFCorpus, whose test queries judge most of the corpus relevant,
-    fewer queries are what makes the corpus smaller.
+    With ``max_queries``, each split keeps that many of its judged queries (drawn with ``seed``): for collections
+    such as NFCorpus, whose test queries judge most of the corpus relevant, fewer queries make the corpus smaller.
 
     Example::
 

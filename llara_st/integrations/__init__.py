@@ -1,7 +1,5 @@
-"""Integrations with other libraries. Each lives in its own module so its optional dependency loads on use:
-
-- :mod:`llara_st.integrations.langchain`: ``LLaRAEmbeddings`` for LangChain (needs ``langchain-core``).
-"""
+"""Integrations with other libraries, each in its own module so that its optional dependency loads on use:
+:mod:`llara_st.integrations.langchain` (``LLaRAEmbeddings`` for LangChain; needs ``langchain-core``)."""
 
 from __future__ import annotations
 
@@ -10,8 +8,7 @@ from typing import Any
 __all__ = ["LLaRAEmbeddings"]
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy, so `import llara_st.integrations` works without langchain-core installed.
+def __getattr__(name: str) -> Any:  # lazy: `import llara_st.integrations` works without langchain-core
     if name == "LLaRAEmbeddings":
         from llara_st.integrations.langchain import LLaRAEmbeddings
 

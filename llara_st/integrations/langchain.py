@@ -7,6 +7,8 @@ from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
+from llara_st.model import load
+
 try:
     from langchain_core.embeddings import Embeddings
 except ImportError as error:  # pragma: no cover - depends on the environment
@@ -16,13 +18,19 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         name="langchain_core",
     ) from error
 
-# ``model_kwargs`` keys, as in langchain-huggingface's ``HuggingFaceEmbeddings``: arguments of the
-# ``SentenceTransformer`` constructor. Those that choose where the files come from are used to find the folder;
-# the rest reach the model.
+# ``model_kwargs`` keys (``SentenceTransformer`` arguments, as in ``HuggingFaceEmbeddings``): those that find the
+# folder, those that reach the model, those only a trusted folder's own code takes.
 _DOWNLOAD_KEYS = frozenset({"revision", "token", "local_files_only"})
 _SAFE_LOAD_KEYS = frozenset(
-    {"device", "trust_remote_code", "model_kwargs", "truncate_dim", "prompts", "default_prompt_name"}
-    | {"similarity_fn_name"}
+    {
+        "device",
+        "trust_remote_code",
+        "model_kwargs",
+        "truncate_dim",
+        "prompts",
+        "default_prompt_name",
+        "similarity_fn_name",
+    }
 )
 _TRUSTED_ONLY_KEYS = frozenset({"config_kwargs", "processor_kwargs", "backend", "model_card_data"})
 # Backbone options a user may put one level too high.
@@ -37,32 +45,18 @@ class LLaRAEmbeddings(Embeddings):
     Retrieval", arXiv:2312.15503).
 
     ``embed_documents`` calls the model's ``encode_document`` and ``embed_query`` its ``encode_query``, so any
-    sentence-transformers model with query/document prompts works too. Embeddings are L2-normalised by the
-    model (LLaRA's ``Normalize`` module), so LangChain's cosine and inner-product stores rank alike.
-
-    The arguments are those of langchain-huggingface's ``HuggingFaceEmbeddings`` (``model_name``,
-    ``cache_folder``, ``model_kwargs``, ``encode_kwargs``, ``query_encode_kwargs``, ``multi_process``,
-    ``show_progress``), with the same meaning; the model may also be given first, as a path or a loaded model.
+    sentence-transformers model with query/document prompts works too. LLaRA's embeddings are L2-normalised, so
+    LangChain's cosine and inner-product stores rank alike. The arguments are those of langchain-huggingface's
+    ``HuggingFaceEmbeddings``, with the same meaning; the model may also be given first, as a path or a loaded model.
 
     Args:
-        model: A loaded ``SentenceTransformer``, or a folder / Hub id (same as ``model_name``).
-        model_name: A folder or Hub id, loaded with the safe :func:`llara_st.load` (safetensors and
-            llara_st/sentence-transformers classes only, no code from the folder).
-        cache_folder: Where a Hub model is downloaded (default: the Hugging Face cache).
-        model_kwargs: ``SentenceTransformer`` arguments: ``device``, ``trust_remote_code`` (load through
-            ``SentenceTransformer(..., trust_remote_code=True)``, running the folder's code: only for folders you
-            trust), ``revision``, ``token``, ``local_files_only``, ``truncate_dim``, ``prompts``, and
-            ``model_kwargs`` for the backbone's ``from_pretrained`` (e.g. ``{"dtype": "bfloat16"}``).
-        encode_kwargs: Further ``encode`` arguments (``batch_size``, ``precision``, ``truncate_dim``, ...), for
-            documents, and for queries unless ``query_encode_kwargs`` is given.
-        query_encode_kwargs: ``encode`` arguments for queries; when given they replace ``encode_kwargs`` for
-            queries, as in ``HuggingFaceEmbeddings``.
-        multi_process: Embed document lists with a sentence-transformers multi-process pool (one process per GPU,
-            or several CPU processes), started and stopped around each call. Queries stay in-process.
-        show_progress: Show a progress bar while embedding.
-        trust_remote_code: Shortcut for ``model_kwargs={"trust_remote_code": True}``.
-        device: Shortcut for ``model_kwargs={"device": ...}``.
-        batch_size: Shortcut for ``encode_kwargs={"batch_size": ...}`` (sentence-transformers' default: 32).
+        model: A loaded ``SentenceTransformer``, or a folder / Hub id (as ``model_name``, loaded with the safe
+            :func:`llara_st.load`; with ``trust_remote_code`` the folder's own code runs).
+        model_kwargs: ``SentenceTransformer`` arguments (``device``, ``revision``, ``truncate_dim``, ...), and
+            ``model_kwargs`` for the backbone (e.g. ``{"dtype": "bfloat16"}``).
+        encode_kwargs: ``encode`` arguments for documents, and for queries unless ``query_encode_kwargs`` is given.
+        multi_process: Embed document lists with a multi-process pool started and stopped around each call.
+        trust_remote_code, device, batch_size: Shortcuts for the same keys of ``model_kwargs`` / ``encode_kwargs``.
 
     Example::
 
@@ -101,18 +95,22 @@ class LLaRAEmbeddings(Embeddings):
         if model is None:
             raise ValueError("LLaRAEmbeddings needs a model: a folder or Hub id (model_name=...) or a loaded model")
         model_kwargs = dict(model_kwargs or {})
-        for name, value in (("trust_remote_code", trust_remote_code), ("device", device)):
+        self.encode_kwargs, self.query_encode_kwargs = dict(encode_kwargs or {}), dict(query_encode_kwargs or {})
+        for name, value, where, target in (
+            ("trust_remote_code", trust_remote_code, "model_kwargs", model_kwargs),
+            ("device", device, "model_kwargs", model_kwargs),
+            ("batch_size", batch_size, "encode_kwargs", self.encode_kwargs),
+        ):
             if value is not None:
-                if name in model_kwargs and model_kwargs[name] != value:
-                    raise ValueError(f"{name} is given twice with different values: {name}= and model_kwargs")
-                model_kwargs[name] = value
-        self.encode_kwargs = self._checked_encode_kwargs(encode_kwargs, "encode_kwargs")
-        self.query_encode_kwargs = self._checked_encode_kwargs(query_encode_kwargs, "query_encode_kwargs")
-        if batch_size is not None:
-            if "batch_size" in self.encode_kwargs and self.encode_kwargs["batch_size"] != batch_size:
-                raise ValueError("batch_size is given twice with different values: batch_size= and encode_kwargs")
-            self.encode_kwargs["batch_size"] = batch_size
+                if target.get(name, value) != value:
+                    raise ValueError(f"{name} is given twice with different values: {name}= and {where}")
+                target[name] = value
         for name, options in (("encode_kwargs", self.encode_kwargs), ("query_encode_kwargs", self.query_encode_kwargs)):
+            if reserved := sorted(_RESERVED_ENCODE_KEYS & set(options)):
+                raise ValueError(
+                    f"{name} may not set {reserved}: embed_query uses the query template and embed_documents the "
+                    "passage template, and both return lists of floats"
+                )
             size = options.get("batch_size", 32)
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 raise ValueError(f"batch_size must be a positive integer, got {size!r} (in {name})")
@@ -127,24 +125,26 @@ class LLaRAEmbeddings(Embeddings):
                     "model_kwargs, cache_folder, device and trust_remote_code apply when loading from a path; "
                     "this model is already loaded"
                 )
-            self.model = model
-            self.model_name = None
+            self.model, self.model_name = model, None
         elif isinstance(model, str | os.PathLike):
             self.model_name = str(model)
-            self.model = _load(model, cache_folder=self.cache_folder, model_kwargs=model_kwargs)
+            options = dict(model_kwargs)
+            trust_remote_code = bool(options.pop("trust_remote_code", False))
+            if misplaced := sorted(_BACKBONE_KEYS & set(options)):
+                raise ValueError(
+                    f"model_kwargs keys {misplaced} are options of the backbone, not of SentenceTransformer: put them "
+                    f"one level down, as with HuggingFaceEmbeddings: model_kwargs={{'model_kwargs': "
+                    f"{{'{misplaced[0]}': ...}}}}"
+                )
+            allowed = _SAFE_LOAD_KEYS | _DOWNLOAD_KEYS | (_TRUSTED_ONLY_KEYS if trust_remote_code else frozenset())
+            if unknown := sorted(set(options) - allowed):
+                hint = " (they need trust_remote_code=True)" if set(unknown) <= _TRUSTED_ONLY_KEYS else ""
+                raise ValueError(f"model_kwargs keys {unknown} are not supported{hint}; supported: {sorted(allowed)}")
+            # llara_st.load downloads a Hub id (revision, token, local_files_only, cache_folder) and checks the
+            # folder; with trust_remote_code=True it loads with SentenceTransformer(..., trust_remote_code=True).
+            self.model = load(model, cache_folder=self.cache_folder, trust_remote_code=trust_remote_code, **options)
         else:
             raise TypeError(f"model must be a SentenceTransformer or a path, got {type(model).__name__}")
-
-    @staticmethod
-    def _checked_encode_kwargs(options: dict[str, Any] | None, name: str) -> dict[str, Any]:
-        options = dict(options or {})
-        reserved = _RESERVED_ENCODE_KEYS & set(options)
-        if reserved:
-            raise ValueError(
-                f"{name} may not set {sorted(reserved)}: embed_query uses the query template and embed_documents "
-                "the passage template, and both return lists of floats"
-            )
-        return options
 
     def _encode_options(self, options: dict[str, Any]) -> dict[str, Any]:
         return {"show_progress_bar": self.show_progress, **options, "convert_to_numpy": True}
@@ -171,28 +171,6 @@ class LLaRAEmbeddings(Embeddings):
             raise TypeError(f"embed_query takes a string, got {type(text).__name__}")
         options = self._encode_options(self.query_encode_kwargs or self.encode_kwargs)
         return self.model.encode_query([text], **options)[0].tolist()
-
-
-def _load(path: str | os.PathLike, *, cache_folder: str | None, model_kwargs: dict[str, Any]) -> SentenceTransformer:
-    """Load a folder or Hub id with the arguments ``HuggingFaceEmbeddings`` takes, through :func:`llara_st.load`."""
-    options = dict(model_kwargs)
-    trust_remote_code = bool(options.pop("trust_remote_code", False))
-    misplaced = sorted(_BACKBONE_KEYS & set(options))
-    if misplaced:
-        raise ValueError(
-            f"model_kwargs keys {misplaced} are options of the backbone, not of SentenceTransformer: put them one "
-            f"level down, as with HuggingFaceEmbeddings: model_kwargs={{'model_kwargs': {{'{misplaced[0]}': ...}}}}"
-        )
-    allowed = _SAFE_LOAD_KEYS | _DOWNLOAD_KEYS | (_TRUSTED_ONLY_KEYS if trust_remote_code else frozenset())
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        hint = " (they need trust_remote_code=True)" if set(unknown) <= _TRUSTED_ONLY_KEYS else ""
-        raise ValueError(f"model_kwargs keys {unknown} are not supported{hint}; supported: {sorted(allowed)}")
-    from llara_st.model import load
-
-    # llara_st.load downloads a Hub id (revision, token, local_files_only, cache_folder) and checks the folder;
-    # with trust_remote_code=True it loads with SentenceTransformer(..., trust_remote_code=True) instead.
-    return load(path, cache_folder=cache_folder, trust_remote_code=trust_remote_code, **options)
 
 
 __all__ = ["LLaRAEmbeddings"]
