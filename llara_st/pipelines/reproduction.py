@@ -248,19 +248,17 @@ class ReproductionPipeline(StageRunner):
     # ------------------------------------------------------------------ the nested sections
 
     def section(self, name: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The config's ``adapt`` or ``finetune`` section with the pipeline's defaults under it (the CPU as the
-        device without CUDA, no experiment trackers, the resolved ``bf16``) and ``values`` over it; a key that the
-        pipeline sets itself (:data:`PIPELINE_KEYS`) in the section is an error."""
+        """The config's ``adapt`` or ``finetune`` section over the pipeline's defaults (no experiment trackers, the
+        resolved ``bf16``), with ``values`` over it; a key of :data:`PIPELINE_KEYS` in the section is an error."""
         section = getattr(self.config, name)
         for key in PIPELINE_KEYS[name]:
             if key in section:
                 raise ValueError(f"{name}.{key} is set by the pipeline; remove it from the config's {name}: section")
-        # Without CUDA the CPU is the device (bf16 autocast runs there only when told so); no experiment trackers.
-        defaults = {
-            "use_cpu": not torch.cuda.is_available(),
-            "report_to": "none",
-            "bf16": resolve_bf16(self.config.bf16),
-        }
+        defaults: dict[str, Any] = {"report_to": "none", "bf16": resolve_bf16(self.config.bf16)}
+        if name == "adapt" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+            # Without an accelerator transformers refuses bf16 unless told the CPU is the device; unlike
+            # FinetuneArguments, AdaptationArguments does not set use_cpu itself.
+            defaults["use_cpu"] = True
         return {**defaults, **section, **(values or {})}
 
     def adaptation_arguments(self, model_dir: str) -> Any:
