@@ -255,9 +255,8 @@ def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[st
         axis.set_yticks(
             np.arange(len(labels)) + height * (len(splits) - 1) / 2, labels if key == next(iter(metrics)) else []
         )
-        axis.set_title(f"{title} ({corpus} corpus)")
+        axis.set(title=f"{title} ({corpus} corpus)", xlim=(0, 1))
         axis.invert_yaxis()
-        axis.set_xlim(0, 1)
         axis.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(report_dir / "scores.png", dpi=120)
@@ -269,16 +268,14 @@ def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[st
             steps, values = loss_curve(stages["adapt"]["result"].get("log_history", []), key)
             if steps:
                 axes[0].plot(steps, values, label=key)
-        axes[0].set_title("Adaptation (EBAE/EBAR) training loss")
-        axes[0].set_xlabel("step")
+        axes[0].set(title="Adaptation (EBAE/EBAR) training loss", xlabel="step")
         axes[0].legend()
     for arm in ("unadapted", "adapted"):
         if f"finetune_{arm}" in stages:
             steps, values = loss_curve(stages[f"finetune_{arm}"]["result"].get("log_history", []))
             if steps:
                 axes[1].plot(steps, values, label=f"fine-tuning, {arm}")
-    axes[1].set_title("Contrastive fine-tuning loss")
-    axes[1].set_xlabel("step")
+    axes[1].set(title="Contrastive fine-tuning loss", xlabel="step")
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(report_dir / "losses.png", dpi=120)

@@ -413,10 +413,8 @@ def per_query_ndcg(predictions_file: Path, split: str, qrels_file: Path, k: int 
     import pytrec_eval
 
     # {"mteb_model_meta": ..., subset: {split: {query_id: {document_id: score}}}}; a BEIR folder has one subset.
-    subsets = {
-        key: value for key, value in json.loads(predictions_file.read_text()).items() if key != "mteb_model_meta"
-    }
-    (run,) = [by_split[split] for by_split in subsets.values() if split in by_split]
+    predictions = json.loads(predictions_file.read_text())
+    (run,) = [runs[split] for key, runs in predictions.items() if key != "mteb_model_meta" and split in runs]
     run = {query_id: {doc: float(score) for doc, score in docs.items()} for query_id, docs in run.items()}
     evaluator = pytrec_eval.RelevanceEvaluator(read_beir_qrels(qrels_file), {f"ndcg_cut.{k}"})
     return {query_id: values[f"ndcg_cut_{k}"] for query_id, values in evaluator.evaluate(run).items()}
