@@ -1,11 +1,8 @@
-"""A BEIR folder for SciFact or NFCorpus from MTEB's task on the Hugging Face Hub, when there is no local copy.
+"""A BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``; :mod:`llara_st.data.beir`) for
+SciFact or NFCorpus, written once from MTEB's task on the Hugging Face Hub when there is no local copy; offline, an
+error says what to download and where to put it.
 
-The recipes read BEIR folders (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``; see
-:mod:`llara_st.data.beir`). A user without them gets them from MTEB: :func:`materialize_beir_folder` loads
-``mteb.get_task("SciFact")`` (or ``"NFCorpus"``) and writes the same layout, once. Offline, or with no network,
-it fails with what to download and where to put it.
-
-SciFact's ``dev`` split is not on the Hub: it is 200 of BEIR's train queries, the 200 whose
+SciFact's ``dev`` split is not on the Hub: it is the 200 of BEIR's train queries whose
 ``sha1("scifact-dev-{query id}")`` hex digests sort first (:func:`scifact_dev_query_ids`); ``train`` keeps the
 other 609. NFCorpus is a held-out evaluation set here: only its ``test`` split is written.
 """
@@ -23,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llara_st.data.beir import CORPUS_FILE, QRELS_FOLDER, QUERIES_FILE
+from llara_st.data.beir import CORPUS_FILE, QRELS_FOLDER, QUERIES_FILE, read_beir_qrels
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +31,8 @@ SCIFACT_DEV_QUERIES = 200
 
 @dataclass(frozen=True)
 class MTEBSource:
-    """How one BEIR folder is built from an MTEB retrieval task.
-
-    Args:
-        task_name: The MTEB task (``mteb.get_task(task_name)``).
-        hub_splits: The task's splits that are loaded from the Hub.
-        splits: The splits written to ``qrels/``: the Hub's, or derived from them (SciFact's ``dev``).
-    """
+    """How a BEIR folder is built from the MTEB retrieval task ``task_name``: the splits loaded from the Hub, and
+    the splits written to ``qrels/`` (the Hub's, or derived from them: SciFact's ``dev``)."""
 
     task_name: str
     hub_splits: tuple[str, ...]
@@ -52,13 +44,6 @@ MTEB_SOURCES = {
     "scifact": MTEBSource("SciFact", hub_splits=("train", "test"), splits=("train", "dev", "test")),
     "nfcorpus": MTEBSource("NFCorpus", hub_splits=("test",), splits=("test",)),
 }
-
-
-def missing_beir_files(folder: str | os.PathLike, splits: Iterable[str]) -> list[Path]:
-    """The files of a BEIR folder that ``splits`` need and that are not there."""
-    folder = Path(folder)
-    needed = [folder / CORPUS_FILE, folder / QUERIES_FILE, *(folder / QRELS_FOLDER / f"{s}.tsv" for s in splits)]
-    return [path for path in needed if not path.is_file()]
 
 
 def download_instructions(folder: str | os.PathLike) -> str:
@@ -78,11 +63,8 @@ def download_instructions(folder: str | os.PathLike) -> str:
 
 
 def scifact_dev_query_ids(train_query_ids: Iterable[str]) -> set[str]:
-    """The SciFact train queries that form this project's ``dev`` split.
-
-    The :data:`SCIFACT_DEV_QUERIES` ids whose ``sha1("scifact-dev-{id}")`` hex digests sort first: a fixed choice
-    that needs no random state and that gives ``../shared/data/scifact/qrels/dev.tsv`` exactly from BEIR's train
-    qrels.
+    """The :data:`SCIFACT_DEV_QUERIES` SciFact train queries whose ``sha1("scifact-dev-{id}")`` hex digests sort
+    first: this project's ``dev`` split (no random state; it gives ``../shared/data/scifact/qrels/dev.tsv`` exactly).
 
     Example::
 
@@ -102,9 +84,7 @@ def scifact_dev_query_ids(train_query_ids: Iterable[str]) -> set[str]:
     return set(ids[:SCIFACT_DEV_QUERIES])
 
 
-def _split_dev(
-    train: dict[str, dict[str, int]],
-) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+def _split_dev(train: dict[str, dict[str, int]]) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
     dev_ids = scifact_dev_query_ids(train)
     return (
         {query_id: docs for query_id, docs in train.items() if query_id not in dev_ids},
@@ -122,19 +102,9 @@ def _write_qrels(path: Path, qrels: dict[str, dict[str, int]]) -> None:
 
 
 def split_scifact_dev(folder: str | os.PathLike) -> Path:
-    """Turn an unzipped BEIR ``scifact.zip`` into this project's layout: ``dev`` taken out of ``train``.
-
-    Writes ``qrels/dev.tsv`` (the queries of :func:`scifact_dev_query_ids`) and rewrites ``qrels/train.tsv``
-    without them. A folder that already has ``qrels/dev.tsv`` is refused, so that it is never split twice.
-
-    Args:
-        folder: The unzipped BEIR SciFact folder.
-
-    Returns:
-        The folder.
-    """
-    from llara_st.data.beir import read_beir_qrels
-
+    """Turn an unzipped BEIR ``scifact.zip`` folder into this project's layout: write ``qrels/dev.tsv`` (the
+    queries of :func:`scifact_dev_query_ids`) and rewrite ``qrels/train.tsv`` without them. A folder that already
+    has ``qrels/dev.tsv`` is refused, so that it is never split twice. Returns the folder."""
     folder = Path(folder)
     train_path, dev_path = folder / QRELS_FOLDER / "train.tsv", folder / QRELS_FOLDER / "dev.tsv"
     if dev_path.exists():
@@ -182,23 +152,17 @@ def materialize_beir_folder(
 ) -> Path:
     """Make sure ``folder`` is a BEIR folder with ``splits``: if it does not exist, build it from MTEB's task.
 
-    A folder that exists is left as it is (and refused, with what to download, if it lacks a file ``splits``
-    need). An absent folder is written from ``mteb.get_task(task_name)`` with every split of its
-    :data:`MTEB_SOURCES` entry: ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (the queries
-    judged in those splits) and ``qrels/{split}.tsv``, ids as strings. The files are written to a temporary
-    sibling folder that is then renamed, so that a reader never sees half a folder and two processes do not mix
-    their files. Needs the Hub (or the Hub's dataset in the local ``datasets`` cache); otherwise a
-    ``FileNotFoundError`` says what to download and where to put it.
+    A folder that exists is used as it is (and refused, with what to download, if it lacks a file ``splits``
+    need). An absent one is written from ``mteb.get_task(task_name)`` with every split of its
+    :data:`MTEB_SOURCES` entry (the queries judged in them, ids as strings) into a temporary sibling folder that
+    is then renamed, so that a reader never sees half a folder. Without the Hub (or its dataset in the local
+    ``datasets`` cache) a ``FileNotFoundError`` says what to download and where to put it.
 
     Args:
         folder: The BEIR folder, e.g. ``../shared/data/scifact``.
         splits: The qrels splits needed.
         task_name: ``"SciFact"`` or ``"NFCorpus"``; by default, from the folder's name (``scifact``, ``nfcorpus``).
-        download: False refuses an absent folder at once, with what to download, instead of asking the Hub (or
-            the local ``datasets`` cache).
-
-    Returns:
-        The folder.
+        download: False refuses an absent folder at once instead of asking the Hub.
 
     Example (an absent ``data/scifact`` would be written from the Hub, the first time only; here a local copy)::
 
@@ -218,21 +182,16 @@ def materialize_beir_folder(
     folder = Path(folder)
     by_task = {source.task_name.lower(): source for source in MTEB_SOURCES.values()}
     source = by_task.get(task_name.lower()) if task_name else MTEB_SOURCES.get(folder.name.lower())
-    missing = missing_beir_files(folder, splits)
+    needed = [folder / CORPUS_FILE, folder / QUERIES_FILE, *(folder / QRELS_FOLDER / f"{s}.tsv" for s in splits)]
+    missing = [path for path in needed if not path.is_file()]
     if not missing:
         return folder
     exists = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))  # an empty folder counts as absent
     if exists or source is None:
-        unknown = (
-            ""
-            if exists
-            else f" ({task_name or folder.name!r} is not one of the MTEB tasks this can download: "
-            f"{', '.join(f'{name} (folder {folder_name})' for folder_name, name in _task_names())})"
-        )
-        raise FileNotFoundError(
-            f"BEIR folder {folder.resolve()} lacks {', '.join(str(path) for path in missing)}{unknown}. "
-            f"{download_instructions(folder)}"
-        )
+        tasks = ", ".join(f"{known.task_name} (folder {name})" for name, known in MTEB_SOURCES.items())
+        unknown = f" ({task_name or folder.name!r} is not one of the MTEB tasks this can download: {tasks})"
+        lacks = ", ".join(str(path) for path in missing) + ("" if exists else unknown)
+        raise FileNotFoundError(f"BEIR folder {folder.resolve()} lacks {lacks}. {download_instructions(folder)}")
     unavailable = [split for split in splits if split not in source.splits]
     if unavailable:
         raise ValueError(
@@ -252,24 +211,13 @@ def materialize_beir_folder(
     }
     if "dev" in source.splits and "dev" not in source.hub_splits:
         qrels["train"], qrels["dev"] = _split_dev(qrels["train"])
-    _write_folder(folder, data, qrels, source)
-    return folder
-
-
-def _task_names() -> list[tuple[str, str]]:
-    return [(folder_name, source.task_name) for folder_name, source in MTEB_SOURCES.items()]
-
-
-def _write_folder(
-    folder: Path, data: dict[str, Any], qrels: dict[str, dict[str, dict[str, int]]], source: MTEBSource
-) -> None:
-    corpus = data[source.hub_splits[0]]["corpus"]  # every split of a BEIR task shares one corpus
     judged = {query_id for split_qrels in qrels.values() for query_id in split_qrels}
     queries: dict[str, str] = {}
     for split in source.hub_splits:
         for row in data[split]["queries"]:
             if str(row["id"]) in judged:
                 queries.setdefault(str(row["id"]), row["text"])
+    corpus = data[source.hub_splits[0]]["corpus"]  # every split of a BEIR task shares one corpus
     scratch = folder.parent / f".{folder.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     (scratch / QRELS_FOLDER).mkdir(parents=True)
     try:
@@ -288,16 +236,4 @@ def _write_folder(
             logger.info("%s was written meanwhile by another process: keeping that one", folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-__all__ = [
-    "BEIR_DOWNLOAD_URL",
-    "MTEB_SOURCES",
-    "MTEBSource",
-    "SCIFACT_DEV_QUERIES",
-    "download_instructions",
-    "materialize_beir_folder",
-    "missing_beir_files",
-    "scifact_dev_query_ids",
-    "split_scifact_dev",
-]
+    return folder

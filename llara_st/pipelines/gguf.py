@@ -12,19 +12,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 def gguf_to_hf_folder(
     folder: str | os.PathLike, gguf_file: str, output_folder: str | os.PathLike, dtype: torch.dtype = torch.float32
 ) -> Path:
-    """Dequantise ``folder/gguf_file`` with transformers' GGUF loader and save it as safetensors.
-
-    A GGUF-loaded model keeps its quantisation config and cannot be ``save_pretrained`` as is, so the
-    weights are moved into a fresh model built from the same (cleaned) config.
-
-    Args:
-        folder: The folder holding the GGUF file.
-        gguf_file: The GGUF file name.
-        output_folder: Where to write ``config.json``, ``model.safetensors`` and the tokenizer.
-        dtype: The dtype of the saved weights.
-
-    Requires the ``gguf`` package.
-    """
+    """Dequantise ``folder/gguf_file`` with transformers' GGUF loader (needs the ``gguf`` package) and save it to
+    ``output_folder`` as safetensors in ``dtype``, with its tokenizer. A GGUF-loaded model keeps its quantisation
+    config and cannot be ``save_pretrained`` as is: its weights move into a fresh model of the cleaned config."""
     output_folder = Path(output_folder)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype)

@@ -1,12 +1,6 @@
-"""The data of the paper-scale recipes (``recipes/configs/*7b*``): WikiText-103 for adaptation, MS MARCO passage
-training rows with hard negatives for fine-tuning, written where the configs read them.
-
-* :func:`write_wikitext103` writes ``wiki.train.raw`` from the official ``wikitext-103-raw-v1.zip`` (a local
-  file), or from the Hub dataset ``Salesforce/wikitext`` (config ``wikitext-103-raw-v1``) when online.
-* :func:`write_msmarco_hard_negatives` writes the authors' ``{"query", "pos", "neg"}`` JSONL: mined here
-  (:func:`llara_st.data.mine_hard_negatives_from_qrels`, BM25 or a model) from the official MS MARCO files
-  (``collection.tsv``, ``queries.train.tsv``, ``qrels.train.tsv``, local paths), or converted from the Hub
-  dataset ``Tevatron/msmarco-passage`` (BM25 hard negatives) when online.
+"""The data of the paper-scale recipes (``recipes/configs/*7b*``), written where the configs read them: WikiText-103
+for adaptation (:func:`write_wikitext103`) and MS MARCO passage rows with hard negatives for fine-tuning
+(:func:`write_msmarco_hard_negatives`), each from the official files or, online, from a Hub dataset.
 
 Run::
 
@@ -23,6 +17,7 @@ import csv
 import logging
 import os
 import random
+import shutil
 import sys
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -66,8 +61,7 @@ def write_wikitext103(out_dir: str | os.PathLike, zip_path: str | os.PathLike | 
         if zip_path is not None:
             with zipfile.ZipFile(zip_path) as archive, archive.open(WIKITEXT_ZIP_MEMBER) as source:
                 with partial.open("wb") as handle:
-                    while chunk := source.read(1 << 20):
-                        handle.write(chunk)
+                    shutil.copyfileobj(source, handle)
             return
         from datasets import load_dataset
 
@@ -146,12 +140,11 @@ def write_msmarco_hard_negatives(
     """MS MARCO training rows with hard negatives, in the authors' ``{"query", "pos", "neg"}`` JSONL at ``out``
     (``data/msmarco/train_hard_negatives.jsonl`` for ``finetune_llama2_7b_msmarco_8gpu.yaml``).
 
-    With the three official files, negatives are mined here: ``num_negatives`` drawn from ranks
-    ``[range_min, range_max)`` of ``retriever`` (``"bm25"`` or a sentence-transformers model) after removing the
-    judged positives and candidates scoring within ``relative_margin`` of them (likely unjudged positives;
-    :func:`llara_st.data.mine_hard_negatives_from_qrels`); the reference took 15 from the top 200
-    of an existing retriever. Without them, the rows of the Hub dataset :data:`MSMARCO_HUB` (BM25 negatives) are
-    converted (needs the network).
+    With the three official files, negatives are mined here by
+    :func:`llara_st.data.mine_hard_negatives_from_qrels` (``num_negatives`` from ranks ``[range_min, range_max)``
+    of ``retriever``, ``"bm25"`` or a sentence-transformers model, dropping candidates within ``relative_margin``
+    of a positive's score as likely unjudged positives; the reference took 15 from the top 200).
+    Without them, the rows of the Hub dataset :data:`MSMARCO_HUB` (BM25 negatives) are converted.
     """
     given = [path is not None for path in (collection, queries, qrels)]
     if any(given) and not all(given):
@@ -197,11 +190,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     msmarco.add_argument("--qrels", help="qrels.train.tsv")
     msmarco.add_argument("--hub", action="store_true", help=f"convert {MSMARCO_HUB} instead of mining")
     msmarco.add_argument("--retriever", default="bm25", help="'bm25' or a sentence-transformers model to mine with")
-    msmarco.add_argument("--num-negatives", type=int, default=15)
-    msmarco.add_argument("--range-min", type=int, default=10)
-    msmarco.add_argument("--range-max", type=int, default=200)
-    msmarco.add_argument("--max-queries", type=int, default=None)
-    msmarco.add_argument("--seed", type=int, default=42)
+    integers = {"num-negatives": 15, "range-min": 10, "range-max": 200, "max-queries": None, "seed": 42}
+    for flag, default in integers.items():
+        msmarco.add_argument(f"--{flag}", type=int, default=default)
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.command == "wikitext103":

@@ -1,6 +1,6 @@
-"""The reproduction report from the stage files alone: ``results.json`` (machine-readable), a markdown table with a
-column per split for every variant, the adaptation effect with a paired bootstrap interval and a paired
-randomisation test, wall time per stage, PNG plots and the configuration."""
+"""The reproduction report from the stage files alone: ``results.json``, a markdown table with a column per split for
+every variant, the adaptation effect (paired bootstrap interval and randomisation test), wall time per stage, PNG
+plots and the configuration."""
 
 from __future__ import annotations
 
@@ -14,30 +14,29 @@ import numpy as np
 from llara_st.training.precision import describe_machine
 
 #: Label of each variant, the stage holding it, and the key of its scores in that stage's result.
-VARIANTS: list[tuple[str, str, tuple[str, ...]]] = [
-    ("BM25 (bm25s, stemmed)", "baselines", ("bm25",)),
-    ("all-MiniLM-L6-v2", "baselines", ("all-MiniLM-L6-v2",)),
-    ("LLaRA zero-shot (converted, untrained)", "zeroshot", ("scores",)),
-    ("LLaRA unadapted + fine-tuned", "eval_unadapted", ("scores",)),
-    ("LLaRA adapted + fine-tuned", "eval_adapted", ("scores",)),
+VARIANTS = [
+    ("BM25 (bm25s, stemmed)", "baselines", "bm25"),
+    ("all-MiniLM-L6-v2", "baselines", "all-MiniLM-L6-v2"),
+    ("LLaRA zero-shot (converted, untrained)", "zeroshot", "scores"),
+    ("LLaRA unadapted + fine-tuned", "eval_unadapted", "scores"),
+    ("LLaRA adapted + fine-tuned", "eval_adapted", "scores"),
 ]
-TRAINING_STAGES = {
-    "adapt": "adaptation (EBAE/EBAR)",
-    "finetune_unadapted": "fine-tuning, unadapted",
-    "finetune_adapted": "fine-tuning, adapted",
-}
+#: Stages the main job's wall time is made of: every stage but those run only on request.
+ON_REQUEST_STAGES = ("full_corpus",)
+#: Label of each variant in the on-request full-corpus stage, and the key of its scores there.
+FULL_CORPUS_VARIANTS = [
+    ("BM25 (bm25s, stemmed)", "bm25"),
+    ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2"),
+    ("LLaRA adapted + fine-tuned", "adapted-finetuned"),
+]
 
 
 def paired_comparison(
     treatment: Mapping[str, float], control: Mapping[str, float], resamples: int = 10_000, seed: int = 0
 ) -> dict[str, float]:
-    """Mean per-query difference ``treatment - control`` with a paired bootstrap 95 % interval and the two-sided
-    p-value of a paired randomisation (sign-flip) test, over the queries both score.
-
-    Args:
-        treatment, control: ``{query_id: score}`` (e.g. nDCG@10 per query) of two systems on the same queries.
-        resamples: Bootstrap resamples and random sign flips.
-        seed: Seed of both (the figures are reproducible).
+    """Mean per-query difference ``treatment - control`` (``{query_id: score}`` each, e.g. nDCG@10) over the queries
+    both score, with a paired bootstrap 95 % interval and the two-sided p-value of a paired randomisation (sign-flip)
+    test, each from ``resamples`` draws seeded by ``seed``.
 
     Example::
 
@@ -68,25 +67,9 @@ def paired_comparison(
     }
 
 
-#: Stages the main job's wall time is made of: every stage but those run only on request.
-ON_REQUEST_STAGES = ("full_corpus",)
-#: Label of each variant in the on-request full-corpus stage, and the key of its scores there.
-FULL_CORPUS_VARIANTS = [
-    ("BM25 (bm25s, stemmed)", "bm25"),
-    ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2"),
-    ("LLaRA adapted + fine-tuned", "adapted-finetuned"),
-]
-
-
 def evaluated_corpus(config: Mapping[str, Any]) -> str:
     """``"full"`` or ``"sub"``: the corpus a reproduction config's evaluation stages score on."""
     return "full" if config.get("eval_corpus_size") is None else "sub"
-
-
-def _dig(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        data = data[key]
-    return data
 
 
 def collect_results(
@@ -97,14 +80,13 @@ def collect_results(
     machine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The machine-readable results: ``variants`` → label → split → corpus (``"full"`` or ``"sub"``) → metrics,
-    transfer scores, the adaptation ``effect`` → split → ``{mean, ci_low, ci_high}`` in nDCG@10 points (paired
-    bootstrap and randomisation test over queries), wall time per stage, the main job's minutes, the machine and
-    the configuration."""
+    transfer scores, the adaptation ``effect`` → split → ``{mean, ci_low, ci_high, p_value, ...}`` in nDCG@10 points,
+    wall time per stage, the main job's minutes, the machine and the configuration."""
     variants: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    for label, stage, keys in VARIANTS:
+    for label, stage, scores_key in VARIANTS:
         if stage in stages:
             corpus = stages[stage]["result"].get("corpus", "full")
-            for split, scores in _dig(stages[stage]["result"], keys).items():
+            for split, scores in stages[stage]["result"][scores_key].items():
                 variants.setdefault(label, {}).setdefault(split, {})[corpus] = {key: scores[key] for key in metrics}
     if "full_corpus" in stages:
         full = stages["full_corpus"]["result"]
@@ -133,15 +115,9 @@ def collect_results(
             if name in unadapted.get("transfer", {})
         ]
         for name, treatment, control, corpus in pairs:
-            comparison = paired_comparison(treatment, control, resamples=resamples)
-            effect[name] = {
-                "mean": 100 * comparison["delta"],
-                "ci_low": 100 * comparison["ci_low"],
-                "ci_high": 100 * comparison["ci_high"],
-                "p_value": comparison["p_value"],
-                "num_queries": comparison["num_queries"],
-                "corpus": corpus,
-            }
+            c = paired_comparison(treatment, control, resamples=resamples)
+            points = {"mean": 100 * c["delta"], "ci_low": 100 * c["ci_low"], "ci_high": 100 * c["ci_high"]}
+            effect[name] = points | {"p_value": c["p_value"], "num_queries": c["num_queries"], "corpus": corpus}
     stage_seconds = {name: stage["seconds"] for name, stage in stages.items()}
     main_job = [seconds for name, seconds in stage_seconds.items() if name not in ON_REQUEST_STAGES]
     return {
@@ -279,9 +255,8 @@ def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[st
         axis.set_yticks(
             np.arange(len(labels)) + height * (len(splits) - 1) / 2, labels if key == next(iter(metrics)) else []
         )
-        axis.set_title(f"{title} ({corpus} corpus)")
+        axis.set(title=f"{title} ({corpus} corpus)", xlim=(0, 1))
         axis.invert_yaxis()
-        axis.set_xlim(0, 1)
         axis.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(report_dir / "scores.png", dpi=120)
@@ -293,16 +268,14 @@ def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[st
             steps, values = loss_curve(stages["adapt"]["result"].get("log_history", []), key)
             if steps:
                 axes[0].plot(steps, values, label=key)
-        axes[0].set_title("Adaptation (EBAE/EBAR) training loss")
-        axes[0].set_xlabel("step")
+        axes[0].set(title="Adaptation (EBAE/EBAR) training loss", xlabel="step")
         axes[0].legend()
-    for stage in ("finetune_unadapted", "finetune_adapted"):
-        if stage in stages:
-            steps, values = loss_curve(stages[stage]["result"].get("log_history", []))
+    for arm in ("unadapted", "adapted"):
+        if f"finetune_{arm}" in stages:
+            steps, values = loss_curve(stages[f"finetune_{arm}"]["result"].get("log_history", []))
             if steps:
-                axes[1].plot(steps, values, label=TRAINING_STAGES[stage])
-    axes[1].set_title("Contrastive fine-tuning loss")
-    axes[1].set_xlabel("step")
+                axes[1].plot(steps, values, label=f"fine-tuning, {arm}")
+    axes[1].set(title="Contrastive fine-tuning loss", xlabel="step")
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(report_dir / "losses.png", dpi=120)

