@@ -51,8 +51,8 @@ class FinetuneArguments(LoraArguments, SentenceTransformerTrainingArguments):
 
     Defaults follow the reference (InfoNCE at temperature 0.01, LoRA r 64 / alpha 16 on every linear layer (the
     seven projections) with the ``<sK>`` rows trainable, lr 3e-4, 10 % warm-up, no duplicate positives in a
-    batch). Mixed precision the machine cannot run falls back to float32 with a warning; without CUDA the CPU is
-    the device, so bf16 autocast runs there.
+    batch). Mixed precision the machine cannot run falls back to float32 with a warning; without an accelerator
+    (CUDA, MPS, ...) the CPU is the device, so bf16 autocast runs there.
 
     Example (a BEIR folder: hard negatives mined here; evaluated on its dev split before and after)::
 
@@ -161,7 +161,7 @@ class FinetuneArguments(LoraArguments, SentenceTransformerTrainingArguments):
                 "fp16 mixed precision keeps float32 master weights: full fine-tuning cannot train float16 weights "
                 "(use model_dtype float32, or lora: true, whose adapter weights stay float32)"
             )
-        if not torch.cuda.is_available():
+        if not torch.accelerator.is_available():  # what accelerate picks the device by (CUDA, MPS, XPU, ...)
             self.use_cpu = True  # transformers runs bf16 autocast on the CPU only when told the CPU is the device
         if self.gradient_checkpointing:  # sentence-transformers checkpoints the input module's activations
             self.gradient_checkpointing = False
