@@ -1,10 +1,5 @@
-"""LLaRA adaptation (EBAE + EBAR, Li et al., 2023, arXiv:2312.15503) of a causal LM with the sentence-transformers
-trainer: the arguments, the dataset builder and :func:`run_adaptation`, which ``recipes/adapt.py``,
-``llara-st adapt CONFIG`` and the reproduction pipeline call.
-
-Steps of :func:`run_adaptation`: 1 model, 2 loss, 3 data, 4 training arguments, 5 evaluate, 6 train (resumable),
-7 evaluate, 8 save.
-"""
+"""LLaRA adaptation (EBAE + EBAR, Li et al., 2023, arXiv:2312.15503; docs/adaptation.md): the arguments, the rows
+and :func:`run_adaptation`, which ``recipes/adapt.py``, ``llara-st adapt`` and the reproduction pipeline call."""
 
 from __future__ import annotations
 
@@ -37,11 +32,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class AdaptationArguments(LoraArguments, SentenceTransformerTrainingArguments):
-    """What to adapt, on which data, with which loss and adapter: LLaRA's EBAE/EBAR stage (Li et al., 2023,
-    arXiv:2312.15503), plus the trainer's own arguments (learning rate, steps, precision, checkpoints, …) in one
-    dataclass, as :class:`~llara_st.training.FinetuneArguments` and sentence-transformers' own families extend the
-    trainer's. The LoRA settings (:class:`~llara_st.training.lora.LoraArguments`) are those of fine-tuning; LoRA is
-    off by default here (the reference trains all weights).
+    """The trainer's arguments plus what to adapt, on which data, with which loss and adapter: LLaRA's EBAE/EBAR stage
+    (Li et al., 2023, arXiv:2312.15503). LoRA is off by default here (the reference trains all weights).
 
     Example (adapting on a plain text file, documents separated by blank lines)::
 
@@ -55,83 +47,39 @@ class AdaptationArguments(LoraArguments, SentenceTransformerTrainingArguments):
         ... ]
         >>> _ = Path("documents.txt").write_text("\\n\\n".join(documents), encoding="utf8")
         >>> (args,) = parse_adaptation_arguments(
-        ...     {
-        ...         "model_name_or_path": llara_path,
-        ...         "text_paths": ["documents.txt"],
-        ...         "chunk_unit": "words",
-        ...         "chunk_size": 8,  # (text, next_text): consecutive 8-word chunks of a document
-        ...         "output_dir": "out",
-        ...         "max_steps": 1,
-        ...         "per_device_train_batch_size": 4,
-        ...     }
+        ...     {"model_name_or_path": llara_path, "text_paths": ["documents.txt"], "output_dir": "out",
+        ...      "chunk_unit": "words", "chunk_size": 8,  # (text, next_text): consecutive 8-word chunks of a document
+        ...      "max_steps": 1, "per_device_train_batch_size": 4}
         ... )
-        >>> args.lm_weight, args.max_steps
-        (1.0, 1)
-        >>> final_model_dir = run_adaptation(args)  # the trainer prints its summary on the way
+        >>> run_adaptation(args)  # the trainer prints its summary on the way
         {...'train_loss': ...}
-        >>> final_model_dir
         'out/final'
-        >>> llara_st.load(final_model_dir).encode_query(["why do tides rise?"]).shape
+        >>> llara_st.load("out/final").encode_query(["why do tides rise?"]).shape
         (1, 64)
     """
 
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "A LLaRA sentence-transformers folder (llara_st.convert) or a causal LM to convert"},
-    )
-    wikitext_paths: list[str] = field(
-        default_factory=list, metadata={"help": "WikiText *.raw files (or folders, glob patterns)"}
-    )
-    beir_corpus_paths: list[str] = field(
-        default_factory=list,
-        metadata={"help": 'BEIR corpus.jsonl files or BEIR folders; any JSONL of {"text"} rows (no ids needed)'},
-    )
-    llara_jsonl_paths: list[str] = field(
-        default_factory=list, metadata={"help": "The authors' JSONL (input, output_summarize, output_predict)"}
-    )
-    text_paths: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Plain text files, folders of *.txt or glob patterns; documents separated by blank lines"},
-    )
+    model_name_or_path: str | None = field(default=None, metadata={"help": "A LLaRA folder or a causal LM to convert"})
+    wikitext_paths: list[str] = field(default_factory=list, metadata={"help": "WikiText *.raw files, folders, globs"})
+    beir_corpus_paths: list[str] = field(default_factory=list, metadata={"help": 'BEIR folders, {"text"} JSONL'})
+    llara_jsonl_paths: list[str] = field(default_factory=list, metadata={"help": "The authors' JSONL files"})
+    text_paths: list[str] = field(default_factory=list, metadata={"help": "Text files; blank lines split documents"})
     max_rows: int | None = field(default=None, metadata={"help": "Use at most this many (text, next_text) rows"})
     eval_rows: int = field(default=0, metadata={"help": "Hold out this many rows for the eval loss (0: none)"})
     chunk_unit: str = field(default="tokens", metadata={"help": "Chunk documents in 'tokens' or 'words'"})
-    chunk_size: int | None = field(
-        default=None,
-        metadata={"help": "Chunk size; default: the collator's text budget in tokens (89 for Llama-2 at cutoff 128)"},
-    )
-    shuffle: bool = field(
-        default=True, metadata={"help": "Shuffle rows (seeded); false keeps the data order (for comparisons)"}
-    )
+    chunk_size: int | None = field(default=None, metadata={"help": "Chunk size; default: the collator's text budget"})
+    shuffle: bool = field(default=True, metadata={"help": "Shuffle rows and batches (seeded); false keeps the order"})
     cutoff_length: int = field(default=128, metadata={"help": "Max adaptation input length, suffixes included"})
     lm_weight: float = field(default=1.0, metadata={"help": "Weight of the next-token term (0 disables it)"})
     remove_stop_words: bool = field(default=False, metadata={"help": "Drop English stop words from the targets"})
-    model_dtype: str = field(
-        default="float32", metadata={"help": "Weights dtype when loading: float32, bfloat16 or float16"}
-    )
-    attn_implementation: str = field(
-        default="sdpa", metadata={"help": "sdpa or eager (the loss needs a 4D mask: no flash attention)"}
-    )
-    final_model_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Where to save the adapted model (default: <output_dir>/final); an existing folder there is "
-            "replaced only if llara_st wrote it (docs/training_guards.md, 'Folders')"
-        },
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Delete another run's checkpoints and model in output_dir and start afresh (else an error); "
-            "never a folder that llara_st did not write (docs/training_guards.md, 'Folders')"
-        },
-    )
+    model_dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16"})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa or eager (the loss's 4D mask)"})
+    final_model_dir: str | None = field(default=None, metadata={"help": "Default: <output_dir>/final"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace another run's work in output_dir"})
 
     def __post_init__(self) -> None:
         if self.model_name_or_path is None:
             raise ValueError("model_name_or_path is required: a LLaRA folder or a causal LM to convert")
-        # attn_implementation: the loss's 4D mask needs a kernel that adds it to the scores (no flash attention).
-        kernels = {"attn_implementation": MASK_AWARE_ATTENTION}
+        kernels = {"attn_implementation": MASK_AWARE_ATTENTION}  # the loss's 4D mask: no flash attention
         check_choices(self, {"chunk_unit": ("tokens", "words"), "model_dtype": MODEL_DTYPES, **kernels})
         if not (self.wikitext_paths or self.beir_corpus_paths or self.text_paths or self.llara_jsonl_paths):
             raise ValueError("No training data: set wikitext_paths, beir_corpus_paths, text_paths or llara_jsonl_paths")
@@ -145,47 +93,37 @@ class AdaptationArguments(LoraArguments, SentenceTransformerTrainingArguments):
 
 
 def sequential_batch_sampler(dataset: Dataset, **kwargs: Any) -> DefaultBatchSampler:
-    """Batches in dataset order (sentence-transformers' default sampler shuffles); ``kwargs`` are those the trainer
-    gives every batch sampler (``batch_size``, ``drop_last``, ``valid_label_columns``, ``generator``, ``seed``)."""
+    """Batches in dataset order (sentence-transformers' default sampler shuffles), for ``shuffle: false``."""
     return DefaultBatchSampler(SequentialSampler(dataset), **kwargs)
 
 
-def load_adaptation_model(config: AdaptationArguments) -> tuple[SentenceTransformer, Path | None]:
+def load_adaptation_model(config: AdaptationArguments) -> tuple[SentenceTransformer, str | None]:
     """The LLaRA model to adapt, and the LLaRA folder it was read from (None if converted in memory)."""
     check_local_model_path(config.model_name_or_path)  # a missing local folder is an error, never a Hub id
     model_kwargs = {"dtype": config.model_dtype, "attn_implementation": config.attn_implementation}
     source = Path(config.model_name_or_path)
     if (source / "modules.json").is_file():
-        return llara_st.load(source, model_kwargs=model_kwargs), source
+        return llara_st.load(source, model_kwargs=model_kwargs), str(source)
     if not config.lora:
         return llara_st.build_llara_model(config.model_name_or_path, model_kwargs=model_kwargs), None
-    # A LoRA adapter records the folder of its base model: convert to disk once, so that checkpoints, resume
-    # and merging find a base that already holds the <sK> tokens. The folder is named for the model's content:
-    # a base left by an earlier run on another model is neither reused nor overwritten (its checkpoints need it).
+    # An adapter records its base folder, which must hold the <sK> tokens: convert to disk once, into a folder named
+    # for the model's content (a base of an earlier run on another model is neither reused nor overwritten).
     base_dir = Path(config.output_dir) / f"base-llara-{path_identity(config.model_name_or_path)[:12]}"
     with config.main_process_first(local=False, desc="converting the causal LM"):
         if not (base_dir / "modules.json").is_file():
             llara_st.convert(config.model_name_or_path, base_dir)
-    return llara_st.load(base_dir, model_kwargs=model_kwargs), base_dir
+    return llara_st.load(base_dir, model_kwargs=model_kwargs), str(base_dir)
 
 
 def build_adaptation_dataset(
     config: AdaptationArguments, model: SentenceTransformer, text_budget: int, seed: int
 ) -> Dataset:
     """All ``(text, next_text)`` rows of the configured sources, shuffled (seeded) and capped."""
-    chunker = DocumentChunker(
-        chunk_size=config.chunk_size or text_budget,
-        unit=config.chunk_unit,
-        tokenizer=llara_module(model, required=True).tokenizer if config.chunk_unit == "tokens" else None,
-    )
-    parts = []
-    if config.wikitext_paths:
-        parts.append(read_adaptation_pairs(config.wikitext_paths, "wikitext", chunker))
-    if config.beir_corpus_paths:
-        parts.append(read_adaptation_pairs(config.beir_corpus_paths, "beir_corpus", chunker))
-    if config.text_paths:
-        parts.append(read_adaptation_pairs(config.text_paths, "text", chunker))
-    if config.llara_jsonl_paths:
+    tokenizer = llara_module(model, required=True).tokenizer if config.chunk_unit == "tokens" else None
+    chunker = DocumentChunker(chunk_size=config.chunk_size or text_budget, unit=config.chunk_unit, tokenizer=tokenizer)
+    sources = {"wikitext": config.wikitext_paths, "beir_corpus": config.beir_corpus_paths, "text": config.text_paths}
+    parts = [read_adaptation_pairs(paths, kind, chunker) for kind, paths in sources.items() if paths]
+    if config.llara_jsonl_paths:  # whole rows, not chunked
         parts.append(read_adaptation_pairs(config.llara_jsonl_paths, "llara_jsonl"))
     dataset = concatenate_datasets(parts)
     if config.shuffle:
@@ -201,15 +139,12 @@ def build_adaptation_dataset(
 def run_adaptation(args: AdaptationArguments, callbacks: list[TrainerCallback] | None = None) -> str:
     """Adapt the model as configured and return the folder of the adapted LLaRA model."""
     final_dir = Path(args.final_model_dir or Path(args.output_dir) / "final")
-    # The final folders are replaced only if llara_st wrote them (docs/training_guards.md, "Folders"): checked now,
-    # not after training.
-    for folder in (final_dir, adapter_folder(final_dir, "both")):
-        check_replaceable(folder, "final_model_dir")
+    for folder in (final_dir, adapter_folder(final_dir, "both")):  # checked now, not after training
+        check_replaceable(folder, "final_model_dir")  # replaced only if llara_st wrote it
 
-    # 1. Model: a LLaRA folder, or a causal LM converted on the fly; LoRA with the <sK> rows trainable. Seeded
-    # first: the adapter's random initialisation happens here, before the trainer seeds anything.
+    # 1. Model (+ LoRA adapter), seeded first: the adapter's random initialisation happens here.
     set_seed(args.seed)
-    model, base_dir = load_adaptation_model(args)
+    model, base = load_adaptation_model(args)
     if args.lora:
         add_lora_adapter_from_config(model, args)
 
@@ -224,16 +159,14 @@ def run_adaptation(args: AdaptationArguments, callbacks: list[TrainerCallback] |
         eval_dataset = dataset.select(range(len(dataset) - args.eval_rows, len(dataset)))
         dataset = dataset.select(range(len(dataset) - args.eval_rows))
 
-    # 4. Training arguments: optionally in data order.
+    # 4. Training arguments: optionally in data order. Every trainable parameter gets a gradient at every step, but
+    # the loss applies the LM head outside the model's forward, which DDP's unused-parameter search would flag.
     if args.ddp_find_unused_parameters is None:
-        # Under DDP the loss applies the LM head outside the model's forward, which DDP's unused-parameter search
-        # would flag; every trainable parameter gets a gradient at every step, so there is nothing to search.
         args.ddp_find_unused_parameters = False
     if not args.shuffle:
         args.batch_sampler = sequential_batch_sampler
 
-    # 5. Evaluate before training (held-out adaptation loss, logged at step 0), unless resuming. Only a run with
-    # the same settings and data is resumed; another run's checkpoints in output_dir are an error.
+    # 5. Evaluate before training (held-out loss at step 0) unless resuming the same run (another run: an error).
     fingerprint = RunFingerprint.from_configs(args, {"train_dataset": dataset})
     output_dir = Path(args.output_dir).resolve()
     own_outputs = [path.name for path in (final_dir, adapter_folder(final_dir, "both"))]
@@ -256,10 +189,7 @@ def run_adaptation(args: AdaptationArguments, callbacks: list[TrainerCallback] |
     if eval_dataset is not None:
         logger.info("After adaptation: %s", trainer.evaluate())
 
-    # 8. Save a LLaRA folder (model files only, no pickled trainer state): the full weights, or the LoRA
-    # adapter merged into them, and/or the adapter alone (it loads on top of its base folder). Never a model
-    # whose probe embeddings are non-finite or collapsed.
-    base = str(base_dir) if base_dir is not None else None
+    # 8. Save as lora_save asks, unless the probe embeddings are non-finite or collapsed.
     save_trained_model(trainer, lambda: save_lora_model(model, final_dir, args.lora_save, base_model_name_or_path=base))
     return str(final_dir)  # the merged model, or for lora_save: adapter, the adapter
 

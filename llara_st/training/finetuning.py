@@ -1,8 +1,5 @@
-"""LLaRA contrastive fine-tuning (Li et al., 2023, arXiv:2312.15503, §3; docs/finetuning.md), the workflow:
-:class:`FinetuneArguments` (the trainer's arguments plus LLaRA's), :func:`build_training_rows` (BEIR folder +
-hard-negative mining, or saved rows) and :func:`run_finetuning`, which ``recipes/finetune.py``,
-``llara-st finetune CONFIG`` and the reproduction call. Its parts: :func:`llara_st.losses.contrastive_loss`,
-:mod:`llara_st.training.lora`, :func:`llara_st.evaluation.beir_ir_evaluator` and the guards."""
+"""LLaRA contrastive fine-tuning (Li et al., 2023, arXiv:2312.15503, §3; docs/finetuning.md): the arguments, the
+rows and :func:`run_finetuning`, which ``recipes/finetune.py``, ``llara-st finetune`` and the reproduction call."""
 
 from __future__ import annotations
 
@@ -44,34 +41,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FinetuneArguments(LoraArguments, SentenceTransformerTrainingArguments):
-    """Settings of LLaRA's contrastive fine-tuning (Li et al., 2023, arXiv:2312.15503, §3): the trainer's own
-    arguments (learning rate, epochs, warm-up, precision, checkpoints, …) plus the model, data, hard-negative,
-    loss and LoRA settings, in one dataclass as sentence-transformers' own families extend the trainer's. The LoRA
-    settings (:class:`~llara_st.training.lora.LoraArguments`) are those of adaptation; LoRA is on by default here.
-
-    Defaults follow the reference (InfoNCE at temperature 0.01, LoRA r 64 / alpha 16 on every linear layer (the
-    seven projections) with the ``<sK>`` rows trainable, lr 3e-4, 10 % warm-up, no duplicate positives in a
-    batch). Mixed precision the machine cannot run falls back to float32 with a warning; without CUDA the CPU is
-    the device, so bf16 autocast runs there.
+    """The trainer's arguments plus the model, data, hard-negative, loss and LoRA settings of LLaRA's contrastive
+    fine-tuning (Li et al., 2023, arXiv:2312.15503, §3), with the reference's defaults; LoRA is on by default here.
+    Mixed precision the machine cannot run falls back to float32 with a warning; with no accelerator (CUDA, MPS, …)
+    the CPU is made the device, so that bf16 autocast runs there.
 
     Example (a BEIR folder: hard negatives mined here; evaluated on its dev split before and after)::
 
         >>> import json
         >>> from llara_st.training import parse_finetune_arguments, run_finetuning
         >>> (args,) = parse_finetune_arguments(
-        ...     {
-        ...         "model_name_or_path": llara_path,
-        ...         "output_dir": "runs/ft",
-        ...         "train_data": beir_path,
-        ...         "dev_data": beir_path,
-        ...         "lora": False,
-        ...         "temperature": 0.02,
-        ...         "group_size": 2,  # a positive and one mined negative per query
-        ...         "mining_retriever": "self",
-        ...         "mining_range_min": 0,
-        ...         "max_steps": 2,
-        ...         "per_device_train_batch_size": 2,
-        ...     }
+        ...     {"model_name_or_path": llara_path, "output_dir": "runs/ft", "train_data": beir_path, "lora": False,
+        ...      "dev_data": beir_path, "temperature": 0.02, "group_size": 2,  # a positive and one mined negative
+        ...      "mining_retriever": "self", "mining_range_min": 0, "max_steps": 2, "per_device_train_batch_size": 2}
         ... )
         >>> run_finetuning(args)  # the trainer prints its summary on the way
         {...'train_loss': ...}
@@ -81,68 +63,37 @@ class FinetuneArguments(LoraArguments, SentenceTransformerTrainingArguments):
         (['after', 'before'], True)
     """
 
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "A LLaRA folder (llara-st convert, or adapted); a plain causal LM is converted first."},
-    )
+    model_name_or_path: str | None = field(default=None, metadata={"help": "A LLaRA folder or a causal LM to convert."})
     train_data: str | None = field(
-        default=None,
-        metadata={
-            "help": "A BEIR folder (negatives mined here), an authors' {query,pos,neg} JSONL, or rows saved with "
-            "Dataset.save_to_disk / as JSONL or Parquet with anchor, positive, negative_* columns."
-        },
+        default=None, metadata={"help": "A BEIR folder (negatives mined here), the authors' JSONL, or saved rows."}
     )
     train_split: str = field(default="train", metadata={"help": "qrels split of a BEIR train_data."})
     dev_data: str | None = field(default=None, metadata={"help": "BEIR folder evaluated before and after training."})
     dev_split: str = field(default="dev", metadata={"help": "qrels split of dev_data."})
-    dev_corpus_size: int | None = field(
-        default=None, metadata={"help": "Evaluate on the relevant documents plus a random sample (None: all)."}
-    )
+    dev_corpus_size: int | None = field(default=None, metadata={"help": "Relevant + sampled documents (None: all)."})
     group_size: int = field(default=16, metadata={"help": "Passages per query: 1 positive + group_size-1 negatives."})
     positives: str = field(default="sample", metadata={"help": "'sample' one positive per query, or 'all'."})
     max_rows: int | None = field(default=None, metadata={"help": "Keep a seeded sample of this many rows."})
-    mining_retriever: str = field(
-        default="bm25", metadata={"help": "'bm25', 'self' (the model being trained) or a model folder."}
-    )
+    mining_retriever: str = field(default="bm25", metadata={"help": "'bm25', 'self' (the model) or a model folder."})
     mining_range_min: int = field(default=10, metadata={"help": "Hard negatives come from ranks range_min.."})
     mining_range_max: int = field(default=200, metadata={"help": "..range_max of the mining retriever."})
-    mining_relative_margin: float | None = field(
-        default=0.05, metadata={"help": "Drop candidates scoring within this fraction of the positive (None: off)."}
-    )
+    mining_relative_margin: float | None = field(default=0.05, metadata={"help": "Drop near-positive candidates."})
     mining_max_score: float | None = field(default=None, metadata={"help": "Drop candidates scoring above this."})
-    mined_negatives: int = field(
-        default=15, metadata={"help": "Negatives mined per query (the group draws from them)."}
-    )
+    mined_negatives: int = field(default=15, metadata={"help": "Negatives mined per query (the group draws them)."})
     query_max_length: int = field(default=64, metadata={"help": "Query token budget, template included."})
     passage_max_length: int = field(default=160, metadata={"help": "Passage token budget, template included."})
     model_dtype: str | None = field(default=None, metadata={"help": "float32, float16 or bfloat16 weights."})
-    attn_implementation: str | None = field(
-        default=None,
-        metadata={
-            "help": "Attention kernel of the backbone: sdpa, eager, flash_attention_2, ... (None: transformers' "
-            "default). Fine-tuning uses 2D padding masks only, so flash attention serves it (adaptation cannot)."
-        },
-    )
+    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager, flash_attention_2, ..."})
     temperature: float = field(default=DEFAULT_TEMPERATURE, metadata={"help": "InfoNCE temperature."})
     cached_loss: bool = field(default=False, metadata={"help": "GradCache: large batches on small memory."})
     cached_mini_batch_size: int = field(default=32, metadata={"help": "Mini-batch of the cached loss."})
     gather_across_devices: bool = field(default=False, metadata={"help": "Negatives from all processes."})
     lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (false: full fine-tuning)."})
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Delete another run's checkpoints and model in output_dir and start afresh (else an error); never "
-            "a folder that llara_st did not write (docs/training_guards.md, 'Folders')."
-        },
-    )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace another run's work in output_dir."})
     # The trainer's settings whose defaults differ for LLaRA fine-tuning.
     learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate."})
-    warmup_steps: float = field(
-        default=0.1, metadata={"help": "Warm-up steps; a float < 1 is a fraction of the steps."}
-    )
-    batch_sampler: str = field(
-        default="no_duplicates", metadata={"help": "'no_duplicates' keeps a query's other positives out of its batch."}
-    )
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps; a float < 1 is a fraction of them."})
+    batch_sampler: str = field(default="no_duplicates", metadata={"help": "Keep a query's other positives out."})
     logging_steps: float = field(default=10, metadata={"help": "Log the loss every this many steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
 
@@ -161,11 +112,10 @@ class FinetuneArguments(LoraArguments, SentenceTransformerTrainingArguments):
                 "fp16 mixed precision keeps float32 master weights: full fine-tuning cannot train float16 weights "
                 "(use model_dtype float32, or lora: true, whose adapter weights stay float32)"
             )
-        if not torch.cuda.is_available():
+        if not torch.accelerator.is_available():  # what accelerate picks the device by (CUDA, MPS, XPU, ...)
             self.use_cpu = True  # transformers runs bf16 autocast on the CPU only when told the CPU is the device
         if self.gradient_checkpointing:  # sentence-transformers checkpoints the input module's activations
-            self.gradient_checkpointing = False
-            self.activation_checkpointing = True
+            self.gradient_checkpointing, self.activation_checkpointing = False, True
         if self.activation_checkpointing:
             self.activation_checkpointing_kwargs = self.activation_checkpointing_kwargs or {"use_reentrant": False}
         if self.gather_across_devices:  # gathered negatives need the same count on every process
@@ -183,42 +133,28 @@ def parse_finetune_arguments(
 
 
 def load_finetune_model(args: FinetuneArguments) -> SentenceTransformer:
-    """The LLaRA model to train; a plain causal LM is converted into ``output_dir/base`` first, since an
-    adapter is saved relative to a base folder that has the ``<sK>`` tokens."""
-    # A local folder that does not exist (the adaptation has not run, a typo) is an error naming it, never a Hub id.
-    check_local_model_path(args.model_name_or_path)
-    model_kwargs = {}
-    if args.model_dtype:
-        model_kwargs["dtype"] = args.model_dtype
-    if args.attn_implementation:
-        model_kwargs["attn_implementation"] = args.attn_implementation
+    """The LLaRA model to train; a plain causal LM is converted into ``output_dir/base`` first (an adapter needs a
+    saved base folder with the ``<sK>`` tokens)."""
+    check_local_model_path(args.model_name_or_path)  # a missing local folder is an error, never a Hub id
+    model_kwargs = {"dtype": args.model_dtype, "attn_implementation": args.attn_implementation}
+    model_kwargs = {key: value for key, value in model_kwargs.items() if value}
     source = Path(args.model_name_or_path)
     if not (source / "modules.json").is_file():
         base = Path(args.output_dir) / "base"
         logger.info("Converting %s into a LLaRA folder at %s", args.model_name_or_path, base)
-        llara_st.convert(
-            args.model_name_or_path,
-            base,
-            query_max_length=args.query_max_length,
-            passage_max_length=args.passage_max_length,
-        )
+        lengths = {"query_max_length": args.query_max_length, "passage_max_length": args.passage_max_length}
+        llara_st.convert(args.model_name_or_path, base, **lengths)
         source = base
     model = llara_st.load(source.resolve(), model_kwargs=model_kwargs or None)
     transformer = llara_module(model, required=True)
-    transformer.query_max_length = args.query_max_length
-    transformer.passage_max_length = args.passage_max_length
+    transformer.query_max_length, transformer.passage_max_length = args.query_max_length, args.passage_max_length
     return model
 
 
 def freeze_output_head(model: SentenceTransformer) -> bool:
-    """Stop training the causal LM's output head (``lm_head``) when it is not tied to the input embeddings;
-    returns whether it was frozen.
-
-    Contrastive fine-tuning pools hidden states and never applies the head, so its gradient is always None: the
-    optimizer would never move it, and DistributedDataParallel, which expects a gradient for every trainable
-    parameter, fails at step 2 ("parameters that were not used in producing loss"). A head tied to the input
-    embeddings (SmolLM2) is the embedding matrix, which the model uses: it stays trainable.
-    """
+    """Freeze the causal LM's output head unless it is tied to the input embeddings (SmolLM2); returns whether it was
+    frozen. The loss never applies the head, so it gets no gradient, which DDP refuses ("parameters that were not
+    used in producing loss")."""
     causal_lm = llara_module(model, required=True).causal_lm
     head, embeddings = causal_lm.get_output_embeddings(), causal_lm.get_input_embeddings()
     if head is None or head.weight is embeddings.weight:
@@ -235,12 +171,11 @@ def build_training_rows(args: FinetuneArguments, model: SentenceTransformer | No
     path = Path(args.train_data)
     if (path / "corpus.jsonl").is_file():
         corpus, queries, qrels = load_beir(path, args.train_split)
-        if args.mining_retriever == "bm25":
-            retriever: Any = "bm25"
-        elif args.mining_retriever == "self":
+        retriever: Any = args.mining_retriever  # "bm25", "self" or a model folder
+        if retriever == "self":
             retriever = model if model is not None else load_finetune_model(args)
-        else:
-            retriever = llara_st.load(args.mining_retriever)
+        elif retriever != "bm25":
+            retriever = llara_st.load(retriever)
         mine = partial(
             mine_hard_negatives_from_qrels,
             corpus,
@@ -272,13 +207,10 @@ def run_finetuning(
 ) -> str:
     """Fine-tune, evaluate on the dev split before and after, save; returns the final model folder.
 
-    Steps: 0 check ``output_dir`` (before any expensive work), 1 model (+ LoRA), 2 data, 3 loss, 4 routing,
-    5 evaluate, 6 train (resumable), 7 evaluate, 8 save.
-
     Args:
         args: The run's settings (``args.router_mapping`` is set here from the rows' columns).
-        train_dataset: Precomputed rows (a ``Dataset`` or a path :func:`load_contrastive_dataset` reads),
-            which override ``args.train_data``: the same rows can train several models.
+        train_dataset: Precomputed rows (a ``Dataset`` or a path :func:`load_contrastive_dataset` reads), which
+            override ``args.train_data``: the same rows can train several models.
         callbacks: Extra trainer callbacks.
     """
     check_local_model_path(args.model_name_or_path)  # before output_dir is created or anything loads
@@ -286,10 +218,7 @@ def run_finetuning(
     output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)  # before the adapter's random initialisation, not only before training
 
-    # 0. Only a run with the same settings and data is resumed; another run's work in output_dir is an error,
-    # raised before loading, mining or evaluating. The settings (data files and folders by their content,
-    # mining settings, seed) determine mined rows, so only rows given here count on their own; the router
-    # mapping follows from the rows' columns.
+    # 0. Only a run with the same settings and data (by content) is resumed; another run's work is an error, now.
     for folder in (output_dir / "final", adapter_folder(output_dir / "final", "both")):
         check_replaceable(folder, "the final model folder")  # replaced only if llara_st wrote it
     given_rows = {"train_dataset": train_dataset} if train_dataset is not None else {}
@@ -314,7 +243,6 @@ def run_finetuning(
         train_dataset = build_training_rows(args, model)
     elif not isinstance(train_dataset, Dataset):
         train_dataset = load_contrastive_dataset(train_dataset, args.group_size, args.positives, args.seed)
-    # An empty query or passage would train the model to match the template alone: refused, naming the row.
     train_dataset = check_text_rows(train_dataset, source=str(args.train_data or "train_dataset"))
     logger.info("Training rows: %d, columns %s", len(train_dataset), train_dataset.column_names)
 
@@ -342,44 +270,34 @@ def run_finetuning(
         )
     metrics: dict[str, dict[str, float]] = {}
 
-    def dev_evaluation() -> dict[str, float]:
-        # Under torchrun the processes share the dev encoding and all get rank 0's metrics, as in the trainer's
-        # evaluation (every process evaluates where DeepSpeed or FSDP shard the weights), and the name of the
-        # primary one, which the evaluator learns when it runs.
+    def dev_evaluation(stage: str) -> None:
+        # Under torchrun every process gets rank 0's metrics and primary metric (learnt when the evaluator runs).
         def evaluate() -> tuple[dict[str, float], str]:
             return evaluator(model), evaluator.primary_metric
 
         sharded = bool(args.deepspeed or args.fsdp)
-        scores, evaluator.primary_metric = run_on_main_process(evaluate, model, share_encoding=not sharded)
-        return scores
+        metrics[stage], primary = run_on_main_process(evaluate, model, share_encoding=not sharded)
+        evaluator.primary_metric = primary
+        logger.info("Dev %s training: %s = %.4f", stage, primary, metrics[stage][primary])
 
     if evaluator is not None:
-        metrics["before"] = dev_evaluation()
-        logger.info(
-            "Dev before training: %s = %.4f", evaluator.primary_metric, metrics["before"][evaluator.primary_metric]
-        )
+        dev_evaluation("before")
 
     # 6. Train, resuming from a checkpoint if asked; a non-finite loss or gradient stops the run.
     trainer = train_with_guards(model, args, train_dataset, loss, checkpoint, callbacks, evaluator=evaluator)
 
     # 7. Evaluate after training
     if evaluator is not None:
-        metrics["after"] = dev_evaluation()
-        logger.info(
-            "Dev after training: %s = %.4f", evaluator.primary_metric, metrics["after"][evaluator.primary_metric]
-        )
+        dev_evaluation("after")
 
-    # 8. Save (merged weights by default; lora_save) with the metrics, unless the probe embeddings are non-finite or
-    # collapsed (merging changes them only by rounding).
+    # 8. Save as lora_save asks, with the metrics, unless the probe embeddings are non-finite or collapsed.
     final_dir = output_dir / "final"
 
     def save() -> None:
         save_lora_model(model, final_dir, args.lora_save, "the final model folder")  # each folder whole, or as before
-        partial = output_dir / f".metrics.json.{os.getpid()}"
-        partial.write_text(
-            json.dumps({"config": args.to_dict(), "metrics": metrics}, indent=2, default=str), encoding="utf8"
-        )
-        partial.replace(output_dir / "metrics.json")
+        staging = output_dir / f".metrics.json.{os.getpid()}"  # replaces metrics.json whole
+        staging.write_text(json.dumps({"config": args.to_dict(), "metrics": metrics}, indent=2, default=str), "utf8")
+        staging.replace(output_dir / "metrics.json")
         logger.info("Saved the fine-tuned model to %s", final_dir)
 
     save_trained_model(trainer, save)

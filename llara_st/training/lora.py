@@ -1,6 +1,5 @@
-"""LoRA for LLaRA models (PEFT through sentence-transformers' ``add_adapter``): the LoRA settings both workflows
-share (:class:`LoraArguments`), an adapter on every linear layer with the ``<sK>`` embedding rows trainable, whether
-a model has one, folding it into the weights, and saving per ``lora_save``."""
+"""LoRA for LLaRA models (PEFT through sentence-transformers' ``add_adapter``): the settings both workflows share,
+an adapter on every linear layer with the ``<sK>`` rows trainable, merging it, and saving per ``lora_save``."""
 
 from __future__ import annotations
 
@@ -20,17 +19,15 @@ from llara_st.training.arguments import check_choices
 logger = logging.getLogger(__name__)
 
 ADAPTER_NAME = "default"
-#: peft's shorthand for every linear layer but the output head: the seven projections of a Llama block (Mistral,
-#: Qwen2 and SmolLM2 name them alike), the reference's targets; tests/training/test_lora.py compares the sets.
+#: peft's every linear layer but the output head: the seven projections of a Llama block (the reference's targets).
 ALL_LINEAR = "all-linear"
 LORA_SAVE_CHOICES = ("merged", "adapter", "both")
 
 
 @dataclass
 class LoraArguments:
-    """The LoRA settings of both workflows (:class:`~llara_st.training.AdaptationArguments` and
-    :class:`~llara_st.training.FinetuneArguments` inherit them): whether to train an adapter instead of all weights,
-    its shape, whether the ``<sK>`` embedding rows train with it, and how the result is saved.
+    """The LoRA settings that :class:`~llara_st.training.AdaptationArguments` and
+    :class:`~llara_st.training.FinetuneArguments` inherit.
 
     Example::
 
@@ -48,23 +45,16 @@ class LoraArguments:
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
     lora_target_modules: list[str] = field(
-        default_factory=lambda: [ALL_LINEAR],
-        metadata={"help": "Layers that get adapters: [all-linear] (every linear layer but the head) or their names"},
+        default_factory=lambda: [ALL_LINEAR], metadata={"help": "[all-linear] (linear layers but the head) or names"}
     )
-    train_prompt_tokens: bool = field(
-        default=True, metadata={"help": "Train the 16 <sK> embedding rows along with the adapter"}
-    )
-    lora_save: str = field(
-        default="merged",
-        metadata={"help": "merged (a plain LLaRA model), adapter (the adapter alone), or both (adapter in *-adapter)"},
-    )
+    train_prompt_tokens: bool = field(default=True, metadata={"help": "Train the 16 <sK> embedding rows too"})
+    lora_save: str = field(default="merged", metadata={"help": "merged, adapter (alone) or both (+ *-adapter)"})
 
     def __post_init__(self) -> None:
         check_choices(self, {"lora_save": LORA_SAVE_CHOICES})
         if self.lora_r < 1:
             raise ValueError(f"LoRA rank lora_r must be at least 1, got {self.lora_r}")
-        parent = getattr(super(), "__post_init__", None)  # the trainer's arguments, in a class that has them too
-        if parent is not None:
+        if (parent := getattr(super(), "__post_init__", None)) is not None:  # the trainer's, in a class with both
             parent()
 
 
@@ -76,24 +66,15 @@ def add_lora_adapter(
     target_modules: str | Sequence[str] = ALL_LINEAR,
     train_prompt_tokens: bool = True,
 ) -> Any:
-    """Attach a fresh LoRA adapter (PEFT) to the backbone of a LLaRA model, in place; only it trains.
-
-    The reference fine-tunes with LoRA r 64, α 16, dropout 0.1 on all seven linear projections of a Llama block:
-    peft's ``"all-linear"`` (every linear layer but the output head), the default. With ``train_prompt_tokens``
-    the embedding rows of ``<s1>``…``<s16>`` train too (PEFT's ``trainable_token_indices``; the rest of the
-    vocabulary stays frozen, and LoRA on linear layers alone would never train them): new tokens added by
-    ``llara-st convert`` start as mean embeddings and need it. The adapter is injected with
-    sentence-transformers' ``model.add_adapter``, so a saved model holds the adapter only (and loads on top
-    of its base folder), checkpoints resume, and :func:`merge_lora_adapter` folds it into the weights.
+    """Attach a fresh LoRA adapter (PEFT, via ``model.add_adapter``) to a LLaRA model's backbone, in place; only the
+    adapter, kept in float32, trains. The defaults are the reference's (r 64, alpha 16, dropout 0.1, all-linear).
+    Returns the ``peft.LoraConfig`` in effect (``target_modules``: the full names of the adapted layers).
 
     Args:
         model: A LLaRA model (the base must be a saved folder for an unmerged adapter to load later).
-        r, alpha, dropout: LoRA rank, scaling numerator and dropout.
         target_modules: ``"all-linear"`` (or ``["all-linear"]``), or the names of the layers to adapt.
-        train_prompt_tokens: Also train the 16 prompt-token embedding rows.
-
-    Returns:
-        The ``peft.LoraConfig`` in effect (``target_modules``: the full names of the adapted layers).
+        train_prompt_tokens: Also train the embedding rows of ``<s1>``…``<s16>`` (PEFT's
+            ``trainable_token_indices``), which ``llara-st convert`` initialises as mean embeddings.
 
     Example::
 
@@ -113,16 +94,13 @@ def add_lora_adapter(
     transformer = llara_module(model, required=True)
     if r < 1:
         raise ValueError(f"LoRA rank r must be at least 1, got {r}")
-    if not isinstance(target_modules, str):
-        target_modules = list(target_modules)
-        if target_modules == [ALL_LINEAR]:  # the config's list form of the shorthand
-            target_modules = ALL_LINEAR
-        else:
-            # peft refuses a list none of whose names exists, but adapts silently fewer layers for a partial typo.
-            names = {name.rsplit(".", 1)[-1] for name, _ in transformer.model.named_modules()}
-            unknown = sorted(set(target_modules) - names)
-            if unknown:
-                raise ValueError(f"LoRA target modules {unknown} are no layers of this model")
+    target_modules = target_modules if isinstance(target_modules, str) else list(target_modules)
+    if target_modules == [ALL_LINEAR]:  # the config's list form of the shorthand
+        target_modules = ALL_LINEAR
+    elif isinstance(target_modules, list):  # peft would silently adapt fewer layers for a partial typo
+        layers = {name.rsplit(".", 1)[-1] for name, _ in transformer.model.named_modules()}
+        if unknown := sorted(set(target_modules) - layers):
+            raise ValueError(f"LoRA target modules {unknown} are no layers of this model")
     config = LoraConfig(
         r=r,
         lora_alpha=alpha,
@@ -132,8 +110,7 @@ def add_lora_adapter(
         trainable_token_indices=sorted(transformer.prompt_token_ids.values()) if train_prompt_tokens else None,
     )
     model.add_adapter(config, adapter_name=ADAPTER_NAME)
-    # A float16/bfloat16 base would give float16 adapter weights, which fp16 mixed precision cannot train
-    # (its gradient scaler needs float32 master weights): keep the trainable part in float32.
+    # fp16 mixed precision needs float32 trainable weights (its gradient scaler), even on a float16/bfloat16 base.
     cast_adapter_dtype(transformer.model, ADAPTER_NAME, autocast_adapter_dtype=True)
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
     total = sum(parameter.numel() for parameter in model.parameters())
@@ -142,26 +119,17 @@ def add_lora_adapter(
 
 
 def add_lora_adapter_from_config(model: SentenceTransformer, config: LoraArguments) -> Any:
-    """:func:`add_lora_adapter` with a workflow's :class:`LoraArguments` (``lora_r``, ``lora_alpha``,
-    ``lora_dropout``, ``lora_target_modules``, ``train_prompt_tokens``); returns the ``peft.LoraConfig`` used.
+    """:func:`add_lora_adapter` with a workflow's :class:`LoraArguments`; returns the ``peft.LoraConfig`` used.
 
     Example::
 
-        >>> from llara_st.training import add_lora_adapter_from_config, has_lora_adapter, parse_finetune_arguments
+        >>> from llara_st.training import add_lora_adapter_from_config, parse_finetune_arguments
         >>> (args,) = parse_finetune_arguments({"model_name_or_path": llara_path, "output_dir": "out", "lora_r": 4})
         >>> add_lora_adapter_from_config(model, args).r
         4
-        >>> has_lora_adapter(model)
-        True
     """
-    return add_lora_adapter(
-        model,
-        r=config.lora_r,
-        alpha=config.lora_alpha,
-        dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules,
-        train_prompt_tokens=config.train_prompt_tokens,
-    )
+    settings = (config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    return add_lora_adapter(model, *settings, train_prompt_tokens=config.train_prompt_tokens)
 
 
 def has_lora_adapter(model: SentenceTransformer) -> bool:
@@ -170,29 +138,19 @@ def has_lora_adapter(model: SentenceTransformer) -> bool:
 
 
 def merge_lora_adapter(model: SentenceTransformer, base_model_name_or_path: str | None = None) -> SentenceTransformer:
-    """Fold the LoRA adapter into the backbone's weights, in place: the model then saves as a plain LLaRA
-    folder (loadable with :func:`llara_st.load`, no PEFT needed) and embeds exactly as before, up to float
-    rounding.
-
-    The merge is PEFT's ``merge_and_unload`` on the base weights: they are re-read from the adapter's base
-    folder (recorded when the adapter was added), then the adapter, saved to a temporary folder, is applied.
-
-    Args:
-        model: A LLaRA model with an adapter.
-        base_model_name_or_path: Where to read the base weights; default: the folder the adapter records.
+    """Fold the LoRA adapter into the backbone's weights, in place (PEFT's ``merge_and_unload`` on the base weights,
+    re-read from ``base_model_name_or_path``, default: the folder the adapter records): the model then saves as a
+    plain LLaRA folder and embeds as before, up to float rounding.
 
     Example::
 
         >>> import numpy as np
-        >>> import torch
         >>> import llara_st
         >>> from llara_st.training import add_lora_adapter, has_lora_adapter, merge_lora_adapter
         >>> model = llara_st.load(llara_path)  # the adapter records this folder as its base
         >>> _ = add_lora_adapter(model)
-        >>> with torch.no_grad():  # as training would: a fresh adapter's B matrices are zero
-        ...     for name, parameter in model.named_parameters():
-        ...         if "lora_B" in name:
-        ...             _ = parameter.normal_(std=0.05)
+        >>> # move the adapter as training would (a fresh adapter's B matrices are zero)
+        >>> _ = [parameter.data.normal_(std=0.05) for name, parameter in model.named_parameters() if "lora_B" in name]
         >>> adapted = model.encode_query(["why do tides rise?"])
         >>> merge_lora_adapter(model).save("llara-finetuned")
         >>> has_lora_adapter(model)
@@ -226,8 +184,7 @@ def merge_lora_adapter(model: SentenceTransformer, base_model_name_or_path: str 
 
 
 def adapter_folder(final_dir: str | Path, lora_save: str) -> Path:
-    """Where ``lora_save`` puts the adapter alone: ``final_dir`` itself for ``adapter``, else the sibling
-    ``<final_dir>-adapter`` (written for ``both``)."""
+    """Where ``lora_save`` puts the adapter alone: ``final_dir`` for ``adapter``, else ``<final_dir>-adapter``."""
     final_dir = Path(final_dir)
     return final_dir if lora_save == "adapter" else final_dir.with_name(final_dir.name + "-adapter")
 
@@ -239,18 +196,10 @@ def save_lora_model(
     what: str = "final_model_dir",
     base_model_name_or_path: str | None = None,
 ) -> Path:
-    """Save a trained model as ``lora_save`` asks and return the model's folder: a model without an adapter whole
-    in ``final_dir``; with one, the adapter merged into the weights in ``final_dir`` (``merged``), the adapter alone
-    in ``final_dir`` (``adapter``), or both (the adapter in :func:`adapter_folder`). Each folder is staged and moved
-    into place (:func:`~llara_st.folders.save_model_staged`); merging happens in place, after the adapter is saved.
-
-    Args:
-        model: The trained LLaRA model.
-        final_dir: The model's folder.
-        lora_save: ``merged``, ``adapter`` or ``both``.
-        what: How an error names the folder.
-        base_model_name_or_path: The adapter's base for merging (default: the folder the adapter records).
-    """
+    """Save a trained model as ``lora_save`` asks and return the model's folder: without an adapter, whole in
+    ``final_dir``; with one, merged into the weights (``merged``), the adapter alone (``adapter``) or both (the adapter
+    in :func:`adapter_folder`). Each folder is staged (:func:`~llara_st.folders.save_model_staged`); ``what`` names
+    it in errors; ``base_model_name_or_path`` goes to :func:`merge_lora_adapter`."""
     final_dir = Path(final_dir)
     if not has_lora_adapter(model):
         return save_model_staged(model, final_dir, what)
