@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from llara_st.cli import DTYPES, UserError
+from llara_st.cli import DTYPES, UserError, check_positive
 from llara_st.prompts import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGTH
 
 
@@ -16,12 +16,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
         help="turn a causal LM into a LLaRA sentence-transformers folder",
-        description=(
-            "Turn a Hugging Face causal LM (folder or Hub id) into a LLaRA sentence-transformers folder. "
-            "DST must be absent or empty; --overwrite replaces an existing LLaRA model folder, once the new one is "
-            "complete."
-        ),
+        description="Turn a Hugging Face causal LM (folder or Hub id) into a LLaRA sentence-transformers folder. DST "
+        "must be absent or empty; --overwrite replaces an existing LLaRA model folder, once the new one is complete.",
     )
+    parser.set_defaults(func=run)
     parser.add_argument("src", help="Hugging Face causal-LM folder or Hub id (organization/model)")
     parser.add_argument("dst", help="output sentence-transformers folder (absent or empty)")
     parser.add_argument(
@@ -38,7 +36,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dtype", choices=DTYPES, help="dtype to load and save the weights in, e.g. bfloat16")
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it is a LLaRA model folder already")
-    parser.set_defaults(func=run)
 
 
 def check_source(src: str) -> None:
@@ -84,16 +81,13 @@ def run(args: argparse.Namespace) -> int:
     from llara_st.folders import replace_folder
     from llara_st.model import convert
 
-    for name in ("query_max_length", "passage_max_length"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_positive(args, "query_max_length", "passage_max_length")
     check_source(args.src)
     dst = Path(args.dst).expanduser()
     check_output(dst, args.overwrite)
     target = Path(os.path.abspath(dst))  # "." has no name to stage beside
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Build next to DST and move into place at the end (the old DST removed only then): a failed conversion
-    # leaves DST as it was.
+    # Built next to DST and moved into place at the end, so a failed conversion leaves DST as it was.
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.converting-", dir=target.parent))
     try:
         convert(
