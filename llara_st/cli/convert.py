@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from llara_st.cli import DTYPES, UserError, check_positive
@@ -52,14 +49,10 @@ def check_source(src: str) -> None:
 
 
 def check_output(dst: Path, overwrite: bool) -> None:
-    """Refuse a file, a broken link, a non-empty folder (unless ``--overwrite``) and, even then, a folder that is
-    not a LLaRA model or is the working directory (docs/training_guards.md, "Folders")."""
-    from llara_st.folders import check_replaceable, is_llara_model_folder
+    """Refuse a non-empty folder unless ``--overwrite``, and even then a folder that is not a LLaRA model (a file,
+    a broken link and the working directory are refused when staging: docs/training_guards.md, "Folders")."""
+    from llara_st.folders import is_llara_model_folder
 
-    if dst.is_symlink() and not dst.exists():
-        raise UserError(f"output {dst} is a broken link or a symlink loop; remove it or choose another folder")
-    if dst.exists() and not dst.is_dir():
-        raise UserError(f"output {dst} is a file, not a folder")
     if not dst.is_dir() or not any(dst.iterdir()):
         return
     if not overwrite:
@@ -74,22 +67,18 @@ def check_output(dst: Path, overwrite: bool) -> None:
             f"output folder {dst} is a sentence-transformers folder that llara_st did not write (its first module is "
             "not a llara_st module); --overwrite only replaces a LLaRA model folder, so choose another folder"
         )
-    check_replaceable(dst, "output folder")  # never the working directory
 
 
 def run(args: argparse.Namespace) -> int:
-    from llara_st.folders import replace_folder
+    from llara_st.folders import staged_folder
     from llara_st.model import convert
 
     check_positive(args, "query_max_length", "passage_max_length")
     check_source(args.src)
     dst = Path(args.dst).expanduser()
     check_output(dst, args.overwrite)
-    target = Path(os.path.abspath(dst))  # "." has no name to stage beside
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Built next to DST and moved into place at the end, so a failed conversion leaves DST as it was.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.converting-", dir=target.parent))
-    try:
+    with staged_folder(dst, "output folder") as staging:
         convert(
             args.src,
             staging,
@@ -97,9 +86,5 @@ def run(args: argparse.Namespace) -> int:
             passage_max_length=args.passage_max_length,
             model_kwargs={"dtype": args.dtype} if args.dtype else {},
         )
-        replace_folder(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     print(f"Saved LLaRA model to {dst}")
     return 0

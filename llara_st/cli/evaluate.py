@@ -111,21 +111,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--output {args.output} is a file, not a folder")
 
 
-def _mteb_tasks(args: argparse.Namespace) -> list[Any]:
-    import mteb
-
-    try:
-        if args.tasks:
-            return list(mteb.get_tasks(tasks=args.tasks))
-        return list(mteb.get_benchmark(args.benchmark).tasks)
-    except KeyError as error:
-        what = f"task(s) {args.tasks}" if args.tasks else f"benchmark {args.benchmark!r}"
-        detail = str(error.args[0] if error.args else error).removeprefix("KeyError: ")
-        raise UserError(f"MTEB does not know the {what}: {detail}") from None
-
-
 def run(args: argparse.Namespace) -> int:
-    import mteb  # noqa: F401  (the evaluation needs it: a missing install is reported before the model loads)
+    import mteb  # a missing install is reported before the model loads
 
     import llara_st
     from llara_st.evaluation import BEIRFolderRetrieval, evaluate_mteb, format_scores, model_meta_for
@@ -139,7 +126,12 @@ def run(args: argparse.Namespace) -> int:
         tasks = [BEIRFolderRetrieval(args.beir, [args.split], name=args.task_name)]
         tasks[0].load_data()
     else:
-        tasks = _mteb_tasks(args)
+        try:
+            tasks = list(mteb.get_tasks(tasks=args.tasks) if args.tasks else mteb.get_benchmark(args.benchmark).tasks)
+        except KeyError as error:
+            what = f"task(s) {args.tasks}" if args.tasks else f"benchmark {args.benchmark!r}"
+            detail = str(error.args[0] if error.args else error).removeprefix("KeyError: ")
+            raise UserError(f"MTEB does not know the {what}: {detail}") from None
     # With --devices the pool's workers place the model; it loads on the CPU, whence it is sent to them.
     device = "cpu" if devices else args.device
     model = llara_st.load(

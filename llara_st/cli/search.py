@@ -67,13 +67,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_encoding_options(search)
 
 
-def _require_faiss() -> None:
-    """A missing faiss is reported before documents are read and the model loads."""
-    from llara_st.evaluation.faiss_index import _import_faiss
-
-    _import_faiss()
-
-
 def _load_model(name_or_path: str, args: argparse.Namespace) -> Any:
     import llara_st
 
@@ -91,10 +84,9 @@ def _index_documents(args: argparse.Namespace) -> Any:
         model_location,
     )
 
-    _require_faiss()
     folder = Path(args.index).expanduser()
     check_index_destination(folder)  # before the model loads
-    exists, model_name, faiss = is_document_index(folder), args.model, args.faiss
+    exists, model_name = is_document_index(folder), args.model
     if model_name is None:
         if not exists:
             raise UserError(f"{folder} is not an index yet: give --model to build it with")
@@ -103,11 +95,13 @@ def _index_documents(args: argparse.Namespace) -> Any:
     model = _load_model(model_name, args)
     if exists:
         index = DocumentIndex.load(folder, model)
-        if faiss and faiss != index.factory_string:
-            raise UserError(f"{folder} is a {index.factory_string!r} index; --faiss {faiss} needs a new index folder")
+        if args.faiss and args.faiss != index.factory_string:
+            raise UserError(
+                f"{folder} is a {index.factory_string!r} index; --faiss {args.faiss} needs a new index folder"
+            )
         index.model_name_or_path = model_location(model_name)  # where the (same) model is now
     else:
-        index = DocumentIndex(model, faiss or "Flat", model_name_or_path=model_name)
+        index = DocumentIndex(model, args.faiss or "Flat", model_name_or_path=model_name)
     added = index.add(documents, batch_size=args.batch_size, show_progress_bar=not args.no_progress)
     if added:
         index.save(folder)
@@ -119,7 +113,10 @@ def _index_documents(args: argparse.Namespace) -> Any:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    from llara_st.evaluation.faiss_index import _import_faiss
+
     check_positive(args, "batch_size")
+    _import_faiss()  # a missing faiss is reported before documents are read and the model loads
     _index_documents(args)
     return 0
 
@@ -127,9 +124,10 @@ def run_index(args: argparse.Namespace) -> int:
 def run_search(args: argparse.Namespace) -> int:
     from llara_st.data import read_queries
     from llara_st.evaluation.document_index import DocumentIndex
+    from llara_st.evaluation.faiss_index import _import_faiss
 
     check_positive(args, "batch_size", "top_k", "nprobe", "ef_search")
-    _require_faiss()
+    _import_faiss()  # before documents are read and the model loads
     if args.queries:
         query_ids, queries = read_queries(args.queries)
     else:

@@ -76,12 +76,9 @@ def ebae_ebar_loss(
     text_target_ids: Tensor | None = None,
     lm_weight: float = 1.0,
 ) -> dict[str, Tensor]:
-    """The LLaRA adaptation loss as named components whose sum is the loss.
-
-    ``loss = lm_weight * lm + (ebae + ebar) / 2``, returned as ``{"ebae": ebae / 2, "ebar": ebar / 2,
-    "lm": lm_weight * lm}`` (``"lm"`` absent when ``lm_weight`` is 0), where ``ebae`` and ``ebar`` are
-    :func:`bag_of_words_loss` at the passage prompt ``<s1>…<s8>`` against the text's ids and at the query
-    prompt ``<s9>…<s16>`` against the next text's ids, and ``lm`` is :func:`next_token_loss` on the text.
+    """The components of :class:`EBAEEBARLoss`, ``{"ebae": ebae / 2, "ebar": ebar / 2, "lm": lm_weight * lm}``
+    (``"lm"`` absent when ``lm_weight`` is 0), whose sum is the loss: :func:`bag_of_words_loss` at each prompt
+    against its targets, and :func:`next_token_loss` on the text.
 
     Args:
         passage_prompt_logits, query_prompt_logits: ``[batch, 8, vocab]``.
@@ -202,14 +199,8 @@ class EBAEEBARLoss(nn.Module):
         # Through the model's own forward (and so through a DDP wrapper's, whose gradient all-reduce depends
         # on it): LLaRATransformer hands `attention_bias` and `position_ids` to the decoder, the pooling
         # modules read the 2D mask and their output is not used.
-        features = {
-            "input_ids": batch.input_ids,
-            "attention_mask": batch.attention_mask,
-            "attention_bias": batch.attention_bias,
-            "position_ids": batch.position_ids,
-            "task": "raw",
-        }
-        hidden = self.model(features)["token_embeddings"]
+        inputs = ("input_ids", "attention_mask", "attention_bias", "position_ids")
+        hidden = self.model({name: getattr(batch, name) for name in inputs} | {"task": "raw"})["token_embeddings"]
         hidden_size = hidden.shape[-1]
         head = causal_lm.get_output_embeddings()
 
