@@ -1,11 +1,9 @@
 """The ``llara-st`` command line: thin wrappers over the library functions the recipes use.
 
-Each sub-command module listed in :data:`SUBCOMMAND_MODULES` defines ``add_parser(subparsers)``, which adds one or
-more sub-commands and sets ``func`` (``func(args) -> int``) on each. :func:`main` gives every sub-command the common
-options (``-v``, ``--debug``), sets up logging (a sub-command whose defaults hold ``progress_logs=True``, as the long
-training workflows' do, also shows llara_st's own INFO logs without ``-v``), and turns user errors (a missing file, a
-bad id or value, a missing optional dependency, :class:`UserError`, the library's
-:class:`~llara_st.errors.LLaRAUserError`) into one line on stderr and exit code 1; ``--debug`` shows the traceback.
+Each module of :data:`SUBCOMMAND_MODULES` defines ``add_parser(subparsers)``, which adds sub-commands whose ``func(args)
+-> int`` :func:`main` runs with the common options (``-v``, ``--debug``) and logging (``progress_logs=True`` in a
+sub-command's defaults also shows llara_st's INFO logs without ``-v``). User errors (:func:`error_message`) become one
+line on stderr and exit code 1; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -40,9 +38,9 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "deepspeed": "deepspeed",
 }
 
-# Libraries whose INFO logs (cache notices, per-step timings) and FutureWarnings are hidden unless -v is given.
-#: dtypes a model's weights can be loaded in (``--dtype`` of convert and evaluate).
+#: dtypes a model's weights can be loaded in (``--dtype``).
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+# Libraries whose INFO logs (cache notices, per-step timings) and FutureWarnings are hidden unless -v is given.
 _CHATTY_LOGGERS = ("mteb", "faiss", "datasets", "huggingface_hub", "sentence_transformers", "transformers")
 
 
@@ -50,62 +48,74 @@ class UserError(Exception):
     """A mistake in the command line or its inputs: printed as one line, without a traceback."""
 
 
-# Errors caused by the user's input or environment rather than by a bug in llara_st: the library raises
-# LLaRAUserError (or a subclass: a stale run, divergence, a collapsed model, a folder it may not replace, a
-# malformed config) for the user's mistakes.
+# Errors caused by the user's input or environment rather than by a bug (the library raises LLaRAUserError or a
+# subclass for the user's mistakes: a stale run, divergence, a folder it may not replace, a malformed config).
 _USER_ERRORS: tuple[type[BaseException], ...] = (UserError, LLaRAUserError, OSError, ValueError)
 
 
-def _version_text() -> str:
-    # Read from the installed distributions' metadata: importing torch only to print its version takes seconds.
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    from llara_st import __version__
-
-    def installed(distribution: str) -> str:
-        try:
-            return version(distribution)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return (
-        f"llara-st {__version__} (sentence-transformers {installed('sentence-transformers')}, "
-        f"transformers {installed('transformers')}, torch {installed('torch')}, Python {platform.python_version()})"
+def add_encoding_options(
+    parser: argparse.ArgumentParser, device_group: argparse._ActionsContainer | None = None
+) -> None:
+    """``--batch-size``, ``--device`` (in ``device_group`` if given), ``--dtype`` and ``--no-progress``."""
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="texts encoded at once; lower it if memory runs out (default: 32)"
     )
+    (device_group or parser).add_argument("--device", help="torch device, e.g. cuda or cpu (default: the best one)")
+    parser.add_argument("--dtype", choices=DTYPES, help="dtype of the model's weights, e.g. bfloat16 for a 7B model")
+    parser.add_argument("--no-progress", action="store_true", help="hide the encoding progress bars")
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    """Refuse an option of ``names`` given below 1, e.g. ``--batch-size must be positive, got 0``."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def faiss_search_parameters(args: argparse.Namespace) -> dict[str, int]:
+    """faiss's names for the ``--nprobe`` and ``--ef-search`` that were given."""
+    parameters = {"nprobe": args.nprobe, "efSearch": args.ef_search}
+    return {name: value for name, value in parameters.items() if value is not None}
 
 
 class _VersionAction(argparse.Action):
-    """``--version``, with the versions of the libraries llara-st runs on (computed only when asked)."""
-
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
-        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help="print versions and exit")
+    """``--version`` with the versions of the libraries llara-st runs on (computed only when asked)."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
-        print(_version_text())
+        # From the installed distributions' metadata: importing torch only to print its version takes seconds.
+        import platform
+        from importlib.metadata import PackageNotFoundError, version
+
+        from llara_st import __version__
+
+        def installed(distribution: str) -> str:
+            try:
+                return version(distribution)
+            except PackageNotFoundError:
+                return "not installed"
+
+        print(
+            f"llara-st {__version__} (sentence-transformers {installed('sentence-transformers')}, "
+            f"transformers {installed('transformers')}, torch {installed('torch')}, Python {platform.python_version()})"
+        )
         parser.exit()
 
 
 def _add_common_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
     # On sub-commands the defaults are suppressed so that `llara-st -v evaluate ...` is not reset by the sub-parser.
-    default_verbose = 0 if top_level else argparse.SUPPRESS
-    default_debug = False if top_level else argparse.SUPPRESS
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=default_verbose,
-        help="more log output: -v shows INFO (mteb, faiss, ...), -vv DEBUG",
-    )
-    parser.add_argument(
-        "--debug", action="store_true", default=default_debug, help="show the full traceback of an error"
-    )
+    verbose, debug = (0, False) if top_level else (argparse.SUPPRESS, argparse.SUPPRESS)
+    help_text = "more log output: -v shows INFO (mteb, faiss, ...), -vv DEBUG"
+    parser.add_argument("-v", "--verbose", action="count", default=verbose, help=help_text)
+    parser.add_argument("--debug", action="store_true", default=debug, help="show the full traceback of an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``llara-st`` parser with every sub-command of :data:`SUBCOMMAND_MODULES`."""
     parser = argparse.ArgumentParser(prog="llara-st", description="LLaRA embedders for sentence-transformers")
-    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument(
+        "--version", action=_VersionAction, nargs=0, default=argparse.SUPPRESS, help="print versions and exit"
+    )
     _add_common_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
@@ -117,10 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _logging_for(verbosity: int, progress_logs: bool = False) -> Iterator[None]:
-    """WARNING by default, INFO with -v, DEBUG with -vv; restored afterwards (main may run inside Python).
-
-    With ``progress_logs``, llara_st's own INFO logs (a workflow's stages, rows, saved folders) show by default.
-    """
+    """WARNING by default, INFO with -v, DEBUG with -vv, and llara_st's own INFO with ``progress_logs``; restored
+    afterwards (main may run inside Python)."""
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
@@ -167,27 +175,22 @@ def _progress_bars(show_loading_bars: bool) -> Iterator[None]:
 
 
 def error_message(error: BaseException) -> str | None:
-    """One line for a user error, or None for an error that is a bug (and keeps its traceback)."""
+    """One line for a user error (a missing file, a bad value, a missing extra, :class:`UserError`,
+    :class:`~llara_st.errors.LLaRAUserError`), or None for an error that is a bug (and keeps its traceback)."""
     if isinstance(error, ModuleNotFoundError):
         missing = (error.name or "").split(".")[0]
         if missing not in EXTRA_OF_MODULE:
             return None
-        if "pip install" in str(error):
-            return _one_line(str(error))
-        return f"this needs {missing}, which is not installed: pip install 'llara-st[{EXTRA_OF_MODULE[missing]}]'"
-    if not isinstance(error, _USER_ERRORS):
+        if "pip install" not in str(error):
+            return f"this needs {missing}, which is not installed: pip install 'llara-st[{EXTRA_OF_MODULE[missing]}]'"
+    elif not isinstance(error, _USER_ERRORS):
         return None
-    return _one_line(str(error) or type(error).__name__)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return " ".join((str(error) or type(error).__name__).split())
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``llara-st`` with ``argv`` (default: the process arguments); returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     with _logging_for(args.verbose, getattr(args, "progress_logs", False)):
         try:
             return args.func(args) or 0

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from llara_st.cli import DTYPES, UserError
+from llara_st.cli import DTYPES, UserError, check_positive
 from llara_st.prompts import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGTH
 
 
@@ -16,12 +13,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
         help="turn a causal LM into a LLaRA sentence-transformers folder",
-        description=(
-            "Turn a Hugging Face causal LM (folder or Hub id) into a LLaRA sentence-transformers folder. "
-            "DST must be absent or empty; --overwrite replaces an existing LLaRA model folder, once the new one is "
-            "complete."
-        ),
+        description="Turn a Hugging Face causal LM (folder or Hub id) into a LLaRA sentence-transformers folder. DST "
+        "must be absent or empty; --overwrite replaces an existing LLaRA model folder, once the new one is complete.",
     )
+    parser.set_defaults(func=run)
     parser.add_argument("src", help="Hugging Face causal-LM folder or Hub id (organization/model)")
     parser.add_argument("dst", help="output sentence-transformers folder (absent or empty)")
     parser.add_argument(
@@ -38,7 +33,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dtype", choices=DTYPES, help="dtype to load and save the weights in, e.g. bfloat16")
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it is a LLaRA model folder already")
-    parser.set_defaults(func=run)
 
 
 def check_source(src: str) -> None:
@@ -55,14 +49,10 @@ def check_source(src: str) -> None:
 
 
 def check_output(dst: Path, overwrite: bool) -> None:
-    """Refuse a file, a broken link, a non-empty folder (unless ``--overwrite``) and, even then, a folder that is
-    not a LLaRA model or is the working directory (docs/training_guards.md, "Folders")."""
-    from llara_st.folders import check_replaceable, is_llara_model_folder
+    """Refuse a non-empty folder unless ``--overwrite``, and even then a folder that is not a LLaRA model (a file,
+    a broken link and the working directory are refused when staging: docs/training_guards.md, "Folders")."""
+    from llara_st.folders import is_llara_model_folder
 
-    if dst.is_symlink() and not dst.exists():
-        raise UserError(f"output {dst} is a broken link or a symlink loop; remove it or choose another folder")
-    if dst.exists() and not dst.is_dir():
-        raise UserError(f"output {dst} is a file, not a folder")
     if not dst.is_dir() or not any(dst.iterdir()):
         return
     if not overwrite:
@@ -77,25 +67,18 @@ def check_output(dst: Path, overwrite: bool) -> None:
             f"output folder {dst} is a sentence-transformers folder that llara_st did not write (its first module is "
             "not a llara_st module); --overwrite only replaces a LLaRA model folder, so choose another folder"
         )
-    check_replaceable(dst, "output folder")  # never the working directory
 
 
 def run(args: argparse.Namespace) -> int:
-    from llara_st.folders import replace_folder
+    from llara_st.folders import staged_folder
     from llara_st.model import convert
 
-    for name in ("query_max_length", "passage_max_length"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_positive(args, "query_max_length", "passage_max_length")
     check_source(args.src)
     dst = Path(args.dst).expanduser()
     check_output(dst, args.overwrite)
-    target = Path(os.path.abspath(dst))  # "." has no name to stage beside
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build next to DST and move into place at the end (the old DST removed only then): a failed conversion
-    # leaves DST as it was.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.converting-", dir=target.parent))
-    try:
+    # Built next to DST and moved into place at the end, so a failed conversion leaves DST as it was.
+    with staged_folder(dst, "output folder") as staging:
         convert(
             args.src,
             staging,
@@ -103,9 +86,5 @@ def run(args: argparse.Namespace) -> int:
             passage_max_length=args.passage_max_length,
             model_kwargs={"dtype": args.dtype} if args.dtype else {},
         )
-        replace_folder(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     print(f"Saved LLaRA model to {dst}")
     return 0

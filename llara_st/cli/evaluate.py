@@ -7,18 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llara_st.cli import DTYPES, UserError
+from llara_st.cli import UserError, add_encoding_options, check_positive, faiss_search_parameters
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="evaluate a retriever with MTEB on a local BEIR folder or MTEB tasks",
-        description=(
-            "Evaluate a sentence-transformers model (LLaRA or any other) with MTEB. Prints nDCG@10, Recall@100 and "
-            "MRR@10 and writes MTEB's result files (results/{org__model}/{revision}/{task}.json) under --output."
-        ),
+        description="Evaluate a sentence-transformers model (LLaRA or any other) with MTEB. Prints nDCG@10, "
+        "Recall@100 and MRR@10 and writes MTEB's result files (results/{org__model}/{revision}/{task}.json) under "
+        "--output.",
     )
+    parser.set_defaults(func=run)
     parser.add_argument("model", help="sentence-transformers model folder (or Hub id)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--beir", metavar="DIR", help="local BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
@@ -29,8 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-name", help="'organization/model' in the result files (default: local/{folder})")
     parser.add_argument("--revision", help="revision label, e.g. the Hub commit sha (default: weights fingerprint)")
     parser.add_argument("--task-name", help="task name of the BEIR folder in result files (default: folder name)")
-    parser.add_argument(
-        "--batch-size", type=int, default=32, help="texts encoded at once; lower it if memory runs out (default: 32)"
+    device = parser.add_mutually_exclusive_group()
+    add_encoding_options(parser, device_group=device)
+    device.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="encode in one process per device, comma-separated: cuda:0,cuda:1 or cpu,cpu (multi-process pool)",
     )
     parser.add_argument("--embedding-cache", metavar="DIR", help="cache corpus embeddings here (once per model)")
     parser.add_argument(
@@ -40,14 +44,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--nprobe", type=int, help="with an IVF --faiss index: inverted lists searched (faiss: 1)")
     parser.add_argument("--ef-search", type=int, help="with an HNSW --faiss index: search breadth (faiss: 16)")
-    device = parser.add_mutually_exclusive_group()
-    device.add_argument("--device", help="torch device, e.g. cuda or cpu")
-    device.add_argument(
-        "--devices",
-        metavar="LIST",
-        help="encode in one process per device, comma-separated: cuda:0,cuda:1 or cpu,cpu (multi-process pool)",
-    )
-    parser.add_argument("--dtype", choices=DTYPES, help="dtype of the backbone's weights, e.g. bfloat16 for a 7B model")
     parser.add_argument(
         "--model-kwargs",
         metavar="JSON",
@@ -60,9 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--save-predictions", action="store_true", help="also write the rankings under OUT")
     parser.add_argument("--overwrite", action="store_true", help="recompute results already present in OUT")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--json", action="store_true", help="print all scores as JSON")
-    parser.set_defaults(func=run)
 
 
 def parse_model_kwargs(text: str | None, dtype: str | None) -> dict[str, Any]:
@@ -102,52 +96,23 @@ def parse_devices(text: str | None) -> list[str] | None:
 
 def _check_arguments(args: argparse.Namespace) -> None:
     """Mistakes found before the model loads (which can take minutes for a 7B model)."""
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    check_positive(args, "batch_size")
     model = Path(args.model).expanduser()
     if model.exists() and not model.is_dir():
         raise UserError(f"model {model} is a file; give a model folder or a Hub id (organization/model)")
     if not model.is_dir() and (model.is_absolute() or args.model.startswith((".", "~")) or args.model.count("/") > 1):
         raise UserError(f"model folder {model} does not exist")
-    if args.beir is not None:
-        beir = Path(args.beir).expanduser()
-        if not beir.is_dir():
-            raise UserError(f"BEIR folder {beir} does not exist")
-    for name in ("nprobe", "ef_search"):
-        value = getattr(args, name)
-        if value is not None and (args.faiss is None or value < 1):
-            flag = f"--{name.replace('_', '-')}"
-            raise UserError(f"{flag} must be positive, got {value}" if args.faiss else f"{flag} needs --faiss")
+    if args.beir is not None and not Path(args.beir).expanduser().is_dir():
+        raise UserError(f"BEIR folder {Path(args.beir).expanduser()} does not exist")
+    if args.faiss is None and faiss_search_parameters(args):
+        raise UserError(f"--{'nprobe' if args.nprobe is not None else 'ef-search'} needs --faiss")
+    check_positive(args, "nprobe", "ef_search")
     if args.output is not None and Path(args.output).expanduser().is_file():
         raise UserError(f"--output {args.output} is a file, not a folder")
 
 
-def _mteb_tasks(args: argparse.Namespace) -> list[Any]:
-    import mteb
-
-    try:
-        if args.tasks:
-            return list(mteb.get_tasks(tasks=args.tasks))
-        return list(mteb.get_benchmark(args.benchmark).tasks)
-    except KeyError as error:
-        what = f"task(s) {args.tasks}" if args.tasks else f"benchmark {args.benchmark!r}"
-        detail = str(error.args[0] if error.args else error).removeprefix("KeyError: ")
-        raise UserError(f"MTEB does not know the {what}: {detail}") from None
-
-
-def _faiss_backend(args: argparse.Namespace, model: Any) -> Any:
-    """``--faiss`` with its search parameters (without them IVF searches one list: issue 18.1)."""
-    parameters = {"nprobe": args.nprobe, "efSearch": args.ef_search}
-    parameters = {name: value for name, value in parameters.items() if value is not None}
-    if args.faiss is None or not parameters:
-        return args.faiss
-    from llara_st.evaluation import FaissSearchBackend
-
-    return FaissSearchBackend(args.faiss, search_parameters=parameters, normalize=model.similarity_fn_name == "cosine")
-
-
 def run(args: argparse.Namespace) -> int:
-    import mteb  # noqa: F401  (the evaluation needs it: a missing install is reported before the model loads)
+    import mteb  # a missing install is reported before the model loads
 
     import llara_st
     from llara_st.evaluation import BEIRFolderRetrieval, evaluate_mteb, format_scores, model_meta_for
@@ -161,31 +126,42 @@ def run(args: argparse.Namespace) -> int:
         tasks = [BEIRFolderRetrieval(args.beir, [args.split], name=args.task_name)]
         tasks[0].load_data()
     else:
-        tasks = _mteb_tasks(args)
+        try:
+            tasks = list(mteb.get_tasks(tasks=args.tasks) if args.tasks else mteb.get_benchmark(args.benchmark).tasks)
+        except KeyError as error:
+            what = f"task(s) {args.tasks}" if args.tasks else f"benchmark {args.benchmark!r}"
+            detail = str(error.args[0] if error.args else error).removeprefix("KeyError: ")
+            raise UserError(f"MTEB does not know the {what}: {detail}") from None
     # With --devices the pool's workers place the model; it loads on the CPU, whence it is sent to them.
     device = "cpu" if devices else args.device
     model = llara_st.load(
         args.model, device=device, model_kwargs=model_kwargs or None, trust_remote_code=args.trust_remote_code
     )
-    # Results are named as if the path had been given (card name, Hub id or local/{folder}); the revision label is
-    # a placeholder here, so the weights are not hashed twice.
-    model_name = args.model_name or model_meta_for(model, revision="-", source=args.model).name
-    options = dict(
-        model_name=model_name,
+    faiss_index, parameters = args.faiss, faiss_search_parameters(args)
+    if args.faiss is not None and parameters:  # without them an IVF index searches one list (issue 18.1)
+        from llara_st.evaluation import FaissSearchBackend
+
+        normalize = model.similarity_fn_name == "cosine"
+        faiss_index = FaissSearchBackend(args.faiss, search_parameters=parameters, normalize=normalize)
+    results = evaluate_mteb(
+        model,
+        tasks,
+        args.output,
+        # Named as if the path had been given (card name, Hub id or local/{folder}); the revision label is a
+        # placeholder here, so the weights are not hashed twice.
+        model_name=args.model_name or model_meta_for(model, revision="-", source=args.model).name,
         revision=args.revision,
         batch_size=args.batch_size,
         show_progress_bar=not args.no_progress,
         embedding_cache=args.embedding_cache,
-        faiss_index=_faiss_backend(args, model),
+        faiss_index=faiss_index,
         devices=devices,
         save_predictions=args.save_predictions,
         overwrite=args.overwrite,
     )
     if args.beir:
-        scores = evaluate_mteb(model, tasks, args.output, **options)[tasks[0].metadata.name][args.split]
+        scores = results[tasks[0].metadata.name][args.split]
         results = {args.task_name or Path(args.beir).expanduser().resolve().name: {args.split: scores}}
-    else:
-        results = evaluate_mteb(model, tasks, args.output, **options)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -10,30 +10,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llara_st.cli import DTYPES, UserError
-
-_SNIPPET_CHARACTERS = 100
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--batch-size", type=int, default=32, help="texts encoded at once; lower it if memory runs out (default: 32)"
-    )
-    parser.add_argument("--device", help="torch device, e.g. cuda or cpu (default: the best available)")
-    parser.add_argument("--dtype", choices=DTYPES, help="dtype of the model's weights, e.g. bfloat16 for a 7B model")
+from llara_st.cli import UserError, add_encoding_options, check_positive, faiss_search_parameters
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser(
         "index",
         help="embed documents into a search index folder (new, or grown with new documents)",
-        description=(
-            "Embed documents with MODEL and store them in the index folder --index, with the documents' texts and a "
-            "record of the model. DOCS are folders of .txt files (one document per file, searched recursively), "
-            'JSONL files of {"text"} rows (optional "title" and "_id"/"id"), BEIR folders (their corpus.jsonl) or '
-            "glob patterns. If --index is an index already, only new documents are embedded and added."
-        ),
+        description="Embed documents with MODEL and store them in the index folder --index, with the documents' "
+        "texts and a record of the model. DOCS are folders of .txt files (one document per file, searched "
+        'recursively), JSONL files of {"text"} rows (optional "title" and "_id"/"id"), BEIR folders (their '
+        "corpus.jsonl) or glob patterns. If --index is an index already, only new documents are embedded and added.",
     )
+    index.set_defaults(func=run_index)
     index.add_argument("model", help="sentence-transformers model folder or Hub id (e.g. made by llara-st convert)")
     index.add_argument("docs", nargs="+", metavar="DOCS", help="folders of .txt files, .jsonl files, BEIR folders")
     index.add_argument("--index", required=True, metavar="DIR", help="the index folder to create or add to")
@@ -42,19 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="FACTORY",
         help="faiss index of a new index (factory string): Flat (exact, the default), HNSW32, IVF256,Flat, ...",
     )
-    _add_model_options(index)
-    index.add_argument("--no-progress", action="store_true", help="hide the encoding progress bar")
-    index.set_defaults(func=run_index)
+    add_encoding_options(index)
 
     search = subparsers.add_parser(
         "search",
         help="search an index folder made by llara-st index",
-        description=(
-            "Rank the documents of an index folder for each query, with the model the index was built with "
-            "(another model is refused). With --docs and --model, the index is built first (or grown with the new "
-            "documents), so one command goes from a folder of .txt files to ranked answers."
-        ),
+        description="Rank the documents of an index folder for each query, with the model the index was built with "
+        "(another model is refused). With --docs and --model, the index is built first (or grown with the new "
+        "documents), so one command goes from a folder of .txt files to ranked answers.",
     )
+    search.set_defaults(func=run_search)
     search.add_argument("index", metavar="INDEX", help="index folder made by llara-st index (or by --docs)")
     queries = search.add_mutually_exclusive_group(required=True)
     queries.add_argument("--query", action="append", metavar="TEXT", help="a query (repeat for several)")
@@ -65,10 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--nprobe", type=int, help="IVF indexes: inverted lists searched (more: slower, more exact)")
     search.add_argument("--ef-search", type=int, help="HNSW indexes: search breadth (more: slower, more exact)")
     search.add_argument(
-        "--format",
-        choices=("table", "jsonl"),
-        default="table",
-        help="table (default) or JSON lines, one hit per line",
+        "--format", choices=("table", "jsonl"), default="table", help="table (default) or JSON lines, one hit per line"
     )
     search.add_argument(
         "--model",
@@ -81,23 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="first index these documents into INDEX (as llara-st index does: created, or only new documents added)",
     )
     search.add_argument("--faiss", metavar="FACTORY", help="with --docs: faiss index of a new INDEX (default: Flat)")
-    _add_model_options(search)
-    search.add_argument("--no-progress", action="store_true", help="hide the encoding progress bar")
-    search.set_defaults(func=run_search)
-
-
-def _check_positive(args: argparse.Namespace, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-
-
-def _require_faiss() -> None:
-    """A missing faiss is reported before documents are read and the model loads."""
-    from llara_st.evaluation.faiss_index import _import_faiss
-
-    _import_faiss()
+    add_encoding_options(search)
 
 
 def _load_model(name_or_path: str, args: argparse.Namespace) -> Any:
@@ -107,8 +74,8 @@ def _load_model(name_or_path: str, args: argparse.Namespace) -> Any:
     return llara_st.load(name_or_path, device=args.device, model_kwargs=model_kwargs)
 
 
-def _index_documents(model_name: str | None, docs: list[str], args: argparse.Namespace, faiss: str | None) -> Any:
-    """Create the index folder ``args.index`` or add the new documents of ``docs`` to it; returns the index."""
+def _index_documents(args: argparse.Namespace) -> Any:
+    """Create the index folder ``args.index`` with the documents ``args.docs``, or add the new ones; returns it."""
     from llara_st.data import read_documents
     from llara_st.evaluation.document_index import (
         DocumentIndex,
@@ -117,23 +84,24 @@ def _index_documents(model_name: str | None, docs: list[str], args: argparse.Nam
         model_location,
     )
 
-    _require_faiss()
     folder = Path(args.index).expanduser()
     check_index_destination(folder)  # before the model loads
-    exists = is_document_index(folder)
+    exists, model_name = is_document_index(folder), args.model
     if model_name is None:
         if not exists:
             raise UserError(f"{folder} is not an index yet: give --model to build it with")
         model_name = DocumentIndex.read_config(folder)["model"]["name_or_path"]
-    documents = read_documents(docs)
+    documents = read_documents(args.docs)
     model = _load_model(model_name, args)
     if exists:
         index = DocumentIndex.load(folder, model)
-        if faiss and faiss != index.factory_string:
-            raise UserError(f"{folder} is a {index.factory_string!r} index; --faiss {faiss} needs a new index folder")
+        if args.faiss and args.faiss != index.factory_string:
+            raise UserError(
+                f"{folder} is a {index.factory_string!r} index; --faiss {args.faiss} needs a new index folder"
+            )
         index.model_name_or_path = model_location(model_name)  # where the (same) model is now
     else:
-        index = DocumentIndex(model, faiss or "Flat", model_name_or_path=model_name)
+        index = DocumentIndex(model, args.faiss or "Flat", model_name_or_path=model_name)
     added = index.add(documents, batch_size=args.batch_size, show_progress_bar=not args.no_progress)
     if added:
         index.save(folder)
@@ -145,41 +113,32 @@ def _index_documents(model_name: str | None, docs: list[str], args: argparse.Nam
 
 
 def run_index(args: argparse.Namespace) -> int:
-    _check_positive(args, "batch_size")
-    _index_documents(args.model, args.docs, args, args.faiss)
+    from llara_st.evaluation.faiss_index import _import_faiss
+
+    check_positive(args, "batch_size")
+    _import_faiss()  # a missing faiss is reported before documents are read and the model loads
+    _index_documents(args)
     return 0
-
-
-def _search_parameters(args: argparse.Namespace) -> dict[str, int]:
-    parameters = {}
-    if args.nprobe is not None:
-        parameters["nprobe"] = args.nprobe
-    if args.ef_search is not None:
-        parameters["efSearch"] = args.ef_search
-    return parameters
-
-
-def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _SNIPPET_CHARACTERS else text[: _SNIPPET_CHARACTERS - 1] + "…"
 
 
 def run_search(args: argparse.Namespace) -> int:
     from llara_st.data import read_queries
     from llara_st.evaluation.document_index import DocumentIndex
+    from llara_st.evaluation.faiss_index import _import_faiss
 
-    _check_positive(args, "batch_size", "top_k", "nprobe", "ef_search")
-    _require_faiss()
+    check_positive(args, "batch_size", "top_k", "nprobe", "ef_search")
+    _import_faiss()  # before documents are read and the model loads
     if args.queries:
         query_ids, queries = read_queries(args.queries)
     else:
         query_ids, queries = [str(number) for number in range(1, len(args.query) + 1)], args.query
     if args.docs:
-        index = _index_documents(args.model, args.docs, args, args.faiss)
+        index = _index_documents(args)
     else:
         config = DocumentIndex.read_config(args.index)  # a missing or foreign folder fails before the model loads
         index = DocumentIndex.load(args.index, _load_model(args.model or config["model"]["name_or_path"], args))
-    results = index.search(queries, args.top_k, search_parameters=_search_parameters(args), batch_size=args.batch_size)
+    parameters = faiss_search_parameters(args)
+    results = index.search(queries, args.top_k, search_parameters=parameters, batch_size=args.batch_size)
     for query_id, query, hits in zip(query_ids, queries, results, strict=True):
         if args.format == "jsonl":
             for hit in hits:
@@ -189,7 +148,8 @@ def run_search(args: argparse.Namespace) -> int:
         width = max(len(hit.id) for hit in hits) if hits else 0
         text_width = max(20, shutil.get_terminal_size((120, 24)).columns - width - 20)
         for hit in hits:
-            snippet = _snippet(f"{hit.title}: {hit.text}" if hit.title else hit.text)[:text_width]
+            snippet = " ".join((f"{hit.title}: {hit.text}" if hit.title else hit.text).split())
+            snippet = (snippet if len(snippet) <= 100 else snippet[:99] + "…")[:text_width]
             print(f"{hit.rank:>4}  {hit.score:7.4f}  {hit.id:<{width}}  {snippet}")
         print()
     sys.stdout.flush()

@@ -4,7 +4,6 @@ functions the recipes call, for a ``pip install llara-st`` user who has no ``rec
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 
 def _adapt(args: argparse.Namespace) -> int:
@@ -36,52 +35,44 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_workflow(
-    subparsers: argparse._SubParsersAction,
-    name: str,
-    help_text: str,
-    func: Callable[[argparse.Namespace], int],
-    config_example: str,
-    *,
-    staged: bool = False,
-) -> None:
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    parser.add_argument("config", help=f"YAML/JSON config (e.g. recipes/configs/{config_example})")
-    if staged:
-        parser.add_argument("--stage", help="run only this stage (and the unfinished stages it needs)")
-        parser.add_argument("--force", action="store_true", help="recompute the stage even if it is finished")
-    # A workflow runs for minutes to days: its own progress (stages, rows, saved folders) is logged without -v.
-    parser.set_defaults(func=func, progress_logs=True)
+_WORKFLOWS = (  # name, function, help, example config, resumable by stage
+    (
+        "adapt",
+        _adapt,
+        "EBAE/EBAR adaptation of a causal LM / LLaRA model (AdaptationArguments: the trainer's arguments and LLaRA's)",
+        "adapt_smollm2_cpu.yaml",
+        False,
+    ),
+    (
+        "finetune",
+        _finetune,
+        "contrastive fine-tuning with hard negatives, LoRA or full (FinetuneArguments)",
+        "finetune_smollm2_scifact_cpu.yaml",
+        False,
+    ),
+    (
+        "reproduce",
+        _reproduce,
+        "the end-to-end reproduction pipeline, resumable by stage",
+        "reproduce_smollm2_scifact_cpu.yaml",
+        True,
+    ),
+    (
+        "study",
+        _study,
+        "the adaptation seed study (both arms x seeds), resumable by stage",
+        "study_smollm2_cpu.yaml",
+        True,
+    ),
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    _add_workflow(
-        subparsers,
-        "adapt",
-        "EBAE/EBAR adaptation of a causal LM / LLaRA model (AdaptationArguments: the trainer's arguments and LLaRA's)",
-        _adapt,
-        "adapt_smollm2_cpu.yaml",
-    )
-    _add_workflow(
-        subparsers,
-        "finetune",
-        "contrastive fine-tuning with hard negatives, LoRA or full (FinetuneArguments)",
-        _finetune,
-        "finetune_smollm2_scifact_cpu.yaml",
-    )
-    _add_workflow(
-        subparsers,
-        "reproduce",
-        "the end-to-end reproduction pipeline, resumable by stage",
-        _reproduce,
-        "reproduce_smollm2_scifact_cpu.yaml",
-        staged=True,
-    )
-    _add_workflow(
-        subparsers,
-        "study",
-        "the adaptation seed study (both arms x seeds), resumable by stage",
-        _study,
-        "study_smollm2_cpu.yaml",
-        staged=True,
-    )
+    for name, func, help_text, config_example, staged in _WORKFLOWS:
+        # A workflow runs for minutes to days: its own progress (stages, rows, saved folders) is logged without -v.
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        parser.set_defaults(func=func, progress_logs=True)
+        parser.add_argument("config", help=f"YAML/JSON config (e.g. recipes/configs/{config_example})")
+        if staged:
+            parser.add_argument("--stage", help="run only this stage (and the unfinished stages it needs)")
+            parser.add_argument("--force", action="store_true", help="recompute the stage even if it is finished")

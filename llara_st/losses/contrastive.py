@@ -24,19 +24,14 @@ def contrastive_loss(
 
     Each query (column ``anchor``) is scored against its positive, its hard negatives (``negative_1`` …) and
     every other passage of the batch, as the reference's ``q_reps @ p_reps.T / 0.01`` followed by cross
-    entropy. This is sentence-transformers'
-    :class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss` with
-    ``scale = 1 / temperature`` (cosine is its default similarity), or its GradCache variant
-    :class:`~sentence_transformers.sentence_transformer.losses.CachedMultipleNegativesRankingLoss`, which
-    gives the same loss and gradients with the memory of ``mini_batch_size`` texts at a time.
+    entropy: sentence-transformers' ``MultipleNegativesRankingLoss`` with ``scale = 1 / temperature``, or with
+    ``cached`` its GradCache variant ``CachedMultipleNegativesRankingLoss`` (the same loss and gradients with
+    the memory of ``mini_batch_size`` texts at a time, for large batches on small memory).
 
     Args:
-        model: The model being trained.
         temperature: Softmax temperature (reference 0.01, i.e. scale 100).
-        cached: Use the GradCache variant: for large batches on small memory.
-        mini_batch_size: Texts embedded at once by the cached variant.
-        gather_across_devices: Gather passages from all processes, so each query also sees the other
-            devices' passages as negatives (the reference's ``negatives_cross_device``).
+        gather_across_devices: Also score each query against the other processes' passages (the reference's
+            ``negatives_cross_device``).
 
     Example::
 

@@ -16,7 +16,6 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 from llara_st.citation import LLARA_CITATION
 from llara_st.losses.ebae_ebar_collator import IGNORE_INDEX, AdaptationBatch
 from llara_st.model import llara_module
-from llara_st.modules.llara_transformer import LLaRATransformer
 
 BAG_OF_WORDS_SCALE = 10.0
 """Each bag-of-words term is divided by this (as in the reference implementation)."""
@@ -26,11 +25,8 @@ BAG_OF_WORDS_SCALE = 10.0
 MASK_AWARE_ATTENTION: tuple[str, ...] = ("eager", "sdpa")
 
 
-# ---------------------------------------------------------------------------------------------- tensor functions
-
-
 def bag_of_words_loss(prompt_logits: Tensor, target_ids: Tensor) -> Tensor:
-    """One bag-of-words term (EBAE or EBAR) from the logits at a prompt's special positions.
+    """One bag-of-words term (EBAE or EBAR), a scalar, from the logits at a prompt's special positions.
 
     The logits are max-pooled over the prompt positions, log-softmaxed over the vocabulary (in float32),
     and each row scores the mean negative log-probability of its target ids. Rows without any target id
@@ -40,9 +36,6 @@ def bag_of_words_loss(prompt_logits: Tensor, target_ids: Tensor) -> Tensor:
     Args:
         prompt_logits: ``[batch, positions, vocab]`` logits at the prompt's special tokens.
         target_ids: ``[batch, targets]`` unique target ids per row, padded with :data:`IGNORE_INDEX`.
-
-    Returns:
-        A scalar tensor.
     """
     if prompt_logits.ndim != 3 or target_ids.ndim != 2 or prompt_logits.shape[0] != target_ids.shape[0]:
         raise ValueError(
@@ -83,12 +76,9 @@ def ebae_ebar_loss(
     text_target_ids: Tensor | None = None,
     lm_weight: float = 1.0,
 ) -> dict[str, Tensor]:
-    """The LLaRA adaptation loss as named components whose sum is the loss.
-
-    ``loss = lm_weight * lm + (ebae + ebar) / 2``, returned as ``{"ebae": ebae / 2, "ebar": ebar / 2,
-    "lm": lm_weight * lm}`` (``"lm"`` absent when ``lm_weight`` is 0), where ``ebae`` and ``ebar`` are
-    :func:`bag_of_words_loss` at the passage prompt ``<s1>…<s8>`` against the text's ids and at the query
-    prompt ``<s9>…<s16>`` against the next text's ids, and ``lm`` is :func:`next_token_loss` on the text.
+    """The components of :class:`EBAEEBARLoss`, ``{"ebae": ebae / 2, "ebar": ebar / 2, "lm": lm_weight * lm}``
+    (``"lm"`` absent when ``lm_weight`` is 0), whose sum is the loss: :func:`bag_of_words_loss` at each prompt
+    against its targets, and :func:`next_token_loss` on the text.
 
     Args:
         passage_prompt_logits, query_prompt_logits: ``[batch, 8, vocab]``.
@@ -105,9 +95,6 @@ def ebae_ebar_loss(
             raise ValueError("lm_weight > 0 needs text_logits and text_target_ids")
         components["lm"] = lm_weight * next_token_loss(text_logits, text_target_ids)
     return components
-
-
-# ---------------------------------------------------------------------------------------------- the loss
 
 
 @dataclass
@@ -132,56 +119,27 @@ class EBAEEBARLoss(nn.Module):
     auto-regression), Li et al., 2023, "Making Large Language Models A Better Foundation For Dense
     Retrieval", arXiv:2312.15503.
 
-    For each pair (``text``, ``next_text``) the loss reads one input, built by
-    :class:`~llara_st.losses.EBAEEBARDataCollator`::
+    Each (``text``, ``next_text``) row is one input built by :class:`~llara_st.losses.EBAEEBARDataCollator`,
+    ``<prefix> text <passage suffix ... <s1>…<s8>> <query suffix ... <s9>…<s16>>``, read in **one** forward
+    pass in which the query suffix cannot see the passage suffix and reuses its position ids. The output head
+    then runs only at the 16 prompt positions (and the text positions for the LM term), never on the whole
+    sequence:
 
-        <prefix> text <passage suffix ... <s1>…<s8>> <query suffix ... <s9>…<s16>>
-
-    i.e. ``BOS " text", summarize the above passage within eight words: <s1>…<s8>", predict the following
-    passage within eight words: <s9>…<s16>`` for Llama-2, in **one** forward pass, in which the query-suffix
-    positions cannot attend to the passage-suffix positions (a 4D attention mask, otherwise causal) and
-    reuse the position ids of the passage suffix, so each prompt sits right after the text. Then:
-
-    * **EBAE**: the LM-head logits at ``<s1>``…``<s8>`` are max-pooled over the 8 positions and
-      log-softmaxed; the term is the mean negative log-probability of the unique token ids of the text
-      (its bag of words), averaged over the rows that have any, divided by 10.
-    * **EBAR**: the same at ``<s9>``…``<s16>`` with the bag of words of the *next* text.
+    * **EBAE**: :func:`bag_of_words_loss` at ``<s1>``…``<s8>`` against the unique token ids of the text;
+    * **EBAR**: the same at ``<s9>``…``<s16>`` against those of the *next* text;
     * **LM**: next-token cross-entropy on the text tokens (prefix and suffixes are not predicted).
 
-    ``loss = lm_weight * lm + (ebae + ebar) / 2``. With ``lm_weight=1`` and the collator's defaults
-    (``cutoff_length=128``, no stop-word removal) this is the reference implementation's loss. Reports say
-    the bag-of-words terms alone can collapse the embeddings (all similarities near 1); the LM term and the
-    collator's stop-word removal guard against it.
-
-    Only the logits the terms read are computed: the last hidden states once (the model's forward, with
-    ``attention_bias`` and ``position_ids`` for :class:`~llara_st.modules.LLaRATransformer`), then the
-    output head at the 16 prompt positions and, for the LM term, at the text positions; never
-    full-sequence logits.
-
-    **Inputs.** A dataset with two text columns, the text and the next text (e.g. ``text``, ``next_text``:
-    consecutive chunks of a corpus), collated by :class:`~llara_st.losses.EBAEEBARDataCollator`, which the
-    trainer takes as ``data_collator``; the loss refuses any other batch with an error that says so.
-
-    **Logged components.** ``forward`` returns ``{"ebae": ebae / 2, "ebar": ebar / 2, "lm": lm_weight *
-    lm}``; the sentence-transformers trainer sums them into the loss and logs each (``ebae``, ``ebar``,
-    ``lm``; ``eval_ebae``, …). The logged ``ebae``/``ebar`` are thus each term's share of the loss, half
-    the term itself.
-
-    **Attention.** The model must run eager or SDPA attention (the default): flash-attention kernels
-    cannot take the 4D mask, and the loss refuses them with an error rather than train on a wrong mask.
-
-    **Trainable prompt tokens.** With LoRA, the 16 prompt-token embedding rows are frozen unless made
-    trainable (e.g. ``trainable_token_indices`` in peft's ``LoraConfig``); see ``docs/adaptation.md``.
-
-    **Distributed training.** The hidden states come from the model's own forward (so DDP's gradient
-    all-reduce sees it) and the output head is applied to them afterwards; DDP therefore needs
-    ``ddp_find_unused_parameters=False`` (the loss says so otherwise). FSDP is refused (the head would run
-    on resharded weights); DeepSpeed ZeRO is untested.
+    ``loss = lm_weight * lm + (ebae + ebar) / 2``; with ``lm_weight=1`` and the collator's defaults this is
+    the reference implementation's loss. ``forward`` returns the components ``{"ebae": ebae / 2, "ebar":
+    ebar / 2, "lm": lm_weight * lm}``, which the trainer sums and logs each. The model must run eager or SDPA
+    attention (the 4D mask), and under DDP needs ``ddp_find_unused_parameters=False``; FSDP is refused. Details,
+    fidelity and limits (LoRA and the prompt-token rows, DeepSpeed): ``docs/adaptation_loss.md``.
 
     Args:
         model: A LLaRA :class:`~sentence_transformers.SentenceTransformer` whose first module is a
             :class:`~llara_st.modules.LLaRATransformer` (e.g. from :func:`llara_st.build_llara_model`).
-        lm_weight: Weight of the next-token LM term on the text tokens (reference 1); 0 disables it.
+        lm_weight: Weight of the next-token LM term on the text tokens (reference 1); 0 disables it. The
+            bag-of-words terms alone can collapse the embeddings; the LM term guards against it.
 
     Example::
 
@@ -204,7 +162,7 @@ class EBAEEBARLoss(nn.Module):
     def __init__(self, model: SentenceTransformer, lm_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
-        config = self._input_module().causal_lm.config  # refuses a model that is not a LLaRA model
+        config = llara_module(model, required=True).causal_lm.config  # refuses a model that is not a LLaRA model
         if isinstance(lm_weight, bool) or not isinstance(lm_weight, int | float) or not math.isfinite(lm_weight):
             raise TypeError(f"lm_weight must be a finite number, got {lm_weight!r}")
         if lm_weight < 0:
@@ -216,12 +174,18 @@ class EBAEEBARLoss(nn.Module):
                 "head alone and supports plain linear heads only"
             )
 
-    # ------------------------------------------------------------------------------------------ model access
-
-    def _input_module(self) -> LLaRATransformer:
-        return llara_module(self.model, required=True)  # looks through DDP / DeepSpeed wrappers (`.module`)
-
-    def _check_wrapper(self) -> None:
+    def compute_logits(self, batch: AdaptationBatch) -> AdaptationLogits:
+        """One model pass over the batch, then the output head at the prompt (and text) positions only."""
+        causal_lm = llara_module(self.model, required=True).causal_lm  # looks through DDP / DeepSpeed wrappers
+        implementation = getattr(causal_lm.config, "_attn_implementation", None)
+        if implementation is not None and implementation not in MASK_AWARE_ATTENTION:
+            raise ValueError(
+                f"EBAEEBARLoss needs an attention implementation that takes a 4D float attention mask "
+                f"({' or '.join(MASK_AWARE_ATTENTION)}), but the model uses {implementation!r}, which cannot keep "
+                "the query suffix from seeing the passage suffix. Load the model with "
+                "model_kwargs={'attn_implementation': 'sdpa'} or call "
+                "model[0].causal_lm.set_attn_implementation('sdpa')."
+            )
         if isinstance(self.model, FullyShardedDataParallel):
             # The output head runs after the wrapped forward, when FSDP has sharded its weights again.
             raise NotImplementedError("EBAEEBARLoss does not support FSDP; use DDP or DeepSpeed ZeRO")
@@ -232,49 +196,11 @@ class EBAEEBARLoss(nn.Module):
                 "EBAEEBARLoss under DistributedDataParallel needs find_unused_parameters=False: set "
                 "ddp_find_unused_parameters=False in the training arguments"
             )
-
-    @staticmethod
-    def _check_attention_implementation(causal_lm: nn.Module) -> None:
-        implementation = getattr(causal_lm.config, "_attn_implementation", None)
-        if implementation is not None and implementation not in MASK_AWARE_ATTENTION:
-            raise ValueError(
-                f"EBAEEBARLoss needs an attention implementation that takes a 4D float attention mask "
-                f"({' or '.join(MASK_AWARE_ATTENTION)}), but the model uses {implementation!r}, which cannot keep "
-                "the query suffix from seeing the passage suffix. Load the model with "
-                "model_kwargs={'attn_implementation': 'sdpa'} or call "
-                "model[0].causal_lm.set_attn_implementation('sdpa')."
-            )
-
-    # ------------------------------------------------------------------------------------------ inputs
-
-    def _batch(self, sentence_features: Sequence[dict[str, Any]]) -> AdaptationBatch:
-        if len(sentence_features) == 1 and AdaptationBatch.is_complete(sentence_features[0]):
-            return AdaptationBatch.from_features(sentence_features[0])
-        raise ValueError(
-            "EBAEEBARLoss reads the adaptation batches of EBAEEBARDataCollator, but got "
-            f"{len(sentence_features)} feature group(s) of another collator: pass "
-            "data_collator=EBAEEBARDataCollator(model, cutoff_length=...) to SentenceTransformerTrainer "
-            "(llara_st.training.run_adaptation does)"
-        )
-
-    # ------------------------------------------------------------------------------------------ forward
-
-    def compute_logits(self, batch: AdaptationBatch) -> AdaptationLogits:
-        """One model pass over the batch, then the output head at the prompt (and text) positions only."""
-        causal_lm = self._input_module().causal_lm
-        self._check_attention_implementation(causal_lm)
-        self._check_wrapper()
         # Through the model's own forward (and so through a DDP wrapper's, whose gradient all-reduce depends
         # on it): LLaRATransformer hands `attention_bias` and `position_ids` to the decoder, the pooling
         # modules read the 2D mask and their output is not used.
-        features = {
-            "input_ids": batch.input_ids,
-            "attention_mask": batch.attention_mask,
-            "attention_bias": batch.attention_bias,
-            "position_ids": batch.position_ids,
-            "task": "raw",
-        }
-        hidden = self.model(features)["token_embeddings"]
+        inputs = ("input_ids", "attention_mask", "attention_bias", "position_ids")
+        hidden = self.model({name: getattr(batch, name) for name in inputs} | {"task": "raw"})["token_embeddings"]
         hidden_size = hidden.shape[-1]
         head = causal_lm.get_output_embeddings()
 
@@ -299,7 +225,14 @@ class EBAEEBARLoss(nn.Module):
 
     def forward(self, sentence_features: Sequence[dict[str, Any]], labels: Tensor | None = None) -> dict[str, Tensor]:
         """The loss components ``{"ebae", "ebar", "lm"}`` (their sum is the loss); ``labels`` is unused."""
-        batch = self._batch(sentence_features)
+        if len(sentence_features) != 1 or not AdaptationBatch.is_complete(sentence_features[0]):
+            raise ValueError(
+                "EBAEEBARLoss reads the adaptation batches of EBAEEBARDataCollator, but got "
+                f"{len(sentence_features)} feature group(s) of another collator: pass "
+                "data_collator=EBAEEBARDataCollator(model, cutoff_length=...) to SentenceTransformerTrainer "
+                "(llara_st.training.run_adaptation does)"
+            )
+        batch = AdaptationBatch.from_features(sentence_features[0])
         logits = self.compute_logits(batch)
         return ebae_ebar_loss(
             logits.passage_prompt_logits,

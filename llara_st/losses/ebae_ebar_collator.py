@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from importlib import resources
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from llara_st.model import llara_module
-from llara_st.prompts import NUM_PROMPT_TOKENS, PASSAGE_PROMPT_TOKENS, QUERY_PROMPT_TOKENS
+from llara_st.prompts import NUM_PROMPT_TOKENS
 
 IGNORE_INDEX = -100
 """Padding of target-id tensors and label positions that are not predicted (the Hugging Face convention)."""
@@ -26,26 +26,17 @@ DEFAULT_CUTOFF_LENGTH = 128
 FEATURE_PREFIX = "adaptation_"
 """The collator's keys start with this; the trainer hands the loss one feature group without it."""
 
-STOP_WORDS_RESOURCE = "data/stopwords_en.txt"
-
-
-# ---------------------------------------------------------------------------------------------- tensor functions
-
 
 def adaptation_position_ids(real_mask: Tensor, passage_suffix_mask: Tensor, query_suffix_mask: Tensor) -> Tensor:
-    """Position ids under which both suffixes sit right after the text.
+    """Position ids (``[batch, length]``, 0 on padding) under which both suffixes sit right after the text.
 
     Prefix and text tokens are numbered 0, 1, … over real tokens only (padding on either side moves
     nothing); the passage suffix continues the count, and the query suffix restarts it at the same place,
     so the k-th query-suffix token shares the position of the k-th passage-suffix token.
 
     Args:
-        real_mask: ``[batch, length]``, 1 on real tokens, 0 on padding.
-        passage_suffix_mask: ``[batch, length]``, 1 on the passage-suffix tokens.
-        query_suffix_mask: ``[batch, length]``, 1 on the query-suffix tokens.
-
-    Returns:
-        ``[batch, length]`` long tensor; 0 on padding.
+        real_mask, passage_suffix_mask, query_suffix_mask: ``[batch, length]``, 1 on the real (not padding)
+            tokens, on the passage-suffix tokens and on the query-suffix tokens.
     """
     real = real_mask.bool()
     passage = passage_suffix_mask.bool() & real
@@ -58,19 +49,15 @@ def adaptation_position_ids(real_mask: Tensor, passage_suffix_mask: Tensor, quer
 
 
 def adaptation_attention_mask(real_mask: Tensor, passage_suffix_mask: Tensor, query_suffix_mask: Tensor) -> Tensor:
-    """The 4D attention mask of the adaptation pass: True where a row may attend to a column.
+    """The ``[batch, 1, length, length]`` boolean mask of the adaptation pass: True where a row may attend to a
+    column.
 
     Causal attention over real tokens, except that query-suffix rows cannot see passage-suffix columns. Every
     row may see at least itself: a fully masked padding row would otherwise turn into NaN under eager
     attention. :class:`~llara_st.modules.LLaRATransformer` turns it into the additive float mask of the model's
     dtype (0 where allowed, the dtype's minimum elsewhere) that eager and SDPA attention add to the scores.
 
-    Args:
-        real_mask, passage_suffix_mask, query_suffix_mask: ``[batch, length]`` as in
-            :func:`adaptation_position_ids`.
-
-    Returns:
-        ``[batch, 1, length, length]`` boolean tensor.
+    The masks are those of :func:`adaptation_position_ids`.
     """
     real = real_mask.bool()
     length = real.shape[-1]
@@ -81,12 +68,9 @@ def adaptation_attention_mask(real_mask: Tensor, passage_suffix_mask: Tensor, qu
     return allowed.unsqueeze(1)
 
 
-# ---------------------------------------------------------------------------------------------- stop words
-
-
 def load_stop_words() -> list[str]:
     """The English stop-word list shipped with llara_st (``llara_st/data/stopwords_en.txt``)."""
-    text = resources.files("llara_st").joinpath(STOP_WORDS_RESOURCE).read_text(encoding="utf8")
+    text = resources.files("llara_st").joinpath("data/stopwords_en.txt").read_text(encoding="utf8")
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
@@ -101,15 +85,11 @@ def stop_word_token_ids(tokenizer: Any, stop_words: Iterable[str]) -> set[int]:
     ids: set[int] = set()
     for word in stop_words:
         for form in {word, word.capitalize()}:
-            at_start = tokenizer(form, add_special_tokens=False)["input_ids"]
-            after_space = tokenizer(" " + form, add_special_tokens=False)["input_ids"]
-            for token_ids in (at_start, after_space):
+            for text in (form, " " + form):  # at the start of a text and after a space
+                token_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
                 if len(token_ids) == 1:
                     ids.add(token_ids[0])
     return ids
-
-
-# ---------------------------------------------------------------------------------------------- the batch
 
 
 @dataclass
@@ -149,33 +129,21 @@ class AdaptationBatch:
         return all(field.name in features for field in fields(cls))
 
 
-# ---------------------------------------------------------------------------------------------- the collator
-
-
 class EBAEEBARDataCollator(SentenceTransformerDataCollator):
     """Data collator of LLaRA's adaptation: builds the one-pass EBAE/EBAR input of each (text, next text) row.
 
     Li et al., 2023, "Making Large Language Models A Better Foundation For Dense Retrieval", arXiv:2312.15503.
-    Each row becomes ``<prefix> text <passage suffix … <s1>…<s8>> <query suffix … <s9>…<s16>>`` (for
-    Llama-2: ``BOS " text", summarize the above passage within eight words: <s1>…<s8>", predict the following
-    passage within eight words: <s9>…<s16>``), with
+    Each row becomes ``<prefix> text <passage suffix … <s1>…<s8>> <query suffix … <s9>…<s16>>``, left-padded,
+    the text truncated so that the whole input has at most ``cutoff_length`` tokens (the suffixes are never cut;
+    128 − 2 − 19 − 18 = 89 text tokens for Llama-2), with the positions of :func:`adaptation_position_ids`, the
+    mask of :func:`adaptation_attention_mask` and ``labels`` on the text tokens. The bag-of-words targets are
+    ``text`` (EBAE) and ``next_text`` (EBAR) each tokenised on its own to ``cutoff_length`` tokens (special tokens
+    counted, as the reference does), without the special ids, the 16 prompt ids and, with ``remove_stop_words``,
+    the stop words; unique, sorted. See ``docs/adaptation_loss.md``.
 
-    * the text truncated so that the whole input has at most ``cutoff_length`` tokens (the suffixes are never
-      cut; 128 − 2 − 19 − 18 = 89 text tokens for Llama-2), rows left-padded with the tokenizer's pad id;
-    * position ids under which the query suffix reuses the passage suffix's positions
-      (:func:`adaptation_position_ids`), and a 4D mask under which the query suffix cannot see the passage
-      suffix (:func:`adaptation_attention_mask`);
-    * ``labels``: the text tokens (prefix and suffixes are not predicted);
-    * the bag-of-words targets: each of ``text`` (EBAE) and ``next_text`` (EBAR) tokenised on its own to
-      ``cutoff_length`` tokens (the tokenizer's special tokens counted, as the reference does, so the EBAE
-      target of a long text also holds tokens beyond its truncated input), without the tokenizer's special
-      ids, the 16 prompt ids and, with ``remove_stop_words``, the English stop words; unique, sorted.
-
-    The dataset has two text columns, read in order: the text and the next text (e.g. ``text``,
-    ``next_text``: consecutive chunks of a corpus). The batch reaches :class:`~llara_st.losses.EBAEEBARLoss`
-    as one feature group (keys ``adaptation_input_ids``, ``adaptation_position_ids``, …), which the loss
-    refuses to do without. Tokenisation runs here, in the data loader, once per batch; the loss only runs
-    the model.
+    The dataset's two text columns are read in order: the text and the next text (e.g. ``text``, ``next_text``).
+    The batch reaches :class:`~llara_st.losses.EBAEEBARLoss` as one feature group (keys ``adaptation_input_ids``,
+    …); tokenisation runs here, in the data loader, and the loss only runs the model.
 
     Args:
         model: The LLaRA :class:`~sentence_transformers.SentenceTransformer` to adapt (its
@@ -198,9 +166,6 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
         >>> sorted(batch)  # one feature group: the trainer hands it to EBAEEBARLoss without the prefix
         ['adaptation_attention_bias', 'adaptation_attention_mask', 'adaptation_ebae_target_ids', ...]
     """
-
-    COLUMNS: ClassVar[tuple[str, str]] = ("text", "next_text")
-    """The usual names of the two dataset columns (read by position)."""
 
     def __init__(
         self,
@@ -236,15 +201,12 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
         self.target_length = cutoff_length - tokenizer.num_special_tokens_to_add(pair=False)
         self._pad_id = tokenizer.pad_token_id  # LLaRATransformer gives every tokenizer one
 
-        prompt_ids = transformer.prompt_token_ids
-        passage_offsets = _offsets_of([prompt_ids[t] for t in PASSAGE_PROMPT_TOKENS], self._passage_suffix_ids)
-        query_offsets = _offsets_of([prompt_ids[t] for t in QUERY_PROMPT_TOKENS], self._query_suffix_ids)
-        # Left padding puts both suffixes at the same distance from the last column in every row.
-        query_start = -len(self._query_suffix_ids)
-        self._passage_prompt_from_end = torch.tensor(passage_offsets) + query_start - len(self._passage_suffix_ids)
-        self._query_prompt_from_end = torch.tensor(query_offsets) + query_start
+        # LLaRATransformer checks that each suffix ends with its 8 prompt tokens, and left padding puts both suffixes
+        # at the same distance from the last column in every row.
+        self._query_prompt_from_end = torch.arange(-NUM_PROMPT_TOKENS, 0)
+        self._passage_prompt_from_end = self._query_prompt_from_end - len(self._query_suffix_ids)
 
-        excluded = set(tokenizer.all_special_ids) | set(prompt_ids.values()) | {self._pad_id}
+        excluded = set(tokenizer.all_special_ids) | set(transformer.prompt_token_ids.values()) | {self._pad_id}
         if remove_stop_words:
             words = list(stop_words) if stop_words is not None else load_stop_words()
             excluded |= stop_word_token_ids(tokenizer, words)
@@ -303,35 +265,22 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         if not features:
             return {}
-        batch: dict[str, Any] = {}
-        columns = list(features[0].keys())
-        if "dataset_name" in columns:
-            columns.remove("dataset_name")
-            batch["dataset_name"] = features[0]["dataset_name"]
+        batch = {"dataset_name": features[0]["dataset_name"]} if "dataset_name" in features[0] else {}
+        columns = [column for column in features[0] if column != "dataset_name"]
         columns = [column for column in columns if column not in self.valid_label_columns]
         if len(columns) != 2:
             raise ValueError(
-                f"EBAEEBARDataCollator reads two text columns, the text and the next text (e.g. "
-                f"{self.COLUMNS[0]!r}, {self.COLUMNS[1]!r}), but the dataset has {columns}"
+                "EBAEEBARDataCollator reads two text columns, the text and the next text (e.g. 'text', "
+                f"'next_text'), but the dataset has {columns}"
             )
-        texts: list[list[str]] = [[], []]
         for row_index, row in enumerate(features):
-            for column_texts, column in zip(texts, columns, strict=True):
-                value = row[column]
-                if not isinstance(value, str):
+            for column in columns:
+                if not isinstance(row[column], str):
                     raise TypeError(
                         f"Column {column!r} must hold strings; row {row_index} of the batch holds "
-                        f"{type(value).__name__}: {value!r:.80}"
+                        f"{type(row[column]).__name__}: {row[column]!r:.80}"
                     )
-                column_texts.append(value)
-        built = self.build(*texts)
+        built = self.build(*([row[column] for row in features] for column in columns))
         for field in fields(AdaptationBatch):
             batch[FEATURE_PREFIX + field.name] = getattr(built, field.name)
         return batch
-
-
-def _offsets_of(prompt_ids: list[int], suffix_ids: list[int]) -> list[int]:
-    offsets = [index for prompt_id in prompt_ids for index, token in enumerate(suffix_ids) if token == prompt_id]
-    if len(offsets) != NUM_PROMPT_TOKENS:
-        raise ValueError(f"Each suffix must hold each of its {NUM_PROMPT_TOKENS} prompt tokens exactly once")
-    return offsets
