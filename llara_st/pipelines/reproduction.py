@@ -234,7 +234,7 @@ class ReproductionPipeline(StageRunner):
             if key in section:
                 raise ValueError(f"{name}.{key} is set by the pipeline; remove it from the config's {name}: section")
         defaults: dict[str, Any] = {"report_to": "none", "bf16": resolve_bf16(self.config.bf16)}
-        if name == "adapt" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        if name == "adapt" and not torch.accelerator.is_available():
             # Without an accelerator transformers refuses bf16 unless told the CPU is the device; unlike
             # FinetuneArguments, AdaptationArguments does not set use_cpu itself.
             defaults["use_cpu"] = True
