@@ -3,6 +3,7 @@ converted to its field's type (or refused, naming the key) before any dataclass 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -115,16 +116,12 @@ def _convert(key: str, value: Any, scalar: type) -> Any:
         if isinstance(value, bool):
             return value
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(Exception):
                 return string_to_bool(value)
-            except Exception:
-                pass
     elif not isinstance(value, bool):  # int or float; True is an int to Python, never to a config
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 return scalar(value)
-            except ValueError:
-                pass
         elif scalar is float and isinstance(value, int | float):
             return value  # an int stands for a float as it is (warmup_steps: 100 stays a step count)
         elif scalar is int and isinstance(value, int | float) and float(value).is_integer():

@@ -140,7 +140,6 @@ class RunFingerprint:
 
         >>> from sentence_transformers import SentenceTransformerTrainingArguments
         >>> from llara_st.training.checkpoints import RunFingerprint
-        >>> # e.g. RunFingerprint.from_configs(config, training_args, {"train_dataset": rows})
         >>> first = RunFingerprint.from_configs(
         ...     SentenceTransformerTrainingArguments(output_dir="a", learning_rate=1e-5), {"model": llara_path}
         ... )
@@ -263,14 +262,9 @@ def resolve_checkpoint(
 ) -> str | None:
     """The checkpoint to pass to ``trainer.train(resume_from_checkpoint=...)`` (None: from scratch), after checking
     that ``output_dir`` holds this run and not another; the run is recorded there. Every process calls it; only the
-    main one removes and writes files. What each case gives: the table of docs/training_guards.md.
-
-    * The same fingerprint: ``"latest"`` gives the newest complete checkpoint (an incomplete newer one is moved
-      aside as ``checkpoint-N.incomplete``); without ``resume``, existing checkpoints are an error.
-    * The work (checkpoints or ``stale_outputs``) of other settings, or of a run that recorded none:
-      :class:`StaleRunError` naming the changes; with ``overwrite`` that work is removed (an output llara_st did
-      not write is refused with :class:`~llara_st.folders.FolderNotOursError`).
-    * ``resume`` a checkpoint folder: that one, if complete and of the same fingerprint when its folder records one.
+    main one removes and writes files. The table of docs/training_guards.md gives each case: ``"latest"`` resumes
+    the newest complete checkpoint of this run (moving an incomplete newer one aside); another run's work is a
+    :class:`StaleRunError` naming the changes, or removed with ``overwrite``.
 
     Args:
         resume: None (or ""), ``"latest"``, or a checkpoint folder; anything else is an error naming ``"latest"``.
