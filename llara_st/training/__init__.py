@@ -1,10 +1,6 @@
-"""Training LLaRA models: the two workflows, EBAE/EBAR adaptation (:func:`run_adaptation`) and contrastive fine-tuning
-(:func:`run_finetuning`), and their tools: config parsing (``arguments``), LoRA and its settings (``lora``), guards
-and resumable checkpoints (``guards``, ``checkpoints``) and precision (``precision``). The recipes,
-``llara-st adapt|finetune`` and the pipelines of :mod:`llara_st.pipelines` call these.
-
-``contrastive_loss`` (:mod:`llara_st.losses`) and ``beir_ir_evaluator`` (:mod:`llara_st.evaluation`) are also named
-here, where the fine-tuning workflow uses them."""
+"""Training LLaRA models: EBAE/EBAR adaptation (:func:`run_adaptation`) and contrastive fine-tuning
+(:func:`run_finetuning`), with their tools: config parsing, LoRA, guards, resumable checkpoints and precision.
+``contrastive_loss`` and ``beir_ir_evaluator``, which fine-tuning uses, are named here too."""
 
 from llara_st.evaluation.ir_evaluator import beir_ir_evaluator
 from llara_st.losses.contrastive import contrastive_loss

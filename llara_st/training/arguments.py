@@ -1,8 +1,9 @@
-"""Reading training settings: dataclasses parsed by ``HfArgumentParser`` from a file, a dict or a command line, every
-value converted to its field's type (or refused, naming the key) before any dataclass is built."""
+"""Training settings: dataclasses parsed by ``HfArgumentParser`` from a file, a dict or a command line, every value
+converted to its field's type (or refused, naming the key) before any dataclass is built."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,8 +30,7 @@ RENAMED_SETTINGS = {
 #: Weight dtypes a training run may load its backbone in (``model_dtype``).
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 
-#: The field types whose values are converted; a field of any other type (a dict, an enum, a union of several
-#: types) gets its value as given, and its dataclass checks it.
+#: The field types whose values are converted; other fields get their value as given, for their dataclass to check.
 _SCALARS = (bool, int, float, str)
 
 
@@ -66,13 +66,9 @@ def check_choices(settings: Any, choices: Mapping[str, Sequence[Any]]) -> None:
 
 
 def check_local_model_path(name_or_path: str, setting: str = "model_name_or_path") -> None:
-    """Refuse a model setting that names a local folder which does not exist, before anything loads.
-
-    ``from_pretrained`` takes a missing folder for a Hub id (``models/llara-adapted`` would be looked up as the
-    repository ``llara-adapted`` of a user ``models``), so a typo or a stage that has not run yet would fail
-    late with a download error, or silently load another model. A name is local if it starts with ``./``,
-    ``../``, ``/`` or ``~`` or if its parent folder exists (e.g. ``outputs/run/final`` after ``outputs/run``
-    exists); a plain ``owner/name`` whose ``owner`` is no folder here stays a Hub id.
+    """Refuse a model setting that names a missing local folder before anything loads (``from_pretrained`` would take
+    it for a Hub id). A name is local if it starts with ``./``, ``../``, ``/`` or ``~`` or its parent folder exists;
+    a plain ``owner/name`` whose ``owner`` is no folder here stays a Hub id.
 
     Example::
 
@@ -120,16 +116,12 @@ def _convert(key: str, value: Any, scalar: type) -> Any:
         if isinstance(value, bool):
             return value
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(Exception):
                 return string_to_bool(value)
-            except Exception:
-                pass
     elif not isinstance(value, bool):  # int or float; True is an int to Python, never to a config
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 return scalar(value)
-            except ValueError:
-                pass
         elif scalar is float and isinstance(value, int | float):
             return value  # an int stands for a float as it is (warmup_steps: 100 stays a step count)
         elif scalar is int and isinstance(value, int | float) and float(value).is_integer():
@@ -149,13 +141,9 @@ def _refuse_unknown(dataclass_types: Sequence[type], unknown: list[str]) -> None
 
 
 def typed_settings(dataclass_types: Sequence[type], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """``settings`` with every key checked and every value converted to its dataclass field's type.
-
-    A key of no dataclass is an error that names it, raised before any dataclass is built (so a typo is never
-    reported as a later check's complaint). A value of a bool, int, float, str or list field is converted as the
-    command line would convert it (YAML 1.1 reads ``1e-4`` as the string ``"1e-4"``; ``"false"`` is a string, not
-    False), or refused with an error that names the key; values of other fields pass as given.
-    """
+    """``settings`` with every key checked (a key of no dataclass is an error naming it) and every value of a bool,
+    int, float, str or list field converted as the command line would (YAML 1.1 reads ``1e-4`` as a string;
+    ``"false"`` is False), or refused naming the key."""
     fields = {}
     for dtype in dataclass_types:
         hints = typing.get_type_hints(dtype)
@@ -184,14 +172,10 @@ def typed_settings(dataclass_types: Sequence[type], settings: Mapping[str, Any])
 def parse_arguments(
     dataclass_types: Sequence[type], source: str | os.PathLike | Mapping[str, Any] | Sequence[str]
 ) -> tuple[Any, ...]:
-    """One instance of each dataclass from a YAML/JSON file, a dict, or command-line arguments.
-
-    Every key must belong to one of the dataclasses, and every value must be of its field's type or convert to it
-    (:func:`typed_settings`): an unknown key (a typo, a setting of another stage) or a value of the wrong type is an
-    error that names the key, raised before any dataclass checks its values.
+    """One instance of each dataclass from a YAML/JSON file, a dict, or command-line arguments; an unknown key or a
+    value of the wrong type (:func:`typed_settings`) is an error naming the key, before any dataclass checks values.
 
     Args:
-        dataclass_types: The argument dataclasses, e.g. ``(AdaptationArguments,)``.
         source: A ``.yaml``/``.yml``/``.json`` path, a mapping of settings, or a list of ``--key value`` arguments.
 
     Example::

@@ -1,12 +1,6 @@
-"""Which checkpoint a training run may resume from, so that a run never silently continues, or replaces,
-another run's work.
-
-A run records the settings that determine its result (a :class:`RunFingerprint`) in ``output_dir``;
-:func:`resolve_checkpoint` then resumes only a run with the same settings, refuses a different one with an
-error naming the changed settings, starts afresh only when asked (``overwrite``, removing the stale
-checkpoints), and skips an incomplete newest checkpoint (a run killed while saving) for the previous complete
-one. Checkpoints are found with transformers' own ``sort_checkpoints`` (the trainer's rotation order).
-"""
+"""Which checkpoint a training run may resume from, so that a run never silently continues, or replaces, another
+run's work: a run records the settings that determine its result (:class:`RunFingerprint`) in ``output_dir``, and
+:func:`resolve_checkpoint` resumes only a run with the same settings (docs/training_guards.md)."""
 
 from __future__ import annotations
 
@@ -21,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
+from safetensors import safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
 from llara_st.errors import LLaRAUserError
@@ -32,13 +28,10 @@ RUN_RECORD_NAME = "llara_run.json"  # also llara_st.folders.RUN_RECORD_NAME: a f
 INCOMPLETE_SUFFIX = ".incomplete"
 #: The one ``resume_from_checkpoint`` value that asks for the newest complete checkpoint of ``output_dir``.
 LATEST = "latest"
-# The settings that change what a run trains, and so are recorded and compared (an allow-list: a setting that a
-# new transformers or sentence-transformers release adds is not compared until it is named here). Left out:
-# where and how often to write, log and evaluate, how the same computation is spread over devices (DDP, DeepSpeed,
-# activation checkpointing), how the final model is stored, and the length of training (max_steps,
-# num_train_epochs), so that raising it on resume extends a run. llara_st's own fields are listed under both
-# spellings of the LoRA block and the row cap (use_lora/lora, lora_train_prompt_tokens/train_prompt_tokens,
-# max_rows/max_train_rows).
+# The settings that change what a run trains, and so are recorded and compared (an allow-list: a field that a new
+# library release adds is not compared until named here). Left out: where and how often to write, log and evaluate,
+# how the computation is spread over devices, how the final model is stored, and the length of training (max_steps,
+# num_train_epochs), so that raising it on resume extends a run.
 RESULT_SETTINGS: frozenset[str] = frozenset(
     {
         # optimiser, schedule, regularisation
@@ -62,17 +55,14 @@ RESULT_SETTINGS: frozenset[str] = frozenset(
         "wikitext_paths", "beir_corpus_paths", "llara_jsonl_paths", "text_paths", "max_rows", "eval_rows",
         "chunk_unit", "chunk_size", "shuffle", "cutoff_length", "lm_weight", "remove_stop_words",
         # fine-tuning data, mining and loss (InfoNCE)
-        "train_data", "train_split", "group_size", "positives", "max_train_rows", "mining_retriever",
+        "train_data", "train_split", "group_size", "positives", "mining_retriever",
         "mining_range_min", "mining_range_max", "mining_relative_margin", "mining_max_score", "mined_negatives",
         "temperature", "cached_loss", "cached_mini_batch_size", "gather_across_devices",
         # LoRA
-        "use_lora", "lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
-        "lora_train_prompt_tokens", "train_prompt_tokens",
+        "lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "train_prompt_tokens",
     }
 )  # fmt: skip
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-# Files up to this size count whole in a fingerprint; larger ones (multi-GB weights, corpora) by size and samples.
-_FULL_HASH_LIMIT = 64 * 2**20
 
 
 class StaleRunError(LLaRAUserError, RuntimeError):
@@ -84,21 +74,15 @@ class IncompleteCheckpointError(LLaRAUserError, RuntimeError):
     """A checkpoint asked for by path lacks its trainer state, weights or optimizer state."""
 
 
-# ---------------------------------------------------------------------------------------------- fingerprint
-
-
 def path_identity(path: str | os.PathLike) -> str:
-    """A content digest of a file (with its size), or of every file of a folder (names included; hidden entries
-    skipped): :func:`~llara_st.folders.content_digest`, files over 64 MiB by 16 samples.
-
-    Copying a model or data folder keeps its identity; retraining or editing it changes the identity. A path
-    that does not exist (a Hub id) is identified by its name.
-    """
+    """A content digest (:func:`~llara_st.folders.content_digest`, files over 64 MiB by 16 samples) of a file with its
+    size, or of a folder's files with their names: a copy keeps it, an edit changes it. A missing path (a Hub id)
+    is identified by its name."""
     path = Path(path)
     if not path.exists():
         return content_digest(f"name\0{os.fspath(path)}".encode())
     parts = [path] if path.is_dir() else [str(path.stat().st_size).encode(), path]
-    return content_digest(parts, sample_above=_FULL_HASH_LIMIT)
+    return content_digest(parts, sample_above=64 * 2**20)
 
 
 def dataset_identity(dataset: Any) -> str:
@@ -143,36 +127,19 @@ def _canonical(value: Any) -> Any:
     return _ADDRESS.sub("", repr(value))
 
 
-def _settings_of(config: Any) -> dict[str, Any]:
-    """The settings of one config: a dataclass (llara_st's arguments, the trainer's) gives the fields of
-    :data:`RESULT_SETTINGS` it has (with ``world_size``, the trainer arguments' number of processes); a mapping
-    names its settings itself and counts whole."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return {name: getattr(config, name) for name in sorted(RESULT_SETTINGS) if hasattr(config, name)}
-    if isinstance(config, Mapping):
-        return dict(config)
-    raise TypeError(f"expected a dataclass or a mapping of settings, got {type(config).__name__}")
-
-
 @dataclasses.dataclass(frozen=True)
 class RunFingerprint:
-    """The settings that determine a training run's result, in canonical JSON form, and their digest.
-
-    Built from the run's configuration objects: of a dataclass (a recipe's arguments, the trainer's) the fields
-    named in :data:`RESULT_SETTINGS` count (learning rate, schedule, batch sizes, seeds, precision, number of
-    processes, the LLaRA data, loss and LoRA settings, the model); a mapping (precomputed rows, a setting of the
-    caller's own) counts whole. A string naming an existing file or folder (the model, the data) counts with its
-    content, so a retrained model or an edited data file in the same place changes the fingerprint; a
-    ``datasets.Dataset`` counts with its rows.
+    """The settings that determine a training run's result, in canonical JSON form: of a dataclass the fields named in
+    :data:`RESULT_SETTINGS` (with ``world_size``), of a mapping every entry. A string naming an existing file or
+    folder counts with its content (:func:`path_identity`), a ``datasets.Dataset`` with its rows.
 
     Args:
-        settings: ``{name: canonical value}``; use :meth:`from_configs` rather than building it by hand.
+        settings: ``{name: canonical value}``; build it with :meth:`from_configs`.
 
     Example::
 
         >>> from sentence_transformers import SentenceTransformerTrainingArguments
         >>> from llara_st.training.checkpoints import RunFingerprint
-        >>> # e.g. RunFingerprint.from_configs(config, training_args, {"train_dataset": rows})
         >>> first = RunFingerprint.from_configs(
         ...     SentenceTransformerTrainingArguments(output_dir="a", learning_rate=1e-5), {"model": llara_path}
         ... )
@@ -190,18 +157,16 @@ class RunFingerprint:
 
     @classmethod
     def from_configs(cls, *configs: Any, ignore: Iterable[str] = ()) -> RunFingerprint:
-        """The fingerprint of dataclasses / mappings of settings (a later one's value wins on a shared name).
-
-        Args:
-            configs: Recipe configs, ``TrainingArguments``, or ``{name: value}`` (e.g. ``{"rows": dataset}``).
-            ignore: Setting names not to count after all (e.g. one derived from others that count).
+        """The fingerprint of dataclasses (recipe configs, ``TrainingArguments``) and mappings of settings (e.g.
+        ``{"rows": dataset}``), a later one's value winning on a shared name; ``ignore`` names settings not to count.
         """
-        ignored = set(ignore)
-        settings: dict[str, Any] = {}
+        ignored, settings = set(ignore), {}
         for config in configs:
-            for name, value in _settings_of(config).items():
-                if name not in ignored:
-                    settings[name] = _canonical(value)
+            if dataclasses.is_dataclass(config) and not isinstance(config, type):
+                config = {name: getattr(config, name) for name in sorted(RESULT_SETTINGS) if hasattr(config, name)}
+            elif not isinstance(config, Mapping):
+                raise TypeError(f"expected a dataclass or a mapping of settings, got {type(config).__name__}")
+            settings |= {name: _canonical(value) for name, value in config.items() if name not in ignored}
         return cls(dict(sorted(settings.items())))
 
     @property
@@ -250,33 +215,22 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
-
-
 def _weights_complete(path: Path) -> bool:
-    """A safetensors file is complete when its header parses and the file is as long as the header says."""
+    """Whether safetensors reads the file: its header parses and the file is as long as the header says."""
     try:
-        with path.open("rb") as handle:
-            header_size = int.from_bytes(handle.read(8), "little")
-            header = json.loads(handle.read(header_size))
-    except (OSError, ValueError):
+        with safe_open(path, framework="pt"):
+            return True
+    except Exception:  # SafetensorError, or OSError
         return False
-    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
-    return path.stat().st_size == 8 + header_size + max(ends, default=0)
 
 
 def checkpoint_problems(checkpoint: str | os.PathLike, require_optimizer: bool = True) -> list[str]:
-    """What a trainer checkpoint folder lacks to be resumed from; empty when it is complete.
-
-    A complete checkpoint has a readable ``trainer_state.json``, model weights (every ``*.safetensors`` file
-    whole, or ``pytorch_model*.bin``, or a DeepSpeed ``global_step*`` folder) and, unless
-    ``require_optimizer`` is false (``save_only_model``), the optimizer state.
-    """
-    folder = Path(checkpoint)
-    problems = []
-    state = folder / "trainer_state.json"
+    """What a trainer checkpoint folder lacks to be resumed from (empty when complete): a readable
+    ``trainer_state.json``, model weights (every ``*.safetensors`` whole, ``pytorch_model*.bin`` or a DeepSpeed
+    ``global_step*`` folder) and, if ``require_optimizer`` (not under ``save_only_model``), the optimizer state."""
+    folder, problems = Path(checkpoint), []
     try:
-        json.loads(state.read_text("utf8"))
+        json.loads((folder / "trainer_state.json").read_text("utf8"))
     except FileNotFoundError:
         problems.append("no trainer_state.json")
     except (OSError, ValueError):
@@ -293,38 +247,9 @@ def checkpoint_problems(checkpoint: str | os.PathLike, require_optimizer: bool =
 
 
 def trainer_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """The trainer's ``checkpoint-N`` folders in ``output_dir``, newest (highest step) first: transformers'
-    ``sort_checkpoints``, without the folders moved aside (``checkpoint-N.incomplete``)."""
+    """The trainer's ``checkpoint-N`` folders in ``output_dir``, newest first (transformers' ``sort_checkpoints``)."""
     found = [Path(path) for path in sort_checkpoints(os.fspath(output_dir))]
     return [path for path in reversed(found) if path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit()]
-
-
-def _requested(resume: str | os.PathLike | None) -> bool | Path:
-    """``resume_from_checkpoint`` read: False (unset), True (:data:`LATEST`) or a checkpoint folder."""
-    if resume is None or resume == "":
-        return False
-    if resume == LATEST:
-        return True
-    hint = f"to continue from the newest checkpoint of output_dir, write resume_from_checkpoint: {LATEST}"
-    if not isinstance(resume, str | os.PathLike):
-        raise LLaRAUserError(
-            f"resume_from_checkpoint must be {LATEST!r} or a checkpoint folder, got {resume!r}; {hint}"
-        )
-    if not Path(resume).is_dir():
-        raise FileNotFoundError(f"resume_from_checkpoint={os.fspath(resume)!r} is not a checkpoint folder; {hint}")
-    return Path(resume)
-
-
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
-def _wait_for_everyone() -> None:
-    from accelerate import PartialState
-
-    PartialState().wait_for_everyone()
 
 
 def resolve_checkpoint(
@@ -335,37 +260,18 @@ def resolve_checkpoint(
     stale_outputs: Iterable[str] = (),
     require_optimizer: bool = True,
 ) -> str | None:
-    """The checkpoint to pass to ``trainer.train(resume_from_checkpoint=...)``, after checking that
-    ``output_dir`` holds this run and not another.
-
-    * ``output_dir`` empty or new: start from scratch (also with ``resume="latest"``); the run is recorded.
-    * It holds a run with the same fingerprint: ``resume="latest"`` gives the newest complete checkpoint; an
-      incomplete newer one (killed while saving) is moved aside as ``checkpoint-N.incomplete`` with a warning.
-      Without ``resume``, existing checkpoints are an error (starting again would replace them): resume, or pass
-      ``overwrite``.
-    * It holds the work (``checkpoint-*`` folders or ``stale_outputs``) of a run with other settings, or of a
-      run that recorded none: :class:`StaleRunError` naming the changed settings, unless ``overwrite``: then
-      that work and ``trainer_state.json`` are removed and the run starts from scratch (an output that llara_st
-      did not write is refused with :class:`~llara_st.folders.FolderNotOursError`). A record without any
-      work (a run that failed before its first checkpoint) is simply replaced.
-    * ``resume`` a checkpoint path: that checkpoint, if complete (:class:`IncompleteCheckpointError`
-      otherwise) and, when its folder records a run, of the same fingerprint. Any other value (``"true"``,
-      ``"last"``, a folder that does not exist) is an error that names it and the one spelling, ``"latest"``.
-
-    In a multi-process run every process calls this; only the main one removes and writes files.
+    """The checkpoint to pass to ``trainer.train(resume_from_checkpoint=...)`` (None: from scratch), after checking
+    that ``output_dir`` holds this run and not another; the run is recorded there. Every process calls it; only the
+    main one removes and writes files. The table of docs/training_guards.md gives each case: ``"latest"`` resumes
+    the newest complete checkpoint of this run (moving an incomplete newer one aside); another run's work is a
+    :class:`StaleRunError` naming the changes, or removed with ``overwrite``.
 
     Args:
-        output_dir: The run's folder (the trainer's ``output_dir``).
-        resume: ``resume_from_checkpoint`` as configured: None (or ""), ``"latest"``, or a checkpoint folder.
-        fingerprint: This run's :class:`RunFingerprint`.
+        resume: None (or ""), ``"latest"``, or a checkpoint folder; anything else is an error naming ``"latest"``.
         overwrite: Start afresh over another run's (or this run's) checkpoints, deleting them.
-        stale_outputs: The recipe's other outputs, relative to ``output_dir`` or absolute (e.g. ``"final"``,
-            ``"metrics.json"``, a converted base model): another run's are work not to replace silently, and are
-            removed with its checkpoints on ``overwrite``.
+        stale_outputs: The recipe's other outputs, relative to ``output_dir`` or absolute (e.g. ``"final"``):
+            another run's are work not to replace silently, and are removed with its checkpoints on ``overwrite``.
         require_optimizer: A checkpoint needs optimizer state to count as complete.
-
-    Returns:
-        A checkpoint folder, or None to start from scratch.
 
     Example::
 
@@ -389,10 +295,31 @@ def resolve_checkpoint(
         llara_st.training.checkpoints.StaleRunError: output_dir run holds a run with a different configuration
         (learning_rate: 1e-05 → 2e-05); to resume it would mix the two runs: ...
     """
-    output = Path(output_dir)
-    latest = _requested(resume)
-    if isinstance(latest, Path):
-        return _resolve_checkpoint_path(latest, output, fingerprint, require_optimizer)
+    output, latest = Path(output_dir), resume == LATEST
+    if resume is not None and resume != "" and not latest:  # a checkpoint folder: complete, and of this run
+        hint = f"to continue from the newest checkpoint of output_dir, write resume_from_checkpoint: {LATEST}"
+        if not isinstance(resume, str | os.PathLike):
+            raise LLaRAUserError(
+                f"resume_from_checkpoint must be {LATEST!r} or a checkpoint folder, got {resume!r}; {hint}"
+            )
+        checkpoint = Path(resume)
+        if not checkpoint.is_dir():
+            raise FileNotFoundError(f"resume_from_checkpoint={os.fspath(resume)!r} is not a checkpoint folder; {hint}")
+        if problems := checkpoint_problems(checkpoint, require_optimizer):
+            raise IncompleteCheckpointError(f"checkpoint {checkpoint} cannot be resumed: it has {', '.join(problems)}")
+        recorded = RunFingerprint.load(checkpoint.parent)
+        if recorded is None:
+            logger.warning("Resuming %s, whose run records no settings: they cannot be checked", checkpoint)
+        elif not fingerprint.matches(recorded):
+            raise StaleRunError(_mismatch_message(checkpoint.parent, fingerprint, recorded, "resume from it"))
+        here = RunFingerprint.load(output)
+        if here is not None and not fingerprint.matches(here):
+            raise StaleRunError(_mismatch_message(output, fingerprint, here, "write into it"))
+        PartialState().wait_for_everyone()
+        if PartialState().is_main_process and here is None:
+            fingerprint.save(output)
+        PartialState().wait_for_everyone()
+        return str(checkpoint)
 
     # Decide from what every process sees, before the main process changes anything.
     recorded = RunFingerprint.load(output)
@@ -429,11 +356,17 @@ def resolve_checkpoint(
                 chosen = checkpoint
                 break
             incomplete.append((checkpoint, problems))
-    _wait_for_everyone()
+    PartialState().wait_for_everyone()
 
-    if _is_main_process():
-        if remove:
-            _remove_run(output, checkpoints, outputs)
+    if PartialState().is_main_process:
+        if remove:  # the earlier run's checkpoints, trainer state, record and other outputs
+            targets = [*checkpoints, *outputs, output / "trainer_state.json", output / RUN_RECORD_NAME]
+            for target in targets + list(output.glob(f"{PREFIX_CHECKPOINT_DIR}-*{INCOMPLETE_SUFFIX}")):
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+            logger.warning("overwrite_output_dir: removed the earlier run's checkpoints and outputs from %s", output)
         for checkpoint, problems in incomplete:
             aside = checkpoint.with_name(checkpoint.name + INCOMPLETE_SUFFIX)
             logger.warning(
@@ -444,32 +377,10 @@ def resolve_checkpoint(
             checkpoint.rename(aside)
         if remove or not same_run:
             fingerprint.save(output)
-    _wait_for_everyone()
+    PartialState().wait_for_everyone()
     if chosen is None and latest:
         logger.info("No complete checkpoint of this run in %s: starting from scratch", output)
     return str(chosen) if chosen is not None else None
-
-
-def _resolve_checkpoint_path(
-    checkpoint: Path, output: Path, fingerprint: RunFingerprint, require_optimizer: bool
-) -> str:
-    """``resume_from_checkpoint`` given as a folder: complete, and of this run when its folder says."""
-    problems = checkpoint_problems(checkpoint, require_optimizer)
-    if problems:
-        raise IncompleteCheckpointError(f"checkpoint {checkpoint} cannot be resumed: it has {', '.join(problems)}")
-    recorded = RunFingerprint.load(checkpoint.parent)
-    if recorded is None:
-        logger.warning("Resuming %s, whose run records no settings: they cannot be checked", checkpoint)
-    elif not fingerprint.matches(recorded):
-        raise StaleRunError(_mismatch_message(checkpoint.parent, fingerprint, recorded, "resume from it"))
-    here = RunFingerprint.load(output)
-    if here is not None and not fingerprint.matches(here):
-        raise StaleRunError(_mismatch_message(output, fingerprint, here, "write into it"))
-    _wait_for_everyone()
-    if _is_main_process() and here is None:
-        fingerprint.save(output)
-    _wait_for_everyone()
-    return str(checkpoint)
 
 
 def _mismatch_message(folder: Path, fingerprint: RunFingerprint, recorded: RunFingerprint, action: str) -> str:
@@ -481,8 +392,8 @@ def _mismatch_message(folder: Path, fingerprint: RunFingerprint, recorded: RunFi
 
 
 def _check_removable(outputs: list[Path], recorded: RunFingerprint | None) -> None:
-    """Refuse to delete an output that llara_st did not write (docs/training_guards.md, "Folders"): a non-empty
-    folder must be a LLaRA model or a run folder, a file must belong to a recorded run."""
+    """Refuse to delete an output llara_st did not write: a non-empty folder that is no LLaRA model or run folder, or a
+    file of no recorded run."""
     for path in outputs:
         if path.is_symlink():
             continue  # only the link is removed
@@ -498,15 +409,3 @@ def _check_removable(outputs: list[Path], recorded: RunFingerprint | None) -> No
                 f"overwrite_output_dir would delete {path}, which no recorded llara_st run wrote (the folder has no "
                 f"{RUN_RECORD_NAME}); move it away or choose another output_dir"
             )
-
-
-def _remove_run(output: Path, checkpoints: list[Path], outputs: list[Path]) -> None:
-    """Delete a run's checkpoints, trainer state, record and other outputs (call on the main process)."""
-    targets = [*checkpoints, *outputs, output / "trainer_state.json", output / RUN_RECORD_NAME]
-    targets += list(output.glob(f"{PREFIX_CHECKPOINT_DIR}-*{INCOMPLETE_SUFFIX}"))
-    for target in targets:
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-    logger.warning("overwrite_output_dir: removed the earlier run's checkpoints and outputs from %s", output)

@@ -1,17 +1,6 @@
-"""Guards of a training run: a check of the rows before any step (an empty text would silently train the model to
-match the template alone), a trainer callback that stops at the first non-finite loss or gradient, a check, before a
-model is saved, that it still gives usable embeddings, and the last two applied together (:func:`train_with_guards`,
-:func:`save_trained_model`) as both LLaRA workflows train and save. (Which checkpoint a run may resume from is
-:mod:`llara_st.training.checkpoints`.)
-
-Under data parallelism every process checks, and the verdicts are shared before anyone goes on: one process that
-found a non-finite loss or a collapsed probe stops all of them, before the main process applies the step or saves.
-
-Why a callback has to look at gradients: the trainer replaces a NaN or infinite step loss by the average of
-the earlier ones before logging it (``logging_nan_inf_filter``, on by default), so a run whose weights have
-all become NaN logs a loss of 0.0 and nothing in ``on_log`` shows it. A non-finite loss makes non-finite
-gradients, which :class:`DivergenceCallback` reads before the optimizer applies them.
-"""
+"""Guards of a training run: no empty texts in the rows, a stop at the first non-finite loss or gradient, and no
+save of a model whose embeddings are non-finite or collapsed; under data parallelism one process's failed check
+stops every process. Why and how: docs/training_guards.md."""
 
 from __future__ import annotations
 
@@ -59,12 +48,8 @@ class DegenerateEmbeddingsError(LLaRAUserError, RuntimeError):
 
 
 def first_problem_of_any_process(problem: str | None) -> str | None:
-    """The first problem (by process rank) that any process of the run found, returned on every process; a problem
-    found by another process is named with its rank. One process alone returns its own ``problem``.
-
-    A check that fails on one process must stop all of them at the same point: a process that raised alone would
-    leave the others training on, and the main one saving, until the next collective operation hangs.
-    """
+    """The first problem (by rank) that any process found, on every process (named with its rank if another's), so
+    that all stop at the same point: one process raising alone would leave the others to hang."""
     if PartialState().num_processes == 1:
         return problem
     here = PartialState().process_index
@@ -75,21 +60,13 @@ def first_problem_of_any_process(problem: str | None) -> str | None:
 
 
 class DivergenceCallback(TrainerCallback):
-    """Stop training with :class:`TrainingDivergedError` at the first non-finite loss or gradient.
-
-    Checked at every optimizer step, before the update (``on_pre_optimizer_step``): the gradients of all
-    trainable parameters (already accumulated over ``gradient_accumulation_steps``), and, when the loss
-    module is given, every loss value it returned since the last step (a forward hook; an infinite loss can
-    come with finite gradients). Under data parallelism the processes share what they found, so a loss that
-    is infinite on one process stops every process at that step. Logged values (``loss``, ``grad_norm``,
-    ``eval_loss``, ..., the same on every process) are checked too.
-    Under ``fp16`` mixed precision, a few non-finite gradients are expected (the gradient scaler skips those
-    steps and lowers its scale), so only ``fp16_patience`` consecutive ones stop the run. Under DeepSpeed ZeRO,
-    whose gradients are not in ``parameter.grad``, only the loss and the logged ``grad_norm`` are checked.
+    """Stop training with :class:`TrainingDivergedError` at the first non-finite loss or gradient (which the trainer
+    logs as the mean of the earlier losses): checked before each optimizer update on every process, and in the logs.
 
     Args:
         loss: The loss module given to the trainer; None checks the gradients and logs only.
-        fp16_patience: Consecutive non-finite gradient steps tolerated under ``fp16``.
+        fp16_patience: Consecutive non-finite gradient steps tolerated under ``fp16`` (the gradient scaler skips
+            them).
 
     Example::
 
@@ -102,9 +79,7 @@ class DivergenceCallback(TrainerCallback):
         >>> mapping = {"anchor": "query", "positive": "document"}  # the LLaRA templates
         >>> args = SentenceTransformerTrainingArguments(output_dir="out", max_steps=1, router_mapping=mapping)
         >>> loss = MultipleNegativesRankingLoss(model)
-        >>> trainer = SentenceTransformerTrainer(
-        ...     model=model, args=args, train_dataset=rows, loss=loss, callbacks=[DivergenceCallback(loss)]
-        ... )
+        >>> trainer = SentenceTransformerTrainer(model, args, rows, loss=loss, callbacks=[DivergenceCallback(loss)])
         >>> with torch.no_grad():  # an overflow, as too high a learning rate causes
         ...     _ = model[0].auto_model.get_input_embeddings().weight.fill_(float("inf"))
         >>> trainer.train()  # stops instead of training on and saving NaN weights
@@ -177,29 +152,19 @@ class DivergenceCallback(TrainerCallback):
 
 
 def check_probe_embeddings(
-    model: Any,
+    model: SentenceTransformer,
     texts: Sequence[str] = PROBE_TEXTS,
     rtol: float = 1e-4,
     atol: float = 1e-6,
     batch_size: int = 8,
 ) -> torch.Tensor:
-    """Embed a probe of different texts and raise :class:`DegenerateEmbeddingsError` if the embeddings are
-    non-finite or collapsed; call it before saving a trained model.
-
-    A diverged run can end with finite weights that map every text to the same vector (e.g. all zeros) and a
-    logged loss that looks fine; such a model must not be saved as if training worked. The probe is embedded
-    as queries (``encode_query``) and as passages (``encode_document``), so a LLaRA model is checked with
-    both of its templates. Collapsed means every probe embedding is within ``atol + rtol × (largest
-    absolute value)`` of their mean, coordinate by coordinate.
+    """Raise :class:`DegenerateEmbeddingsError` if a probe of different texts, embedded as queries and as passages,
+    gets non-finite or collapsed embeddings; else return them (float32, CPU). Call it before saving a trained model.
 
     Args:
-        model: A ``SentenceTransformer`` (e.g. a LLaRA model).
         texts: The probe; at least two different texts.
-        rtol, atol: Relative and absolute tolerance of "all equal".
-        batch_size: Encoding batch size.
-
-    Returns:
-        The probe's embeddings (queries, then passages), float32 on the CPU.
+        rtol, atol: Collapsed means every embedding is within ``atol + rtol × (largest absolute value)`` of their
+            mean, coordinate by coordinate.
 
     Example::
 
@@ -216,13 +181,9 @@ def check_probe_embeddings(
     """
     if len(set(texts)) < 2:
         raise ValueError("the probe needs at least two different texts")
-    kinds = [("query", "encode_query"), ("passage", "encode_document")]
-    available = [(kind, getattr(model, name)) for kind, name in kinds if hasattr(model, name)] or [
-        ("text", model.encode)
-    ]
     parts = []
     with torch.no_grad():
-        for kind, encode in available:
+        for kind, encode in [("query", model.encode_query), ("passage", model.encode_document)]:
             embeddings = encode(list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
             embeddings = embeddings.detach().float().cpu()
             non_finite = int((~torch.isfinite(embeddings)).any(dim=1).sum())
@@ -244,9 +205,8 @@ def check_probe_embeddings(
 
 
 class _MainProcessSavingTrainer(SentenceTransformerTrainer):
-    """sentence-transformers' trainer, with the model files of each ``checkpoint-N`` written by the saving process
-    only: transformers 5 calls ``_save`` on every process and checks ``args.should_save`` inside it, and
-    sentence-transformers' ``_save`` does not check, so every other process rewrote those files too."""
+    """sentence-transformers' trainer whose ``_save`` checks ``args.should_save``, as transformers 5 expects (it calls
+    ``_save`` on every process): only the saving process writes a checkpoint's model files."""
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if self.args.should_save:
@@ -254,16 +214,9 @@ class _MainProcessSavingTrainer(SentenceTransformerTrainer):
 
 
 def check_eval_split(eval_dataset: Any, args: SentenceTransformerTrainingArguments) -> None:
-    """Refuse held-out rows that the processes of a data-parallel run cannot share in whole batches.
-
-    The trainer pads the last evaluation batches of a run on several processes with repeated rows, so
-    ``eval_loss`` would count some rows twice (or miss them): the rows must be a multiple of processes ×
-    ``per_device_eval_batch_size``, and then ``eval_loss`` is the mean over the rows, as on one process. One process
-    takes any number of rows.
-
-    Raises:
-        LLaRAUserError: naming the number of rows, of processes and the batch size.
-    """
+    """Refuse (:class:`LLaRAUserError`) held-out rows that are no multiple of processes ×
+    ``per_device_eval_batch_size``: the trainer would fill the last batches with repeated rows and bias ``eval_loss``.
+    One process takes any number."""
     if eval_dataset is None or args.world_size == 1:
         return
     step = args.world_size * args.eval_batch_size  # rows evaluated per step, over all processes
@@ -285,18 +238,13 @@ def train_with_guards(
     callbacks: Sequence[TrainerCallback] | None = None,
     **trainer_kwargs: Any,
 ) -> SentenceTransformerTrainer:
-    """Train with sentence-transformers' trainer, stopped by :class:`DivergenceCallback` at the first non-finite
-    loss or gradient (the trainer would log it as a finite mean), and return the trainer.
-
-    Under data parallelism, the held-out ``eval_dataset`` must split into whole batches (:func:`check_eval_split`),
-    and only the main process writes the model files of each checkpoint.
+    """Train with sentence-transformers' trainer, stopped by :class:`DivergenceCallback`, and return the trainer
+    (``eval_dataset`` checked by :func:`check_eval_split`; only the main process writes checkpoint model files).
 
     Args:
-        model, args, train_dataset, loss: As for ``SentenceTransformerTrainer``.
         resume_from_checkpoint: The checkpoint folder to resume from (None: start afresh).
         callbacks: More trainer callbacks, after the divergence guard.
-        trainer_kwargs: More ``SentenceTransformerTrainer`` arguments (``eval_dataset``, ``evaluator``,
-            ``data_collator``, ...).
+        trainer_kwargs: More ``SentenceTransformerTrainer`` arguments (``eval_dataset``, ``evaluator``, ...).
 
     Example (training and saving, as both LLaRA workflows do)::
 
@@ -330,20 +278,10 @@ def train_with_guards(
 
 
 def save_trained_model(trainer: SentenceTransformerTrainer, save: Callable[[], None]) -> None:
-    """Finish a training run: write the trainer state (its log history) to ``output_dir``, refuse a model whose
-    probe embeddings are non-finite or collapsed (:func:`check_probe_embeddings`), then call ``save`` on the main
-    process only; every process waits until it has saved.
-
-    The probe runs on every process, not only the main one: under DeepSpeed ZeRO-3 a forward gathers the weights
-    from all processes, so one process alone would wait forever. The processes share their verdicts before the
-    main one saves: a probe that fails on any process stops all of them, and nothing is saved.
-
-    Args:
-        trainer: The trainer after training.
-        save: Writes the model (and whatever else the run saves); called on the main process only.
-
-    Example: see :func:`train_with_guards`.
-    """
+    """Write the trainer state, refuse a model whose probe embeddings are non-finite or collapsed on any process
+    (:func:`check_probe_embeddings`; every process runs it, as a ZeRO-3 forward needs all of them, and the run's
+    checkpoints are then marked), then call ``save`` on the main process; every process waits for it. Example: see
+    :func:`train_with_guards`."""
     trainer.save_state()
     failure: DegenerateEmbeddingsError | None = None
     try:
@@ -362,12 +300,8 @@ def save_trained_model(trainer: SentenceTransformerTrainer, save: Callable[[], N
 
 
 def mark_degenerate_checkpoints(output_dir: str | os.PathLike, reason: str) -> list[Path]:
-    """Mark every ``checkpoint-N`` folder of a run whose model collapsed (:data:`~llara_st.folders.DEGENERATE_MARKER`,
-    with ``reason``), so that :func:`llara_st.load` refuses them; returns the folders marked.
-
-    The run's checkpoints stay on disk (llara_st deletes only what the user asks it to), but no longer load as models
-    that embed every text as the same vector.
-    """
+    """Mark every ``checkpoint-N`` folder of a collapsed run (:data:`~llara_st.folders.DEGENERATE_MARKER`, with
+    ``reason``) so that :func:`llara_st.load` refuses them (they stay on disk); returns the folders marked."""
     marked = trainer_checkpoints(output_dir)
     for checkpoint in marked:
         (checkpoint / DEGENERATE_MARKER).write_text(json.dumps({"reason": reason}, indent=1), encoding="utf8")
@@ -378,32 +312,18 @@ def mark_degenerate_checkpoints(output_dir: str | os.PathLike, reason: str) -> l
     return marked
 
 
-_SHOWN = 5
-
-
 class InvalidTrainingRowsError(LLaRAUserError):
     """Training rows hold a missing, non-text or blank (empty or whitespace-only) text."""
 
 
-def check_text_rows(
-    rows: Any,
-    source: str = "training rows",
-    on_invalid: Literal["raise", "drop"] = "raise",
-) -> Any:
-    """Refuse (or drop, with a warning) rows of a text dataset with a missing, non-text or blank text.
-
-    Every column is a text column, as in contrastive rows ``(anchor, positive, negative_1 …)`` and adaptation
-    rows ``(text, next_text)``. Rows are numbered from 1 in the dataset's order, as the data readers number the
-    lines of a file (row 1 of rows read from a JSONL file is its first line).
+def check_text_rows(rows: Any, source: str = "training rows", on_invalid: Literal["raise", "drop"] = "raise") -> Any:
+    """Refuse (or drop, with a warning) rows of a ``datasets.Dataset`` with a missing, non-text or blank text: an empty
+    text would train the model on its template alone. Every column must be text; rows count from 1, as lines do.
 
     Args:
-        rows: A ``datasets.Dataset``.
         source: Where the rows come from (a file or folder), named in the error.
         on_invalid: ``"raise"``: :class:`InvalidTrainingRowsError` naming the first bad rows and columns;
             ``"drop"``: the rows without them, and a warning with the count (an error if none is left).
-
-    Returns:
-        ``rows`` unchanged, or with the bad rows dropped.
 
     Example::
 
@@ -413,9 +333,8 @@ def check_text_rows(
         >>> check_text_rows(rows, "rows.jsonl")
         Traceback (most recent call last):
             ...
-        llara_st.training.guards.InvalidTrainingRowsError: rows.jsonl: 1 of 2 rows have an empty or missing
-        text, which would train the model on the template alone — row 2: 'anchor'; fix or remove them (or drop
-        them: on_invalid='drop')
+        llara_st.training.guards.InvalidTrainingRowsError: rows.jsonl: 1 of 2 rows have an empty or missing text,
+        which would train the model on the template alone — row 2: 'anchor'; fix or remove them (...)
         >>> len(check_text_rows(rows, on_invalid="drop"))  # and a warning naming row 2
         1
     """
@@ -438,10 +357,8 @@ def check_text_rows(
                 bad.setdefault(start + offset, []).append(column)
     if not bad:
         return rows
-    described = "; ".join(
-        f"row {row + 1}: {', '.join(map(repr, columns))}" for row, columns in sorted(bad.items())[:_SHOWN]
-    )
-    more = f" (and {len(bad) - _SHOWN} more rows)" if len(bad) > _SHOWN else ""
+    described = "; ".join(f"row {row + 1}: {', '.join(map(repr, columns))}" for row, columns in sorted(bad.items())[:5])
+    more = f" (and {len(bad) - 5} more rows)" if len(bad) > 5 else ""
     if on_invalid == "raise":
         raise InvalidTrainingRowsError(
             f"{source}: {len(bad)} of {len(rows)} rows have an empty or missing text, which would train the model "

@@ -11,12 +11,9 @@ import torch
 
 
 def bf16_is_fast() -> bool:
-    """True where bfloat16 matrix products run natively: a CUDA device that supports bf16, or a CPU with
-    AVX512-BF16 or AMX tiles.
-
-    On CPUs without them (AVX2 only) PyTorch emulates bf16 and a decoder forward is several times *slower* than
-    in float32 (``benchmarks/precision_throughput.py`` prints the ratio), so "auto" precision settings resolve
-    to float32 there.
+    """True where bfloat16 matrix products run natively: a CUDA device that supports bf16, or a CPU with AVX512-BF16
+    or AMX tiles. Elsewhere PyTorch emulates bf16, several times *slower* than float32
+    (``benchmarks/precision_throughput.py``), so "auto" precision resolves to float32 there.
 
     Example::
 
