@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.utils import is_torch_bf16_gpu_available
 
 
 def bf16_is_fast() -> bool:
@@ -41,11 +42,12 @@ def resolve_bf16(setting: bool | str) -> bool:
 
 
 def autocast_available(precision: str) -> bool:
-    """Whether mixed precision ``"fp16"`` / ``"bf16"`` training can run here: fp16 on CUDA; bf16 on CUDA devices
-    that support it, and on the CPU (autocast; fast on CPUs with AVX512-BF16 or AMX, emulated elsewhere)."""
-    if not torch.cuda.is_available():
+    """Whether mixed precision ``"fp16"`` / ``"bf16"`` training can run here: fp16 on CUDA; bf16 on accelerators
+    that support it (transformers' check: CUDA, MPS on macOS 14+, XPU, ...), and on the CPU when there is no
+    accelerator (autocast; fast on CPUs with AVX512-BF16 or AMX, emulated elsewhere)."""
+    if not torch.accelerator.is_available():
         return precision == "bf16"
-    return precision != "bf16" or torch.cuda.is_bf16_supported()
+    return is_torch_bf16_gpu_available() if precision == "bf16" else torch.cuda.is_available()
 
 
 #: CPU flags that decide the speed of a decoder's matrix products (bfloat16 is native only with the last three).
