@@ -1,6 +1,5 @@
-"""Hard negatives for contrastive fine-tuning, mined with a dense retriever (sentence-transformers'
-``mine_hard_negatives``) or with BM25 (``bm25s``), as LLaRA's fine-tuning data uses them (Li et al., 2023,
-arXiv:2312.15503: top-200 of an existing retriever for MS MARCO, BM25 for the BEIR model)."""
+"""Hard negatives mined with a dense retriever (sentence-transformers' ``mine_hard_negatives``) or BM25 (``bm25s``),
+as LLaRA's fine-tuning data uses them (Li et al., 2023, arXiv:2312.15503: top-200 of a retriever for MS MARCO)."""
 
 from __future__ import annotations
 
@@ -24,23 +23,16 @@ logger = logging.getLogger(__name__)
 SamplingStrategy = Literal["random", "top"]
 
 
-class _FollowRootLevel(logging.Filter):
-    """Keeps a library's records that the application's (root) level lets through.
-
-    bm25s sets its own logger to DEBUG when imported, so its per-step lines ("Building index from tokens") passed
-    every level the application chose, in mining and in MTEB's BM25 baseline alike (issue 18.8). A filter, unlike
-    resetting the level after an import, also holds for a bm25s imported later (mteb imports it lazily).
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.getLogger().getEffectiveLevel()
+def _follows_root_level(record: logging.LogRecord) -> bool:
+    # bm25s sets its own logger to DEBUG when imported; a filter (unlike resetting the level after an import) also
+    # holds for a bm25s imported later (mteb imports it lazily for its BM25 baseline).
+    return record.levelno >= logging.getLogger().getEffectiveLevel()
 
 
 def quiet_bm25s_logs() -> None:
     """bm25s's logs follow the application's level (WARNING by default, DEBUG with ``llara-st -vv``); idempotent."""
-    bm25s_logger = logging.getLogger("bm25s")
-    if not any(isinstance(existing, _FollowRootLevel) for existing in bm25s_logger.filters):
-        bm25s_logger.addFilter(_FollowRootLevel())
+    if _follows_root_level not in logging.getLogger("bm25s").filters:
+        logging.getLogger("bm25s").addFilter(_follows_root_level)
 
 
 quiet_bm25s_logs()  # at import: before bm25s (imported on first use, here or by mteb) logs anything
@@ -73,21 +65,10 @@ class _MiningTask:
             raise KeyError(f"queries of the qrels missing from the queries: {missing[:5]}")
 
 
-def _pick(window: list[str], num_negatives: int, strategy: SamplingStrategy, rng: random.Random) -> list[str]:
-    if strategy == "top" or len(window) <= num_negatives:
-        return window[:num_negatives]
-    chosen = set(rng.sample(range(len(window)), num_negatives))
-    return [doc_id for rank, doc_id in enumerate(window) if rank in chosen]  # keep the retriever's order
-
-
 def _bm25_windows(task: _MiningTask, language: str) -> dict[str, list[str]]:
-    try:
-        import bm25s
-        import Stemmer
-    except ImportError as error:
-        raise ImportError(
-            "BM25 mining needs `bm25s` and `PyStemmer`, dependencies of llara-st: pip install bm25s PyStemmer"
-        ) from error
+    import bm25s  # base dependencies, imported on first use
+    import Stemmer
+
     corpus, query_texts, relevant = task.corpus, task.queries, task.relevant
     doc_ids = list(corpus)
     # Documents and queries are tokenised alike: stemmed, stop words removed.
@@ -185,38 +166,30 @@ def mine_hard_negatives_from_qrels(
     use_faiss: bool | None = None,
     language: str = "english",
 ) -> dict[str, list[str]]:
-    """Hard negatives for each query of a BEIR split: ids of documents the retriever ranks high that are not
-    judged relevant.
+    """Hard negatives for each query of a BEIR split: ids of documents the retriever ranks high, not judged relevant.
 
-    For each query the retriever ranks the corpus; the query's relevant documents (and any document with the
-    same text) are removed, and so are candidates within ``relative_margin`` of the query's weakest positive
-    (score ``> s_pos - |s_pos| * relative_margin``) or above ``max_score``: such near-ties are likely unjudged
-    positives (false negatives). Of what remains, ranks ``[range_min, range_max)`` form the window, and
-    ``num_negatives`` are drawn from it. (With a dense retriever, sentence-transformers looks
-    ``range_max`` + positives deep, so candidates removed by the margin shorten the window rather than being
-    replaced from further down.) A dense retriever runs through
-    :func:`sentence_transformers.util.mine_hard_negatives` (queries via ``encode_query``, passages via
-    ``encode_document``, so a LLaRA model uses its two templates; faiss when installed); ``"bm25"`` ranks
-    with ``bm25s`` (stemmed, stop words removed; documents sharing no term with the query are not candidates).
+    For each query the retriever ranks the corpus; the relevant documents (and any document with the same text) are
+    removed, and so are likely unjudged positives: candidates within ``relative_margin`` of the weakest positive
+    (score ``> s_pos - |s_pos| * relative_margin``) or above ``max_score``. Ranks ``[range_min, range_max)`` of what
+    remains form the window, and ``num_negatives`` are drawn from it. A dense retriever runs through
+    :func:`sentence_transformers.util.mine_hard_negatives` (``encode_query``/``encode_document``, so a LLaRA model
+    uses its two templates), which looks ``range_max`` + positives deep: candidates removed by the margin shorten the
+    window. ``"bm25"`` ranks with ``bm25s`` (stemmed, stop words removed; no shared term, no candidate).
 
     Args:
         corpus, queries, qrels: As returned by :func:`llara_st.data.load_beir`.
         retriever: A sentence-transformers model, or ``"bm25"``.
         num_negatives: Negatives kept per query (fewer when the window holds fewer).
-        range_min, range_max: The rank window, counted after removing positives and near-ties (ranks 10–200
-            by default: the very top of a retriever's list is often unjudged positives).
-        relative_margin: Margin relative to the weakest positive's score; None disables it.
-        max_score: Absolute score ceiling (cosine for dense retrievers); None disables it.
-        sampling_strategy: ``"random"`` draws from the window (seeded), ``"top"`` takes its head.
+        range_min, range_max: The rank window, counted after the removals (the very top of a retriever's list is
+            often unjudged positives).
+        relative_margin, max_score: The filters above (``max_score``: cosine for dense retrievers); None: off.
+        sampling_strategy: ``"random"`` draws from the window (seeded by ``seed``), ``"top"`` takes its head.
         min_relevance: Smallest qrels score that counts as relevant.
-        seed: Seed of the random draw.
-        batch_size: Encoding batch size (dense retriever).
-        use_faiss: Search with faiss; default: when faiss is installed.
+        batch_size, use_faiss: Dense retriever only; faiss by default when it is installed.
         language: Stemmer and stop-word language (BM25).
 
     Returns:
-        ``{query_id: [doc_id, ...]}`` in the retriever's order, for every query with a relevant document
-        (empty lists where nothing survived the filters).
+        ``{query_id: [doc_id, ...]}`` in the retriever's order, for every query with a relevant document.
 
     Example::
 
@@ -250,7 +223,14 @@ def mine_hard_negatives_from_qrels(
         raise TypeError(f"retriever must be a SentenceTransformer or 'bm25', got {type(retriever).__name__}")
 
     rng = random.Random(seed)
-    negatives = {query_id: _pick(windows[query_id], num_negatives, sampling_strategy, rng) for query_id in relevant}
+    negatives = {}
+    for query_id in relevant:
+        window = windows[query_id]
+        if sampling_strategy == "top" or len(window) <= num_negatives:
+            negatives[query_id] = window[:num_negatives]
+        else:  # a seeded draw, kept in the retriever's order
+            chosen = set(rng.sample(range(len(window)), num_negatives))
+            negatives[query_id] = [doc_id for rank, doc_id in enumerate(window) if rank in chosen]
     sizes = [len(doc_ids) for doc_ids in negatives.values()]
     logger.info(
         "Mined hard negatives for %d queries: %.1f per query on average, %d queries with fewer than %d, %d with none",
