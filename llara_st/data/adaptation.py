@@ -25,8 +25,6 @@ logger = logging.getLogger(__name__)
 TEXT_COLUMN = "text"
 NEXT_TEXT_COLUMN = "next_text"
 
-ChunkUnit = Literal["words", "tokens"]
-WikiTextBoundary = Literal["article", "section"]
 AdaptationFileFormat = Literal["wikitext", "beir_corpus", "text", "llara_jsonl"]
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -66,11 +64,10 @@ class _Span(NamedTuple):  # a piece never cut: a word, or a run of tokens of a v
 class DocumentChunker:
     """Splits a document into consecutive chunks of at most ``chunk_size`` words or tokens.
 
-    Chunks are cut at word boundaries and balanced: ``L`` units give ``ceil(L / chunk_size)`` chunks of about equal
-    size, with no short tail. In ``"tokens"`` mode every chunk, tokenised on its own as
-    :class:`~llara_st.losses.EBAEEBARDataCollator` tokenises it, has at most ``chunk_size`` tokens (a word longer
-    than that is cut between tokens). A document that fits in one chunk is halved into a pair when
-    ``split_short_documents`` and each half holds ``min_chunk_size`` units, else skipped.
+    Chunks are cut at word boundaries and balanced (``L`` units: ``ceil(L / chunk_size)`` chunks of about equal size);
+    a token chunk fits ``chunk_size`` also tokenised on its own, as the collator does. A document that fits in one
+    chunk is halved into a pair when ``split_short_documents`` and each half holds ``min_chunk_size`` units, else
+    skipped (docs/adaptation.md).
 
     Args:
         chunk_size: Maximum units per chunk (Llama-2's reference text budget at cutoff 128: 89 tokens, ~64 words).
@@ -95,7 +92,7 @@ class DocumentChunker:
     """
 
     chunk_size: int = 64
-    unit: ChunkUnit = "words"
+    unit: Literal["words", "tokens"] = "words"
     tokenizer: Any = None
     min_chunk_size: int | None = None
     split_short_documents: bool = True
@@ -289,12 +286,15 @@ def _one_file(path: str | os.PathLike) -> Path:
 
 
 _WIKITEXT_HEADING = re.compile(r"^((?:= )+)(.*?)((?: =)+)$")
-_WIKITEXT_JOINERS = re.compile(r" @([-.,])@ ")
 _SPACE_BEFORE = re.compile(r" +([,.;:!?%)\]}])")
-_SPACE_AFTER = re.compile(r"([(\[{$£€¥#]) +")
-_APOSTROPHE = re.compile(r"(\w) (['’])(\w)")
-_SPACED_CURLY_APOSTROPHE = re.compile(r"(\w) ’ (s|t|re|ve|ll|d|m)\b")
-_PLURAL_POSSESSIVE = re.compile(r"(\ws) '(?=\s|$)")
+_WIKITEXT_FIXES = [  # applied in this order
+    (re.compile(r" @([-.,])@ "), r"\1"),  # mid @-@ 1950s, 10 @,@ 000, 3 @.@ 5
+    (re.compile(r"(\w) (['’])(\w)"), r"\1\2\3"),  # Nero 's
+    (re.compile(r"(\w) ’ (s|t|re|ve|ll|d|m)\b"), r"\1’\2"),  # don ’ t
+    (re.compile(r"(\ws) '(?=\s|$)"), r"\1'"),  # ships '
+    (_SPACE_BEFORE, r"\1"),
+    (re.compile(r"([(\[{$£€¥#]) +"), r"\1"),  # space after
+]
 _QUOTED = re.compile(r'" *([^"]*?) *("|$)')  # quotes paired left to right; a last one alone opens
 
 
@@ -302,12 +302,8 @@ def detokenize_wikitext(text: str) -> str:
     """WikiText's tokenised style undone: ``mid @-@ 1950s`` → ``mid-1950s``, ``10 @,@ 000`` → ``10,000``, no space
     before ``, . ; : ! ? ) ] %`` or after ``( [ $``, ``Nero 's`` → ``Nero's``, ``don ’ t`` → ``don’t``, ``ships '`` →
     ``ships'``, ``" Craig "`` → ``"Craig"`` (double quotes paired left to right)."""
-    text = _WIKITEXT_JOINERS.sub(r"\1", text)
-    text = _APOSTROPHE.sub(r"\1\2\3", text)
-    text = _SPACED_CURLY_APOSTROPHE.sub(r"\1’\2", text)
-    text = _PLURAL_POSSESSIVE.sub(r"\1'", text)
-    text = _SPACE_BEFORE.sub(r"\1", text)
-    text = _SPACE_AFTER.sub(r"\1", text)
+    for pattern, replacement in _WIKITEXT_FIXES:
+        text = pattern.sub(replacement, text)
     if '"' in text:
         text = _SPACE_BEFORE.sub(r"\1", _QUOTED.sub(r'"\1\2', text))
     return " ".join(text.split())
@@ -321,7 +317,7 @@ def wikitext_heading(line: str) -> tuple[int, str] | None:
     return len(match.group(1)) // 2, match.group(2).strip()
 
 
-def read_wikitext(path: str | os.PathLike, boundary: WikiTextBoundary = "article") -> list[TextDocument]:
+def read_wikitext(path: str | os.PathLike, boundary: Literal["article", "section"] = "article") -> list[TextDocument]:
     """Articles (or sections) of a WikiText-2/-103 ``*.raw`` file, headings removed, text detokenised.
 
     Level-1 headings (`` = Title = ``) start an article, deeper ones a section; headings are never text. A
@@ -425,11 +421,9 @@ def read_adaptation_pairs(
 
     Args:
         paths: Files, folders or glob patterns (:func:`expand_paths`); a folder gives its files of the format.
-        file_format: ``"wikitext"`` (``*.raw``, a document per article), ``"beir_corpus"`` (a BEIR folder's
-            ``corpus.jsonl`` or any JSONL of ``{"text"}`` rows, title first when there is one), ``"text"``
-            (``*.txt``, documents separated by blank lines) or ``"llara_jsonl"`` (the authors' rows, no chunker:
-            ``output_summarize`` becomes ``text``, ``output_predict`` ``next_text``; a warning counts the rows
-            whose ``input`` differs, as the loss reads ``output_summarize`` as both input and EBAE target).
+        file_format: ``"wikitext"`` (``*.raw``, a document per article), ``"beir_corpus"`` (JSONL of ``{"text"}``
+            rows, title first), ``"text"`` (``*.txt``, documents separated by blank lines) or ``"llara_jsonl"`` (the
+            authors' pairs, no chunker: ``output_summarize`` and ``output_predict``; docs/adaptation.md).
         max_rows: Stop after this many rows.
 
     Example::

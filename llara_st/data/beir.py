@@ -169,9 +169,11 @@ def read_beir_queries(path: str | os.PathLike) -> Dataset:
     return read_jsonl(path, ["text"], id_field="_id").rename_column("_id", "id")
 
 
-def _judgements(path: Path) -> list[tuple[int, str, str, int]]:
-    """``(line number, query id, document id, score)`` of each judgement of a qrels TSV; none is an error."""
+def _judgements(path: Path) -> tuple[list[tuple[int, str, str, int]], dict[str, dict[str, int]]]:
+    """``(line number, query id, document id, score)`` of each judgement of a qrels TSV (none is an error), and the
+    qrels ``{query_id: {document_id: score}}``."""
     judgements = []
+    qrels: dict[str, dict[str, int]] = {}
     with path.open(encoding="utf8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
@@ -187,21 +189,15 @@ def _judgements(path: Path) -> list[tuple[int, str, str, int]]:
             except ValueError:
                 raise ValueError(f"{path}:{line_number}: score {row[2]!r} is not an integer") from None
             judgements.append((line_number, row[0], row[1], score))
+            qrels.setdefault(row[0], {})[row[1]] = score
     if not judgements:
         raise ValueError(f"{path}: no judgements (only a header)")
-    return judgements
-
-
-def _qrels(judgements: list[tuple[int, str, str, int]]) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    for _, query_id, document_id, score in judgements:
-        qrels.setdefault(query_id, {})[document_id] = score
-    return qrels
+    return judgements, qrels
 
 
 def read_beir_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """``{query_id: {document_id: score}}`` of a BEIR qrels TSV, ids kept as strings (``"0123"`` stays)."""
-    return _qrels(_judgements(Path(path)))
+    return _judgements(Path(path))[1]
 
 
 def beir_split_names(folder: str | os.PathLike) -> list[str]:
@@ -252,7 +248,7 @@ def read_beir(folder: str | os.PathLike, split: str) -> BEIRSplit:
     """
     folder = check_beir_folder(folder, [split])
     qrels_path = folder / QRELS_FOLDER / f"{split}.tsv"
-    judgements = _judgements(qrels_path)  # first: a malformed qrels file fails before a large corpus is read
+    judgements, qrels = _judgements(qrels_path)  # first: a malformed qrels file fails before a large corpus is read
     corpus = read_beir_documents(folder / CORPUS_FILE)
     queries = read_beir_queries(folder / QUERIES_FILE)
     query_ids, document_ids = set(queries["id"]), set(corpus["id"])
@@ -261,7 +257,6 @@ def read_beir(folder: str | os.PathLike, split: str) -> BEIRSplit:
             raise ValueError(f"{qrels_path}:{line_number}: query {query_id!r} is not in {QUERIES_FILE}")
         if document_id not in document_ids:
             raise ValueError(f"{qrels_path}:{line_number}: document {document_id!r} is not in {CORPUS_FILE}")
-    qrels = _qrels(judgements)
     judged = [index for index, query_id in enumerate(queries["id"]) if query_id in qrels]
     return BEIRSplit(corpus, queries.select(judged), qrels)
 

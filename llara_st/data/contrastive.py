@@ -161,9 +161,8 @@ def build_contrastive_dataset(
     """Training rows ``(anchor, positive, negative_1 … negative_{group_size-1})`` for
     :class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss`.
 
-    Each query gets ``group_size - 1`` negatives drawn from its ``neg`` without replacement; a shorter list is used
-    whole and topped up by drawing from it again, as the authors' data does. Rows without negatives are dropped
-    with a warning. The draws are seeded.
+    Each query gets ``group_size - 1`` negatives drawn from its ``neg`` (seeded) without replacement, or all of a
+    shorter list topped up by drawing again, as the authors' data does; a query without negatives is dropped.
 
     Args:
         examples: ``{"query", "pos", "neg"}`` rows (:func:`read_contrastive_jsonl`, :func:`beir_examples`).

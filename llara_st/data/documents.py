@@ -111,15 +111,11 @@ def read_queries(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     if path.suffix in _JSONL_SUFFIXES:
         rows = read_jsonl_documents(path)
         return list(rows["id"]), list(rows["text"])
-    ids, texts = [], []
-    with path.open(encoding="utf8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if line.strip():
-                ids.append(str(line_number))
-                texts.append(line.strip())
-    if not texts:
+    lines = enumerate(path.read_text(encoding="utf8").split("\n"), start=1)
+    queries = [(str(number), line.strip()) for number, line in lines if line.strip()]
+    if not queries:
         raise ValueError(f"query file {path} holds no query")
-    return ids, texts
+    return [number for number, _ in queries], [text for _, text in queries]
 
 
 __all__ = ["DOCUMENT_COLUMNS", "read_documents", "read_jsonl_documents", "read_queries"]

@@ -7,9 +7,8 @@ import importlib.util
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from datasets import Dataset
@@ -19,8 +18,6 @@ from sentence_transformers.util import mine_hard_negatives
 from llara_st.data.contrastive import relevant_documents
 
 logger = logging.getLogger(__name__)
-
-SamplingStrategy = Literal["random", "top"]
 
 
 def _follows_root_level(record: logging.LogRecord) -> bool:
@@ -38,8 +35,7 @@ def quiet_bm25s_logs() -> None:
 quiet_bm25s_logs()  # at import: before bm25s (imported on first use, here or by mteb) logs anything
 
 
-@dataclass(frozen=True)
-class _MiningTask:
+class _MiningTask(NamedTuple):
     """What both retrievers mine: the corpus, the queries with relevant documents, the rank window and filters."""
 
     corpus: Mapping[str, str]
@@ -49,20 +45,6 @@ class _MiningTask:
     range_max: int
     relative_margin: float | None
     max_score: float | None
-
-    def __post_init__(self) -> None:
-        if self.range_min < 0 or self.range_max <= self.range_min:
-            raise ValueError(
-                f"the rank window needs 0 <= range_min < range_max, got [{self.range_min}, {self.range_max})"
-            )
-        if self.relative_margin is not None and self.relative_margin < 0:
-            raise ValueError(f"relative_margin must be >= 0 (or None), got {self.relative_margin}")
-        missing = sorted({doc_id for doc_ids in self.relevant.values() for doc_id in doc_ids} - set(self.corpus))
-        if missing:
-            raise KeyError(f"relevant documents missing from the corpus: {missing[:5]}")
-        missing = sorted(set(self.relevant) - set(self.queries))
-        if missing:
-            raise KeyError(f"queries of the qrels missing from the queries: {missing[:5]}")
 
 
 def _bm25_windows(task: _MiningTask, language: str) -> dict[str, list[str]]:
@@ -159,7 +141,7 @@ def mine_hard_negatives_from_qrels(
     range_max: int = 200,
     relative_margin: float | None = 0.05,
     max_score: float | None = None,
-    sampling_strategy: SamplingStrategy = "random",
+    sampling_strategy: Literal["random", "top"] = "random",
     min_relevance: int = 1,
     seed: int = 42,
     batch_size: int = 32,
@@ -168,24 +150,20 @@ def mine_hard_negatives_from_qrels(
 ) -> dict[str, list[str]]:
     """Hard negatives for each query of a BEIR split: ids of documents the retriever ranks high, not judged relevant.
 
-    For each query the retriever ranks the corpus; the relevant documents (and any document with the same text) are
-    removed, and so are likely unjudged positives: candidates within ``relative_margin`` of the weakest positive
-    (score ``> s_pos - |s_pos| * relative_margin``) or above ``max_score``. Ranks ``[range_min, range_max)`` of what
-    remains form the window, and ``num_negatives`` are drawn from it. A dense retriever runs through
-    :func:`sentence_transformers.util.mine_hard_negatives` (``encode_query``/``encode_document``, so a LLaRA model
-    uses its two templates), which looks ``range_max`` + positives deep: candidates removed by the margin shorten the
-    window. ``"bm25"`` ranks with ``bm25s`` (stemmed, stop words removed; no shared term, no candidate).
+    The relevant documents (and their copies) are removed from the retriever's ranking, and so are likely unjudged
+    positives: scores ``> s_pos - |s_pos| * relative_margin`` (``s_pos``: the weakest positive's) or above
+    ``max_score``. ``num_negatives`` are drawn from ranks ``[range_min, range_max)`` of the rest (docs/finetuning.md).
+    A model ranks through :func:`sentence_transformers.util.mine_hard_negatives` (its query and passage templates);
+    ``"bm25"`` through ``bm25s`` (stemmed, stop words removed; a document sharing no term is no candidate).
 
     Args:
         corpus, queries, qrels: As returned by :func:`llara_st.data.load_beir`.
         retriever: A sentence-transformers model, or ``"bm25"``.
         num_negatives: Negatives kept per query (fewer when the window holds fewer).
-        range_min, range_max: The rank window, counted after the removals (the very top of a retriever's list is
-            often unjudged positives).
-        relative_margin, max_score: The filters above (``max_score``: cosine for dense retrievers); None: off.
+        relative_margin, max_score: The filters above (``max_score``: cosine for a model); None: off.
         sampling_strategy: ``"random"`` draws from the window (seeded by ``seed``), ``"top"`` takes its head.
         min_relevance: Smallest qrels score that counts as relevant.
-        batch_size, use_faiss: Dense retriever only; faiss by default when it is installed.
+        use_faiss: Search with faiss (a model only); default: when it is installed.
         language: Stemmer and stop-word language (BM25).
 
     Returns:
@@ -193,15 +171,10 @@ def mine_hard_negatives_from_qrels(
 
     Example::
 
-        >>> from llara_st.data import beir_examples, build_contrastive_dataset, load_beir
-        >>> from llara_st.data import mine_hard_negatives_from_qrels
+        >>> from llara_st.data import load_beir, mine_hard_negatives_from_qrels
         >>> corpus, queries, qrels = load_beir(beir_path, "train")  # e.g. BEIR's SciFact (there: num_negatives=15)
-        >>> negatives = mine_hard_negatives_from_qrels(corpus, queries, qrels, "bm25", num_negatives=2, range_min=0)
-        >>> negatives
+        >>> mine_hard_negatives_from_qrels(corpus, queries, qrels, "bm25", num_negatives=2, range_min=0)
         {'q1': ['d3'], 'q2': ['d1', 'd5'], 'q3': ['d1', 'd3']}
-        >>> rows = build_contrastive_dataset(beir_examples(corpus, queries, qrels, negatives), group_size=3)
-        >>> rows.column_names, len(rows)
-        (['anchor', 'positive', 'negative_1', 'negative_2'], 3)
     """
     if num_negatives < 1:
         raise ValueError(f"num_negatives must be at least 1, got {num_negatives}")
@@ -210,6 +183,16 @@ def mine_hard_negatives_from_qrels(
     relevant = relevant_documents(qrels, min_relevance)
     if not relevant:
         raise ValueError(f"no query has a document with qrels score >= {min_relevance}")
+    if range_min < 0 or range_max <= range_min:
+        raise ValueError(f"the rank window needs 0 <= range_min < range_max, got [{range_min}, {range_max})")
+    if relative_margin is not None and relative_margin < 0:
+        raise ValueError(f"relative_margin must be >= 0 (or None), got {relative_margin}")
+    missing = sorted({doc_id for doc_ids in relevant.values() for doc_id in doc_ids} - set(corpus))
+    if missing:
+        raise KeyError(f"relevant documents missing from the corpus: {missing[:5]}")
+    missing = sorted(set(relevant) - set(queries))
+    if missing:
+        raise KeyError(f"queries of the qrels missing from the queries: {missing[:5]}")
     task = _MiningTask(corpus, queries, relevant, range_min, range_max, relative_margin, max_score)
     if isinstance(retriever, str):
         if retriever != "bm25":
