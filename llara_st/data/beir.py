@@ -1,9 +1,6 @@
-"""One reader for JSON-lines rows and BEIR folders (Thakur et al., 2021): ids as strings, every row checked.
-
-A BEIR folder holds ``corpus.jsonl`` (``{"_id", "title", "text"}``), ``queries.jsonl`` (``{"_id", "text"}``) and
-``qrels/{split}.tsv`` (``query-id corpus-id score``, header line). Every reader of llara_st goes through here, so
-bad input is refused alike everywhere, with a ``ValueError`` naming the file and line (counted from 1).
-"""
+"""One reader for JSON-lines rows and BEIR folders (Thakur et al., 2021: ``corpus.jsonl``, ``queries.jsonl``,
+``qrels/{split}.tsv``): ids as strings, every row checked, bad input refused alike everywhere in llara_st with a
+``ValueError`` naming the file and line (counted from 1)."""
 
 from __future__ import annotations
 
