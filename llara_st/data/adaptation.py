@@ -1,14 +1,6 @@
-"""``(text, next_text)`` rows for LLaRA's EBAE/EBAR adaptation, built from plain documents.
-
-LLaRA (Li et al., 2023, "Making Large Language Models A Better Foundation For Dense Retrieval",
-arXiv:2312.15503) adapts a causal LM on unlabeled text split into consecutive chunks: each row holds a chunk
-(``text``, the EBAE target) and the chunk that follows it in the same document (``next_text``, the EBAR
-target). This module reads documents (WikiText, plain text files, a BEIR ``corpus.jsonl`` or any JSONL of
-``{"text"}`` rows) from files, folders or glob patterns, splits each into consecutive chunks of a configured size
-in words or tokens, and pairs neighbours; the authors' JSONL rows (``input``, ``output_summarize``,
-``output_predict``) are pairs already. JSONL goes through :func:`llara_st.data.read_jsonl`. Every
-builder returns a :class:`datasets.Dataset` with exactly the columns ``text`` and ``next_text`` that
-:class:`~llara_st.losses.EBAEEBARDataCollator` reads.
+"""``(text, next_text)`` rows for LLaRA's EBAE/EBAR adaptation (Li et al., 2023, arXiv:2312.15503): a chunk of a
+document (the EBAE target) and the chunk after it (the EBAR target), from WikiText, text files, BEIR corpora, JSONL
+of ``{"text"}`` rows, or the authors' JSONL pairs; the columns :class:`~llara_st.losses.EBAEEBARDataCollator` reads.
 """
 
 from __future__ import annotations
@@ -22,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from datasets import Dataset, concatenate_datasets
 
@@ -33,20 +25,14 @@ logger = logging.getLogger(__name__)
 TEXT_COLUMN = "text"
 NEXT_TEXT_COLUMN = "next_text"
 
-ChunkUnit = Literal["words", "tokens"]
-WikiTextBoundary = Literal["article", "section"]
 AdaptationFileFormat = Literal["wikitext", "beir_corpus", "text", "llara_jsonl"]
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 
 
 @dataclass
 class TextDocument:
-    """One document: consecutive chunks are paired within it, never across two documents.
-
-    Args:
-        paragraphs: The document's text, paragraph by paragraph (joined with a space when chunked).
-        title: Where the document came from (article title, corpus id); never part of the text.
-    """
+    """One document, paragraph by paragraph: chunks are paired within it, never across two documents. ``title``
+    says where it came from (article title, ``file#N`` counted from 1) and is never part of the text."""
 
     paragraphs: list[str]
     title: str = ""
@@ -68,10 +54,7 @@ def _document_text(document: TextDocument | str) -> str:
     return " ".join(document.split())
 
 
-@dataclass
-class _Span:
-    """A piece of a document that is never cut (a word, or a run of tokens of a very long word)."""
-
+class _Span(NamedTuple):  # a piece never cut: a word, or a run of tokens of a very long word
     start: int
     end: int
     cost: int
@@ -81,27 +64,15 @@ class _Span:
 class DocumentChunker:
     """Splits a document into consecutive chunks of at most ``chunk_size`` words or tokens.
 
-    Chunks are cut at word boundaries and balanced: a document of ``L`` units gives ``ceil(L / chunk_size)``
-    chunks of about ``L / n`` units each, so there is no short left-over tail (a 70-word document with
-    ``chunk_size=64`` gives two chunks of ~35 words rather than 64 + 6). In ``"tokens"`` mode the units are
-    the tokenizer's tokens as they fall in the whole document (word-aligned; a single word longer than
-    ``chunk_size`` tokens is cut between tokens), and every chunk, tokenised on its own as
-    :class:`~llara_st.losses.EBAEEBARDataCollator` tokenises it, has at most ``chunk_size`` tokens: a chunk's
-    first word can take more tokens alone than inside the document (a byte-level BPE such as GPT-2's or
-    SmolLM2's merges ``" retrieval"`` into one token but may split ``"retrieval"`` into three), so the chunks
-    are re-tokenised and, when one is over, the document is cut again with that much less per chunk.
-
-    A document that fits in one chunk has no next chunk. With ``split_short_documents=True`` (default) it is
-    cut into two halves, so that short documents (SciFact abstracts, one-paragraph pages) still give one
-    pair; a half must hold at least ``min_chunk_size`` units, otherwise the document is skipped.
+    Chunks are cut at word boundaries and balanced (``L`` units: ``ceil(L / chunk_size)`` chunks of about equal size);
+    a token chunk fits ``chunk_size`` also tokenised on its own, as the collator does. A document that fits in one
+    chunk is halved into a pair when ``split_short_documents`` and each half holds ``min_chunk_size`` units, else
+    skipped (docs/adaptation.md).
 
     Args:
-        chunk_size: Maximum units per chunk. The reference input budget of Llama-2 at cutoff 128 is 89 text
-            tokens, about 64 English words.
-        unit: ``"words"`` (whitespace-separated) or ``"tokens"`` (needs ``tokenizer``).
-        tokenizer: A fast Hugging Face tokenizer (offsets are needed), for ``unit="tokens"``.
-        min_chunk_size: Smallest chunk worth training on, in units; defaults to ``chunk_size // 4`` (at least 1).
-        split_short_documents: Halve one-chunk documents into a pair instead of skipping them.
+        chunk_size: Maximum units per chunk (Llama-2's reference text budget at cutoff 128: 89 tokens, ~64 words).
+        tokenizer: A fast tokenizer (offsets are needed), for ``unit="tokens"``.
+        min_chunk_size: Smallest chunk worth training on; defaults to ``chunk_size // 4`` (at least 1).
 
     Example::
 
@@ -121,7 +92,7 @@ class DocumentChunker:
     """
 
     chunk_size: int = 64
-    unit: ChunkUnit = "words"
+    unit: Literal["words", "tokens"] = "words"
     tokenizer: Any = None
     min_chunk_size: int | None = None
     split_short_documents: bool = True
@@ -146,8 +117,6 @@ class DocumentChunker:
                 f"min_chunk_size must be between 1 and chunk_size={self.chunk_size}, got {self.min_chunk_size}"
             )
 
-    # ------------------------------------------------------------------ public
-
     def length(self, text: str) -> int:
         """Size of ``text`` in this chunker's unit (tokens counted without special tokens)."""
         if self.unit == "words":
@@ -163,8 +132,6 @@ class DocumentChunker:
         chunks = self._chunks(_document_text(document), halve_one_chunk=self.split_short_documents)
         return list(zip(chunks[:-1], chunks[1:], strict=True))
 
-    # ------------------------------------------------------------------ internals
-
     def _chunks(self, text: str, halve_one_chunk: bool) -> list[str]:
         """The chunks of ``text``; a document that fits in one chunk is halved when asked and long enough."""
         words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
@@ -178,12 +145,16 @@ class DocumentChunker:
             num_chunks = math.ceil(total / limit)
             if num_chunks == 1 and halve_one_chunk and total >= 2 * self.min_chunk_size and len(spans) >= 2:
                 num_chunks = 2
-            groups = self._balanced_groups(spans, num_chunks, limit)
+            # Cutting at word boundaries leaves each chunk a little under its share; when the shortfall adds up to
+            # an extra (tiny) last chunk, aim for one chunk more, which gives every chunk some slack.
+            while len(groups := self._greedy_groups(spans, num_chunks, limit)) > num_chunks:
+                num_chunks += 1
             chunks = [text[group[0].start : group[-1].end] for group in groups]
             if self.unit == "words":
                 return chunks
             # The collator tokenises each chunk on its own, where its first word (or the piece of a cut word) may
-            # take more tokens than inside the document: cut again with that much less per chunk.
+            # take more tokens than inside the document (a byte-level BPE has " retrieval" as one token but spells
+            # "retrieval" in pieces): cut again with that much less per chunk.
             lengths = [len(ids) for ids in self.tokenizer(chunks, add_special_tokens=False)["input_ids"]]
             over = max(lengths) - self.chunk_size
             if over <= 0:
@@ -234,40 +205,23 @@ class DocumentChunker:
             spans.append(_Span(piece_start, end, len(ends) - previous))
         return spans
 
-    @classmethod
-    def _balanced_groups(cls, spans: list[_Span], num_chunks: int, limit: int) -> list[list[_Span]]:
-        # Cutting at word boundaries leaves each chunk a little under its share; when the shortfall adds up
-        # to an extra (tiny) last chunk, aim for one chunk more, which gives every chunk some slack.
-        while True:
-            groups = cls._greedy_groups(spans, num_chunks, limit)
-            if len(groups) <= num_chunks:
-                return groups
-            num_chunks += 1
-
     @staticmethod
     def _greedy_groups(spans: list[_Span], num_chunks: int, limit: int) -> list[list[_Span]]:
         total = sum(span.cost for span in spans)
         target = total / num_chunks
         groups: list[list[_Span]] = [[]]
-        group_cost = 0
-        done = 0  # cost of the closed groups and the open one, i.e. cumulative cost so far
+        group_cost = done = 0  # done: the cost of every span placed so far
         for span in spans:
             boundary = len(groups) * target
-            if groups[-1] and group_cost + span.cost > limit:
+            # Cut when the chunk is full, or before this span if that lands nearer the ideal boundary than after it.
+            nearer = len(groups) < num_chunks and boundary - done < done + span.cost - boundary
+            if groups[-1] and (group_cost + span.cost > limit or nearer):
                 groups.append([])
                 group_cost = 0
-            elif groups[-1] and done + span.cost > boundary and len(groups) < num_chunks:
-                # Cut before this span if that lands nearer the ideal boundary than cutting after it.
-                if boundary - done < done + span.cost - boundary:
-                    groups.append([])
-                    group_cost = 0
             groups[-1].append(span)
             group_cost += span.cost
             done += span.cost
         return [group for group in groups if group]
-
-
-# ---------------------------------------------------------------------- readers
 
 
 _GLOB_CHARACTERS = re.compile(r"[*?\[]")
@@ -332,38 +286,26 @@ def _one_file(path: str | os.PathLike) -> Path:
 
 
 _WIKITEXT_HEADING = re.compile(r"^((?:= )+)(.*?)((?: =)+)$")
-_WIKITEXT_JOINERS = re.compile(r" @([-.,])@ ")
 _SPACE_BEFORE = re.compile(r" +([,.;:!?%)\]}])")
-_SPACE_AFTER = re.compile(r"([(\[{$£€¥#]) +")
-_APOSTROPHE = re.compile(r"(\w) (['’])(\w)")
-_SPACED_CURLY_APOSTROPHE = re.compile(r"(\w) ’ (s|t|re|ve|ll|d|m)\b")
-_PLURAL_POSSESSIVE = re.compile(r"(\ws) '(?=\s|$)")
+_WIKITEXT_FIXES = [  # applied in this order
+    (re.compile(r" @([-.,])@ "), r"\1"),  # mid @-@ 1950s, 10 @,@ 000, 3 @.@ 5
+    (re.compile(r"(\w) (['’])(\w)"), r"\1\2\3"),  # Nero 's
+    (re.compile(r"(\w) ’ (s|t|re|ve|ll|d|m)\b"), r"\1’\2"),  # don ’ t
+    (re.compile(r"(\ws) '(?=\s|$)"), r"\1'"),  # ships '
+    (_SPACE_BEFORE, r"\1"),
+    (re.compile(r"([(\[{$£€¥#]) +"), r"\1"),  # space after
+]
+_QUOTED = re.compile(r'" *([^"]*?) *("|$)')  # quotes paired left to right; a last one alone opens
 
 
 def detokenize_wikitext(text: str) -> str:
-    """Undo WikiText's tokenised style so the text reads like ordinary prose.
-
-    ``mid @-@ 1950s`` → ``mid-1950s``, ``10 @,@ 000`` → ``10,000``, ``3 @.@ 5`` → ``3.5``, no space before
-    ``, . ; : ! ? ) ] %`` or after ``( [ $``, ``Nero 's`` → ``Nero's`` (also ``don ’ t`` → ``don’t``),
-    ``ships '`` → ``ships'`` and ``" Craig "`` → ``"Craig"`` (double quotes paired left to right within the text).
-    """
-    text = _WIKITEXT_JOINERS.sub(r"\1", text)
-    text = _APOSTROPHE.sub(r"\1\2\3", text)
-    text = _SPACED_CURLY_APOSTROPHE.sub(r"\1’\2", text)
-    text = _PLURAL_POSSESSIVE.sub(r"\1'", text)
-    text = _SPACE_BEFORE.sub(r"\1", text)
-    text = _SPACE_AFTER.sub(r"\1", text)
-    pieces = text.split('"')
-    if len(pieces) > 1:
-        rebuilt = [pieces[0]]
-        for i, piece in enumerate(pieces[1:]):
-            if i % 2 == 0:  # an opening quote
-                rebuilt.append('"' + piece.lstrip(" "))
-            else:
-                rebuilt[-1] = rebuilt[-1].rstrip(" ")
-                rebuilt.append('"' + piece)
-        text = "".join(rebuilt)
-        text = _SPACE_BEFORE.sub(r"\1", text)
+    """WikiText's tokenised style undone: ``mid @-@ 1950s`` → ``mid-1950s``, ``10 @,@ 000`` → ``10,000``, no space
+    before ``, . ; : ! ? ) ] %`` or after ``( [ $``, ``Nero 's`` → ``Nero's``, ``don ’ t`` → ``don’t``, ``ships '`` →
+    ``ships'``, ``" Craig "`` → ``"Craig"`` (double quotes paired left to right)."""
+    for pattern, replacement in _WIKITEXT_FIXES:
+        text = pattern.sub(replacement, text)
+    if '"' in text:
+        text = _SPACE_BEFORE.sub(r"\1", _QUOTED.sub(r'"\1\2', text))
     return " ".join(text.split())
 
 
@@ -375,21 +317,16 @@ def wikitext_heading(line: str) -> tuple[int, str] | None:
     return len(match.group(1)) // 2, match.group(2).strip()
 
 
-def read_wikitext(path: str | os.PathLike, boundary: WikiTextBoundary = "article") -> list[TextDocument]:
-    """Articles (or sections) of a WikiText ``*.raw`` file, headings removed, text detokenised.
+def read_wikitext(path: str | os.PathLike, boundary: Literal["article", "section"] = "article") -> list[TextDocument]:
+    """Articles (or sections) of a WikiText-2/-103 ``*.raw`` file, headings removed, text detokenised.
 
-    Level-1 headings (`` = Title = ``) start a new article; deeper headings (`` = = Section = = ``) are section
-    markers. Headings are never part of the text. A few formulas were wrapped so that a line looks like a
-    heading (``... cut-off frequency of ωc`` / `` = 1 rad / s and a nominal impedance k = `` / ``1 Ω. ...``):
-    a heading-shaped line between a line that stops mid-sentence (ends in a letter or digit) and a line
-    that starts with a digit or a lower-case letter is read as text, and the three lines as one paragraph.
-    In ``wiki.test.raw`` this gives 60 articles (a plain ``grep '^ = [^=]'`` also counts those two formula
-    lines and two table-legend lines).
+    Level-1 headings (`` = Title = ``) start an article, deeper ones a section; headings are never text. A
+    heading-shaped line between a line that stops mid-sentence and one that goes on (a wrapped formula,
+    ``= 1 rad / s and a nominal impedance k =``) is text, joined to both into one paragraph.
 
     Args:
-        path: A WikiText-2/-103 raw file (``wiki.train.raw``, ``wiki.test.raw``, ...).
-        boundary: ``"article"``: one document per article (chunks may run across its sections);
-            ``"section"``: one document per section, titled ``"Article / Section"``.
+        boundary: ``"article"``: one document per article (chunks may cross its sections); ``"section"``: one per
+            section, titled ``"Article / Section"``.
     """
     if boundary not in ("article", "section"):
         raise ValueError(f"boundary must be 'article' or 'section', got {boundary!r}")
@@ -401,9 +338,14 @@ def read_wikitext(path: str | os.PathLike, boundary: WikiTextBoundary = "article
     continues_paragraph = False
     for index, line in enumerate(lines):
         heading = wikitext_heading(line)
-        if heading is not None and _is_wrapped_formula(lines, index):
-            # Part of the paragraph around it, which goes on on the next line.
-            current.paragraphs[-1] += " " + detokenize_wikitext(line)
+        if (
+            heading is not None
+            and 0 < index < len(lines) - 1
+            and wikitext_heading(lines[index - 1]) is None
+            and lines[index - 1][-1].isalnum()  # the line before stops mid-sentence
+            and (lines[index + 1][0].isdigit() or lines[index + 1][0].islower())  # the line after goes on
+        ):
+            current.paragraphs[-1] += " " + detokenize_wikitext(line)  # a wrapped formula: one paragraph
             continues_paragraph = True
             continue
         if heading is not None:
@@ -427,37 +369,22 @@ def read_wikitext(path: str | os.PathLike, boundary: WikiTextBoundary = "article
     return [document for document in documents if document.paragraphs]
 
 
-def _is_wrapped_formula(lines: list[str], index: int) -> bool:
-    if index == 0 or index + 1 >= len(lines) or wikitext_heading(lines[index - 1]) is not None:
-        return False
-    previous_stops_mid_sentence = lines[index - 1][-1].isalnum()
-    next_continues = lines[index + 1][0].isdigit() or lines[index + 1][0].islower()
-    return previous_stops_mid_sentence and next_continues
-
-
 def read_text_documents(path: str | os.PathLike, split_on_blank_lines: bool = True) -> list[TextDocument]:
     """Documents of a plain UTF-8 text file: separated by blank lines, or the whole file as one document."""
     text = _one_file(path).read_text(encoding="utf8")
     blocks = re.split(r"\n\s*\n", text) if split_on_blank_lines else [text]
     return [
-        TextDocument(block.splitlines(), title=f"{Path(path).name}#{i}")
-        for i, block in enumerate(blocks)
+        TextDocument(block.splitlines(), title=f"{Path(path).name}#{number}")
+        for number, block in enumerate(blocks, start=1)
         if block.strip()
     ]
-
-
-# ---------------------------------------------------------------------- dataset builders
 
 
 def build_adaptation_pairs(
     documents: Iterable[TextDocument | str], chunker: DocumentChunker | None = None, max_rows: int | None = None
 ) -> Dataset:
-    """A ``(text, next_text)`` dataset from consecutive chunks of each document, in document order.
-
-    Args:
-        documents: The documents; a pair never spans two of them.
-        chunker: How to chunk (size, unit, short documents); default: 64-word chunks.
-        max_rows: Stop after this many rows.
+    """A ``(text, next_text)`` dataset of neighbouring chunks of each document (never across two), in document
+    order, chunked by ``chunker`` (default: 64 words), stopping after ``max_rows`` rows.
 
     Example::
 
@@ -469,21 +396,18 @@ def build_adaptation_pairs(
     """
     _check_max_rows(max_rows)
     chunker = chunker or DocumentChunker()
-    texts: list[str] = []
-    next_texts: list[str] = []
+    rows: list[tuple[str, str]] = []
     skipped = 0
     for document in documents:
         pairs = chunker.pairs(document)
         skipped += not pairs
-        for text, next_text in pairs:
-            texts.append(text)
-            next_texts.append(next_text)
-        if max_rows is not None and len(texts) >= max_rows:
-            del texts[max_rows:], next_texts[max_rows:]
+        rows.extend(pairs)
+        if max_rows is not None and len(rows) >= max_rows:
+            del rows[max_rows:]
             break
     if skipped:
         logger.info("Skipped %d documents too short for a (text, next_text) pair", skipped)
-    return Dataset.from_dict({TEXT_COLUMN: texts, NEXT_TEXT_COLUMN: next_texts})
+    return Dataset.from_dict({TEXT_COLUMN: [text for text, _ in rows], NEXT_TEXT_COLUMN: [text for _, text in rows]})
 
 
 def read_adaptation_pairs(
@@ -492,33 +416,14 @@ def read_adaptation_pairs(
     chunker: DocumentChunker | None = None,
     max_rows: int | None = None,
 ) -> Dataset:
-    """``(text, next_text)`` rows from files of one format, in file order.
-
-    Documents are chunked by ``chunker`` and paired within a document (:func:`build_adaptation_pairs`);
-    the authors' rows are pairs already.
-
-    =================  ======================================================================================
-    ``file_format``    the files
-    =================  ======================================================================================
-    ``"wikitext"``     WikiText ``*.raw`` files, one document per article (:func:`read_wikitext`)
-    ``"beir_corpus"``  BEIR ``corpus.jsonl`` files, title + text per document; any JSONL of ``{"text"}``
-                       rows (``title`` optional, no ids needed) (read by :func:`llara_st.data.read_jsonl`)
-    ``"text"``         plain UTF-8 text, documents separated by blank lines (:func:`read_text_documents`)
-    ``"llara_jsonl"``  the authors' rows ``{"input", "output_summarize", "output_predict"}``:
-                       ``output_summarize`` (the text, which is also the model input) becomes ``text``,
-                       ``output_predict`` (the next chunk) ``next_text``
-    =================  ======================================================================================
-
-    In the authors' data ``input`` equals ``output_summarize``; the loss reads one text for both, so rows where
-    they differ are reported with a warning and ``output_summarize`` is kept. For other reader settings
-    (WikiText sections, a text file as one document, BEIR documents without their title), pass the reader's
-    documents to :func:`build_adaptation_pairs`.
+    """``(text, next_text)`` rows from files of one format, in file order, chunked by ``chunker`` (default: 64
+    words) and paired within a document (:func:`build_adaptation_pairs`).
 
     Args:
-        paths: Files, folders or glob patterns (:func:`expand_paths`): a folder gives its ``*.raw`` (WikiText),
-            ``*.txt`` (text), ``*.jsonl`` (the authors' rows) files or, for a BEIR folder, its ``corpus.jsonl``.
-        file_format: ``"wikitext"``, ``"beir_corpus"``, ``"text"`` or ``"llara_jsonl"``.
-        chunker: How documents are chunked; default: 64-word chunks. Not for ``"llara_jsonl"``.
+        paths: Files, folders or glob patterns (:func:`expand_paths`); a folder gives its files of the format.
+        file_format: ``"wikitext"`` (``*.raw``, a document per article), ``"beir_corpus"`` (JSONL of ``{"text"}``
+            rows, title first), ``"text"`` (``*.txt``, documents separated by blank lines) or ``"llara_jsonl"`` (the
+            authors' pairs, no chunker: ``output_summarize`` and ``output_predict``; docs/adaptation.md).
         max_rows: Stop after this many rows.
 
     Example::
@@ -538,36 +443,13 @@ def read_adaptation_pairs(
     """
     _check_max_rows(max_rows)
     files = adaptation_files(paths, file_format)
-    if file_format == "llara_jsonl":
-        if chunker is not None:
-            raise ValueError("the authors' rows (file_format='llara_jsonl') are pairs already: pass no chunker")
-        return _llara_jsonl_pairs(files, max_rows)
-    read = _DOCUMENT_READERS[file_format]
-    return build_adaptation_pairs((document for path in files for document in read(path)), chunker, max_rows)
-
-
-def _beir_corpus_documents(path: Path) -> Iterator[TextDocument]:
-    # Adaptation needs no ids: a JSONL of {"text"} rows (title optional) is read as a corpus.jsonl is.
-    rows = read_jsonl(path, ["text"], optional_texts=["title"])
-    for position, row in enumerate(rows):
-        yield TextDocument([row["title"], row["text"]], title=f"{path.name}#{position}")
-
-
-_DOCUMENT_READERS = {"wikitext": read_wikitext, "beir_corpus": _beir_corpus_documents, "text": read_text_documents}
-# What a folder given for each format contributes (a BEIR folder: its corpus.jsonl).
-_FOLDER_PATTERNS = {"wikitext": "*.raw", "beir_corpus": "corpus.jsonl", "text": "*.txt", "llara_jsonl": "*.jsonl"}
-
-
-_LLARA_TEXTS = ["output_summarize", "output_predict"]
-
-
-def _blank_llara_text(row: dict[str, str]) -> str | None:
-    return next((f"{key!r} must be a non-empty string" for key in _LLARA_TEXTS if not row[key].strip()), None)
-
-
-def _llara_jsonl_pairs(paths: list[Path], max_rows: int | None) -> Dataset:
+    if file_format != "llara_jsonl":
+        read = _DOCUMENT_READERS[file_format]
+        return build_adaptation_pairs((document for path in files for document in read(path)), chunker, max_rows)
+    if chunker is not None:
+        raise ValueError("the authors' rows (file_format='llara_jsonl') are pairs already: pass no chunker")
     parts: list[Dataset] = []
-    for path in paths:
+    for path in files:
         parts.append(read_jsonl(path, _LLARA_TEXTS, optional_texts=["input"], check=_blank_llara_text))
         if max_rows is not None and sum(map(len, parts)) >= max_rows:
             break
@@ -584,6 +466,23 @@ def _llara_jsonl_pairs(paths: list[Path], max_rows: int | None) -> Dataset:
         )
     columns = {"output_summarize": TEXT_COLUMN, "output_predict": NEXT_TEXT_COLUMN}
     return rows.select_columns(list(columns)).rename_columns(columns)
+
+
+def _beir_corpus_documents(path: Path) -> Iterator[TextDocument]:
+    # Adaptation needs no ids: a JSONL of {"text"} rows (title optional) is read as a corpus.jsonl is.
+    rows = read_jsonl(path, ["text"], optional_texts=["title"])
+    for number, row in enumerate(rows, start=1):
+        yield TextDocument([row["title"], row["text"]], title=f"{path.name}#{number}")
+
+
+_DOCUMENT_READERS = {"wikitext": read_wikitext, "beir_corpus": _beir_corpus_documents, "text": read_text_documents}
+# What a folder given for each format contributes (a BEIR folder: its corpus.jsonl).
+_FOLDER_PATTERNS = {"wikitext": "*.raw", "beir_corpus": "corpus.jsonl", "text": "*.txt", "llara_jsonl": "*.jsonl"}
+_LLARA_TEXTS = ["output_summarize", "output_predict"]
+
+
+def _blank_llara_text(row: dict[str, str]) -> str | None:
+    return next((f"{key!r} must be a non-empty string" for key in _LLARA_TEXTS if not row[key].strip()), None)
 
 
 def _check_max_rows(max_rows: int | None) -> None:

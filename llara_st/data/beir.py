@@ -1,13 +1,6 @@
-"""One reader for JSON-lines rows and BEIR folders: ids as strings, every row checked as it is read.
-
-A BEIR folder (Thakur et al., 2021) holds ``corpus.jsonl`` (``{"_id", "title", "text"}`` per line),
-``queries.jsonl`` (``{"_id", "text"}``) and ``qrels/{split}.tsv`` (``query-id corpus-id score``, header line).
-Training rows, hard-negative mining, adaptation pairs and evaluation all read through here, so bad input is
-refused the same way everywhere, with a ``ValueError`` that names the file and line: invalid JSON, a missing,
-null or non-string text, a missing, null or duplicate id, an empty file, qrels naming a query or document
-that is not there. Integer ids are read as their decimal strings (a file mixing integer and string ids gets a
-warning naming a line of each). Each file is read once: the line numbers are counted while reading.
-"""
+"""One reader for JSON-lines rows and BEIR folders (Thakur et al., 2021: ``corpus.jsonl``, ``queries.jsonl``,
+``qrels/{split}.tsv``): ids as strings, every row checked, bad input refused alike everywhere in llara_st with a
+``ValueError`` naming the file and line (counted from 1)."""
 
 from __future__ import annotations
 
@@ -58,28 +51,24 @@ class _BadRow(ValueError):
     """What is wrong with one row; :func:`read_jsonl` adds the file and line."""
 
 
-def _value(row: Mapping[str, Any], field: str, expected: str, is_good: Callable[[Any], bool], default: Any = _MISSING):
-    """``row[field]`` if ``is_good``; ``default``, when one is given, for an absent or null field."""
+# What each kind of field must hold, by the words the error uses for it.
+_IS_GOOD: dict[str, Callable[[Any], bool]] = {
+    "a string": lambda value: isinstance(value, str),
+    "a string or an integer": lambda value: isinstance(value, str | int) and not isinstance(value, bool),
+    "a list of strings": lambda value: isinstance(value, list) and all(isinstance(text, str) for text in value),
+}
+
+
+def _value(row: Mapping[str, Any], field: str, expected: str, default: Any = _MISSING) -> Any:
+    """``row[field]`` if it is ``expected``; ``default``, when one is given, for an absent or null field."""
     value = row.get(field)
-    if is_good(value):
+    if _IS_GOOD[expected](value):
         return value
     if value is None and default is not _MISSING:
         return default
     if field not in row:
         raise _BadRow(f"row has no {field!r} field (found {list(row)})")
     raise _BadRow(f"{field!r} must be {expected}, got {'null' if value is None else repr(value)[:80]}")
-
-
-def _is_id(value: Any) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool)
-
-
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _is_text_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(text, str) for text in value)
 
 
 def read_jsonl(
@@ -91,19 +80,17 @@ def read_jsonl(
     id_field: str | None = None,
     check: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Dataset:
-    """The rows of a JSON-lines file as a :class:`datasets.Dataset` holding exactly the named fields, checked.
+    """The rows of a JSON-lines file as a :class:`datasets.Dataset` of exactly the named fields, checked.
 
-    The file is read once, line by line: the first bad row fails with its file and line number. Rows become
-    Arrow in batches, so a large corpus is not held as Python objects.
+    The file is read once; the first bad row fails naming its file and line. Rows become Arrow in batches.
 
     Args:
-        path: The ``.jsonl`` file.
         texts: Fields every row holds as a string.
         optional_texts: String fields that may be absent or null (read as ``""``).
         text_lists: Fields holding a list of strings (absent or null: ``[]``).
-        id_field: A field holding each row's id: a string or an integer (read as its decimal string), unique.
-        check: Called with each row as read (the named fields, checked); what it returns, if anything, is the
-            error for that line.
+        id_field: A field holding each row's unique id: a string or an integer (read as its decimal string; a file
+            mixing both gets a warning naming a line of each).
+        check: Called with each checked row; what it returns, if anything, is the error for that line.
 
     Returns:
         A dataset with the columns ``id_field``, ``texts``, ``optional_texts``, ``text_lists`` in that order.
@@ -133,15 +120,15 @@ def read_jsonl(
         try:
             checked: dict[str, Any] = {}
             if id_field is not None:
-                value = _value(row, id_field, "a string or an integer", _is_id)
+                value = _value(row, id_field, "a string or an integer")
                 checked[id_field] = key = str(value)
                 if key in id_lines:
                     raise _BadRow(f"duplicate {id_field} {key!r} (first at line {id_lines[key]})")
                 id_lines[key] = line_number
                 first_of_type.setdefault(type(value), (line_number, value))
-            checked.update({field: _value(row, field, "a string", _is_text) for field in texts})
-            checked.update({field: _value(row, field, "a string", _is_text, "") for field in optional_texts})
-            checked.update({field: _value(row, field, "a list of strings", _is_text_list, []) for field in text_lists})
+            checked.update({field: _value(row, field, "a string") for field in texts})
+            checked.update({field: _value(row, field, "a string", "") for field in optional_texts})
+            checked.update({field: _value(row, field, "a list of strings", []) for field in text_lists})
             problem = check(checked) if check is not None else None
             if problem is not None:
                 raise _BadRow(problem)
@@ -168,9 +155,6 @@ def read_jsonl(
     return rows
 
 
-# ---------------------------------------------------------------------------------------------- BEIR
-
-
 def read_beir_documents(path: str | os.PathLike) -> Dataset:
     """A BEIR ``corpus.jsonl`` as a dataset of documents ``{"id", "title", "text"}`` (a null title is ``""``)."""
     rows = read_jsonl(path, ["text"], optional_texts=["title"], id_field="_id")
@@ -182,9 +166,11 @@ def read_beir_queries(path: str | os.PathLike) -> Dataset:
     return read_jsonl(path, ["text"], id_field="_id").rename_column("_id", "id")
 
 
-def _judgements(path: Path) -> list[tuple[int, str, str, int]]:
-    """``(line number, query id, document id, score)`` of each judgement of a qrels TSV; none is an error."""
+def _judgements(path: Path) -> tuple[list[tuple[int, str, str, int]], dict[str, dict[str, int]]]:
+    """``(line number, query id, document id, score)`` of each judgement of a qrels TSV (none is an error), and the
+    qrels ``{query_id: {document_id: score}}``."""
     judgements = []
+    qrels: dict[str, dict[str, int]] = {}
     with path.open(encoding="utf8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
@@ -200,24 +186,15 @@ def _judgements(path: Path) -> list[tuple[int, str, str, int]]:
             except ValueError:
                 raise ValueError(f"{path}:{line_number}: score {row[2]!r} is not an integer") from None
             judgements.append((line_number, row[0], row[1], score))
+            qrels.setdefault(row[0], {})[row[1]] = score
     if not judgements:
         raise ValueError(f"{path}: no judgements (only a header)")
-    return judgements
-
-
-def _qrels(judgements: list[tuple[int, str, str, int]]) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    for _, query_id, document_id, score in judgements:
-        qrels.setdefault(query_id, {})[document_id] = score
-    return qrels
+    return judgements, qrels
 
 
 def read_beir_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """``{query_id: {document_id: score}}`` from a BEIR qrels TSV (``query-id corpus-id score``, header line).
-
-    Ids are kept as strings (a CSV reader that infers types would turn ``"0123"`` into 123).
-    """
-    return _qrels(_judgements(Path(path)))
+    """``{query_id: {document_id: score}}`` of a BEIR qrels TSV, ids kept as strings (``"0123"`` stays)."""
+    return _judgements(Path(path))[1]
 
 
 def beir_split_names(folder: str | os.PathLike) -> list[str]:
@@ -252,14 +229,10 @@ class BEIRSplit(NamedTuple):
 
 
 def read_beir(folder: str | os.PathLike, split: str) -> BEIRSplit:
-    """Documents, judged queries and qrels of one split of a BEIR folder, cross-checked.
+    """Documents, judged queries and qrels of one split (``"train"``, ``"test"``, ...) of a BEIR folder.
 
-    A qrels line naming a query absent from ``queries.jsonl`` or a document absent from ``corpus.jsonl`` is an
-    error naming that line (MTEB would otherwise score it as a miss, silently).
-
-    Args:
-        folder: The BEIR folder.
-        split: The qrels file to read: ``"train"``, ``"dev"``, ``"test"``, ...
+    A qrels line naming a query or document that is not there is an error naming that line (MTEB would score it
+    as a miss, silently).
 
     Example::
 
@@ -272,7 +245,7 @@ def read_beir(folder: str | os.PathLike, split: str) -> BEIRSplit:
     """
     folder = check_beir_folder(folder, [split])
     qrels_path = folder / QRELS_FOLDER / f"{split}.tsv"
-    judgements = _judgements(qrels_path)  # first: a malformed qrels file fails before a large corpus is read
+    judgements, qrels = _judgements(qrels_path)  # first: a malformed qrels file fails before a large corpus is read
     corpus = read_beir_documents(folder / CORPUS_FILE)
     queries = read_beir_queries(folder / QUERIES_FILE)
     query_ids, document_ids = set(queries["id"]), set(corpus["id"])
@@ -281,7 +254,6 @@ def read_beir(folder: str | os.PathLike, split: str) -> BEIRSplit:
             raise ValueError(f"{qrels_path}:{line_number}: query {query_id!r} is not in {QUERIES_FILE}")
         if document_id not in document_ids:
             raise ValueError(f"{qrels_path}:{line_number}: document {document_id!r} is not in {CORPUS_FILE}")
-    qrels = _qrels(judgements)
     judged = [index for index, query_id in enumerate(queries["id"]) if query_id in qrels]
     return BEIRSplit(corpus, queries.select(judged), qrels)
 
@@ -289,14 +261,10 @@ def read_beir(folder: str | os.PathLike, split: str) -> BEIRSplit:
 def load_beir(
     folder: str | os.PathLike, split: str
 ) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
-    """Corpus, queries and qrels of one split of a BEIR folder as dictionaries (what mining and training use).
+    """:func:`read_beir` as dictionaries ``({document_id: text}, {query_id: text}, {query_id: {document_id: score}})``.
 
-    A document's text is ``title + " " + text`` (stripped), as BEIR and MTEB embed it. Only the queries that
-    have qrels in ``split`` are returned; the corpus is complete. Checked as :func:`read_beir` checks.
-
-    Returns:
-        ``(corpus, queries, qrels)``: ``{document_id: text}``, ``{query_id: text}``,
-        ``{query_id: {document_id: score}}``, ids as strings.
+    A document's text is ``title + " " + text`` (stripped), as BEIR and MTEB embed it; only the queries judged in
+    ``split`` are returned.
 
     Example::
 

@@ -1,6 +1,6 @@
-"""Contrastive fine-tuning rows ``(anchor, positive, negative_1 … negative_n)`` from BEIR folders or the
-authors' ``{"query", "pos", "neg"}`` JSONL: LLaRA's fine-tuning data (Li et al., 2023, arXiv:2312.15503; the
-repository's docs/finetuning.md)."""
+"""Contrastive fine-tuning rows ``(anchor, positive, negative_1 … negative_n)`` from BEIR folders or the authors'
+``{"query", "pos", "neg"}`` JSONL (Li et al., 2023, arXiv:2312.15503; docs/finetuning.md). A bad row is named
+counted from 1: by its file and line (``rows.jsonl:3``) or, in memory, as ``row 3 (counted from 1)``."""
 
 from __future__ import annotations
 
@@ -33,22 +33,11 @@ class ContrastiveExample(TypedDict):
     neg: list[str]
 
 
-# ---------------------------------------------------------------------------------------------- BEIR
-
-
 def relevant_documents(qrels: Mapping[str, Mapping[str, int]], min_score: int = 1) -> dict[str, list[str]]:
-    """``{query_id: [doc_id, ...]}`` of the judged documents scoring at least ``min_score``, in qrels order.
-
-    Queries without any such document are left out.
-    """
-    relevant = {
-        query_id: [doc_id for doc_id, score in judged.items() if score >= min_score]
-        for query_id, judged in qrels.items()
-    }
-    return {query_id: doc_ids for query_id, doc_ids in relevant.items() if doc_ids}
-
-
-# ------------------------------------------------------------------------------- authors' JSONL rows
+    """``{query_id: [doc_id, ...]}`` of the judged documents scoring at least ``min_score``, in qrels order; queries
+    without any are left out."""
+    relevant = {query: [doc for doc, score in judged.items() if score >= min_score] for query, judged in qrels.items()}
+    return {query: doc_ids for query, doc_ids in relevant.items() if doc_ids}
 
 
 def _problem(example: Any) -> str | None:
@@ -66,18 +55,17 @@ def _problem(example: Any) -> str | None:
     return None
 
 
-def _check_example(example: Any, where: str) -> ContrastiveExample:
-    problem = _problem(example)
-    if problem is not None:
-        raise ValueError(f"{where}: {problem}")
-    return {"query": example["query"], "pos": list(example["pos"]), "neg": list(example.get("neg", []))}
+def _checked_examples(examples: Iterable[Any]) -> Iterable[ContrastiveExample]:
+    """The examples, each checked; a bad one fails naming its position, counted from 1."""
+    for number, example in enumerate(examples, start=1):
+        problem = _problem(example)
+        if problem is not None:
+            raise ValueError(f"row {number} (counted from 1): {problem}")
+        yield {"query": example["query"], "pos": list(example["pos"]), "neg": list(example.get("neg", []))}
 
 
 def read_contrastive_jsonl(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[ContrastiveExample]:
-    """Rows ``{"query": str, "pos": [str, ...], "neg": [str, ...]}`` of the authors' fine-tuning JSONL files.
-
-    Args:
-        paths: One file or several; rows are concatenated in order.
+    """Rows ``{"query": str, "pos": [str, ...], "neg": [str, ...]}`` of the authors' JSONL files, concatenated.
 
     Example::
 
@@ -101,8 +89,7 @@ def write_contrastive_jsonl(examples: Iterable[Mapping[str, Any]], path: str | o
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf8") as handle:
-        for index, example in enumerate(examples):
-            row = _check_example(example, f"row {index}")
+        for row in _checked_examples(examples):
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
 
@@ -114,13 +101,9 @@ def beir_examples(
     negatives: Mapping[str, Sequence[str]] | None = None,
     min_score: int = 1,
 ) -> list[ContrastiveExample]:
-    """``{"query", "pos", "neg"}`` rows from BEIR dictionaries, one per query with a relevant document.
-
-    Args:
-        corpus, queries, qrels: As returned by :func:`load_beir`.
-        negatives: ``{query_id: [doc_id, ...]}`` hard negatives (e.g. from
-            :func:`llara_st.data.mine_hard_negatives_from_qrels`); none when omitted.
-        min_score: Smallest qrels score that counts as relevant.
+    """``{"query", "pos", "neg"}`` rows of BEIR dictionaries (:func:`load_beir`), one per query with a document
+    scoring at least ``min_score``; ``negatives`` are ``{query_id: [doc_id, ...]}`` (e.g. from
+    :func:`llara_st.data.mine_hard_negatives_from_qrels`), none when omitted.
 
     Example::
 
@@ -146,9 +129,6 @@ def beir_examples(
     return examples
 
 
-# ------------------------------------------------------------------------------------ grouped dataset
-
-
 def negative_columns(group_size: int) -> list[str]:
     """``["negative_1", …, "negative_{group_size-1}"]``."""
     return [f"{NEGATIVE_COLUMN_PREFIX}{index}" for index in range(1, group_size)]
@@ -172,16 +152,6 @@ def contrastive_router_mapping(column_names: Sequence[str]) -> dict[str, str]:
     return {name: ("query" if name == ANCHOR_COLUMN else "document") for name in column_names}
 
 
-def _sample_negatives(negatives: list[str], count: int, rng: random.Random) -> list[str]:
-    if len(negatives) >= count:
-        return rng.sample(negatives, count)
-    # Too few: all of them, topped up with draws with replacement, then shuffled so that no column
-    # systematically holds the retriever's top-ranked negative.
-    chosen = negatives + rng.choices(negatives, k=count - len(negatives))
-    rng.shuffle(chosen)
-    return chosen
-
-
 def build_contrastive_dataset(
     examples: Iterable[Mapping[str, Any]],
     group_size: int = DEFAULT_GROUP_SIZE,
@@ -191,19 +161,14 @@ def build_contrastive_dataset(
     """Training rows ``(anchor, positive, negative_1 … negative_{group_size-1})`` for
     :class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss`.
 
-    Each query gets ``group_size - 1`` negatives drawn from its ``neg`` list without replacement; a list
-    shorter than that is used whole and topped up by drawing from it again (with replacement), as the
-    authors' training data does. Rows whose ``neg`` is empty are dropped with a warning (their group cannot
-    be filled). The draw is seeded, so the same examples always give the same rows.
+    Each query gets ``group_size - 1`` negatives drawn from its ``neg`` (seeded) without replacement, or all of a
+    shorter list topped up by drawing again, as the authors' data does; a query without negatives is dropped.
 
     Args:
-        examples: ``{"query", "pos", "neg"}`` rows (:func:`read_contrastive_jsonl`, :func:`beir_examples`,
-            :func:`llara_st.data.mine_hard_negatives_from_qrels`).
-        group_size: Passages per query, the positive included (reference 16); 1 means no hard negatives
-            (in-batch negatives only).
-        positives: ``"sample"``: one row per query with one positive drawn at random (the reference);
-            ``"all"``: one row per (query, positive) pair.
-        seed: Seed of the draws.
+        examples: ``{"query", "pos", "neg"}`` rows (:func:`read_contrastive_jsonl`, :func:`beir_examples`).
+        group_size: Passages per query, the positive included (reference 16); 1: in-batch negatives only.
+        positives: ``"sample"``: one row per query, one positive drawn at random (the reference); ``"all"``: one
+            row per (query, positive) pair.
 
     Example::
 
@@ -225,20 +190,26 @@ def build_contrastive_dataset(
     columns = [ANCHOR_COLUMN, POSITIVE_COLUMN, *negative_columns(group_size)]
     rows: dict[str, list[str]] = {column: [] for column in columns}
     seen = dropped = 0
-    for index, raw in enumerate(examples):
+    for example in _checked_examples(examples):
         seen += 1
-        example = _check_example(raw, f"row {index}")
-        if group_size > 1 and not example["neg"]:
+        negatives = example["neg"]
+        if group_size > 1 and not negatives:
             dropped += 1
             continue
-        chosen_positives = example["pos"] if positives == "all" else [rng.choice(example["pos"])]
-        for positive in chosen_positives:
+        for positive in example["pos"] if positives == "all" else [rng.choice(example["pos"])]:
             rows[ANCHOR_COLUMN].append(example["query"])
             rows[POSITIVE_COLUMN].append(positive)
-            if group_size > 1:
-                chosen_negatives = _sample_negatives(example["neg"], group_size - 1, rng)
-                for column, negative in zip(columns[2:], chosen_negatives, strict=True):
-                    rows[column].append(negative)
+            if group_size == 1:
+                continue
+            if len(negatives) >= group_size - 1:
+                chosen = rng.sample(negatives, group_size - 1)
+            else:
+                # All of them, topped up with draws with replacement, then shuffled so that no column
+                # systematically holds the retriever's top-ranked negative.
+                chosen = negatives + rng.choices(negatives, k=group_size - 1 - len(negatives))
+                rng.shuffle(chosen)
+            for column, negative in zip(columns[2:], chosen, strict=True):
+                rows[column].append(negative)
     if dropped:
         logger.warning(
             "Dropped %d of %d queries that have no negatives to fill a group of %d", dropped, seen, group_size
@@ -272,11 +243,10 @@ def load_contrastive_dataset(
 ) -> Dataset:
     """Contrastive training rows from a file or folder, whatever produced them.
 
-    * a folder written by ``Dataset.save_to_disk`` or a ``.parquet`` file holding
-      ``anchor, positive, negative_1 …`` rows: read as they are (``group_size`` is then what the rows have);
-    * a ``.jsonl`` file: rows ``{"anchor", "positive", "negative_1", …}`` as they are, or the authors'
-      ``{"query", "pos", "neg"}`` rows, grouped by :func:`build_contrastive_dataset` with ``group_size``,
-      ``positives`` and ``seed``.
+    * a ``Dataset.save_to_disk`` folder, a ``.parquet`` file or a ``.jsonl`` file of ``anchor, positive,
+      negative_1 …`` rows: read as they are (``group_size`` is then what the rows have);
+    * a ``.jsonl`` file of the authors' ``{"query", "pos", "neg"}`` rows: grouped by
+      :func:`build_contrastive_dataset` with ``group_size``, ``positives`` and ``seed``.
 
     Example::
 

@@ -1,10 +1,5 @@
-"""Your own documents and queries, for search: a folder of text files, a JSONL of texts or a BEIR folder.
-
-Each format has one reader, shared with the rest of llara_st: JSONL rows go through
-:func:`llara_st.data.read_jsonl` (texts checked, errors name the file and line), a BEIR folder through
-:func:`llara_st.data.read_beir_documents`, text files through :func:`llara_st.data.read_text_documents`, and
-folders and glob patterns through :func:`llara_st.data.expand_paths`.
-"""
+"""Your own documents and queries, for search: folders of text files, JSONL files of texts or BEIR folders, read
+by the readers the rest of llara_st uses (:func:`~llara_st.data.read_jsonl`, :func:`~llara_st.data.expand_paths`)."""
 
 from __future__ import annotations
 
@@ -19,7 +14,6 @@ from llara_st.data.beir import CORPUS_FILE, first_jsonl_row, read_beir_documents
 
 DOCUMENT_COLUMNS = ["id", "title", "text"]
 _JSONL_SUFFIXES = (".jsonl", ".json")
-_ID_FIELDS = ("_id", "id")
 
 
 def read_jsonl_documents(path: str | os.PathLike) -> Dataset:
@@ -32,7 +26,7 @@ def read_jsonl_documents(path: str | os.PathLike) -> Dataset:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     first = first_jsonl_row(path)
-    id_field = next((field for field in _ID_FIELDS if field in first), None)
+    id_field = next((field for field in ("_id", "id") if field in first), None)
     if id_field == "_id":
         return read_beir_documents(path)
     rows = read_jsonl(path, ["text"], optional_texts=["title"], id_field=id_field)
@@ -56,17 +50,9 @@ def _text_file_documents(files: list[Path], root: Path | None) -> Dataset:
 def read_documents(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Dataset:
     """Documents ``{"id", "title", "text"}`` from folders of text files, JSONL files and BEIR folders.
 
-    ==============================  =================================================================================
-    each path                       gives
-    ==============================  =================================================================================
-    a BEIR folder                   its ``corpus.jsonl`` (``{"_id", "title", "text"}``)
-    a ``.jsonl`` file               one document per row (:func:`read_jsonl_documents`: ``title``, ``_id``/``id``
-                                    optional)
-    a folder, a glob pattern        its ``*.txt`` files (a folder: recursively, hidden ones skipped), one document
-                                    per file, id = the path under the folder (``notes/tides.txt``)
-    another file                    that text file as one document, id = its file name
-    ==============================  =================================================================================
-
+    Each path gives: a BEIR folder its ``corpus.jsonl``; a ``.jsonl`` file one document per row
+    (:func:`read_jsonl_documents`); a folder or a glob pattern its ``*.txt`` files (a folder: recursively, hidden ones
+    skipped), one document per file, id = the path under the folder; another file that text file, id = its name.
     Empty text files are skipped; ids must be unique across all paths.
 
     Example::
@@ -125,15 +111,11 @@ def read_queries(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     if path.suffix in _JSONL_SUFFIXES:
         rows = read_jsonl_documents(path)
         return list(rows["id"]), list(rows["text"])
-    ids, texts = [], []
-    with path.open(encoding="utf8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if line.strip():
-                ids.append(str(line_number))
-                texts.append(line.strip())
-    if not texts:
+    lines = enumerate(path.read_text(encoding="utf8").split("\n"), start=1)
+    queries = [(str(number), line.strip()) for number, line in lines if line.strip()]
+    if not queries:
         raise ValueError(f"query file {path} holds no query")
-    return ids, texts
+    return [number for number, _ in queries], [text for _, text in queries]
 
 
 __all__ = ["DOCUMENT_COLUMNS", "read_documents", "read_jsonl_documents", "read_queries"]

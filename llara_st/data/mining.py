@@ -1,6 +1,5 @@
-"""Hard negatives for contrastive fine-tuning, mined with a dense retriever (sentence-transformers'
-``mine_hard_negatives``) or with BM25 (``bm25s``), as LLaRA's fine-tuning data uses them (Li et al., 2023,
-arXiv:2312.15503: top-200 of an existing retriever for MS MARCO, BM25 for the BEIR model)."""
+"""Hard negatives mined with a dense retriever (sentence-transformers' ``mine_hard_negatives``) or BM25 (``bm25s``),
+as LLaRA's fine-tuning data uses them (Li et al., 2023, arXiv:2312.15503: top-200 of a retriever for MS MARCO)."""
 
 from __future__ import annotations
 
@@ -8,9 +7,8 @@ import importlib.util
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from datasets import Dataset
@@ -21,33 +19,23 @@ from llara_st.data.contrastive import relevant_documents
 
 logger = logging.getLogger(__name__)
 
-SamplingStrategy = Literal["random", "top"]
 
-
-class _FollowRootLevel(logging.Filter):
-    """Keeps a library's records that the application's (root) level lets through.
-
-    bm25s sets its own logger to DEBUG when imported, so its per-step lines ("Building index from tokens") passed
-    every level the application chose, in mining and in MTEB's BM25 baseline alike (issue 18.8). A filter, unlike
-    resetting the level after an import, also holds for a bm25s imported later (mteb imports it lazily).
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.getLogger().getEffectiveLevel()
+def _follows_root_level(record: logging.LogRecord) -> bool:
+    # bm25s sets its own logger to DEBUG when imported; a filter (unlike resetting the level after an import) also
+    # holds for a bm25s imported later (mteb imports it lazily for its BM25 baseline).
+    return record.levelno >= logging.getLogger().getEffectiveLevel()
 
 
 def quiet_bm25s_logs() -> None:
     """bm25s's logs follow the application's level (WARNING by default, DEBUG with ``llara-st -vv``); idempotent."""
-    bm25s_logger = logging.getLogger("bm25s")
-    if not any(isinstance(existing, _FollowRootLevel) for existing in bm25s_logger.filters):
-        bm25s_logger.addFilter(_FollowRootLevel())
+    if _follows_root_level not in logging.getLogger("bm25s").filters:
+        logging.getLogger("bm25s").addFilter(_follows_root_level)
 
 
 quiet_bm25s_logs()  # at import: before bm25s (imported on first use, here or by mteb) logs anything
 
 
-@dataclass(frozen=True)
-class _MiningTask:
+class _MiningTask(NamedTuple):
     """What both retrievers mine: the corpus, the queries with relevant documents, the rank window and filters."""
 
     corpus: Mapping[str, str]
@@ -58,36 +46,11 @@ class _MiningTask:
     relative_margin: float | None
     max_score: float | None
 
-    def __post_init__(self) -> None:
-        if self.range_min < 0 or self.range_max <= self.range_min:
-            raise ValueError(
-                f"the rank window needs 0 <= range_min < range_max, got [{self.range_min}, {self.range_max})"
-            )
-        if self.relative_margin is not None and self.relative_margin < 0:
-            raise ValueError(f"relative_margin must be >= 0 (or None), got {self.relative_margin}")
-        missing = sorted({doc_id for doc_ids in self.relevant.values() for doc_id in doc_ids} - set(self.corpus))
-        if missing:
-            raise KeyError(f"relevant documents missing from the corpus: {missing[:5]}")
-        missing = sorted(set(self.relevant) - set(self.queries))
-        if missing:
-            raise KeyError(f"queries of the qrels missing from the queries: {missing[:5]}")
-
-
-def _pick(window: list[str], num_negatives: int, strategy: SamplingStrategy, rng: random.Random) -> list[str]:
-    if strategy == "top" or len(window) <= num_negatives:
-        return window[:num_negatives]
-    chosen = set(rng.sample(range(len(window)), num_negatives))
-    return [doc_id for rank, doc_id in enumerate(window) if rank in chosen]  # keep the retriever's order
-
 
 def _bm25_windows(task: _MiningTask, language: str) -> dict[str, list[str]]:
-    try:
-        import bm25s
-        import Stemmer
-    except ImportError as error:
-        raise ImportError(
-            "BM25 mining needs `bm25s` and `PyStemmer`, dependencies of llara-st: pip install bm25s PyStemmer"
-        ) from error
+    import bm25s  # base dependencies, imported on first use
+    import Stemmer
+
     corpus, query_texts, relevant = task.corpus, task.queries, task.relevant
     doc_ids = list(corpus)
     # Documents and queries are tokenised alike: stemmed, stop words removed.
@@ -178,57 +141,40 @@ def mine_hard_negatives_from_qrels(
     range_max: int = 200,
     relative_margin: float | None = 0.05,
     max_score: float | None = None,
-    sampling_strategy: SamplingStrategy = "random",
+    sampling_strategy: Literal["random", "top"] = "random",
     min_relevance: int = 1,
     seed: int = 42,
     batch_size: int = 32,
     use_faiss: bool | None = None,
     language: str = "english",
 ) -> dict[str, list[str]]:
-    """Hard negatives for each query of a BEIR split: ids of documents the retriever ranks high that are not
-    judged relevant.
+    """Hard negatives for each query of a BEIR split: ids of documents the retriever ranks high, not judged relevant.
 
-    For each query the retriever ranks the corpus; the query's relevant documents (and any document with the
-    same text) are removed, and so are candidates within ``relative_margin`` of the query's weakest positive
-    (score ``> s_pos - |s_pos| * relative_margin``) or above ``max_score``: such near-ties are likely unjudged
-    positives (false negatives). Of what remains, ranks ``[range_min, range_max)`` form the window, and
-    ``num_negatives`` are drawn from it. (With a dense retriever, sentence-transformers looks
-    ``range_max`` + positives deep, so candidates removed by the margin shorten the window rather than being
-    replaced from further down.) A dense retriever runs through
-    :func:`sentence_transformers.util.mine_hard_negatives` (queries via ``encode_query``, passages via
-    ``encode_document``, so a LLaRA model uses its two templates; faiss when installed); ``"bm25"`` ranks
-    with ``bm25s`` (stemmed, stop words removed; documents sharing no term with the query are not candidates).
+    The relevant documents (and their copies) are removed from the retriever's ranking, and so are likely unjudged
+    positives: scores ``> s_pos - |s_pos| * relative_margin`` (``s_pos``: the weakest positive's) or above
+    ``max_score``. ``num_negatives`` are drawn from ranks ``[range_min, range_max)`` of the rest (docs/finetuning.md).
+    A model ranks through :func:`sentence_transformers.util.mine_hard_negatives` (its query and passage templates);
+    ``"bm25"`` through ``bm25s`` (stemmed, stop words removed; a document sharing no term is no candidate).
 
     Args:
         corpus, queries, qrels: As returned by :func:`llara_st.data.load_beir`.
         retriever: A sentence-transformers model, or ``"bm25"``.
         num_negatives: Negatives kept per query (fewer when the window holds fewer).
-        range_min, range_max: The rank window, counted after removing positives and near-ties (ranks 10–200
-            by default: the very top of a retriever's list is often unjudged positives).
-        relative_margin: Margin relative to the weakest positive's score; None disables it.
-        max_score: Absolute score ceiling (cosine for dense retrievers); None disables it.
-        sampling_strategy: ``"random"`` draws from the window (seeded), ``"top"`` takes its head.
+        relative_margin, max_score: The filters above (``max_score``: cosine for a model); None: off.
+        sampling_strategy: ``"random"`` draws from the window (seeded by ``seed``), ``"top"`` takes its head.
         min_relevance: Smallest qrels score that counts as relevant.
-        seed: Seed of the random draw.
-        batch_size: Encoding batch size (dense retriever).
-        use_faiss: Search with faiss; default: when faiss is installed.
+        use_faiss: Search with faiss (a model only); default: when it is installed.
         language: Stemmer and stop-word language (BM25).
 
     Returns:
-        ``{query_id: [doc_id, ...]}`` in the retriever's order, for every query with a relevant document
-        (empty lists where nothing survived the filters).
+        ``{query_id: [doc_id, ...]}`` in the retriever's order, for every query with a relevant document.
 
     Example::
 
-        >>> from llara_st.data import beir_examples, build_contrastive_dataset, load_beir
-        >>> from llara_st.data import mine_hard_negatives_from_qrels
+        >>> from llara_st.data import load_beir, mine_hard_negatives_from_qrels
         >>> corpus, queries, qrels = load_beir(beir_path, "train")  # e.g. BEIR's SciFact (there: num_negatives=15)
-        >>> negatives = mine_hard_negatives_from_qrels(corpus, queries, qrels, "bm25", num_negatives=2, range_min=0)
-        >>> negatives
+        >>> mine_hard_negatives_from_qrels(corpus, queries, qrels, "bm25", num_negatives=2, range_min=0)
         {'q1': ['d3'], 'q2': ['d1', 'd5'], 'q3': ['d1', 'd3']}
-        >>> rows = build_contrastive_dataset(beir_examples(corpus, queries, qrels, negatives), group_size=3)
-        >>> rows.column_names, len(rows)
-        (['anchor', 'positive', 'negative_1', 'negative_2'], 3)
     """
     if num_negatives < 1:
         raise ValueError(f"num_negatives must be at least 1, got {num_negatives}")
@@ -237,6 +183,16 @@ def mine_hard_negatives_from_qrels(
     relevant = relevant_documents(qrels, min_relevance)
     if not relevant:
         raise ValueError(f"no query has a document with qrels score >= {min_relevance}")
+    if range_min < 0 or range_max <= range_min:
+        raise ValueError(f"the rank window needs 0 <= range_min < range_max, got [{range_min}, {range_max})")
+    if relative_margin is not None and relative_margin < 0:
+        raise ValueError(f"relative_margin must be >= 0 (or None), got {relative_margin}")
+    missing = sorted({doc_id for doc_ids in relevant.values() for doc_id in doc_ids} - set(corpus))
+    if missing:
+        raise KeyError(f"relevant documents missing from the corpus: {missing[:5]}")
+    missing = sorted(set(relevant) - set(queries))
+    if missing:
+        raise KeyError(f"queries of the qrels missing from the queries: {missing[:5]}")
     task = _MiningTask(corpus, queries, relevant, range_min, range_max, relative_margin, max_score)
     if isinstance(retriever, str):
         if retriever != "bm25":
@@ -250,7 +206,14 @@ def mine_hard_negatives_from_qrels(
         raise TypeError(f"retriever must be a SentenceTransformer or 'bm25', got {type(retriever).__name__}")
 
     rng = random.Random(seed)
-    negatives = {query_id: _pick(windows[query_id], num_negatives, sampling_strategy, rng) for query_id in relevant}
+    negatives = {}
+    for query_id in relevant:
+        window = windows[query_id]
+        if sampling_strategy == "top" or len(window) <= num_negatives:
+            negatives[query_id] = window[:num_negatives]
+        else:  # a seeded draw, kept in the retriever's order
+            chosen = set(rng.sample(range(len(window)), num_negatives))
+            negatives[query_id] = [doc_id for rank, doc_id in enumerate(window) if rank in chosen]
     sizes = [len(doc_ids) for doc_ids in negatives.values()]
     logger.info(
         "Mined hard negatives for %d queries: %.1f per query on average, %d queries with fewer than %d, %d with none",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -125,6 +126,19 @@ def test_group_size_one_is_pairs_and_rows_without_negatives_are_dropped(caplog) 
 def test_bad_rows_are_named(bad: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_contrastive_dataset([bad], group_size=2)
+
+
+def test_bad_rows_are_counted_from_1_in_memory_as_in_files(tmp_path: Path) -> None:
+    """Rows in memory were named from 0 (the second row was "row 1") while the readers name a file's line from 1:
+    the second row is now "row 2" in memory, as it is line 2 of a file, and the message says how it counts."""
+    rows = [example("q", 1, 1), {"query": "r", "pos": [], "neg": ["n"]}]
+    with pytest.raises(ValueError, match=r"^row 2 \(counted from 1\): 'pos' is empty"):
+        build_contrastive_dataset(rows, group_size=2)
+    with pytest.raises(ValueError, match=r"^row 2 \(counted from 1\): 'pos' is empty"):
+        write_contrastive_jsonl(rows, tmp_path / "written.jsonl")
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(ValueError, match=r"rows.jsonl:2: 'pos' is empty"):
+        read_contrastive_jsonl(tmp_path / "rows.jsonl")
 
 
 def test_bad_arguments_are_named() -> None:
