@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,48 +13,11 @@ from sentence_transformers import SentenceTransformer
 
 from llara_st.folders import save_model_staged
 from llara_st.model import llara_module
-from llara_st.training.arguments import check_choices
+from llara_st.training.arguments import ALL_LINEAR, LORA_SAVE_CHOICES, LoraArguments
 
 logger = logging.getLogger(__name__)
 
 ADAPTER_NAME = "default"
-#: peft's every linear layer but the output head: the seven projections of a Llama block (the reference's targets).
-ALL_LINEAR = "all-linear"
-LORA_SAVE_CHOICES = ("merged", "adapter", "both")
-
-
-@dataclass
-class LoraArguments:
-    """The LoRA settings that :class:`~llara_st.training.AdaptationArguments` and
-    :class:`~llara_st.training.FinetuneArguments` inherit.
-
-    Example::
-
-        >>> from llara_st.training.lora import LoraArguments
-        >>> LoraArguments(lora=True, lora_save="both").lora_target_modules
-        ['all-linear']
-        >>> LoraArguments(lora_save="adapters")
-        Traceback (most recent call last):
-            ...
-        ValueError: lora_save must be one of ('merged', 'adapter', 'both'), got 'adapters'
-    """
-
-    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights"})
-    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: [ALL_LINEAR], metadata={"help": "[all-linear] (linear layers but the head) or names"}
-    )
-    train_prompt_tokens: bool = field(default=True, metadata={"help": "Train the 16 <sK> embedding rows too"})
-    lora_save: str = field(default="merged", metadata={"help": "merged, adapter (alone) or both (+ *-adapter)"})
-
-    def __post_init__(self) -> None:
-        check_choices(self, {"lora_save": LORA_SAVE_CHOICES})
-        if self.lora_r < 1:
-            raise ValueError(f"LoRA rank lora_r must be at least 1, got {self.lora_r}")
-        if (parent := getattr(super(), "__post_init__", None)) is not None:  # the trainer's, in a class with both
-            parent()
 
 
 def add_lora_adapter(
