@@ -16,7 +16,6 @@ from sentence_transformers.base.sampler import DefaultBatchSampler
 from torch.utils.data import SequentialSampler
 from transformers import TrainerCallback, set_seed
 
-import llara_st
 from llara_st.data import DocumentChunker, read_adaptation_pairs
 from llara_st.folders import check_replaceable
 from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
@@ -26,12 +25,11 @@ from llara_st.training.arguments import (
     MODEL_DTYPES,
     LLaRATrainingArguments,
     check_choices,
-    check_local_model_path,
     parse_arguments,
 )
-from llara_st.training.checkpoints import RunFingerprint, path_identity, resolve_checkpoint
+from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
 from llara_st.training.guards import save_trained_model, train_with_guards
-from llara_st.training.lora import adapter_folder, add_lora_adapter_from_config, save_lora_model
+from llara_st.training.lora import adapter_folder, add_lora_adapter_from_config, load_model_to_train, save_lora_model
 
 logger = logging.getLogger(__name__)
 
@@ -99,24 +97,6 @@ def sequential_batch_sampler(dataset: Dataset, **kwargs: Any) -> DefaultBatchSam
     return DefaultBatchSampler(SequentialSampler(dataset), **kwargs)
 
 
-def load_adaptation_model(config: AdaptationArguments) -> tuple[SentenceTransformer, str | None]:
-    """The LLaRA model to adapt, and the LLaRA folder it was read from (None if converted in memory)."""
-    check_local_model_path(config.model_name_or_path)  # a missing local folder is an error, never a Hub id
-    model_kwargs = {"dtype": config.model_dtype, "attn_implementation": config.attn_implementation}
-    source = Path(config.model_name_or_path)
-    if (source / "modules.json").is_file():
-        return llara_st.load(source, model_kwargs=model_kwargs), str(source)
-    if not config.lora:
-        return llara_st.build_llara_model(config.model_name_or_path, model_kwargs=model_kwargs), None
-    # An adapter records its base folder, which must hold the <sK> tokens: convert to disk once, into a folder named
-    # for the model's content (a base of an earlier run on another model is neither reused nor overwritten).
-    base_dir = Path(config.output_dir) / f"base-llara-{path_identity(config.model_name_or_path)[:12]}"
-    with config.main_process_first(local=False, desc="converting the causal LM"):
-        if not (base_dir / "modules.json").is_file():
-            llara_st.convert(config.model_name_or_path, base_dir)
-    return llara_st.load(base_dir, model_kwargs=model_kwargs), str(base_dir)
-
-
 def build_adaptation_dataset(
     config: AdaptationArguments, model: SentenceTransformer, text_budget: int, seed: int
 ) -> Dataset:
@@ -146,7 +126,7 @@ def run_adaptation(args: AdaptationArguments, callbacks: list[TrainerCallback] |
 
     # 1. Model (+ LoRA adapter), seeded first: the adapter's random initialisation happens here.
     set_seed(args.seed)
-    model, base = load_adaptation_model(args)
+    model, base = load_model_to_train(args)
     if args.lora:
         add_lora_adapter_from_config(model, args)
 

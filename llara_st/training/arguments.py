@@ -79,7 +79,6 @@ class LoraArguments:
             parent()
 
 
-
 @dataclass
 class LLaRATrainingArguments(LoraArguments, SentenceTransformerTrainingArguments):
     """The trainer's arguments with what both LLaRA workflows (:class:`~llara_st.training.AdaptationArguments`,

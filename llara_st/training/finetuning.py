@@ -32,7 +32,7 @@ from llara_st.model import llara_module
 from llara_st.training.arguments import LLaRATrainingArguments, check_choices, check_local_model_path, parse_arguments
 from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
 from llara_st.training.guards import check_text_rows, save_trained_model, train_with_guards
-from llara_st.training.lora import adapter_folder, add_lora_adapter_from_config, save_lora_model
+from llara_st.training.lora import adapter_folder, add_lora_adapter_from_config, load_model_to_train, save_lora_model
 
 logger = logging.getLogger(__name__)
 
@@ -110,19 +110,8 @@ def parse_finetune_arguments(
 
 
 def load_finetune_model(args: FinetuneArguments) -> SentenceTransformer:
-    """The LLaRA model to train; a plain causal LM is converted into ``output_dir/base`` first (an adapter needs a
-    saved base folder with the ``<sK>`` tokens)."""
-    check_local_model_path(args.model_name_or_path)  # a missing local folder is an error, never a Hub id
-    model_kwargs = {"dtype": args.model_dtype, "attn_implementation": args.attn_implementation}
-    model_kwargs = {key: value for key, value in model_kwargs.items() if value}
-    source = Path(args.model_name_or_path)
-    if not (source / "modules.json").is_file():
-        base = Path(args.output_dir) / "base"
-        logger.info("Converting %s into a LLaRA folder at %s", args.model_name_or_path, base)
-        lengths = {"query_max_length": args.query_max_length, "passage_max_length": args.passage_max_length}
-        llara_st.convert(args.model_name_or_path, base, **lengths)
-        source = base
-    model = llara_st.load(source.resolve(), model_kwargs=model_kwargs or None)
+    """The LLaRA model to train (:func:`~llara_st.training.lora.load_model_to_train`) with the run's text budgets."""
+    model, _ = load_model_to_train(args)
     transformer = llara_module(model, required=True)
     transformer.query_max_length, transformer.passage_max_length = args.query_max_length, args.passage_max_length
     return model

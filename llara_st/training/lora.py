@@ -11,13 +11,40 @@ from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
+import llara_st
 from llara_st.folders import save_model_staged
 from llara_st.model import llara_module
-from llara_st.training.arguments import ALL_LINEAR, LORA_SAVE_CHOICES, LoraArguments
+from llara_st.training.arguments import (
+    ALL_LINEAR,
+    LORA_SAVE_CHOICES,
+    LLaRATrainingArguments,
+    LoraArguments,
+    check_local_model_path,
+)
+from llara_st.training.checkpoints import path_identity
 
 logger = logging.getLogger(__name__)
 
 ADAPTER_NAME = "default"
+
+
+def load_model_to_train(args: LLaRATrainingArguments) -> tuple[SentenceTransformer, str | None]:
+    """The LLaRA model a workflow trains, and the LLaRA folder it was read from (None if converted in memory). A causal
+    LM is converted; for a LoRA adapter, which records its base folder, into ``output_dir/base-llara-<id>``, named for
+    the model's content (another model gets its own folder) and written by the main process alone."""
+    check_local_model_path(args.model_name_or_path)  # a missing local folder is an error, never a Hub id
+    model_kwargs = {"dtype": args.model_dtype, "attn_implementation": args.attn_implementation}
+    model_kwargs = {key: value for key, value in model_kwargs.items() if value} or None
+    source = Path(args.model_name_or_path)
+    if not (source / "modules.json").is_file():
+        if not args.lora:
+            return llara_st.build_llara_model(args.model_name_or_path, model_kwargs=model_kwargs), None
+        source = Path(args.output_dir) / f"base-llara-{path_identity(args.model_name_or_path)[:12]}"
+        with args.main_process_first(local=False, desc="converting the causal LM"):
+            if not (source / "modules.json").is_file():
+                llara_st.convert(args.model_name_or_path, source)
+    source = source.resolve()
+    return llara_st.load(source, model_kwargs=model_kwargs), str(source)
 
 
 def add_lora_adapter(
