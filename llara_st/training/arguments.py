@@ -1,5 +1,5 @@
-"""Training settings: dataclasses parsed by ``HfArgumentParser`` from a file, a dict or a command line, every value
-converted to its field's type (or refused, naming the key) before any dataclass is built."""
+"""Training settings: the arguments both workflows extend (:class:`LLaRATrainingArguments`, :class:`LoraArguments`),
+parsed by ``HfArgumentParser`` from a file, a dict or a command line, each value converted to its field's type first."""
 
 from __future__ import annotations
 
