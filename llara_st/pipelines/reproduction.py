@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import llara_st
 from llara_st.data.adaptation import adaptation_files
 from llara_st.data.beir import read_beir_qrels
@@ -233,11 +231,7 @@ class ReproductionPipeline(StageRunner):
         for key in PIPELINE_KEYS[name]:
             if key in section:
                 raise ValueError(f"{name}.{key} is set by the pipeline; remove it from the config's {name}: section")
-        defaults: dict[str, Any] = {"report_to": "none", "bf16": resolve_bf16(self.config.bf16)}
-        if name == "adapt" and not torch.accelerator.is_available():
-            # Without an accelerator transformers refuses bf16 unless told the CPU is the device; unlike
-            # FinetuneArguments, AdaptationArguments does not set use_cpu itself.
-            defaults["use_cpu"] = True
+        defaults = {"report_to": "none", "bf16": resolve_bf16(self.config.bf16)}
         return {**defaults, **section, **(values or {})}
 
     def adaptation_arguments(self, model_dir: str) -> Any:

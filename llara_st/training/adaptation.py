@@ -11,27 +11,31 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, concatenate_datasets
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
+from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from torch.utils.data import SequentialSampler
 from transformers import TrainerCallback, set_seed
 
-import llara_st
 from llara_st.data import DocumentChunker, read_adaptation_pairs
 from llara_st.folders import check_replaceable
 from llara_st.losses import EBAEEBARDataCollator, EBAEEBARLoss
 from llara_st.losses.ebae_ebar import MASK_AWARE_ATTENTION
 from llara_st.model import llara_module
-from llara_st.training.arguments import MODEL_DTYPES, check_choices, check_local_model_path, parse_arguments
-from llara_st.training.checkpoints import RunFingerprint, path_identity, resolve_checkpoint
+from llara_st.training.arguments import (
+    MODEL_DTYPES,
+    LLaRATrainingArguments,
+    check_choices,
+    parse_arguments,
+)
+from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
 from llara_st.training.guards import save_trained_model, train_with_guards
-from llara_st.training.lora import LoraArguments, adapter_folder, add_lora_adapter_from_config, save_lora_model
+from llara_st.training.lora import adapter_folder, add_lora_adapter_from_config, load_model_to_train, save_lora_model
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class AdaptationArguments(LoraArguments, SentenceTransformerTrainingArguments):
+class AdaptationArguments(LLaRATrainingArguments):
     """The trainer's arguments plus what to adapt, on which data, with which loss and adapter: LLaRA's EBAE/EBAR stage
     (Li et al., 2023, arXiv:2312.15503). LoRA is off by default here (the reference trains all weights).
 
@@ -58,7 +62,6 @@ class AdaptationArguments(LoraArguments, SentenceTransformerTrainingArguments):
         (1, 64)
     """
 
-    model_name_or_path: str | None = field(default=None, metadata={"help": "A LLaRA folder or a causal LM to convert"})
     wikitext_paths: list[str] = field(default_factory=list, metadata={"help": "WikiText *.raw files, folders, globs"})
     beir_corpus_paths: list[str] = field(default_factory=list, metadata={"help": 'BEIR folders, {"text"} JSONL'})
     llara_jsonl_paths: list[str] = field(default_factory=list, metadata={"help": "The authors' JSONL files"})
@@ -74,11 +77,8 @@ class AdaptationArguments(LoraArguments, SentenceTransformerTrainingArguments):
     model_dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa or eager (the loss's 4D mask)"})
     final_model_dir: str | None = field(default=None, metadata={"help": "Default: <output_dir>/final"})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace another run's work in output_dir"})
 
     def __post_init__(self) -> None:
-        if self.model_name_or_path is None:
-            raise ValueError("model_name_or_path is required: a LLaRA folder or a causal LM to convert")
         kernels = {"attn_implementation": MASK_AWARE_ATTENTION}  # the loss's 4D mask: no flash attention
         check_choices(self, {"chunk_unit": ("tokens", "words"), "model_dtype": MODEL_DTYPES, **kernels})
         if not (self.wikitext_paths or self.beir_corpus_paths or self.text_paths or self.llara_jsonl_paths):
@@ -95,24 +95,6 @@ class AdaptationArguments(LoraArguments, SentenceTransformerTrainingArguments):
 def sequential_batch_sampler(dataset: Dataset, **kwargs: Any) -> DefaultBatchSampler:
     """Batches in dataset order (sentence-transformers' default sampler shuffles), for ``shuffle: false``."""
     return DefaultBatchSampler(SequentialSampler(dataset), **kwargs)
-
-
-def load_adaptation_model(config: AdaptationArguments) -> tuple[SentenceTransformer, str | None]:
-    """The LLaRA model to adapt, and the LLaRA folder it was read from (None if converted in memory)."""
-    check_local_model_path(config.model_name_or_path)  # a missing local folder is an error, never a Hub id
-    model_kwargs = {"dtype": config.model_dtype, "attn_implementation": config.attn_implementation}
-    source = Path(config.model_name_or_path)
-    if (source / "modules.json").is_file():
-        return llara_st.load(source, model_kwargs=model_kwargs), str(source)
-    if not config.lora:
-        return llara_st.build_llara_model(config.model_name_or_path, model_kwargs=model_kwargs), None
-    # An adapter records its base folder, which must hold the <sK> tokens: convert to disk once, into a folder named
-    # for the model's content (a base of an earlier run on another model is neither reused nor overwritten).
-    base_dir = Path(config.output_dir) / f"base-llara-{path_identity(config.model_name_or_path)[:12]}"
-    with config.main_process_first(local=False, desc="converting the causal LM"):
-        if not (base_dir / "modules.json").is_file():
-            llara_st.convert(config.model_name_or_path, base_dir)
-    return llara_st.load(base_dir, model_kwargs=model_kwargs), str(base_dir)
 
 
 def build_adaptation_dataset(
@@ -144,7 +126,7 @@ def run_adaptation(args: AdaptationArguments, callbacks: list[TrainerCallback] |
 
     # 1. Model (+ LoRA adapter), seeded first: the adapter's random initialisation happens here.
     set_seed(args.seed)
-    model, base = load_adaptation_model(args)
+    model, base = load_model_to_train(args)
     if args.lora:
         add_lora_adapter_from_config(model, args)
 
@@ -159,10 +141,7 @@ def run_adaptation(args: AdaptationArguments, callbacks: list[TrainerCallback] |
         eval_dataset = dataset.select(range(len(dataset) - args.eval_rows, len(dataset)))
         dataset = dataset.select(range(len(dataset) - args.eval_rows))
 
-    # 4. Training arguments: optionally in data order. Every trainable parameter gets a gradient at every step, but
-    # the loss applies the LM head outside the model's forward, which DDP's unused-parameter search would flag.
-    if args.ddp_find_unused_parameters is None:
-        args.ddp_find_unused_parameters = False
+    # 4. Training arguments: optionally in data order.
     if not args.shuffle:
         args.batch_sampler = sequential_batch_sampler
 

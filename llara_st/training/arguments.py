@@ -1,23 +1,30 @@
-"""Training settings: dataclasses parsed by ``HfArgumentParser`` from a file, a dict or a command line, every value
-converted to its field's type (or refused, naming the key) before any dataclass is built."""
+"""Training settings: the arguments both workflows extend (:class:`LLaRATrainingArguments`, :class:`LoraArguments`),
+parsed by ``HfArgumentParser`` from a file, a dict or a command line, each value converted to its field's type first."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
 from llara_st.errors import LLaRAUserError
+from llara_st.training.precision import autocast_available
+
+logger = logging.getLogger(__name__)
 
 #: Settings renamed when both workflows took one set of names (old: new): an old name is refused naming the new one.
 RENAMED_SETTINGS = {
@@ -30,8 +37,89 @@ RENAMED_SETTINGS = {
 #: Weight dtypes a training run may load its backbone in (``model_dtype``).
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 
+#: peft's every linear layer but the output head: the seven projections of a Llama block (the reference's targets).
+ALL_LINEAR = "all-linear"
+LORA_SAVE_CHOICES = ("merged", "adapter", "both")
+
 #: The field types whose values are converted; other fields get their value as given, for their dataclass to check.
 _SCALARS = (bool, int, float, str)
+
+
+@dataclass
+class LoraArguments:
+    """The LoRA settings that :class:`~llara_st.training.AdaptationArguments` and
+    :class:`~llara_st.training.FinetuneArguments` inherit.
+
+    Example::
+
+        >>> from llara_st.training.arguments import LoraArguments
+        >>> LoraArguments(lora=True, lora_save="both").lora_target_modules
+        ['all-linear']
+        >>> LoraArguments(lora_save="adapters")
+        Traceback (most recent call last):
+            ...
+        ValueError: lora_save must be one of ('merged', 'adapter', 'both'), got 'adapters'
+    """
+
+    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights"})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: [ALL_LINEAR], metadata={"help": "[all-linear] (linear layers but the head) or names"}
+    )
+    train_prompt_tokens: bool = field(default=True, metadata={"help": "Train the 16 <sK> embedding rows too"})
+    lora_save: str = field(default="merged", metadata={"help": "merged, adapter (alone) or both (+ *-adapter)"})
+
+    def __post_init__(self) -> None:
+        check_choices(self, {"lora_save": LORA_SAVE_CHOICES})
+        if self.lora_r < 1:
+            raise ValueError(f"LoRA rank lora_r must be at least 1, got {self.lora_r}")
+        if (parent := getattr(super(), "__post_init__", None)) is not None:  # the trainer's, in a class with both
+            parent()
+
+
+@dataclass
+class LLaRATrainingArguments(LoraArguments, SentenceTransformerTrainingArguments):
+    """The trainer's arguments with what both LLaRA workflows (:class:`~llara_st.training.AdaptationArguments`,
+    :class:`~llara_st.training.FinetuneArguments`) share: the model, its weight dtype and attention kernel, the LoRA
+    block, and the device and precision settled once for this machine. Mixed precision the machine cannot run falls
+    back to float32 with a warning; with no accelerator (CUDA, MPS, XPU, ...) the CPU is made the device, so that bf16
+    autocast runs there.
+
+    Example::
+
+        >>> from llara_st.training.arguments import LLaRATrainingArguments
+        >>> args = LLaRATrainingArguments(output_dir="out", model_name_or_path="HuggingFaceTB/SmolLM2-135M", lora=True)
+        >>> args.lora_target_modules, args.ddp_find_unused_parameters
+        (['all-linear'], False)
+    """
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "A LLaRA folder or a causal LM to convert"})
+    model_dtype: str | None = field(default=None, metadata={"help": "float32, float16 or bfloat16 weights"})
+    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager, flash_attention_2, ..."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace another run's work in output_dir"})
+
+    def __post_init__(self) -> None:
+        if self.model_name_or_path is None:
+            raise ValueError("model_name_or_path is required: a LLaRA folder or a causal LM to convert")
+        check_choices(self, {"model_dtype": (None, *MODEL_DTYPES)})
+        for precision in ("fp16", "bf16"):
+            if getattr(self, precision) and not autocast_available(precision):
+                logger.warning("%s needs a CUDA device that supports it; training in float32", precision)
+                setattr(self, precision, False)
+        if self.fp16 and self.model_dtype == "float16" and not self.lora:
+            raise ValueError(
+                "fp16 mixed precision keeps float32 master weights: full fine-tuning cannot train float16 weights "
+                "(use model_dtype float32, or lora: true, whose adapter weights stay float32)"
+            )
+        if not torch.accelerator.is_available():  # what accelerate picks the device by (CUDA, MPS, XPU, ...)
+            self.use_cpu = True  # transformers runs bf16 autocast on the CPU only when told the CPU is the device
+        # Every trainable parameter gets a gradient at every step of both workflows; DDP's search for unused ones
+        # would cost a graph walk per step and flag the LM head, which the EBAE/EBAR loss applies outside the forward.
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False
+        super().__post_init__()  # LoraArguments' checks, then the trainer's
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:

@@ -12,9 +12,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
+from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback, set_seed
 
 import llara_st
@@ -30,21 +29,18 @@ from llara_st.evaluation.ir_evaluator import beir_ir_evaluator, run_on_main_proc
 from llara_st.folders import check_replaceable
 from llara_st.losses.contrastive import DEFAULT_TEMPERATURE, contrastive_loss
 from llara_st.model import llara_module
-from llara_st.training.arguments import MODEL_DTYPES, check_choices, check_local_model_path, parse_arguments
+from llara_st.training.arguments import LLaRATrainingArguments, check_choices, check_local_model_path, parse_arguments
 from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
 from llara_st.training.guards import check_text_rows, save_trained_model, train_with_guards
-from llara_st.training.lora import LoraArguments, adapter_folder, add_lora_adapter_from_config, save_lora_model
-from llara_st.training.precision import autocast_available
+from llara_st.training.lora import adapter_folder, add_lora_adapter_from_config, load_model_to_train, save_lora_model
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class FinetuneArguments(LoraArguments, SentenceTransformerTrainingArguments):
+class FinetuneArguments(LLaRATrainingArguments):
     """The trainer's arguments plus the model, data, hard-negative, loss and LoRA settings of LLaRA's contrastive
     fine-tuning (Li et al., 2023, arXiv:2312.15503, §3), with the reference's defaults; LoRA is on by default here.
-    Mixed precision the machine cannot run falls back to float32 with a warning; with no accelerator (CUDA, MPS, …)
-    the CPU is made the device, so that bf16 autocast runs there.
 
     Example (a BEIR folder: hard negatives mined here; evaluated on its dev split before and after)::
 
@@ -63,7 +59,6 @@ class FinetuneArguments(LoraArguments, SentenceTransformerTrainingArguments):
         (['after', 'before'], True)
     """
 
-    model_name_or_path: str | None = field(default=None, metadata={"help": "A LLaRA folder or a causal LM to convert."})
     train_data: str | None = field(
         default=None, metadata={"help": "A BEIR folder (negatives mined here), the authors' JSONL, or saved rows."}
     )
@@ -82,14 +77,11 @@ class FinetuneArguments(LoraArguments, SentenceTransformerTrainingArguments):
     mined_negatives: int = field(default=15, metadata={"help": "Negatives mined per query (the group draws them)."})
     query_max_length: int = field(default=64, metadata={"help": "Query token budget, template included."})
     passage_max_length: int = field(default=160, metadata={"help": "Passage token budget, template included."})
-    model_dtype: str | None = field(default=None, metadata={"help": "float32, float16 or bfloat16 weights."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager, flash_attention_2, ..."})
     temperature: float = field(default=DEFAULT_TEMPERATURE, metadata={"help": "InfoNCE temperature."})
     cached_loss: bool = field(default=False, metadata={"help": "GradCache: large batches on small memory."})
     cached_mini_batch_size: int = field(default=32, metadata={"help": "Mini-batch of the cached loss."})
     gather_across_devices: bool = field(default=False, metadata={"help": "Negatives from all processes."})
     lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (false: full fine-tuning)."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace another run's work in output_dir."})
     # The trainer's settings whose defaults differ for LLaRA fine-tuning.
     learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate."})
     warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps; a float < 1 is a fraction of them."})
@@ -98,31 +90,16 @@ class FinetuneArguments(LoraArguments, SentenceTransformerTrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
 
     def __post_init__(self) -> None:
-        if self.model_name_or_path is None:
-            raise ValueError("model_name_or_path is required: a LLaRA folder or a causal LM to convert")
         if self.output_dir is None:
             raise ValueError("output_dir is required: checkpoints, metrics.json and the final model go there")
-        check_choices(self, {"positives": ("sample", "all"), "model_dtype": (None, *MODEL_DTYPES)})
-        for precision in ("fp16", "bf16"):
-            if getattr(self, precision) and not autocast_available(precision):
-                logger.warning("%s needs a CUDA device that supports it; training in float32", precision)
-                setattr(self, precision, False)
-        if self.fp16 and self.model_dtype == "float16" and not self.lora:
-            raise ValueError(
-                "fp16 mixed precision keeps float32 master weights: full fine-tuning cannot train float16 weights "
-                "(use model_dtype float32, or lora: true, whose adapter weights stay float32)"
-            )
-        if not torch.accelerator.is_available():  # what accelerate picks the device by (CUDA, MPS, XPU, ...)
-            self.use_cpu = True  # transformers runs bf16 autocast on the CPU only when told the CPU is the device
+        check_choices(self, {"positives": ("sample", "all")})
         if self.gradient_checkpointing:  # sentence-transformers checkpoints the input module's activations
             self.gradient_checkpointing, self.activation_checkpointing = False, True
         if self.activation_checkpointing:
             self.activation_checkpointing_kwargs = self.activation_checkpointing_kwargs or {"use_reentrant": False}
         if self.gather_across_devices:  # gathered negatives need the same count on every process
             self.dataloader_drop_last = True
-        if self.ddp_find_unused_parameters is None:
-            self.ddp_find_unused_parameters = False
-        super().__post_init__()  # LoraArguments' checks, then the trainer's
+        super().__post_init__()
 
 
 def parse_finetune_arguments(
@@ -133,19 +110,8 @@ def parse_finetune_arguments(
 
 
 def load_finetune_model(args: FinetuneArguments) -> SentenceTransformer:
-    """The LLaRA model to train; a plain causal LM is converted into ``output_dir/base`` first (an adapter needs a
-    saved base folder with the ``<sK>`` tokens)."""
-    check_local_model_path(args.model_name_or_path)  # a missing local folder is an error, never a Hub id
-    model_kwargs = {"dtype": args.model_dtype, "attn_implementation": args.attn_implementation}
-    model_kwargs = {key: value for key, value in model_kwargs.items() if value}
-    source = Path(args.model_name_or_path)
-    if not (source / "modules.json").is_file():
-        base = Path(args.output_dir) / "base"
-        logger.info("Converting %s into a LLaRA folder at %s", args.model_name_or_path, base)
-        lengths = {"query_max_length": args.query_max_length, "passage_max_length": args.passage_max_length}
-        llara_st.convert(args.model_name_or_path, base, **lengths)
-        source = base
-    model = llara_st.load(source.resolve(), model_kwargs=model_kwargs or None)
+    """The LLaRA model to train (:func:`~llara_st.training.lora.load_model_to_train`) with the run's text budgets."""
+    model, _ = load_model_to_train(args)
     transformer = llara_module(model, required=True)
     transformer.query_max_length, transformer.passage_max_length = args.query_max_length, args.passage_max_length
     return model

@@ -6,56 +6,45 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
+import llara_st
 from llara_st.folders import save_model_staged
 from llara_st.model import llara_module
-from llara_st.training.arguments import check_choices
+from llara_st.training.arguments import (
+    ALL_LINEAR,
+    LORA_SAVE_CHOICES,
+    LLaRATrainingArguments,
+    LoraArguments,
+    check_local_model_path,
+)
+from llara_st.training.checkpoints import path_identity
 
 logger = logging.getLogger(__name__)
 
 ADAPTER_NAME = "default"
-#: peft's every linear layer but the output head: the seven projections of a Llama block (the reference's targets).
-ALL_LINEAR = "all-linear"
-LORA_SAVE_CHOICES = ("merged", "adapter", "both")
 
 
-@dataclass
-class LoraArguments:
-    """The LoRA settings that :class:`~llara_st.training.AdaptationArguments` and
-    :class:`~llara_st.training.FinetuneArguments` inherit.
-
-    Example::
-
-        >>> from llara_st.training.lora import LoraArguments
-        >>> LoraArguments(lora=True, lora_save="both").lora_target_modules
-        ['all-linear']
-        >>> LoraArguments(lora_save="adapters")
-        Traceback (most recent call last):
-            ...
-        ValueError: lora_save must be one of ('merged', 'adapter', 'both'), got 'adapters'
-    """
-
-    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights"})
-    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: [ALL_LINEAR], metadata={"help": "[all-linear] (linear layers but the head) or names"}
-    )
-    train_prompt_tokens: bool = field(default=True, metadata={"help": "Train the 16 <sK> embedding rows too"})
-    lora_save: str = field(default="merged", metadata={"help": "merged, adapter (alone) or both (+ *-adapter)"})
-
-    def __post_init__(self) -> None:
-        check_choices(self, {"lora_save": LORA_SAVE_CHOICES})
-        if self.lora_r < 1:
-            raise ValueError(f"LoRA rank lora_r must be at least 1, got {self.lora_r}")
-        if (parent := getattr(super(), "__post_init__", None)) is not None:  # the trainer's, in a class with both
-            parent()
+def load_model_to_train(args: LLaRATrainingArguments) -> tuple[SentenceTransformer, str | None]:
+    """The LLaRA model a workflow trains, and the LLaRA folder it was read from (None if converted in memory). A causal
+    LM is converted; for a LoRA adapter, which records its base folder, into ``output_dir/base-llara-<id>``, named for
+    the model's content (another model gets its own folder) and written by the main process alone."""
+    check_local_model_path(args.model_name_or_path)  # a missing local folder is an error, never a Hub id
+    model_kwargs = {"dtype": args.model_dtype, "attn_implementation": args.attn_implementation}
+    model_kwargs = {key: value for key, value in model_kwargs.items() if value} or None
+    source = Path(args.model_name_or_path)
+    if not (source / "modules.json").is_file():
+        if not args.lora:
+            return llara_st.build_llara_model(args.model_name_or_path, model_kwargs=model_kwargs), None
+        source = Path(args.output_dir) / f"base-llara-{path_identity(args.model_name_or_path)[:12]}"
+        with args.main_process_first(local=False, desc="converting the causal LM"):
+            if not (source / "modules.json").is_file():
+                llara_st.convert(args.model_name_or_path, source)
+    source = source.resolve()
+    return llara_st.load(source, model_kwargs=model_kwargs), str(source)
 
 
 def add_lora_adapter(

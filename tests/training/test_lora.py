@@ -83,3 +83,19 @@ def test_lora_save_writes_the_folders_it_names(training_llara_dir: Path, tmp_pat
         path.name: "adapter" if (path / "adapter_config.json").is_file() else "merged" for path in tmp_path.iterdir()
     }
     assert written == folders
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_causal_lm_is_converted_to_disk_only_for_an_adapter(tiny_llama_dir: Path, tmp_path: Path, lora: bool) -> None:
+    """Both workflows load through one function; fine-tuning used to convert into output_dir/base on every process."""
+    from llara_st.training import parse_finetune_arguments
+    from llara_st.training.lora import load_model_to_train
+
+    (args,) = parse_finetune_arguments(
+        {"model_name_or_path": str(tiny_llama_dir), "output_dir": str(tmp_path), "lora": lora}
+    )
+    model, base = load_model_to_train(args)
+    assert model.tokenizer.convert_tokens_to_ids("<s16>") != model.tokenizer.unk_token_id
+    written = [path.name for path in tmp_path.glob("base-llara-*")]
+    assert (base is not None, len(written)) == ((True, 1) if lora else (False, 0))
+    assert not (tmp_path / "base").exists()
