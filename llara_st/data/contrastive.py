@@ -1,6 +1,5 @@
 """Contrastive fine-tuning rows ``(anchor, positive, negative_1 … negative_n)`` from BEIR folders or the authors'
-``{"query", "pos", "neg"}`` JSONL (Li et al., 2023, arXiv:2312.15503; docs/finetuning.md). A bad row is named
-counted from 1: by its file and line (``rows.jsonl:3``) or, in memory, as ``row 3 (counted from 1)``."""
+``{"query", "pos", "neg"}`` JSONL (Li et al., 2023, arXiv:2312.15503; docs/finetuning.md)."""
 
 from __future__ import annotations
 
@@ -41,7 +40,6 @@ def relevant_documents(qrels: Mapping[str, Mapping[str, int]], min_score: int = 
 
 
 def _problem(example: Any) -> str | None:
-    """What is wrong with a ``{"query", "pos", "neg"}`` row, or None."""
     if not isinstance(example, Mapping):
         return f"a contrastive row is a mapping with 'query', 'pos' and 'neg', got {example!r:.80}"
     if not isinstance(example.get("query"), str) or not example["query"].strip():
@@ -143,9 +141,9 @@ def contrastive_router_mapping(column_names: Sequence[str]) -> dict[str, str]:
         >>> from sentence_transformers import SentenceTransformerTrainingArguments
         >>> from llara_st.data import contrastive_router_mapping
         >>> mapping = contrastive_router_mapping(["anchor", "positive", "negative_1"])  # rows.column_names
+        >>> args = SentenceTransformerTrainingArguments(output_dir="out", router_mapping=mapping)
         >>> mapping
         {'anchor': 'query', 'positive': 'document', 'negative_1': 'document'}
-        >>> args = SentenceTransformerTrainingArguments(output_dir="out", router_mapping=mapping)
     """
     if ANCHOR_COLUMN not in column_names:
         raise ValueError(f"contrastive rows need an {ANCHOR_COLUMN!r} column, got {list(column_names)}")
@@ -158,8 +156,7 @@ def build_contrastive_dataset(
     positives: Literal["sample", "all"] = "sample",
     seed: int = 42,
 ) -> Dataset:
-    """Training rows ``(anchor, positive, negative_1 … negative_{group_size-1})`` for
-    :class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss`.
+    """Training rows ``(anchor, positive, negative_1 … negative_{group_size-1})`` for a ranking loss.
 
     Each query gets ``group_size - 1`` negatives drawn from its ``neg`` (seeded) without replacement, or all of a
     shorter list topped up by drawing again, as the authors' data does; a query without negatives is dropped.
@@ -243,16 +240,14 @@ def load_contrastive_dataset(
 ) -> Dataset:
     """Contrastive training rows from a file or folder, whatever produced them.
 
-    * a ``Dataset.save_to_disk`` folder, a ``.parquet`` file or a ``.jsonl`` file of ``anchor, positive,
-      negative_1 …`` rows: read as they are (``group_size`` is then what the rows have);
-    * a ``.jsonl`` file of the authors' ``{"query", "pos", "neg"}`` rows: grouped by
-      :func:`build_contrastive_dataset` with ``group_size``, ``positives`` and ``seed``.
+    A ``Dataset.save_to_disk`` folder, a ``.parquet`` or ``.jsonl`` file of ``anchor, positive, negative_1 …``
+    rows is read as it is; a ``.jsonl`` of the authors' ``{"query", "pos", "neg"}`` rows is grouped by
+    :func:`build_contrastive_dataset` with ``group_size``, ``positives`` and ``seed``.
 
     Example::
 
         >>> from llara_st.data import build_contrastive_dataset, load_contrastive_dataset
-        >>> examples = [{"query": "what causes tides", "pos": ["The Moon's gravity."], "neg": ["Waves.", "Bees."]}]
-        >>> rows = build_contrastive_dataset(examples, group_size=3)
+        >>> rows = build_contrastive_dataset([{"query": "tides?", "pos": ["The Moon."], "neg": ["Bees."]}], 2)
         >>> rows.save_to_disk("rows")
         >>> load_contrastive_dataset("rows")[:] == rows[:]
         True

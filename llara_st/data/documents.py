@@ -1,5 +1,4 @@
-"""Your own documents and queries, for search: folders of text files, JSONL files of texts or BEIR folders, read
-by the readers the rest of llara_st uses (:func:`~llara_st.data.read_jsonl`, :func:`~llara_st.data.expand_paths`)."""
+"""Your own documents and queries, for search: folders of text files, JSONL files of texts or BEIR folders."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from datasets import Dataset, concatenate_datasets
 from llara_st.data.adaptation import _GLOB_CHARACTERS, expand_paths, read_text_documents
 from llara_st.data.beir import CORPUS_FILE, first_jsonl_row, read_beir_documents, read_jsonl
 
-DOCUMENT_COLUMNS = ["id", "title", "text"]
 _JSONL_SUFFIXES = (".jsonl", ".json")
 
 
@@ -32,7 +30,7 @@ def read_jsonl_documents(path: str | os.PathLike) -> Dataset:
     rows = read_jsonl(path, ["text"], optional_texts=["title"], id_field=id_field)
     if id_field is None:
         rows = rows.add_column("id", [f"{path.name}:{row}" for row in range(1, len(rows) + 1)])
-    return rows.select_columns(DOCUMENT_COLUMNS)
+    return rows.select_columns(["id", "title", "text"])
 
 
 def _text_file_documents(files: list[Path], root: Path | None) -> Dataset:
@@ -64,10 +62,8 @@ def read_documents(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Da
         >>> _ = Path("notes/bees.txt").write_text("Bees dance.")
         >>> _ = Path("more.jsonl").write_text('{"text": "Rivers flood.", "title": "Rivers"}\\n')
         >>> documents = read_documents(["notes", "more.jsonl"])
-        >>> list(documents["id"])
-        ['bees.txt', 'sea/tides.txt', 'more.jsonl:1']
-        >>> documents[1], documents[2]["title"]
-        ({'id': 'sea/tides.txt', 'title': '', 'text': 'The Moon pulls the oceans.'}, 'Rivers')
+        >>> list(documents["id"]), documents[1]["text"]
+        (['bees.txt', 'sea/tides.txt', 'more.jsonl:1'], 'The Moon pulls the oceans.')
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -116,6 +112,3 @@ def read_queries(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     if not queries:
         raise ValueError(f"query file {path} holds no query")
     return [number for number, _ in queries], [text for _, text in queries]
-
-
-__all__ = ["DOCUMENT_COLUMNS", "read_documents", "read_jsonl_documents", "read_queries"]

@@ -36,8 +36,6 @@ quiet_bm25s_logs()  # at import: before bm25s (imported on first use, here or by
 
 
 class _MiningTask(NamedTuple):
-    """What both retrievers mine: the corpus, the queries with relevant documents, the rank window and filters."""
-
     corpus: Mapping[str, str]
     queries: Mapping[str, str]
     relevant: Mapping[str, Sequence[str]]
@@ -158,7 +156,6 @@ def mine_hard_negatives_from_qrels(
 
     Args:
         corpus, queries, qrels: As returned by :func:`llara_st.data.load_beir`.
-        retriever: A sentence-transformers model, or ``"bm25"``.
         num_negatives: Negatives kept per query (fewer when the window holds fewer).
         relative_margin, max_score: The filters above (``max_score``: cosine for a model); None: off.
         sampling_strategy: ``"random"`` draws from the window (seeded by ``seed``), ``"top"`` takes its head.

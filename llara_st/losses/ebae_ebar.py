@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch.nn.functional as F
@@ -115,16 +115,9 @@ class EBAEEBARLoss(nn.Module):
     * **EBAR**: the same at ``<s9>``…``<s16>`` against those of the *next* text;
     * **LM**: next-token cross-entropy on the text tokens (prefix and suffixes are not predicted).
 
-    ``loss = lm_weight * lm + (ebae + ebar) / 2``; with ``lm_weight=1`` and the collator's defaults this is
-    the reference implementation's loss. ``forward`` returns the components ``{"ebae": ebae / 2, "ebar":
-    ebar / 2, "lm": lm_weight * lm}``, which the trainer sums and logs each. The model must run eager or SDPA
-    attention (the 4D mask), and under DDP needs ``ddp_find_unused_parameters=False``; FSDP is refused. Details,
-    fidelity and limits (LoRA and the prompt-token rows, DeepSpeed): ``docs/adaptation_loss.md``.
-
-    Args:
-        model: A LLaRA model (e.g. from :func:`llara_st.build_llara_model`).
-        lm_weight: Weight of the next-token LM term on the text tokens (reference 1); 0 disables it. The
-            bag-of-words terms alone can collapse the embeddings; the LM term guards against it.
+    ``loss = lm_weight * lm + (ebae + ebar) / 2`` (reference ``lm_weight=1``; 0 disables the LM term, which keeps
+    the bag-of-words terms from collapsing the embeddings); ``forward`` returns the three terms, which the trainer
+    sums and logs. The model must run eager or SDPA attention; FSDP is refused (docs/adaptation_loss.md).
 
     Example::
 
@@ -204,12 +197,14 @@ class EBAEEBARLoss(nn.Module):
 
     def forward(self, sentence_features: Sequence[dict[str, Any]], labels: Tensor | None = None) -> dict[str, Tensor]:
         """The loss components ``{"ebae", "ebar", "lm"}`` (their sum is the loss); ``labels`` is unused."""
-        if len(sentence_features) != 1 or not AdaptationBatch.is_complete(sentence_features[0]):
+        # The trainer hands the collator's batch as one feature group, its keys without the prefix.
+        names = [field.name for field in fields(AdaptationBatch)]
+        if len(sentence_features) != 1 or not all(name in sentence_features[0] for name in names):
             raise ValueError(
                 f"EBAEEBARLoss got {len(sentence_features)} feature group(s) of another collator: pass "
                 "data_collator=EBAEEBARDataCollator(model, cutoff_length=...) to SentenceTransformerTrainer"
             )
-        batch = AdaptationBatch.from_features(sentence_features[0])
+        batch = AdaptationBatch(**{name: sentence_features[0][name] for name in names})
         logits = self.compute_logits(batch)
         return ebae_ebar_loss(
             logits.passage_prompt_logits,

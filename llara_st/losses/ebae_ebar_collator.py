@@ -108,15 +108,6 @@ class AdaptationBatch:
     ebae_target_ids: Tensor
     ebar_target_ids: Tensor
 
-    @classmethod
-    def from_features(cls, features: dict[str, Any]) -> AdaptationBatch:
-        """The batch from the feature group the trainer hands the loss (the collator's keys, prefix removed)."""
-        return cls(**{field.name: features[field.name] for field in fields(cls)})
-
-    @classmethod
-    def is_complete(cls, features: dict[str, Any]) -> bool:
-        return all(field.name in features for field in fields(cls))
-
 
 class EBAEEBARDataCollator(SentenceTransformerDataCollator):
     """Data collator of LLaRA's adaptation (Li et al., 2023, arXiv:2312.15503): builds the one-pass EBAE/EBAR input
