@@ -98,16 +98,11 @@ class DocumentChunker:
             if self.tokenizer is None:
                 raise ValueError("unit='tokens' needs a tokenizer")
             if not getattr(self.tokenizer, "is_fast", False):
-                raise ValueError(
-                    "unit='tokens' needs a fast tokenizer (token offsets are used to cut at word boundaries); "
-                    f"got {type(self.tokenizer).__name__}"
-                )
+                raise ValueError(f"unit='tokens' needs a fast tokenizer (offsets), got {type(self.tokenizer).__name__}")
         if self.min_chunk_size is None:
             self.min_chunk_size = max(1, self.chunk_size // 4)
         if not 1 <= self.min_chunk_size <= self.chunk_size:
-            raise ValueError(
-                f"min_chunk_size must be between 1 and chunk_size={self.chunk_size}, got {self.min_chunk_size}"
-            )
+            raise ValueError(f"min_chunk_size must be in [1, chunk_size={self.chunk_size}], got {self.min_chunk_size}")
 
     def length(self, text: str) -> int:
         """Size of ``text`` in this chunker's unit (tokens counted without special tokens)."""
@@ -435,11 +430,7 @@ def read_adaptation_pairs(
     inputs, texts = rows["input"], rows["output_summarize"]
     differing = sum(bool(given) and given != text for given, text in zip(inputs, texts, strict=True))
     if differing:
-        logger.warning(
-            "%d rows have 'input' different from 'output_summarize'; the EBAE/EBAR loss reads one text "
-            "(output_summarize) as both the input and the EBAE target",
-            differing,
-        )
+        logger.warning("%d rows have 'input' different from 'output_summarize', read as input and target", differing)
     columns = {"output_summarize": TEXT_COLUMN, "output_predict": NEXT_TEXT_COLUMN}
     return rows.select_columns(list(columns)).rename_columns(columns)
 

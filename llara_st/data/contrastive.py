@@ -170,14 +170,9 @@ def build_contrastive_dataset(
     Example::
 
         >>> from llara_st.data import build_contrastive_dataset
-        >>> rows = build_contrastive_dataset(
-        ...     [{"query": "what causes tides", "pos": ["The Moon's gravity."], "neg": ["Waves.", "Bees."]}],
-        ...     group_size=4,
-        ... )
-        >>> rows.column_names
-        ['anchor', 'positive', 'negative_1', 'negative_2', 'negative_3']
-        >>> sorted(rows[0][f"negative_{i}"] for i in (1, 2, 3))  # two negatives, one drawn again
-        ['Bees.', 'Waves.', 'Waves.']
+        >>> rows = build_contrastive_dataset([{"query": "tides?", "pos": ["The Moon."], "neg": ["Waves.", "Bees."]}], 4)
+        >>> rows.column_names, sorted(rows[0][f"negative_{i}"] for i in (1, 2, 3))  # two negatives, one drawn again
+        (['anchor', 'positive', 'negative_1', 'negative_2', 'negative_3'], ['Bees.', 'Waves.', 'Waves.'])
     """
     if group_size < 1:
         raise ValueError(f"group_size must be at least 1 (the positive), got {group_size}")
@@ -208,25 +203,16 @@ def build_contrastive_dataset(
             for column, negative in zip(columns[2:], chosen, strict=True):
                 rows[column].append(negative)
     if dropped:
-        logger.warning(
-            "Dropped %d of %d queries that have no negatives to fill a group of %d", dropped, seen, group_size
-        )
+        logger.warning("Dropped %d of %d queries without negatives to fill a group of %d", dropped, seen, group_size)
     if not rows[ANCHOR_COLUMN]:
-        raise ValueError(
-            f"no contrastive rows: {seen} examples given, {dropped} without negatives (group_size={group_size})"
-        )
+        raise ValueError(f"no contrastive rows: {seen} examples, {dropped} without negatives (group_size={group_size})")
     return Dataset.from_dict(rows)
 
 
 def _check_rows(rows: Dataset, source: str) -> Dataset:
     columns = rows.column_names
-    if columns[:2] != [ANCHOR_COLUMN, POSITIVE_COLUMN]:
-        raise ValueError(
-            f"{source}: contrastive rows start with the columns {[ANCHOR_COLUMN, POSITIVE_COLUMN]}, got {columns}"
-        )
-    expected = negative_columns(len(columns) - 1)
-    if columns[2:] != expected:
-        raise ValueError(f"{source}: after anchor and positive come the columns {expected}, got {columns[2:]}")
+    if columns != [ANCHOR_COLUMN, POSITIVE_COLUMN, *negative_columns(len(columns) - 1)]:
+        raise ValueError(f"{source}: contrastive rows start with the columns anchor, positive, negative_1…: {columns}")
     if len(rows) == 0:
         raise ValueError(f"{source}: no rows")
     return rows

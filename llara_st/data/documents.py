@@ -59,11 +59,10 @@ def read_documents(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Da
         >>> from llara_st.data import read_documents
         >>> Path("notes/sea").mkdir(parents=True)
         >>> _ = Path("notes/sea/tides.txt").write_text("The Moon pulls\\nthe oceans.")
-        >>> _ = Path("notes/bees.txt").write_text("Bees dance.")
         >>> _ = Path("more.jsonl").write_text('{"text": "Rivers flood.", "title": "Rivers"}\\n')
         >>> documents = read_documents(["notes", "more.jsonl"])
-        >>> list(documents["id"]), documents[1]["text"]
-        (['bees.txt', 'sea/tides.txt', 'more.jsonl:1'], 'The Moon pulls the oceans.')
+        >>> list(documents["id"]), documents[0]["text"]
+        (['sea/tides.txt', 'more.jsonl:1'], 'The Moon pulls the oceans.')
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

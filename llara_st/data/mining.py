@@ -146,7 +146,8 @@ def mine_hard_negatives_from_qrels(
     use_faiss: bool | None = None,
     language: str = "english",
 ) -> dict[str, list[str]]:
-    """Hard negatives for each query of a BEIR split: ids of documents the retriever ranks high, not judged relevant.
+    """Hard negatives ``{query_id: [doc_id, ...]}`` (in the retriever's order) for each query of a BEIR split with a
+    relevant document: documents the retriever ranks high, not judged relevant.
 
     The relevant documents (and their copies) are removed from the retriever's ranking, and so are likely unjudged
     positives: scores ``> s_pos - |s_pos| * relative_margin`` (``s_pos``: the weakest positive's) or above
@@ -156,20 +157,15 @@ def mine_hard_negatives_from_qrels(
 
     Args:
         corpus, queries, qrels: As returned by :func:`llara_st.data.load_beir`.
-        num_negatives: Negatives kept per query (fewer when the window holds fewer).
         relative_margin, max_score: The filters above (``max_score``: cosine for a model); None: off.
         sampling_strategy: ``"random"`` draws from the window (seeded by ``seed``), ``"top"`` takes its head.
-        min_relevance: Smallest qrels score that counts as relevant.
         use_faiss: Search with faiss (a model only); default: when it is installed.
         language: Stemmer and stop-word language (BM25).
-
-    Returns:
-        ``{query_id: [doc_id, ...]}`` in the retriever's order, for every query with a relevant document.
 
     Example::
 
         >>> from llara_st.data import load_beir, mine_hard_negatives_from_qrels
-        >>> corpus, queries, qrels = load_beir(beir_path, "train")  # e.g. BEIR's SciFact (there: num_negatives=15)
+        >>> corpus, queries, qrels = load_beir(beir_path, "train")
         >>> mine_hard_negatives_from_qrels(corpus, queries, qrels, "bm25", num_negatives=2, range_min=0)
         {'q1': ['d3'], 'q2': ['d1', 'd5'], 'q3': ['d1', 'd3']}
     """

@@ -147,10 +147,7 @@ class EBAEEBARLoss(nn.Module):
             raise ValueError(f"lm_weight must be >= 0 (0 disables the LM term), got {lm_weight}")
         self.lm_weight = float(lm_weight)
         if getattr(config, "final_logit_softcapping", None) is not None:
-            raise ValueError(
-                "This model soft-caps its logits (final_logit_softcapping); EBAEEBARLoss applies the output "
-                "head alone and supports plain linear heads only"
-            )
+            raise ValueError("EBAEEBARLoss supports plain linear output heads only, not final_logit_softcapping")
 
     def compute_logits(self, batch: AdaptationBatch) -> AdaptationLogits:
         """One model pass over the batch, then the output head at the prompt (and text) positions only."""

@@ -160,8 +160,7 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
         self.text_budget = cutoff_length - template_length  # text tokens that fit beside the prefix and suffixes
         if self.text_budget < 1:
             raise ValueError(
-                f"cutoff_length={cutoff_length} leaves no room for text: the prefix and both suffixes already "
-                f"take {template_length} tokens"
+                f"cutoff_length={cutoff_length} leaves no room for text ({template_length} template tokens)"
             )
         transformer.check_positions("cutoff_length", cutoff_length)
         tokenizer = transformer.tokenizer
@@ -237,15 +236,13 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
         columns = [column for column in features[0] if column not in {"dataset_name", *self.valid_label_columns}]
         if len(columns) != 2:
             raise ValueError(
-                "EBAEEBARDataCollator reads two text columns, the text and the next text (e.g. 'text', "
-                f"'next_text'), but the dataset has {columns}"
+                f"EBAEEBARDataCollator reads two text columns (text, next text), the dataset has {columns}"
             )
         for row_index, row in enumerate(features):
             for column in columns:
                 if not isinstance(row[column], str):
                     raise TypeError(
-                        f"Column {column!r} must hold strings; row {row_index} of the batch holds "
-                        f"{type(row[column]).__name__}: {row[column]!r:.80}"
+                        f"Column {column!r} must hold strings, row {row_index} holds {type(row[column]).__name__}"
                     )
         built = self.build(*([row[column] for row in features] for column in columns))
         for field in fields(AdaptationBatch):
