@@ -69,7 +69,6 @@ class DocumentChunker:
 
     Args:
         chunk_size: Maximum units per chunk (Llama-2's reference text budget at cutoff 128: 89 tokens, ~64 words).
-        tokenizer: A fast tokenizer (offsets are needed), for ``unit="tokens"``.
         min_chunk_size: Smallest chunk worth training on; defaults to ``chunk_size // 4`` (at least 1).
 
     Example::
@@ -94,11 +93,8 @@ class DocumentChunker:
             raise ValueError(f"chunk_size must be an integer >= 2, got {self.chunk_size!r}")
         if self.unit not in ("words", "tokens"):
             raise ValueError(f"unit must be 'words' or 'tokens', got {self.unit!r}")
-        if self.unit == "tokens":
-            if self.tokenizer is None:
-                raise ValueError("unit='tokens' needs a tokenizer")
-            if not getattr(self.tokenizer, "is_fast", False):
-                raise ValueError(f"unit='tokens' needs a fast tokenizer (offsets), got {type(self.tokenizer).__name__}")
+        if self.unit == "tokens" and not getattr(self.tokenizer, "is_fast", False):  # None included
+            raise ValueError(f"unit='tokens' needs a fast tokenizer (offsets), got {type(self.tokenizer).__name__}")
         if self.min_chunk_size is None:
             self.min_chunk_size = max(1, self.chunk_size // 4)
         if not 1 <= self.min_chunk_size <= self.chunk_size:
@@ -255,8 +251,7 @@ def expand_paths(paths: PathOrPaths, folder_pattern: str = "*") -> list[Path]:
 
 
 def adaptation_files(paths: PathOrPaths, file_format: AdaptationFileFormat) -> list[Path]:
-    """The files :func:`read_adaptation_pairs` reads for ``paths`` in ``file_format`` (folders and patterns
-    expanded); a path that names no file is a ``FileNotFoundError`` naming it."""
+    """The files :func:`read_adaptation_pairs` reads for ``paths`` in ``file_format`` (:func:`expand_paths`)."""
     if file_format not in _FOLDER_PATTERNS:
         raise ValueError(f"file_format must be one of {list(_FOLDER_PATTERNS)}, got {file_format!r}")
     return expand_paths(paths, _FOLDER_PATTERNS[file_format])
@@ -323,13 +318,11 @@ def read_wikitext(path: str | os.PathLike, boundary: Literal["article", "section
             and (lines[index + 1][0].isdigit() or lines[index + 1][0].islower())  # the line after goes on
         )
         if heading is not None and not wrapped:
-            level, title = heading
-            title = detokenize_wikitext(title)
+            level, title = heading[0], detokenize_wikitext(heading[1])
             if level == 1:
                 article_title = title
             if level == 1 or boundary == "section":
-                name = article_title if level == 1 else f"{article_title} / {title}"
-                current = TextDocument([], title=name)
+                current = TextDocument([], title=article_title if level == 1 else f"{article_title} / {title}")
                 documents.append(current)
             continue
         if current is None:  # text before the first heading is a document of its own
@@ -368,7 +361,8 @@ def build_adaptation_pairs(
         >>> rows[:]  # a one-word document has no pair
         {'text': ['Tides rise and fall every day.'], 'next_text': ['The Moon pulls on the oceans.']}
     """
-    _check_max_rows(max_rows)
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be positive or None, got {max_rows}")
     chunker = chunker or DocumentChunker()
     rows: list[tuple[str, str]] = []
     skipped = 0
@@ -407,18 +401,17 @@ def read_adaptation_pairs(
         >>> lines = [" = Tides = ", article, " = = Spring tides = = ", article]  # WikiText's own layout
         >>> _ = Path("wiki.raw").write_text("\\n".join(lines))
         >>> rows = read_adaptation_pairs("wiki.raw", "wikitext", DocumentChunker(chunk_size=64))
-        >>> len(rows), [len(text.split()) for text in rows[0].values()]  # 90 words: two chunks of 45, one pair
-        (1, [45, 45])
-        >>> rows[0]["text"][-24:]  # headings are never text; WikiText's " ." is undone
-        'Moon on the ocean water.'
+        >>> len(rows), rows[0]["text"][-24:]  # 90 words: one pair; headings are never text, " ." is undone
+        (1, 'Moon on the ocean water.')
     """
-    _check_max_rows(max_rows)
     files = adaptation_files(paths, file_format)
-    if file_format != "llara_jsonl":
+    if file_format != "llara_jsonl":  # build_adaptation_pairs checks max_rows before the first file is read
         read = _DOCUMENT_READERS[file_format]
         return build_adaptation_pairs((document for path in files for document in read(path)), chunker, max_rows)
     if chunker is not None:
         raise ValueError("the authors' rows (file_format='llara_jsonl') are pairs already: pass no chunker")
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be positive or None, got {max_rows}")
     parts: list[Dataset] = []
     for path in files:
         parts.append(read_jsonl(path, _LLARA_TEXTS, optional_texts=["input"], check=_blank_llara_text))
@@ -450,8 +443,3 @@ _LLARA_TEXTS = ["output_summarize", "output_predict"]
 
 def _blank_llara_text(row: dict[str, str]) -> str | None:
     return next((f"{key!r} must be a non-empty string" for key in _LLARA_TEXTS if not row[key].strip()), None)
-
-
-def _check_max_rows(max_rows: int | None) -> None:
-    if max_rows is not None and max_rows < 1:
-        raise ValueError(f"max_rows must be positive or None, got {max_rows}")

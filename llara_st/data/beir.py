@@ -98,13 +98,10 @@ def read_jsonl(
         >>> from llara_st.data import read_jsonl
         >>> lines = ['{"_id": 7, "text": "Tides."}', '{"_id": "d2", "title": "Bees", "text": "Bees."}']
         >>> _ = Path("corpus.jsonl").write_text("\\n".join(lines))
-        >>> rows = read_jsonl("corpus.jsonl", ["text"], optional_texts=["title"], id_field="_id")
-        >>> rows[:]
+        >>> read_jsonl("corpus.jsonl", ["text"], optional_texts=["title"], id_field="_id")[:]
         {'_id': ['7', 'd2'], 'text': ['Tides.', 'Bees.'], 'title': ['', 'Bees']}
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+    path = Path(path)  # a missing file: open's FileNotFoundError names it
     names = [*([id_field] if id_field else []), *texts, *optional_texts, *text_lists]
     if not names:
         raise ValueError("read_jsonl needs at least one field to read")
@@ -228,10 +225,8 @@ def read_beir(folder: str | os.PathLike, split: str) -> BEIRSplit:
 
         >>> from llara_st.data import read_beir
         >>> corpus, queries, qrels = read_beir(beir_path, "test")  # e.g. a download of BEIR's SciFact
-        >>> corpus.column_names, corpus[0]["title"]
-        (['id', 'title', 'text'], 'Tides')
-        >>> queries[0], qrels["q1"]
-        ({'id': 'q1', 'text': 'why do the ocean tides rise?'}, {'d1': 1})
+        >>> corpus.column_names, queries[0], qrels["q1"]
+        (['id', 'title', 'text'], {'id': 'q1', 'text': 'why do the ocean tides rise?'}, {'d1': 1})
     """
     folder = check_beir_folder(folder, [split])
     qrels_path = folder / QRELS_FOLDER / f"{split}.tsv"

@@ -54,7 +54,6 @@ def _problem(example: Any) -> str | None:
 
 
 def _checked_examples(examples: Iterable[Any]) -> Iterable[ContrastiveExample]:
-    """The examples, each checked; a bad one fails naming its position, counted from 1."""
     for number, example in enumerate(examples, start=1):
         problem = _problem(example)
         if problem is not None:
@@ -138,11 +137,8 @@ def contrastive_router_mapping(column_names: Sequence[str]) -> dict[str, str]:
 
     Example::
 
-        >>> from sentence_transformers import SentenceTransformerTrainingArguments
         >>> from llara_st.data import contrastive_router_mapping
-        >>> mapping = contrastive_router_mapping(["anchor", "positive", "negative_1"])  # rows.column_names
-        >>> args = SentenceTransformerTrainingArguments(output_dir="out", router_mapping=mapping)
-        >>> mapping
+        >>> contrastive_router_mapping(["anchor", "positive", "negative_1"])  # rows.column_names
         {'anchor': 'query', 'positive': 'document', 'negative_1': 'document'}
     """
     if ANCHOR_COLUMN not in column_names:

@@ -21,9 +21,7 @@ def read_jsonl_documents(path: str | os.PathLike) -> Dataset:
     first row has one (then every row must, uniquely), else ``"{file name}:{row number}"`` (from 1).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    first = first_jsonl_row(path)
+    first = first_jsonl_row(path)  # a missing file: open's FileNotFoundError names it
     id_field = next((field for field in ("_id", "id") if field in first), None)
     if id_field == "_id":
         return read_beir_documents(path)

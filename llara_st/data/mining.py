@@ -21,8 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def _follows_root_level(record: logging.LogRecord) -> bool:
-    # bm25s sets its own logger to DEBUG when imported; a filter (unlike resetting the level after an import) also
-    # holds for a bm25s imported later (mteb imports it lazily for its BM25 baseline).
+    # bm25s sets its logger to DEBUG when imported; a filter also holds for a bm25s imported later (by mteb).
     return record.levelno >= logging.getLogger().getEffectiveLevel()
 
 
@@ -51,7 +50,6 @@ def _bm25_windows(task: _MiningTask, language: str) -> dict[str, list[str]]:
 
     corpus, query_texts, relevant = task.corpus, task.queries, task.relevant
     doc_ids = list(corpus)
-    # Documents and queries are tokenised alike: stemmed, stop words removed.
     tokenize = partial(
         bm25s.tokenize, stopwords=language, stemmer=Stemmer.Stemmer(language), return_ids=False, show_progress=False
     )
@@ -205,8 +203,7 @@ def mine_hard_negatives_from_qrels(
         if sampling_strategy == "top" or len(window) <= num_negatives:
             negatives[query_id] = window[:num_negatives]
         else:  # a seeded draw, kept in the retriever's order
-            chosen = set(rng.sample(range(len(window)), num_negatives))
-            negatives[query_id] = [doc_id for rank, doc_id in enumerate(window) if rank in chosen]
+            negatives[query_id] = [window[rank] for rank in sorted(rng.sample(range(len(window)), num_negatives))]
     sizes = [len(doc_ids) for doc_ids in negatives.values()]
     logger.info(
         "Mined hard negatives for %d queries: %.1f per query on average, %d queries with fewer than %d, %d with none",

@@ -22,11 +22,10 @@ def contrastive_loss(
 ) -> nn.Module:
     """LLaRA's fine-tuning loss: InfoNCE over cosine similarities divided by ``temperature``.
 
-    Each query (column ``anchor``) is scored against its positive, its hard negatives (``negative_1`` …) and
-    every other passage of the batch, as the reference's ``q_reps @ p_reps.T / 0.01`` followed by cross
-    entropy: sentence-transformers' ``MultipleNegativesRankingLoss`` with ``scale = 1 / temperature``, or with
-    ``cached`` its GradCache variant ``CachedMultipleNegativesRankingLoss`` (the same loss and gradients with
-    the memory of ``mini_batch_size`` texts at a time).
+    Each query (column ``anchor``) is scored against its positive, its hard negatives (``negative_1`` …) and every
+    other passage of the batch, as the reference's ``q_reps @ p_reps.T / 0.01`` and cross entropy:
+    ``MultipleNegativesRankingLoss`` with ``scale = 1 / temperature``, or with ``cached`` its GradCache variant
+    (the same loss and gradients, ``mini_batch_size`` texts in memory at a time).
 
     Args:
         temperature: Softmax temperature (reference 0.01, i.e. scale 100).

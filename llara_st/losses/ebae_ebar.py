@@ -55,12 +55,8 @@ def bag_of_words_loss(prompt_logits: Tensor, target_ids: Tensor) -> Tensor:
 
 
 def next_token_loss(text_logits: Tensor, text_target_ids: Tensor) -> Tensor:
-    """Mean next-token cross-entropy over the text tokens of the batch (0, attached, if there are none).
-
-    Args:
-        text_logits: ``[tokens, vocab]`` logits at the position before each text token.
-        text_target_ids: ``[tokens]`` the text tokens.
-    """
+    """Mean next-token cross-entropy of ``text_logits`` (``[tokens, vocab]``, at the position before each text
+    token) against the ``[tokens]`` text tokens (0, attached, if there are none)."""
     if text_target_ids.numel() == 0:
         return text_logits.sum() * 0.0
     return F.cross_entropy(text_logits.float(), text_target_ids)
@@ -162,19 +158,16 @@ class EBAEEBARLoss(nn.Module):
             # The output head runs after the wrapped forward, when FSDP has sharded its weights again.
             raise NotImplementedError("EBAEEBARLoss does not support FSDP; use DDP or DeepSpeed ZeRO")
         if isinstance(self.model, nn.parallel.DistributedDataParallel) and self.model.find_unused_parameters:
-            # DDP would search the forward's outputs for used parameters and miss the output head, which
-            # the loss applies to the hidden states afterwards.
+            # DDP would search the forward's outputs for used parameters and miss the head applied after it.
             raise ValueError("EBAEEBARLoss under DDP needs ddp_find_unused_parameters=False in the training arguments")
-        # Through the model's own forward (and so through a DDP wrapper's, whose gradient all-reduce depends
-        # on it): LLaRATransformer hands `attention_bias` and `position_ids` to the decoder, the pooling
-        # modules read the 2D mask and their output is not used.
+        # Through the model's own forward (a DDP wrapper's gradient all-reduce depends on it): LLaRATransformer
+        # hands `attention_bias` and `position_ids` to the decoder; the pooling output is not used.
         inputs = ("input_ids", "attention_mask", "attention_bias", "position_ids")
         hidden = self.model({name: getattr(batch, name) for name in inputs} | {"task": "raw"})["token_embeddings"]
-        hidden_size = hidden.shape[-1]
         head = causal_lm.get_output_embeddings()
 
         def logits_at(positions: Tensor) -> Tensor:
-            return head(hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden_size)))
+            return head(hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])))
 
         # The head is applied separately to each group of positions: slicing one joint logits tensor would
         # make autograd allocate a zero-filled gradient of the whole joint tensor for every slice.

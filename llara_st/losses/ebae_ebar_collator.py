@@ -129,8 +129,7 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
 
         >>> from llara_st.losses import EBAEEBARDataCollator
         >>> collator = EBAEEBARDataCollator(model, cutoff_length=128)
-        >>> rows = [{"text": "The river rose.", "next_text": "Fields flooded."}, {"text": "Rain.", "next_text": "Sun."}]
-        >>> batch = collator(rows)  # what the trainer's data loader does with each batch of rows
+        >>> batch = collator([{"text": "The river rose.", "next_text": "Fields flooded."}])  # a batch of rows
         >>> model[0].tokenizer.decode(batch["adaptation_input_ids"][0])
         '<s> " The river rose. ", summarize the above passage within eight words: <s1>...<s8>
         ", predict the following passage within eight words: <s9>...<s16>'
@@ -159,9 +158,7 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
         template_length = len(self._prefix_ids) + len(self._passage_suffix_ids) + len(self._query_suffix_ids)
         self.text_budget = cutoff_length - template_length  # text tokens that fit beside the prefix and suffixes
         if self.text_budget < 1:
-            raise ValueError(
-                f"cutoff_length={cutoff_length} leaves no room for text ({template_length} template tokens)"
-            )
+            raise ValueError(f"cutoff_length={cutoff_length} leaves no room for text ({template_length} taken)")
         transformer.check_positions("cutoff_length", cutoff_length)
         tokenizer = transformer.tokenizer
         # The reference tokenises each target with the tokenizer's special tokens up to the cutoff, then drops them.
@@ -189,7 +186,6 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
         return pad_sequence(bags, batch_first=True, padding_value=IGNORE_INDEX)
 
     def build(self, texts: Sequence[str], next_texts: Sequence[str]) -> AdaptationBatch:
-        """The adaptation batch of ``texts`` and their ``next_texts``."""
         if len(texts) != len(next_texts):
             raise ValueError(f"Got {len(texts)} texts but {len(next_texts)} next texts")
         if not texts:
