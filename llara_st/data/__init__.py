@@ -15,17 +15,14 @@ from llara_st.data.adaptation import (
     wikitext_heading,
 )
 from llara_st.data.beir import (
-    BEIRSplit,
     beir_split_names,
     load_beir,
     read_beir,
     read_beir_documents,
     read_beir_qrels,
-    read_beir_queries,
     read_jsonl,
 )
 from llara_st.data.contrastive import (
-    ContrastiveExample,
     beir_examples,
     build_contrastive_dataset,
     contrastive_router_mapping,
@@ -40,13 +37,11 @@ from llara_st.data.mining import mine_hard_negatives_from_qrels
 
 __all__ = [
     # reading BEIR folders and JSONL rows
-    "BEIRSplit",
     "beir_split_names",
     "load_beir",
     "read_beir",
     "read_beir_documents",
     "read_beir_qrels",
-    "read_beir_queries",
     "read_jsonl",
     # adaptation pairs
     "NEXT_TEXT_COLUMN",
@@ -66,7 +61,6 @@ __all__ = [
     "read_jsonl_documents",
     "read_queries",
     # contrastive fine-tuning
-    "ContrastiveExample",
     "beir_examples",
     "build_contrastive_dataset",
     "contrastive_router_mapping",

@@ -1,7 +1,5 @@
-"""``(text, next_text)`` rows for LLaRA's EBAE/EBAR adaptation (Li et al., 2023, arXiv:2312.15503): a chunk of a
-document (the EBAE target) and the chunk after it (the EBAR target), from WikiText, text files, BEIR corpora, JSONL
-of ``{"text"}`` rows, or the authors' JSONL pairs; the columns :class:`~llara_st.losses.EBAEEBARDataCollator` reads.
-"""
+"""``(text, next_text)`` rows for LLaRA's EBAE/EBAR adaptation (Li et al., 2023, arXiv:2312.15503): neighbouring
+chunks of a document from WikiText, text files, BEIR corpora or JSONL of ``{"text"}`` rows, or the authors' pairs."""
 
 from __future__ import annotations
 
@@ -31,8 +29,8 @@ PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 
 @dataclass
 class TextDocument:
-    """One document, paragraph by paragraph: chunks are paired within it, never across two documents. ``title``
-    says where it came from (article title, ``file#N`` counted from 1) and is never part of the text."""
+    """One document, paragraph by paragraph (chunks are never paired across two); ``title`` (article title,
+    ``file#N``) says where it came from and is never part of the text."""
 
     paragraphs: list[str]
     title: str = ""
@@ -71,7 +69,6 @@ class DocumentChunker:
 
     Args:
         chunk_size: Maximum units per chunk (Llama-2's reference text budget at cutoff 128: 89 tokens, ~64 words).
-        tokenizer: A fast tokenizer (offsets are needed), for ``unit="tokens"``.
         min_chunk_size: Smallest chunk worth training on; defaults to ``chunk_size // 4`` (at least 1).
 
     Example::
@@ -81,14 +78,8 @@ class DocumentChunker:
         >>> article = TextDocument([" ".join(f"w{i}" for i in range(40)), " ".join(f"w{i}" for i in range(40, 70))])
         >>> [len(chunk.split()) for chunk in chunker.chunk(article)]  # balanced: not 64 + 6
         [35, 35]
-        >>> text, next_text = chunker.pairs(article)[0]
-        >>> text.split()[-1], next_text.split()[0]
-        ('w34', 'w35')
-        >>> abstract = "a short abstract of six words " * 6  # 36 words: one chunk, halved into a pair
-        >>> [len(chunk.split()) for chunk in chunker.pairs(abstract)[0]]
+        >>> [len(chunk.split()) for chunk in chunker.pairs("a short abstract of six words " * 6)[0]]  # halved
         [18, 18]
-        >>> chunker.pairs("a short abstract of six words " * 5)  # halves of 15 words: under min_chunk_size 16
-        []
     """
 
     chunk_size: int = 64
@@ -102,20 +93,12 @@ class DocumentChunker:
             raise ValueError(f"chunk_size must be an integer >= 2, got {self.chunk_size!r}")
         if self.unit not in ("words", "tokens"):
             raise ValueError(f"unit must be 'words' or 'tokens', got {self.unit!r}")
-        if self.unit == "tokens":
-            if self.tokenizer is None:
-                raise ValueError("unit='tokens' needs a tokenizer")
-            if not getattr(self.tokenizer, "is_fast", False):
-                raise ValueError(
-                    "unit='tokens' needs a fast tokenizer (token offsets are used to cut at word boundaries); "
-                    f"got {type(self.tokenizer).__name__}"
-                )
+        if self.unit == "tokens" and not getattr(self.tokenizer, "is_fast", False):  # None included
+            raise ValueError(f"unit='tokens' needs a fast tokenizer (offsets), got {type(self.tokenizer).__name__}")
         if self.min_chunk_size is None:
             self.min_chunk_size = max(1, self.chunk_size // 4)
         if not 1 <= self.min_chunk_size <= self.chunk_size:
-            raise ValueError(
-                f"min_chunk_size must be between 1 and chunk_size={self.chunk_size}, got {self.min_chunk_size}"
-            )
+            raise ValueError(f"min_chunk_size must be in [1, chunk_size={self.chunk_size}], got {self.min_chunk_size}")
 
     def length(self, text: str) -> int:
         """Size of ``text`` in this chunker's unit (tokens counted without special tokens)."""
@@ -133,7 +116,6 @@ class DocumentChunker:
         return list(zip(chunks[:-1], chunks[1:], strict=True))
 
     def _chunks(self, text: str, halve_one_chunk: bool) -> list[str]:
-        """The chunks of ``text``; a document that fits in one chunk is halved when asked and long enough."""
         words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
         token_ends = self._token_ends(text, words) if self.unit == "tokens" else None
         limit = self.chunk_size  # units per chunk as counted inside the document
@@ -236,13 +218,11 @@ def expand_paths(paths: PathOrPaths, folder_pattern: str = "*") -> list[Path]:
 
         >>> from pathlib import Path
         >>> from llara_st.data.adaptation import expand_paths
-        >>> for name in ("notes/b.txt", "notes/a.txt", "notes/sub/c.txt", "notes/.hidden.txt", "notes/d.md"):
+        >>> for name in ("notes/b.txt", "notes/sub/a.txt", "notes/.hidden.txt", "notes/d.md"):
         ...     Path(name).parent.mkdir(parents=True, exist_ok=True)
         ...     _ = Path(name).write_text("text")
-        >>> [path.as_posix() for path in expand_paths("notes", "*.txt")]
-        ['notes/a.txt', 'notes/b.txt', 'notes/sub/c.txt']
-        >>> [path.as_posix() for path in expand_paths(["notes/d.md", "notes/*.txt"])]
-        ['notes/d.md', 'notes/a.txt', 'notes/b.txt']
+        >>> [path.as_posix() for path in expand_paths(["notes/d.md", "notes"], "*.txt")]
+        ['notes/d.md', 'notes/b.txt', 'notes/sub/a.txt']
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -271,18 +251,10 @@ def expand_paths(paths: PathOrPaths, folder_pattern: str = "*") -> list[Path]:
 
 
 def adaptation_files(paths: PathOrPaths, file_format: AdaptationFileFormat) -> list[Path]:
-    """The files :func:`read_adaptation_pairs` reads for ``paths`` in ``file_format`` (folders and patterns
-    expanded); a path that names no file is a ``FileNotFoundError`` naming it."""
+    """The files :func:`read_adaptation_pairs` reads for ``paths`` in ``file_format`` (:func:`expand_paths`)."""
     if file_format not in _FOLDER_PATTERNS:
         raise ValueError(f"file_format must be one of {list(_FOLDER_PATTERNS)}, got {file_format!r}")
     return expand_paths(paths, _FOLDER_PATTERNS[file_format])
-
-
-def _one_file(path: str | os.PathLike) -> Path:
-    """A file as given: the readers of one file refuse a folder or a pattern."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} does not exist or is not a file")
-    return Path(path)
 
 
 _WIKITEXT_HEADING = re.compile(r"^((?:= )+)(.*?)((?: =)+)$")
@@ -330,48 +302,43 @@ def read_wikitext(path: str | os.PathLike, boundary: Literal["article", "section
     """
     if boundary not in ("article", "section"):
         raise ValueError(f"boundary must be 'article' or 'section', got {boundary!r}")
-    with _one_file(path).open(encoding="utf8") as handle:
+    with open(path, encoding="utf8") as handle:  # a missing file or a folder: the OSError names it
         lines = [line.strip() for line in handle if line.strip()]
     documents: list[TextDocument] = []
     article_title = ""
     current: TextDocument | None = None
-    continues_paragraph = False
+    continues_paragraph = False  # the line before was a wrapped formula: this line is joined to it
     for index, line in enumerate(lines):
         heading = wikitext_heading(line)
-        if (
+        wrapped = (
             heading is not None
             and 0 < index < len(lines) - 1
             and wikitext_heading(lines[index - 1]) is None
             and lines[index - 1][-1].isalnum()  # the line before stops mid-sentence
             and (lines[index + 1][0].isdigit() or lines[index + 1][0].islower())  # the line after goes on
-        ):
-            current.paragraphs[-1] += " " + detokenize_wikitext(line)  # a wrapped formula: one paragraph
-            continues_paragraph = True
-            continue
-        if heading is not None:
-            level, title = heading
-            title = detokenize_wikitext(title)
+        )
+        if heading is not None and not wrapped:
+            level, title = heading[0], detokenize_wikitext(heading[1])
             if level == 1:
                 article_title = title
             if level == 1 or boundary == "section":
-                name = article_title if level == 1 else f"{article_title} / {title}"
-                current = TextDocument([], title=name)
+                current = TextDocument([], title=article_title if level == 1 else f"{article_title} / {title}")
                 documents.append(current)
             continue
         if current is None:  # text before the first heading is a document of its own
             current = TextDocument([], title="")
             documents.append(current)
-        if continues_paragraph:
+        if wrapped or continues_paragraph:  # a wrapped formula and the line after it: one paragraph
             current.paragraphs[-1] += " " + detokenize_wikitext(line)
-            continues_paragraph = False
         else:
             current.paragraphs.append(detokenize_wikitext(line))
+        continues_paragraph = wrapped
     return [document for document in documents if document.paragraphs]
 
 
 def read_text_documents(path: str | os.PathLike, split_on_blank_lines: bool = True) -> list[TextDocument]:
     """Documents of a plain UTF-8 text file: separated by blank lines, or the whole file as one document."""
-    text = _one_file(path).read_text(encoding="utf8")
+    text = Path(path).read_text(encoding="utf8")
     blocks = re.split(r"\n\s*\n", text) if split_on_blank_lines else [text]
     return [
         TextDocument(block.splitlines(), title=f"{Path(path).name}#{number}")
@@ -394,7 +361,8 @@ def build_adaptation_pairs(
         >>> rows[:]  # a one-word document has no pair
         {'text': ['Tides rise and fall every day.'], 'next_text': ['The Moon pulls on the oceans.']}
     """
-    _check_max_rows(max_rows)
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be positive or None, got {max_rows}")
     chunker = chunker or DocumentChunker()
     rows: list[tuple[str, str]] = []
     skipped = 0
@@ -424,7 +392,6 @@ def read_adaptation_pairs(
         file_format: ``"wikitext"`` (``*.raw``, a document per article), ``"beir_corpus"`` (JSONL of ``{"text"}``
             rows, title first), ``"text"`` (``*.txt``, documents separated by blank lines) or ``"llara_jsonl"`` (the
             authors' pairs, no chunker: ``output_summarize`` and ``output_predict``; docs/adaptation.md).
-        max_rows: Stop after this many rows.
 
     Example::
 
@@ -434,20 +401,17 @@ def read_adaptation_pairs(
         >>> lines = [" = Tides = ", article, " = = Spring tides = = ", article]  # WikiText's own layout
         >>> _ = Path("wiki.raw").write_text("\\n".join(lines))
         >>> rows = read_adaptation_pairs("wiki.raw", "wikitext", DocumentChunker(chunk_size=64))
-        >>> len(rows), [len(text.split()) for text in rows[0].values()]  # 90 words: two chunks of 45, one pair
-        (1, [45, 45])
-        >>> rows[0]["next_text"][:50]  # headings are never text; WikiText's " ." is undone
-        'The tides rise and fall with the pull of the Moon '
-        >>> rows[0]["text"][-24:]
-        'Moon on the ocean water.'
+        >>> len(rows), rows[0]["text"][-24:]  # 90 words: one pair; headings are never text, " ." is undone
+        (1, 'Moon on the ocean water.')
     """
-    _check_max_rows(max_rows)
     files = adaptation_files(paths, file_format)
-    if file_format != "llara_jsonl":
+    if file_format != "llara_jsonl":  # build_adaptation_pairs checks max_rows before the first file is read
         read = _DOCUMENT_READERS[file_format]
         return build_adaptation_pairs((document for path in files for document in read(path)), chunker, max_rows)
     if chunker is not None:
         raise ValueError("the authors' rows (file_format='llara_jsonl') are pairs already: pass no chunker")
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be positive or None, got {max_rows}")
     parts: list[Dataset] = []
     for path in files:
         parts.append(read_jsonl(path, _LLARA_TEXTS, optional_texts=["input"], check=_blank_llara_text))
@@ -459,11 +423,7 @@ def read_adaptation_pairs(
     inputs, texts = rows["input"], rows["output_summarize"]
     differing = sum(bool(given) and given != text for given, text in zip(inputs, texts, strict=True))
     if differing:
-        logger.warning(
-            "%d rows have 'input' different from 'output_summarize'; the EBAE/EBAR loss reads one text "
-            "(output_summarize) as both the input and the EBAE target",
-            differing,
-        )
+        logger.warning("%d rows have 'input' different from 'output_summarize', read as input and target", differing)
     columns = {"output_summarize": TEXT_COLUMN, "output_predict": NEXT_TEXT_COLUMN}
     return rows.select_columns(list(columns)).rename_columns(columns)
 
@@ -483,8 +443,3 @@ _LLARA_TEXTS = ["output_summarize", "output_predict"]
 
 def _blank_llara_text(row: dict[str, str]) -> str | None:
     return next((f"{key!r} must be a non-empty string" for key in _LLARA_TEXTS if not row[key].strip()), None)
-
-
-def _check_max_rows(max_rows: int | None) -> None:
-    if max_rows is not None and max_rows < 1:
-        raise ValueError(f"max_rows must be positive or None, got {max_rows}")

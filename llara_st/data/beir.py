@@ -1,6 +1,5 @@
-"""One reader for JSON-lines rows and BEIR folders (Thakur et al., 2021: ``corpus.jsonl``, ``queries.jsonl``,
-``qrels/{split}.tsv``): ids as strings, every row checked, bad input refused alike everywhere in llara_st with a
-``ValueError`` naming the file and line (counted from 1)."""
+"""One reader for JSON-lines rows and BEIR folders (Thakur et al., 2021): ids as strings, every row checked, bad
+input refused with a ``ValueError`` naming the file and line (counted from 1)."""
 
 from __future__ import annotations
 
@@ -82,7 +81,8 @@ def read_jsonl(
 ) -> Dataset:
     """The rows of a JSON-lines file as a :class:`datasets.Dataset` of exactly the named fields, checked.
 
-    The file is read once; the first bad row fails naming its file and line. Rows become Arrow in batches.
+    The columns are ``id_field``, ``texts``, ``optional_texts``, ``text_lists`` in that order; the first bad row
+    fails naming its file and line.
 
     Args:
         texts: Fields every row holds as a string.
@@ -92,22 +92,16 @@ def read_jsonl(
             mixing both gets a warning naming a line of each).
         check: Called with each checked row; what it returns, if anything, is the error for that line.
 
-    Returns:
-        A dataset with the columns ``id_field``, ``texts``, ``optional_texts``, ``text_lists`` in that order.
-
     Example::
 
         >>> from pathlib import Path
         >>> from llara_st.data import read_jsonl
         >>> lines = ['{"_id": 7, "text": "Tides."}', '{"_id": "d2", "title": "Bees", "text": "Bees."}']
         >>> _ = Path("corpus.jsonl").write_text("\\n".join(lines))
-        >>> rows = read_jsonl("corpus.jsonl", ["text"], optional_texts=["title"], id_field="_id")
-        >>> rows[:]
+        >>> read_jsonl("corpus.jsonl", ["text"], optional_texts=["title"], id_field="_id")[:]
         {'_id': ['7', 'd2'], 'text': ['Tides.', 'Bees.'], 'title': ['', 'Bees']}
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+    path = Path(path)  # a missing file: open's FileNotFoundError names it
     names = [*([id_field] if id_field else []), *texts, *optional_texts, *text_lists]
     if not names:
         raise ValueError("read_jsonl needs at least one field to read")
@@ -161,14 +155,8 @@ def read_beir_documents(path: str | os.PathLike) -> Dataset:
     return rows.rename_column("_id", "id").select_columns(["id", "title", "text"])
 
 
-def read_beir_queries(path: str | os.PathLike) -> Dataset:
-    """A BEIR ``queries.jsonl`` as a dataset of queries ``{"id", "text"}``."""
-    return read_jsonl(path, ["text"], id_field="_id").rename_column("_id", "id")
-
-
 def _judgements(path: Path) -> tuple[list[tuple[int, str, str, int]], dict[str, dict[str, int]]]:
-    """``(line number, query id, document id, score)`` of each judgement of a qrels TSV (none is an error), and the
-    qrels ``{query_id: {document_id: score}}``."""
+    """``(line number, query id, document id, score)`` of each judgement of a qrels TSV, and its qrels."""
     judgements = []
     qrels: dict[str, dict[str, int]] = {}
     with path.open(encoding="utf8", newline="") as handle:
@@ -231,23 +219,20 @@ class BEIRSplit(NamedTuple):
 def read_beir(folder: str | os.PathLike, split: str) -> BEIRSplit:
     """Documents, judged queries and qrels of one split (``"train"``, ``"test"``, ...) of a BEIR folder.
 
-    A qrels line naming a query or document that is not there is an error naming that line (MTEB would score it
-    as a miss, silently).
+    A qrels line naming a missing query or document is an error naming that line (MTEB would score a miss).
 
     Example::
 
         >>> from llara_st.data import read_beir
         >>> corpus, queries, qrels = read_beir(beir_path, "test")  # e.g. a download of BEIR's SciFact
-        >>> corpus.column_names, corpus[0]["title"]
-        (['id', 'title', 'text'], 'Tides')
-        >>> queries[0], qrels["q1"]
-        ({'id': 'q1', 'text': 'why do the ocean tides rise?'}, {'d1': 1})
+        >>> corpus.column_names, queries[0], qrels["q1"]
+        (['id', 'title', 'text'], {'id': 'q1', 'text': 'why do the ocean tides rise?'}, {'d1': 1})
     """
     folder = check_beir_folder(folder, [split])
     qrels_path = folder / QRELS_FOLDER / f"{split}.tsv"
     judgements, qrels = _judgements(qrels_path)  # first: a malformed qrels file fails before a large corpus is read
     corpus = read_beir_documents(folder / CORPUS_FILE)
-    queries = read_beir_queries(folder / QUERIES_FILE)
+    queries = read_jsonl(folder / QUERIES_FILE, ["text"], id_field="_id").rename_column("_id", "id")
     query_ids, document_ids = set(queries["id"]), set(corpus["id"])
     for line_number, query_id, document_id, _ in judgements:
         if query_id not in query_ids:
@@ -263,17 +248,14 @@ def load_beir(
 ) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
     """:func:`read_beir` as dictionaries ``({document_id: text}, {query_id: text}, {query_id: {document_id: score}})``.
 
-    A document's text is ``title + " " + text`` (stripped), as BEIR and MTEB embed it; only the queries judged in
-    ``split`` are returned.
+    A document's text is ``title + " " + text`` (stripped), as BEIR and MTEB embed it.
 
     Example::
 
         >>> from llara_st.data import load_beir
         >>> corpus, queries, qrels = load_beir(beir_path, "train")
-        >>> corpus["d2"]  # title and text
-        'Bees Honeybees dance on the comb to show the others where flowers and water are.'
-        >>> queries["q2"], qrels["q2"]
-        ('where do bees find flowers and water?', {'d2': 1})
+        >>> corpus["d2"], qrels["q2"]
+        ('Bees Honeybees dance on the comb to show the others where flowers and water are.', {'d2': 1})
     """
     corpus, queries, qrels = read_beir(folder, split)
     documents = {row["id"]: f"{row['title']} {row['text']}".strip() for row in corpus}

@@ -1,6 +1,5 @@
 """Contrastive fine-tuning rows ``(anchor, positive, negative_1 … negative_n)`` from BEIR folders or the authors'
-``{"query", "pos", "neg"}`` JSONL (Li et al., 2023, arXiv:2312.15503; docs/finetuning.md). A bad row is named
-counted from 1: by its file and line (``rows.jsonl:3``) or, in memory, as ``row 3 (counted from 1)``."""
+``{"query", "pos", "neg"}`` JSONL (Li et al., 2023, arXiv:2312.15503; docs/finetuning.md)."""
 
 from __future__ import annotations
 
@@ -41,7 +40,6 @@ def relevant_documents(qrels: Mapping[str, Mapping[str, int]], min_score: int = 
 
 
 def _problem(example: Any) -> str | None:
-    """What is wrong with a ``{"query", "pos", "neg"}`` row, or None."""
     if not isinstance(example, Mapping):
         return f"a contrastive row is a mapping with 'query', 'pos' and 'neg', got {example!r:.80}"
     if not isinstance(example.get("query"), str) or not example["query"].strip():
@@ -56,7 +54,6 @@ def _problem(example: Any) -> str | None:
 
 
 def _checked_examples(examples: Iterable[Any]) -> Iterable[ContrastiveExample]:
-    """The examples, each checked; a bad one fails naming its position, counted from 1."""
     for number, example in enumerate(examples, start=1):
         problem = _problem(example)
         if problem is not None:
@@ -140,12 +137,9 @@ def contrastive_router_mapping(column_names: Sequence[str]) -> dict[str, str]:
 
     Example::
 
-        >>> from sentence_transformers import SentenceTransformerTrainingArguments
         >>> from llara_st.data import contrastive_router_mapping
-        >>> mapping = contrastive_router_mapping(["anchor", "positive", "negative_1"])  # rows.column_names
-        >>> mapping
+        >>> contrastive_router_mapping(["anchor", "positive", "negative_1"])  # rows.column_names
         {'anchor': 'query', 'positive': 'document', 'negative_1': 'document'}
-        >>> args = SentenceTransformerTrainingArguments(output_dir="out", router_mapping=mapping)
     """
     if ANCHOR_COLUMN not in column_names:
         raise ValueError(f"contrastive rows need an {ANCHOR_COLUMN!r} column, got {list(column_names)}")
@@ -158,8 +152,7 @@ def build_contrastive_dataset(
     positives: Literal["sample", "all"] = "sample",
     seed: int = 42,
 ) -> Dataset:
-    """Training rows ``(anchor, positive, negative_1 … negative_{group_size-1})`` for
-    :class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss`.
+    """Training rows ``(anchor, positive, negative_1 … negative_{group_size-1})`` for a ranking loss.
 
     Each query gets ``group_size - 1`` negatives drawn from its ``neg`` (seeded) without replacement, or all of a
     shorter list topped up by drawing again, as the authors' data does; a query without negatives is dropped.
@@ -173,14 +166,9 @@ def build_contrastive_dataset(
     Example::
 
         >>> from llara_st.data import build_contrastive_dataset
-        >>> rows = build_contrastive_dataset(
-        ...     [{"query": "what causes tides", "pos": ["The Moon's gravity."], "neg": ["Waves.", "Bees."]}],
-        ...     group_size=4,
-        ... )
-        >>> rows.column_names
-        ['anchor', 'positive', 'negative_1', 'negative_2', 'negative_3']
-        >>> sorted(rows[0][f"negative_{i}"] for i in (1, 2, 3))  # two negatives, one drawn again
-        ['Bees.', 'Waves.', 'Waves.']
+        >>> rows = build_contrastive_dataset([{"query": "tides?", "pos": ["The Moon."], "neg": ["Waves.", "Bees."]}], 4)
+        >>> rows.column_names, sorted(rows[0][f"negative_{i}"] for i in (1, 2, 3))  # two negatives, one drawn again
+        (['anchor', 'positive', 'negative_1', 'negative_2', 'negative_3'], ['Bees.', 'Waves.', 'Waves.'])
     """
     if group_size < 1:
         raise ValueError(f"group_size must be at least 1 (the positive), got {group_size}")
@@ -211,25 +199,16 @@ def build_contrastive_dataset(
             for column, negative in zip(columns[2:], chosen, strict=True):
                 rows[column].append(negative)
     if dropped:
-        logger.warning(
-            "Dropped %d of %d queries that have no negatives to fill a group of %d", dropped, seen, group_size
-        )
+        logger.warning("Dropped %d of %d queries without negatives to fill a group of %d", dropped, seen, group_size)
     if not rows[ANCHOR_COLUMN]:
-        raise ValueError(
-            f"no contrastive rows: {seen} examples given, {dropped} without negatives (group_size={group_size})"
-        )
+        raise ValueError(f"no contrastive rows: {seen} examples, {dropped} without negatives (group_size={group_size})")
     return Dataset.from_dict(rows)
 
 
 def _check_rows(rows: Dataset, source: str) -> Dataset:
     columns = rows.column_names
-    if columns[:2] != [ANCHOR_COLUMN, POSITIVE_COLUMN]:
-        raise ValueError(
-            f"{source}: contrastive rows start with the columns {[ANCHOR_COLUMN, POSITIVE_COLUMN]}, got {columns}"
-        )
-    expected = negative_columns(len(columns) - 1)
-    if columns[2:] != expected:
-        raise ValueError(f"{source}: after anchor and positive come the columns {expected}, got {columns[2:]}")
+    if columns != [ANCHOR_COLUMN, POSITIVE_COLUMN, *negative_columns(len(columns) - 1)]:
+        raise ValueError(f"{source}: contrastive rows start with the columns anchor, positive, negative_1…: {columns}")
     if len(rows) == 0:
         raise ValueError(f"{source}: no rows")
     return rows
@@ -243,16 +222,14 @@ def load_contrastive_dataset(
 ) -> Dataset:
     """Contrastive training rows from a file or folder, whatever produced them.
 
-    * a ``Dataset.save_to_disk`` folder, a ``.parquet`` file or a ``.jsonl`` file of ``anchor, positive,
-      negative_1 …`` rows: read as they are (``group_size`` is then what the rows have);
-    * a ``.jsonl`` file of the authors' ``{"query", "pos", "neg"}`` rows: grouped by
-      :func:`build_contrastive_dataset` with ``group_size``, ``positives`` and ``seed``.
+    A ``Dataset.save_to_disk`` folder, a ``.parquet`` or ``.jsonl`` file of ``anchor, positive, negative_1 …``
+    rows is read as it is; a ``.jsonl`` of the authors' ``{"query", "pos", "neg"}`` rows is grouped by
+    :func:`build_contrastive_dataset` with ``group_size``, ``positives`` and ``seed``.
 
     Example::
 
         >>> from llara_st.data import build_contrastive_dataset, load_contrastive_dataset
-        >>> examples = [{"query": "what causes tides", "pos": ["The Moon's gravity."], "neg": ["Waves.", "Bees."]}]
-        >>> rows = build_contrastive_dataset(examples, group_size=3)
+        >>> rows = build_contrastive_dataset([{"query": "tides?", "pos": ["The Moon."], "neg": ["Bees."]}], 2)
         >>> rows.save_to_disk("rows")
         >>> load_contrastive_dataset("rows")[:] == rows[:]
         True

@@ -21,8 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def _follows_root_level(record: logging.LogRecord) -> bool:
-    # bm25s sets its own logger to DEBUG when imported; a filter (unlike resetting the level after an import) also
-    # holds for a bm25s imported later (mteb imports it lazily for its BM25 baseline).
+    # bm25s sets its logger to DEBUG when imported; a filter also holds for a bm25s imported later (by mteb).
     return record.levelno >= logging.getLogger().getEffectiveLevel()
 
 
@@ -36,8 +35,6 @@ quiet_bm25s_logs()  # at import: before bm25s (imported on first use, here or by
 
 
 class _MiningTask(NamedTuple):
-    """What both retrievers mine: the corpus, the queries with relevant documents, the rank window and filters."""
-
     corpus: Mapping[str, str]
     queries: Mapping[str, str]
     relevant: Mapping[str, Sequence[str]]
@@ -53,7 +50,6 @@ def _bm25_windows(task: _MiningTask, language: str) -> dict[str, list[str]]:
 
     corpus, query_texts, relevant = task.corpus, task.queries, task.relevant
     doc_ids = list(corpus)
-    # Documents and queries are tokenised alike: stemmed, stop words removed.
     tokenize = partial(
         bm25s.tokenize, stopwords=language, stemmer=Stemmer.Stemmer(language), return_ids=False, show_progress=False
     )
@@ -148,7 +144,8 @@ def mine_hard_negatives_from_qrels(
     use_faiss: bool | None = None,
     language: str = "english",
 ) -> dict[str, list[str]]:
-    """Hard negatives for each query of a BEIR split: ids of documents the retriever ranks high, not judged relevant.
+    """Hard negatives ``{query_id: [doc_id, ...]}`` (in the retriever's order) for each query of a BEIR split with a
+    relevant document: documents the retriever ranks high, not judged relevant.
 
     The relevant documents (and their copies) are removed from the retriever's ranking, and so are likely unjudged
     positives: scores ``> s_pos - |s_pos| * relative_margin`` (``s_pos``: the weakest positive's) or above
@@ -158,21 +155,15 @@ def mine_hard_negatives_from_qrels(
 
     Args:
         corpus, queries, qrels: As returned by :func:`llara_st.data.load_beir`.
-        retriever: A sentence-transformers model, or ``"bm25"``.
-        num_negatives: Negatives kept per query (fewer when the window holds fewer).
         relative_margin, max_score: The filters above (``max_score``: cosine for a model); None: off.
         sampling_strategy: ``"random"`` draws from the window (seeded by ``seed``), ``"top"`` takes its head.
-        min_relevance: Smallest qrels score that counts as relevant.
         use_faiss: Search with faiss (a model only); default: when it is installed.
         language: Stemmer and stop-word language (BM25).
-
-    Returns:
-        ``{query_id: [doc_id, ...]}`` in the retriever's order, for every query with a relevant document.
 
     Example::
 
         >>> from llara_st.data import load_beir, mine_hard_negatives_from_qrels
-        >>> corpus, queries, qrels = load_beir(beir_path, "train")  # e.g. BEIR's SciFact (there: num_negatives=15)
+        >>> corpus, queries, qrels = load_beir(beir_path, "train")
         >>> mine_hard_negatives_from_qrels(corpus, queries, qrels, "bm25", num_negatives=2, range_min=0)
         {'q1': ['d3'], 'q2': ['d1', 'd5'], 'q3': ['d1', 'd3']}
     """
@@ -212,8 +203,7 @@ def mine_hard_negatives_from_qrels(
         if sampling_strategy == "top" or len(window) <= num_negatives:
             negatives[query_id] = window[:num_negatives]
         else:  # a seeded draw, kept in the retriever's order
-            chosen = set(rng.sample(range(len(window)), num_negatives))
-            negatives[query_id] = [doc_id for rank, doc_id in enumerate(window) if rank in chosen]
+            negatives[query_id] = [window[rank] for rank in sorted(rng.sample(range(len(window)), num_negatives))]
     sizes = [len(doc_ids) for doc_ids in negatives.values()]
     logger.info(
         "Mined hard negatives for %d queries: %.1f per query on average, %d queries with fewer than %d, %d with none",

@@ -1,5 +1,4 @@
-"""LLaRA training losses for sentence-transformers: EBAE/EBAR adaptation (with the data collator that builds its
-input) and contrastive fine-tuning."""
+"""LLaRA training losses: EBAE/EBAR adaptation (with the data collator that builds its input) and contrastive."""
 
 from llara_st.losses.contrastive import DEFAULT_TEMPERATURE, contrastive_loss
 from llara_st.losses.ebae_ebar import (

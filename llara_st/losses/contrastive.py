@@ -22,11 +22,10 @@ def contrastive_loss(
 ) -> nn.Module:
     """LLaRA's fine-tuning loss: InfoNCE over cosine similarities divided by ``temperature``.
 
-    Each query (column ``anchor``) is scored against its positive, its hard negatives (``negative_1`` …) and
-    every other passage of the batch, as the reference's ``q_reps @ p_reps.T / 0.01`` followed by cross
-    entropy: sentence-transformers' ``MultipleNegativesRankingLoss`` with ``scale = 1 / temperature``, or with
-    ``cached`` its GradCache variant ``CachedMultipleNegativesRankingLoss`` (the same loss and gradients with
-    the memory of ``mini_batch_size`` texts at a time, for large batches on small memory).
+    Each query (column ``anchor``) is scored against its positive, its hard negatives (``negative_1`` …) and every
+    other passage of the batch, as the reference's ``q_reps @ p_reps.T / 0.01`` and cross entropy:
+    ``MultipleNegativesRankingLoss`` with ``scale = 1 / temperature``, or with ``cached`` its GradCache variant
+    (the same loss and gradients, ``mini_batch_size`` texts in memory at a time).
 
     Args:
         temperature: Softmax temperature (reference 0.01, i.e. scale 100).
@@ -35,27 +34,9 @@ def contrastive_loss(
 
     Example::
 
-        >>> from datasets import Dataset
-        >>> from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-        >>> from llara_st.data import contrastive_router_mapping
         >>> from llara_st.losses import contrastive_loss
-        >>> rows = Dataset.from_dict(
-        ...     {
-        ...         "anchor": ["why do tides rise?", "where do bees find water?"],
-        ...         "positive": ["The Moon pulls the ocean.", "Bees dance to show water."],
-        ...         "negative_1": ["A volcano erupts.", "The river flooded."],
-        ...     }
-        ... )
-        >>> loss = contrastive_loss(model, temperature=0.01, cached=True, mini_batch_size=16)
-        >>> loss.scale
+        >>> contrastive_loss(model, temperature=0.01, cached=True, mini_batch_size=16).scale
         100.0
-        >>> args = SentenceTransformerTrainingArguments(
-        ...     output_dir="out", max_steps=1, router_mapping=contrastive_router_mapping(rows.column_names)
-        ... )
-        >>> trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows, loss=loss)
-        >>> trainer.train().training_loss > 0  # the trainer prints its summary on the way
-        {...'train_loss': ...}
-        True
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")

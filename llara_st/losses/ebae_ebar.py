@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch.nn.functional as F
@@ -28,10 +28,9 @@ MASK_AWARE_ATTENTION: tuple[str, ...] = ("eager", "sdpa")
 def bag_of_words_loss(prompt_logits: Tensor, target_ids: Tensor) -> Tensor:
     """One bag-of-words term (EBAE or EBAR), a scalar, from the logits at a prompt's special positions.
 
-    The logits are max-pooled over the prompt positions, log-softmaxed over the vocabulary (in float32),
-    and each row scores the mean negative log-probability of its target ids. Rows without any target id
-    are left out of the batch mean (a batch without any gives 0, still attached to the graph). The result
-    is divided by :data:`BAG_OF_WORDS_SCALE`.
+    The logits are max-pooled over the prompt positions, log-softmaxed (in float32), and each row scores the mean
+    negative log-probability of its target ids; rows without targets are left out of the batch mean (none at all:
+    0, still attached to the graph). The result is divided by :data:`BAG_OF_WORDS_SCALE`.
 
     Args:
         prompt_logits: ``[batch, positions, vocab]`` logits at the prompt's special tokens.
@@ -56,12 +55,8 @@ def bag_of_words_loss(prompt_logits: Tensor, target_ids: Tensor) -> Tensor:
 
 
 def next_token_loss(text_logits: Tensor, text_target_ids: Tensor) -> Tensor:
-    """Mean next-token cross-entropy over the text tokens of the batch (0, attached, if there are none).
-
-    Args:
-        text_logits: ``[tokens, vocab]`` logits at the position before each text token.
-        text_target_ids: ``[tokens]`` the text tokens.
-    """
+    """Mean next-token cross-entropy of ``text_logits`` (``[tokens, vocab]``, at the position before each text
+    token) against the ``[tokens]`` text tokens (0, attached, if there are none)."""
     if text_target_ids.numel() == 0:
         return text_logits.sum() * 0.0
     return F.cross_entropy(text_logits.float(), text_target_ids)
@@ -78,13 +73,8 @@ def ebae_ebar_loss(
 ) -> dict[str, Tensor]:
     """The components of :class:`EBAEEBARLoss`, ``{"ebae": ebae / 2, "ebar": ebar / 2, "lm": lm_weight * lm}``
     (``"lm"`` absent when ``lm_weight`` is 0), whose sum is the loss: :func:`bag_of_words_loss` at each prompt
-    against its targets, and :func:`next_token_loss` on the text.
-
-    Args:
-        passage_prompt_logits, query_prompt_logits: ``[batch, 8, vocab]``.
-        ebae_target_ids, ebar_target_ids: ``[batch, targets]``, padded with :data:`IGNORE_INDEX`.
-        text_logits, text_target_ids: ``[tokens, vocab]`` and ``[tokens]``; needed when ``lm_weight`` > 0.
-        lm_weight: Weight of the next-token term; 0 leaves it out.
+    against its targets, and :func:`next_token_loss` on the text (``text_logits`` and ``text_target_ids``, needed
+    when ``lm_weight`` > 0). Shapes as in :class:`AdaptationLogits` and :class:`AdaptationBatch`.
     """
     components = {
         "ebae": bag_of_words_loss(passage_prompt_logits, ebae_target_ids) / 2,
@@ -99,14 +89,9 @@ def ebae_ebar_loss(
 
 @dataclass
 class AdaptationLogits:
-    """Logits of one adaptation pass, computed only where a loss term reads them.
-
-    Attributes:
-        passage_prompt_logits: ``[batch, 8, vocab]`` at ``<s1>``…``<s8>``.
-        query_prompt_logits: ``[batch, 8, vocab]`` at ``<s9>``…``<s16>``.
-        text_logits: ``[tokens, vocab]`` at the position before each text token (None if not needed).
-        text_target_ids: ``[tokens]`` the text tokens those logits predict (None if not needed).
-    """
+    """Logits of one adaptation pass, computed only where a loss term reads them: ``[batch, 8, vocab]`` at
+    ``<s1>``…``<s8>`` and at ``<s9>``…``<s16>``; ``[tokens, vocab]`` before each text token, and those ``[tokens]``
+    (both None without the LM term)."""
 
     passage_prompt_logits: Tensor
     query_prompt_logits: Tensor
@@ -115,31 +100,20 @@ class AdaptationLogits:
 
 
 class EBAEEBARLoss(nn.Module):
-    """LLaRA's adaptation loss: EBAE (embedding-based auto-encoding) and EBAR (embedding-based
-    auto-regression), Li et al., 2023, "Making Large Language Models A Better Foundation For Dense
-    Retrieval", arXiv:2312.15503.
+    """LLaRA's adaptation loss: EBAE (embedding-based auto-encoding) and EBAR (embedding-based auto-regression),
+    Li et al., 2023, arXiv:2312.15503.
 
-    Each (``text``, ``next_text``) row is one input built by :class:`~llara_st.losses.EBAEEBARDataCollator`,
-    ``<prefix> text <passage suffix ... <s1>…<s8>> <query suffix ... <s9>…<s16>>``, read in **one** forward
-    pass in which the query suffix cannot see the passage suffix and reuses its position ids. The output head
-    then runs only at the 16 prompt positions (and the text positions for the LM term), never on the whole
-    sequence:
+    Each (``text``, ``next_text``) row is one input built by :class:`~llara_st.losses.EBAEEBARDataCollator`, read
+    in **one** forward pass in which the query suffix cannot see the passage suffix and reuses its position ids.
+    The output head then runs only at the 16 prompt positions (and the text positions for the LM term):
 
     * **EBAE**: :func:`bag_of_words_loss` at ``<s1>``…``<s8>`` against the unique token ids of the text;
     * **EBAR**: the same at ``<s9>``…``<s16>`` against those of the *next* text;
     * **LM**: next-token cross-entropy on the text tokens (prefix and suffixes are not predicted).
 
-    ``loss = lm_weight * lm + (ebae + ebar) / 2``; with ``lm_weight=1`` and the collator's defaults this is
-    the reference implementation's loss. ``forward`` returns the components ``{"ebae": ebae / 2, "ebar":
-    ebar / 2, "lm": lm_weight * lm}``, which the trainer sums and logs each. The model must run eager or SDPA
-    attention (the 4D mask), and under DDP needs ``ddp_find_unused_parameters=False``; FSDP is refused. Details,
-    fidelity and limits (LoRA and the prompt-token rows, DeepSpeed): ``docs/adaptation_loss.md``.
-
-    Args:
-        model: A LLaRA :class:`~sentence_transformers.SentenceTransformer` whose first module is a
-            :class:`~llara_st.modules.LLaRATransformer` (e.g. from :func:`llara_st.build_llara_model`).
-        lm_weight: Weight of the next-token LM term on the text tokens (reference 1); 0 disables it. The
-            bag-of-words terms alone can collapse the embeddings; the LM term guards against it.
+    ``loss = lm_weight * lm + (ebae + ebar) / 2`` (reference ``lm_weight=1``; 0 disables the LM term, which keeps
+    the bag-of-words terms from collapsing the embeddings); ``forward`` returns the three terms, which the trainer
+    sums and logs. The model must run eager or SDPA attention; FSDP is refused (docs/adaptation_loss.md).
 
     Example::
 
@@ -169,10 +143,7 @@ class EBAEEBARLoss(nn.Module):
             raise ValueError(f"lm_weight must be >= 0 (0 disables the LM term), got {lm_weight}")
         self.lm_weight = float(lm_weight)
         if getattr(config, "final_logit_softcapping", None) is not None:
-            raise ValueError(
-                "This model soft-caps its logits (final_logit_softcapping); EBAEEBARLoss applies the output "
-                "head alone and supports plain linear heads only"
-            )
+            raise ValueError("EBAEEBARLoss supports plain linear output heads only, not final_logit_softcapping")
 
     def compute_logits(self, batch: AdaptationBatch) -> AdaptationLogits:
         """One model pass over the batch, then the output head at the prompt (and text) positions only."""
@@ -180,32 +151,23 @@ class EBAEEBARLoss(nn.Module):
         implementation = getattr(causal_lm.config, "_attn_implementation", None)
         if implementation is not None and implementation not in MASK_AWARE_ATTENTION:
             raise ValueError(
-                f"EBAEEBARLoss needs an attention implementation that takes a 4D float attention mask "
-                f"({' or '.join(MASK_AWARE_ATTENTION)}), but the model uses {implementation!r}, which cannot keep "
-                "the query suffix from seeing the passage suffix. Load the model with "
-                "model_kwargs={'attn_implementation': 'sdpa'} or call "
-                "model[0].causal_lm.set_attn_implementation('sdpa')."
+                f"EBAEEBARLoss needs {' or '.join(MASK_AWARE_ATTENTION)} attention (4D mask), not {implementation!r}: "
+                "load with model_kwargs={'attn_implementation': 'sdpa'} or set_attn_implementation('sdpa')"
             )
         if isinstance(self.model, FullyShardedDataParallel):
             # The output head runs after the wrapped forward, when FSDP has sharded its weights again.
             raise NotImplementedError("EBAEEBARLoss does not support FSDP; use DDP or DeepSpeed ZeRO")
         if isinstance(self.model, nn.parallel.DistributedDataParallel) and self.model.find_unused_parameters:
-            # DDP would search the forward's outputs for used parameters and miss the output head, which
-            # the loss applies to the hidden states afterwards.
-            raise ValueError(
-                "EBAEEBARLoss under DistributedDataParallel needs find_unused_parameters=False: set "
-                "ddp_find_unused_parameters=False in the training arguments"
-            )
-        # Through the model's own forward (and so through a DDP wrapper's, whose gradient all-reduce depends
-        # on it): LLaRATransformer hands `attention_bias` and `position_ids` to the decoder, the pooling
-        # modules read the 2D mask and their output is not used.
+            # DDP would search the forward's outputs for used parameters and miss the head applied after it.
+            raise ValueError("EBAEEBARLoss under DDP needs ddp_find_unused_parameters=False in the training arguments")
+        # Through the model's own forward (a DDP wrapper's gradient all-reduce depends on it): LLaRATransformer
+        # hands `attention_bias` and `position_ids` to the decoder; the pooling output is not used.
         inputs = ("input_ids", "attention_mask", "attention_bias", "position_ids")
         hidden = self.model({name: getattr(batch, name) for name in inputs} | {"task": "raw"})["token_embeddings"]
-        hidden_size = hidden.shape[-1]
         head = causal_lm.get_output_embeddings()
 
         def logits_at(positions: Tensor) -> Tensor:
-            return head(hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden_size)))
+            return head(hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])))
 
         # The head is applied separately to each group of positions: slicing one joint logits tensor would
         # make autograd allocate a zero-filled gradient of the whole joint tensor for every slice.
@@ -225,14 +187,14 @@ class EBAEEBARLoss(nn.Module):
 
     def forward(self, sentence_features: Sequence[dict[str, Any]], labels: Tensor | None = None) -> dict[str, Tensor]:
         """The loss components ``{"ebae", "ebar", "lm"}`` (their sum is the loss); ``labels`` is unused."""
-        if len(sentence_features) != 1 or not AdaptationBatch.is_complete(sentence_features[0]):
+        # The trainer hands the collator's batch as one feature group, its keys without the prefix.
+        names = [field.name for field in fields(AdaptationBatch)]
+        if len(sentence_features) != 1 or not all(name in sentence_features[0] for name in names):
             raise ValueError(
-                "EBAEEBARLoss reads the adaptation batches of EBAEEBARDataCollator, but got "
-                f"{len(sentence_features)} feature group(s) of another collator: pass "
-                "data_collator=EBAEEBARDataCollator(model, cutoff_length=...) to SentenceTransformerTrainer "
-                "(llara_st.training.run_adaptation does)"
+                f"EBAEEBARLoss got {len(sentence_features)} feature group(s) of another collator: pass "
+                "data_collator=EBAEEBARDataCollator(model, cutoff_length=...) to SentenceTransformerTrainer"
             )
-        batch = AdaptationBatch.from_features(sentence_features[0])
+        batch = AdaptationBatch(**{name: sentence_features[0][name] for name in names})
         logits = self.compute_logits(batch)
         return ebae_ebar_loss(
             logits.passage_prompt_logits,

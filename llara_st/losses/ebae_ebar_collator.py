@@ -30,13 +30,9 @@ FEATURE_PREFIX = "adaptation_"
 def adaptation_position_ids(real_mask: Tensor, passage_suffix_mask: Tensor, query_suffix_mask: Tensor) -> Tensor:
     """Position ids (``[batch, length]``, 0 on padding) under which both suffixes sit right after the text.
 
-    Prefix and text tokens are numbered 0, 1, … over real tokens only (padding on either side moves
-    nothing); the passage suffix continues the count, and the query suffix restarts it at the same place,
-    so the k-th query-suffix token shares the position of the k-th passage-suffix token.
-
-    Args:
-        real_mask, passage_suffix_mask, query_suffix_mask: ``[batch, length]``, 1 on the real (not padding)
-            tokens, on the passage-suffix tokens and on the query-suffix tokens.
+    Prefix and text tokens are numbered 0, 1, … over real tokens only (the masks, ``[batch, length]``, are 1 on real
+    tokens, on the passage suffix, on the query suffix); the passage suffix continues the count, and the query
+    suffix restarts it at the same place, so the k-th tokens of both suffixes share a position.
     """
     real = real_mask.bool()
     passage = passage_suffix_mask.bool() & real
@@ -49,15 +45,12 @@ def adaptation_position_ids(real_mask: Tensor, passage_suffix_mask: Tensor, quer
 
 
 def adaptation_attention_mask(real_mask: Tensor, passage_suffix_mask: Tensor, query_suffix_mask: Tensor) -> Tensor:
-    """The ``[batch, 1, length, length]`` boolean mask of the adaptation pass: True where a row may attend to a
-    column.
+    """The ``[batch, 1, length, length]`` boolean mask of the adaptation pass (masks of
+    :func:`adaptation_position_ids`): True where a row may attend to a column.
 
-    Causal attention over real tokens, except that query-suffix rows cannot see passage-suffix columns. Every
-    row may see at least itself: a fully masked padding row would otherwise turn into NaN under eager
-    attention. :class:`~llara_st.modules.LLaRATransformer` turns it into the additive float mask of the model's
-    dtype (0 where allowed, the dtype's minimum elsewhere) that eager and SDPA attention add to the scores.
-
-    The masks are those of :func:`adaptation_position_ids`.
+    Causal attention over real tokens, except that query-suffix rows cannot see passage-suffix columns. Every row
+    sees at least itself (a fully masked padding row would be NaN under eager attention).
+    :class:`~llara_st.modules.LLaRATransformer` turns it into the additive float mask eager and SDPA attention take.
     """
     real = real_mask.bool()
     length = real.shape[-1]
@@ -77,10 +70,9 @@ def load_stop_words() -> list[str]:
 def stop_word_token_ids(tokenizer: Any, stop_words: Iterable[str]) -> set[int]:
     """Ids of the tokens that are, on their own, one of ``stop_words``.
 
-    Each word is tokenised lower-case and capitalised, at the start of a text and after a space; a form
-    that becomes a single token contributes that token's id (``▁the`` and ``▁The`` for Llama-2, ``the``,
-    ``Ġthe``, ``The`` and ``ĠThe`` for GPT-2-style tokenizers). Words split into several tokens contribute
-    nothing: removing their pieces would also remove pieces of other words.
+    Each word is tokenised lower-case and capitalised, at the start of a text and after a space; a form that is
+    a single token gives its id (``▁the``, ``▁The`` for Llama-2). A word of several tokens gives nothing: removing
+    its pieces would also remove pieces of other words.
     """
     ids: set[int] = set()
     for word in stop_words:
@@ -99,14 +91,11 @@ class AdaptationBatch:
     Attributes:
         input_ids: ``[batch, length]`` prefix + text + passage suffix + query suffix, left-padded (as the
             reference), so both suffixes sit at the same columns in every row.
-        attention_mask: ``[batch, length]`` 1 on real tokens.
-        position_ids: ``[batch, length]`` see :func:`adaptation_position_ids`.
-        attention_bias: ``[batch, 1, length, length]`` boolean, see :func:`adaptation_attention_mask`.
         labels: ``[batch, length]`` the text ids on the text positions, :data:`IGNORE_INDEX` elsewhere.
-        passage_prompt_positions: ``[batch, 8]`` columns of ``<s1>``…``<s8>``.
-        query_prompt_positions: ``[batch, 8]`` columns of ``<s9>``…``<s16>``.
-        ebae_target_ids: ``[batch, targets]`` unique ids of each text, padded with :data:`IGNORE_INDEX`.
-        ebar_target_ids: ``[batch, targets]`` unique ids of each next text, padded likewise.
+        passage_prompt_positions: ``[batch, 8]`` columns of ``<s1>``…``<s8>`` (``query_prompt_positions``: of
+            ``<s9>``…``<s16>``).
+        ebae_target_ids: ``[batch, targets]`` unique ids of each text (``ebar_target_ids``: of each next text),
+            padded with :data:`IGNORE_INDEX`.
     """
 
     input_ids: Tensor
@@ -119,52 +108,31 @@ class AdaptationBatch:
     ebae_target_ids: Tensor
     ebar_target_ids: Tensor
 
-    @classmethod
-    def from_features(cls, features: dict[str, Any]) -> AdaptationBatch:
-        """The batch from the feature group the trainer hands the loss (the collator's keys, prefix removed)."""
-        return cls(**{field.name: features[field.name] for field in fields(cls)})
-
-    @classmethod
-    def is_complete(cls, features: dict[str, Any]) -> bool:
-        return all(field.name in features for field in fields(cls))
-
 
 class EBAEEBARDataCollator(SentenceTransformerDataCollator):
-    """Data collator of LLaRA's adaptation: builds the one-pass EBAE/EBAR input of each (text, next text) row.
+    """Data collator of LLaRA's adaptation (Li et al., 2023, arXiv:2312.15503): builds the one-pass EBAE/EBAR input
+    of each (text, next text) row, the dataset's two text columns in that order.
 
-    Li et al., 2023, "Making Large Language Models A Better Foundation For Dense Retrieval", arXiv:2312.15503.
     Each row becomes ``<prefix> text <passage suffix … <s1>…<s8>> <query suffix … <s9>…<s16>>``, left-padded,
     the text truncated so that the whole input has at most ``cutoff_length`` tokens (the suffixes are never cut;
-    128 − 2 − 19 − 18 = 89 text tokens for Llama-2), with the positions of :func:`adaptation_position_ids`, the
-    mask of :func:`adaptation_attention_mask` and ``labels`` on the text tokens. The bag-of-words targets are
-    ``text`` (EBAE) and ``next_text`` (EBAR) each tokenised on its own to ``cutoff_length`` tokens (special tokens
-    counted, as the reference does), without the special ids, the 16 prompt ids and, with ``remove_stop_words``,
-    the stop words; unique, sorted. See ``docs/adaptation_loss.md``.
-
-    The dataset's two text columns are read in order: the text and the next text (e.g. ``text``, ``next_text``).
-    The batch reaches :class:`~llara_st.losses.EBAEEBARLoss` as one feature group (keys ``adaptation_input_ids``,
-    …); tokenisation runs here, in the data loader, and the loss only runs the model.
+    89 text tokens for Llama-2 at 128). The bag-of-words targets are ``text`` (EBAE) and ``next_text`` (EBAR) each
+    tokenised on its own to ``cutoff_length`` tokens (special tokens counted, as the reference does), without the
+    special ids, the 16 prompt ids and, with ``remove_stop_words``, the stop words; unique, sorted. The batch
+    reaches :class:`~llara_st.losses.EBAEEBARLoss` as one feature group (docs/adaptation_loss.md).
 
     Args:
-        model: The LLaRA :class:`~sentence_transformers.SentenceTransformer` to adapt (its
-            :class:`~llara_st.modules.LLaRATransformer` gives tokenizer and templates).
-        cutoff_length: Max tokens of the whole input and of each target, special tokens included (reference
-            128). Must leave room for text after the prefix and both suffixes.
+        cutoff_length: Max tokens of the whole input and of each target, special tokens included (reference 128).
         remove_stop_words: Drop English stop-word tokens from both targets (reference default: off).
-        stop_words: Words to drop when ``remove_stop_words``; default :func:`load_stop_words` (the list
-            shipped in ``llara_st/data/stopwords_en.txt``, nothing is downloaded).
+        stop_words: Words to drop when ``remove_stop_words``; default :func:`load_stop_words`.
 
     Example::
 
         >>> from llara_st.losses import EBAEEBARDataCollator
         >>> collator = EBAEEBARDataCollator(model, cutoff_length=128)
-        >>> rows = [{"text": "The river rose.", "next_text": "Fields flooded."}, {"text": "Rain.", "next_text": "Sun."}]
-        >>> batch = collator(rows)  # what the trainer's data loader does with each batch of rows
+        >>> batch = collator([{"text": "The river rose.", "next_text": "Fields flooded."}])  # a batch of rows
         >>> model[0].tokenizer.decode(batch["adaptation_input_ids"][0])
         '<s> " The river rose. ", summarize the above passage within eight words: <s1>...<s8>
         ", predict the following passage within eight words: <s9>...<s16>'
-        >>> sorted(batch)  # one feature group: the trainer hands it to EBAEEBARLoss without the prefix
-        ['adaptation_attention_bias', 'adaptation_attention_mask', 'adaptation_ebae_target_ids', ...]
     """
 
     def __init__(
@@ -188,13 +156,9 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
         self._passage_suffix_ids = transformer.suffix_ids("passage")
         self._query_suffix_ids = transformer.suffix_ids("query")
         template_length = len(self._prefix_ids) + len(self._passage_suffix_ids) + len(self._query_suffix_ids)
-        self.text_budget = cutoff_length - template_length
-        """Text tokens that fit one input beside the prefix and both suffixes."""
+        self.text_budget = cutoff_length - template_length  # text tokens that fit beside the prefix and suffixes
         if self.text_budget < 1:
-            raise ValueError(
-                f"cutoff_length={cutoff_length} leaves no room for text: the prefix and both suffixes already "
-                f"take {template_length} tokens"
-            )
+            raise ValueError(f"cutoff_length={cutoff_length} leaves no room for text ({template_length} taken)")
         transformer.check_positions("cutoff_length", cutoff_length)
         tokenizer = transformer.tokenizer
         # The reference tokenises each target with the tokenizer's special tokens up to the cutoff, then drops them.
@@ -222,7 +186,6 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
         return pad_sequence(bags, batch_first=True, padding_value=IGNORE_INDEX)
 
     def build(self, texts: Sequence[str], next_texts: Sequence[str]) -> AdaptationBatch:
-        """The adaptation batch of ``texts`` and their ``next_texts``."""
         if len(texts) != len(next_texts):
             raise ValueError(f"Got {len(texts)} texts but {len(next_texts)} next texts")
         if not texts:
@@ -266,19 +229,16 @@ class EBAEEBARDataCollator(SentenceTransformerDataCollator):
         if not features:
             return {}
         batch = {"dataset_name": features[0]["dataset_name"]} if "dataset_name" in features[0] else {}
-        columns = [column for column in features[0] if column != "dataset_name"]
-        columns = [column for column in columns if column not in self.valid_label_columns]
+        columns = [column for column in features[0] if column not in {"dataset_name", *self.valid_label_columns}]
         if len(columns) != 2:
             raise ValueError(
-                "EBAEEBARDataCollator reads two text columns, the text and the next text (e.g. 'text', "
-                f"'next_text'), but the dataset has {columns}"
+                f"EBAEEBARDataCollator reads two text columns (text, next text), the dataset has {columns}"
             )
         for row_index, row in enumerate(features):
             for column in columns:
                 if not isinstance(row[column], str):
                     raise TypeError(
-                        f"Column {column!r} must hold strings; row {row_index} of the batch holds "
-                        f"{type(row[column]).__name__}: {row[column]!r:.80}"
+                        f"Column {column!r} must hold strings, row {row_index} holds {type(row[column]).__name__}"
                     )
         built = self.build(*([row[column] for row in features] for column in columns))
         for field in fields(AdaptationBatch):
