@@ -129,8 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _logging_for(verbosity: int, progress_logs: bool = False) -> Iterator[None]:
-    """WARNING by default, INFO with -v, DEBUG with -vv, and llara_st's own INFO with ``progress_logs``; restored
-    afterwards (main may run inside Python)."""
+    """WARNING by default, INFO with -v, DEBUG with -vv, llara_st's INFO with ``progress_logs``; restored after."""
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)

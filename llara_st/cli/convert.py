@@ -44,13 +44,11 @@ def check_output(dst: Path, overwrite: bool) -> None:
         raise UserError(f"output folder {dst} is not empty; choose another folder or pass --overwrite to replace it")
     if not (dst / "modules.json").is_file():
         raise UserError(
-            f"output folder {dst} is not empty and is not a sentence-transformers folder (no modules.json); "
-            "--overwrite only replaces a model folder, so choose another folder"
+            f"output folder {dst} is not a sentence-transformers folder (no modules.json): choose another folder"
         )
     if not is_llara_model_folder(dst):
         raise UserError(
-            f"output folder {dst} is a sentence-transformers folder that llara_st did not write (its first module is "
-            "not a llara_st module); --overwrite only replaces a LLaRA model folder, so choose another folder"
+            f"output folder {dst} holds a model llara_st did not write, which --overwrite keeps: choose another folder"
         )
 
 

@@ -45,9 +45,7 @@ def parse_model_kwargs(text: str | None, dtype: str | None) -> dict[str, Any]:
         except json.JSONDecodeError as error:
             raise UserError(f"--model-kwargs is not valid JSON ({error}): {text!r}") from None
         if not isinstance(model_kwargs, dict):
-            raise UserError(
-                f'--model-kwargs must be a JSON object such as \'{{"attn_implementation": "sdpa"}}\', got {text!r}'
-            )
+            raise UserError(f'--model-kwargs must be a JSON object such as {{"dtype": "float16"}}, got {text!r}')
     if dtype is not None:
         conflict = {"dtype", "torch_dtype"} & set(model_kwargs)
         if conflict:

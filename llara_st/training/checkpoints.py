@@ -247,11 +247,9 @@ def resolve_checkpoint(
     stale_outputs: Iterable[str] = (),
     require_optimizer: bool = True,
 ) -> str | None:
-    """The checkpoint to pass to ``trainer.train(resume_from_checkpoint=...)`` (None: from scratch), after checking
-    that ``output_dir`` holds this run and not another; the run is recorded there. Every process calls it; only the
-    main one removes and writes files. The table of docs/training_guards.md gives each case: ``"latest"`` resumes
-    the newest complete checkpoint of this run (moving an incomplete newer one aside); another run's work is a
-    :class:`StaleRunError` naming the changes, or removed with ``overwrite``.
+    """The checkpoint to pass to ``trainer.train(resume_from_checkpoint=...)`` (None: from scratch), once
+    ``output_dir`` is known to hold this run (recorded there) and not another, whose work is a :class:`StaleRunError`
+    or removed with ``overwrite``. Every process calls it; the main one alone writes. Cases: docs/training_guards.md.
 
     Args:
         resume: None (or ""), ``"latest"``, or a checkpoint folder; anything else is an error naming ``"latest"``.

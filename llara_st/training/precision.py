@@ -13,14 +13,7 @@ from transformers.utils import is_torch_bf16_gpu_available
 
 def bf16_is_fast() -> bool:
     """True where bfloat16 matrix products run natively: a CUDA device that supports bf16, or a CPU with AVX512-BF16
-    or AMX tiles. Elsewhere bf16 is emulated, several times *slower* than float32, so "auto" means float32 there.
-
-    Example::
-
-        >>> from llara_st.training.precision import bf16_is_fast
-        >>> isinstance(bf16_is_fast(), bool)
-        True
-    """
+    or AMX tiles. Elsewhere bf16 is emulated, several times *slower* than float32, so "auto" means float32 there."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     # torch.cpu's capability probes are the only portable way to ask (the public get_cpu_capability() reports
