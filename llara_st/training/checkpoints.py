@@ -133,10 +133,8 @@ class RunFingerprint:
 
         >>> from sentence_transformers import SentenceTransformerTrainingArguments as Args
         >>> from llara_st.training.checkpoints import RunFingerprint
-        >>> first = RunFingerprint.from_configs(Args(output_dir="a", learning_rate=1e-5), {"model": llara_path})
+        >>> first = RunFingerprint.from_configs(Args("a", learning_rate=1e-5), {"model": llara_path})
         >>> second = RunFingerprint.from_configs(Args("b", learning_rate=2e-5, logging_steps=5), {"model": llara_path})
-        >>> first.settings["learning_rate"], len(first.settings["model"]["content"])  # a folder counts by content
-        (1e-05, 64)
         >>> second.differences(first)  # output_dir and logging_steps do not change the result
         ['learning_rate: 1e-05 → 2e-05']
     """

@@ -210,7 +210,8 @@ def check_eval_split(eval_dataset: Any, args: SentenceTransformerTrainingArgumen
         if hasattr(rows, "__len__") and len(rows) % step:
             raise LLaRAUserError(
                 f"{len(rows)} evaluation rows (eval_rows) cannot be shared by {args.world_size} processes in whole "
-                f"batches of {args.eval_batch_size} (repeated rows would bias eval_loss); use a multiple of {step}"
+                f"batches of per_device_eval_batch_size {args.eval_batch_size}: the trainer would repeat rows to fill "
+                f"the last batches and eval_loss would be biased; set eval_rows to a multiple of {step}"
             )
 
 
