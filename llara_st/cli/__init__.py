@@ -1,10 +1,6 @@
-"""The ``llara-st`` command line: thin wrappers over the library functions the recipes use.
-
-Each module of :data:`SUBCOMMAND_MODULES` defines ``add_parser(subparsers)``, which adds sub-commands whose ``func(args)
--> int`` :func:`main` runs with the common options (``-v``, ``--debug``) and logging (``progress_logs=True`` in a
-sub-command's defaults also shows llara_st's INFO logs without ``-v``). User errors (:func:`error_message`) become one
-line on stderr and exit code 1; ``--debug`` shows the traceback.
-"""
+"""The ``llara-st`` command line: thin wrappers over the library functions the recipes use. Each module of
+:data:`SUBCOMMAND_MODULES` defines ``add_parser(subparsers)``, adding sub-commands (:func:`add_command`) that
+:func:`main` runs; a user error (:func:`error_message`) is one line on stderr and exit code 1."""
 
 from __future__ import annotations
 
@@ -14,7 +10,8 @@ import importlib
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from llara_st.errors import LLaRAUserError
 
@@ -53,13 +50,21 @@ class UserError(Exception):
 _USER_ERRORS: tuple[type[BaseException], ...] = (UserError, LLaRAUserError, OSError, ValueError)
 
 
+def add_command(
+    subparsers: argparse._SubParsersAction, name: str, func: Callable[..., int], help_text: str, **defaults: Any
+) -> argparse.ArgumentParser:
+    """Sub-command ``name`` running ``func(args) -> int``; ``progress_logs=True`` in ``defaults`` also shows
+    llara_st's INFO logs without ``-v``."""
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(func=func, **defaults)
+    return parser
+
+
 def add_encoding_options(
     parser: argparse.ArgumentParser, device_group: argparse._ActionsContainer | None = None
 ) -> None:
     """``--batch-size``, ``--device`` (in ``device_group`` if given), ``--dtype`` and ``--no-progress``."""
-    parser.add_argument(
-        "--batch-size", type=int, default=32, help="texts encoded at once; lower it if memory runs out (default: 32)"
-    )
+    parser.add_argument("--batch-size", type=int, default=32, help="texts encoded at once (default: 32)")
     (device_group or parser).add_argument("--device", help="torch device, e.g. cuda or cpu (default: the best one)")
     parser.add_argument("--dtype", choices=DTYPES, help="dtype of the model's weights, e.g. bfloat16 for a 7B model")
     parser.add_argument("--no-progress", action="store_true", help="hide the encoding progress bars")
@@ -105,17 +110,14 @@ class _VersionAction(argparse.Action):
 def _add_common_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
     # On sub-commands the defaults are suppressed so that `llara-st -v evaluate ...` is not reset by the sub-parser.
     verbose, debug = (0, False) if top_level else (argparse.SUPPRESS, argparse.SUPPRESS)
-    help_text = "more log output: -v shows INFO (mteb, faiss, ...), -vv DEBUG"
-    parser.add_argument("-v", "--verbose", action="count", default=verbose, help=help_text)
+    parser.add_argument("-v", "--verbose", action="count", default=verbose, help="-v: INFO logs, -vv: DEBUG logs")
     parser.add_argument("--debug", action="store_true", default=debug, help="show the full traceback of an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``llara-st`` parser with every sub-command of :data:`SUBCOMMAND_MODULES`."""
     parser = argparse.ArgumentParser(prog="llara-st", description="LLaRA embedders for sentence-transformers")
-    parser.add_argument(
-        "--version", action=_VersionAction, nargs=0, default=argparse.SUPPRESS, help="print versions and exit"
-    )
+    parser.add_argument("--version", action=_VersionAction, nargs=0, default=argparse.SUPPRESS, help="print versions")
     _add_common_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
@@ -127,8 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _logging_for(verbosity: int, progress_logs: bool = False) -> Iterator[None]:
-    """WARNING by default, INFO with -v, DEBUG with -vv, and llara_st's own INFO with ``progress_logs``; restored
-    afterwards (main may run inside Python)."""
+    """WARNING by default, INFO with -v, DEBUG with -vv, llara_st's INFO with ``progress_logs``; restored after."""
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)

@@ -5,32 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llara_st.cli import DTYPES, UserError, check_positive
+from llara_st.cli import DTYPES, UserError, add_command, check_positive
 from llara_st.prompts import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGTH
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "convert",
-        help="turn a causal LM into a LLaRA sentence-transformers folder",
-        description="Turn a Hugging Face causal LM (folder or Hub id) into a LLaRA sentence-transformers folder. DST "
-        "must be absent or empty; --overwrite replaces an existing LLaRA model folder, once the new one is complete.",
-    )
-    parser.set_defaults(func=run)
+    parser = add_command(subparsers, "convert", run, "turn a causal LM into a LLaRA sentence-transformers folder")
     parser.add_argument("src", help="Hugging Face causal-LM folder or Hub id (organization/model)")
     parser.add_argument("dst", help="output sentence-transformers folder (absent or empty)")
-    parser.add_argument(
-        "--query-max-length",
-        type=int,
-        default=DEFAULT_QUERY_MAX_LENGTH,
-        help="max tokens of a query input, LLaRA template included; longer queries are cut (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--passage-max-length",
-        type=int,
-        default=DEFAULT_PASSAGE_MAX_LENGTH,
-        help="max tokens of a passage input, template included; longer passages are cut (default: %(default)s)",
-    )
+    for kind, default in (("query", DEFAULT_QUERY_MAX_LENGTH), ("passage", DEFAULT_PASSAGE_MAX_LENGTH)):
+        help_text = f"max tokens of a {kind} input, template included; longer ones are cut (default: {default})"
+        parser.add_argument(f"--{kind}-max-length", type=int, default=default, help=help_text)
     parser.add_argument("--dtype", choices=DTYPES, help="dtype to load and save the weights in, e.g. bfloat16")
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it is a LLaRA model folder already")
 
@@ -49,8 +34,8 @@ def check_source(src: str) -> None:
 
 
 def check_output(dst: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless ``--overwrite``, and even then a folder that is not a LLaRA model (a file,
-    a broken link and the working directory are refused when staging: docs/training_guards.md, "Folders")."""
+    """Refuse a non-empty folder unless ``--overwrite``, and even then a folder that is not a LLaRA model (a file, a
+    broken link and the working directory are refused by staged_folder)."""
     from llara_st.folders import is_llara_model_folder
 
     if not dst.is_dir() or not any(dst.iterdir()):
@@ -59,13 +44,11 @@ def check_output(dst: Path, overwrite: bool) -> None:
         raise UserError(f"output folder {dst} is not empty; choose another folder or pass --overwrite to replace it")
     if not (dst / "modules.json").is_file():
         raise UserError(
-            f"output folder {dst} is not empty and is not a sentence-transformers folder (no modules.json); "
-            "--overwrite only replaces a model folder, so choose another folder"
+            f"output folder {dst} is not a sentence-transformers folder (no modules.json): choose another folder"
         )
     if not is_llara_model_folder(dst):
         raise UserError(
-            f"output folder {dst} is a sentence-transformers folder that llara_st did not write (its first module is "
-            "not a llara_st module); --overwrite only replaces a LLaRA model folder, so choose another folder"
+            f"output folder {dst} holds a model llara_st did not write, which --overwrite keeps: choose another folder"
         )
 
 

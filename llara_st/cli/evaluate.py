@@ -7,53 +7,30 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llara_st.cli import UserError, add_encoding_options, check_positive, faiss_search_parameters
+from llara_st.cli import UserError, add_command, add_encoding_options, check_positive, faiss_search_parameters
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="evaluate a retriever with MTEB on a local BEIR folder or MTEB tasks",
-        description="Evaluate a sentence-transformers model (LLaRA or any other) with MTEB. Prints nDCG@10, "
-        "Recall@100 and MRR@10 and writes MTEB's result files (results/{org__model}/{revision}/{task}.json) under "
-        "--output.",
-    )
-    parser.set_defaults(func=run)
+    parser = add_command(subparsers, "evaluate", run, "MTEB scores of a retriever on a BEIR folder or MTEB tasks")
     parser.add_argument("model", help="sentence-transformers model folder (or Hub id)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--beir", metavar="DIR", help="local BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     source.add_argument("--tasks", nargs="+", metavar="TASK", help="MTEB task names, e.g. SciFact (data from the Hub)")
     source.add_argument("--benchmark", metavar="NAME", help="an MTEB benchmark's tasks, e.g. 'MTEB(eng, v2)' (Hub)")
     parser.add_argument("--split", default="test", help="qrels split of the BEIR folder (default: test)")
-    parser.add_argument("--output", metavar="OUT", help="folder for MTEB's result files")
+    parser.add_argument("--output", metavar="OUT", help="folder for MTEB's results/{org__model}/{revision}/{task}.json")
     parser.add_argument("--model-name", help="'organization/model' in the result files (default: local/{folder})")
     parser.add_argument("--revision", help="revision label, e.g. the Hub commit sha (default: weights fingerprint)")
     parser.add_argument("--task-name", help="task name of the BEIR folder in result files (default: folder name)")
     device = parser.add_mutually_exclusive_group()
     add_encoding_options(parser, device_group=device)
-    device.add_argument(
-        "--devices",
-        metavar="LIST",
-        help="encode in one process per device, comma-separated: cuda:0,cuda:1 or cpu,cpu (multi-process pool)",
-    )
+    device.add_argument("--devices", metavar="LIST", help="one encoding process per device, e.g. cuda:0,cuda:1")
     parser.add_argument("--embedding-cache", metavar="DIR", help="cache corpus embeddings here (once per model)")
-    parser.add_argument(
-        "--faiss",
-        metavar="FACTORY",
-        help="retrieve with a faiss index, e.g. Flat, HNSW32, IVF1024,SQ8 (factory string)",
-    )
+    parser.add_argument("--faiss", metavar="FACTORY", help="faiss index to retrieve with: Flat, HNSW32, IVF1024,SQ8...")
     parser.add_argument("--nprobe", type=int, help="with an IVF --faiss index: inverted lists searched (faiss: 1)")
     parser.add_argument("--ef-search", type=int, help="with an HNSW --faiss index: search breadth (faiss: 16)")
-    parser.add_argument(
-        "--model-kwargs",
-        metavar="JSON",
-        help='backbone from_pretrained arguments as a JSON object, e.g. \'{"attn_implementation": "sdpa"}\'',
-    )
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="load models with custom module code via SentenceTransformer(trust_remote_code=True)",
-    )
+    parser.add_argument("--model-kwargs", metavar="JSON", help="the backbone's from_pretrained kwargs (JSON object)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="run models' custom module code")
     parser.add_argument("--save-predictions", action="store_true", help="also write the rankings under OUT")
     parser.add_argument("--overwrite", action="store_true", help="recompute results already present in OUT")
     parser.add_argument("--json", action="store_true", help="print all scores as JSON")
@@ -68,9 +45,7 @@ def parse_model_kwargs(text: str | None, dtype: str | None) -> dict[str, Any]:
         except json.JSONDecodeError as error:
             raise UserError(f"--model-kwargs is not valid JSON ({error}): {text!r}") from None
         if not isinstance(model_kwargs, dict):
-            raise UserError(
-                f'--model-kwargs must be a JSON object such as \'{{"attn_implementation": "sdpa"}}\', got {text!r}'
-            )
+            raise UserError(f'--model-kwargs must be a JSON object such as {{"dtype": "float16"}}, got {text!r}')
     if dtype is not None:
         conflict = {"dtype", "torch_dtype"} & set(model_kwargs)
         if conflict:
@@ -121,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
     devices = parse_devices(args.devices)
     model_kwargs = parse_model_kwargs(args.model_kwargs, args.dtype)
     if args.beir:
-        # The BEIR folder is read (bad data refused, naming file and line) before the model loads, as evaluate_beir
-        # does: loading a 7B model takes minutes.
+        # Read (bad data refused) before the model loads, which takes minutes for a 7B model.
         tasks = [BEIRFolderRetrieval(args.beir, [args.split], name=args.task_name)]
         tasks[0].load_data()
     else:
@@ -147,8 +121,7 @@ def run(args: argparse.Namespace) -> int:
         model,
         tasks,
         args.output,
-        # Named as if the path had been given (card name, Hub id or local/{folder}); the revision label is a
-        # placeholder here, so the weights are not hashed twice.
+        # Named as if the path had been given; revision "-" so that the weights are not hashed twice.
         model_name=args.model_name or model_meta_for(model, revision="-", source=args.model).name,
         revision=args.revision,
         batch_size=args.batch_size,

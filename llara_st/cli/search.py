@@ -10,59 +10,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llara_st.cli import UserError, add_encoding_options, check_positive, faiss_search_parameters
+from llara_st.cli import UserError, add_command, add_encoding_options, check_positive, faiss_search_parameters
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    index = subparsers.add_parser(
-        "index",
-        help="embed documents into a search index folder (new, or grown with new documents)",
-        description="Embed documents with MODEL and store them in the index folder --index, with the documents' "
-        "texts and a record of the model. DOCS are folders of .txt files (one document per file, searched "
-        'recursively), JSONL files of {"text"} rows (optional "title" and "_id"/"id"), BEIR folders (their '
-        "corpus.jsonl) or glob patterns. If --index is an index already, only new documents are embedded and added.",
-    )
-    index.set_defaults(func=run_index)
+    index = add_command(subparsers, "index", run_index, "embed documents into a new index folder, or add the new ones")
     index.add_argument("model", help="sentence-transformers model folder or Hub id (e.g. made by llara-st convert)")
-    index.add_argument("docs", nargs="+", metavar="DOCS", help="folders of .txt files, .jsonl files, BEIR folders")
+    index.add_argument("docs", nargs="+", metavar="DOCS", help='.txt folders, {"text"} .jsonl, BEIR folders, globs')
     index.add_argument("--index", required=True, metavar="DIR", help="the index folder to create or add to")
-    index.add_argument(
-        "--faiss",
-        metavar="FACTORY",
-        help="faiss index of a new index (factory string): Flat (exact, the default), HNSW32, IVF256,Flat, ...",
-    )
+    index.add_argument("--faiss", metavar="FACTORY", help="faiss index of a new index: Flat (default), HNSW32, ...")
     add_encoding_options(index)
 
-    search = subparsers.add_parser(
-        "search",
-        help="search an index folder made by llara-st index",
-        description="Rank the documents of an index folder for each query, with the model the index was built with "
-        "(another model is refused). With --docs and --model, the index is built first (or grown with the new "
-        "documents), so one command goes from a folder of .txt files to ranked answers.",
-    )
-    search.set_defaults(func=run_search)
+    search = add_command(subparsers, "search", run_search, "rank an index's documents for queries, with its model")
     search.add_argument("index", metavar="INDEX", help="index folder made by llara-st index (or by --docs)")
     queries = search.add_mutually_exclusive_group(required=True)
     queries.add_argument("--query", action="append", metavar="TEXT", help="a query (repeat for several)")
-    queries.add_argument(
-        "--queries", metavar="FILE", help='queries: a text file (one per line) or a JSONL of {"text"} rows'
-    )
+    queries.add_argument("--queries", metavar="FILE", help='a text file (a query a line) or {"text"} JSONL rows')
     search.add_argument("--top-k", type=int, default=10, help="documents per query (default: 10)")
     search.add_argument("--nprobe", type=int, help="IVF indexes: inverted lists searched (more: slower, more exact)")
     search.add_argument("--ef-search", type=int, help="HNSW indexes: search breadth (more: slower, more exact)")
-    search.add_argument(
-        "--format", choices=("table", "jsonl"), default="table", help="table (default) or JSON lines, one hit per line"
-    )
-    search.add_argument(
-        "--model",
-        help="the model folder or Hub id: to build the index with --docs, or if it moved since the index was built",
-    )
-    search.add_argument(
-        "--docs",
-        nargs="+",
-        metavar="DOCS",
-        help="first index these documents into INDEX (as llara-st index does: created, or only new documents added)",
-    )
+    search.add_argument("--format", choices=("table", "jsonl"), default="table", help="table, or JSON lines of hits")
+    search.add_argument("--model", help="the model, to build the index with --docs or if it moved since")
+    search.add_argument("--docs", nargs="+", metavar="DOCS", help="first add these documents to INDEX (llara-st index)")
     search.add_argument("--faiss", metavar="FACTORY", help="with --docs: faiss index of a new INDEX (default: Flat)")
     add_encoding_options(search)
 
@@ -96,9 +65,7 @@ def _index_documents(args: argparse.Namespace) -> Any:
     if exists:
         index = DocumentIndex.load(folder, model)
         if args.faiss and args.faiss != index.factory_string:
-            raise UserError(
-                f"{folder} is a {index.factory_string!r} index; --faiss {args.faiss} needs a new index folder"
-            )
+            raise UserError(f"{folder} is a {index.factory_string!r} index; --faiss {args.faiss} needs a new folder")
         index.model_name_or_path = model_location(model_name)  # where the (same) model is now
     else:
         index = DocumentIndex(model, args.faiss or "Flat", model_name_or_path=model_name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from llara_st.cli import add_command
+
 
 def _adapt(args: argparse.Namespace) -> int:
     from llara_st.training import parse_adaptation_arguments, run_adaptation
@@ -35,44 +37,20 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
-_WORKFLOWS = (  # name, function, help, example config, resumable by stage
-    (
-        "adapt",
-        _adapt,
-        "EBAE/EBAR adaptation of a causal LM / LLaRA model (AdaptationArguments: the trainer's arguments and LLaRA's)",
-        "adapt_smollm2_cpu.yaml",
-        False,
-    ),
-    (
-        "finetune",
-        _finetune,
-        "contrastive fine-tuning with hard negatives, LoRA or full (FinetuneArguments)",
-        "finetune_smollm2_scifact_cpu.yaml",
-        False,
-    ),
-    (
-        "reproduce",
-        _reproduce,
-        "the end-to-end reproduction pipeline, resumable by stage",
-        "reproduce_smollm2_scifact_cpu.yaml",
-        True,
-    ),
-    (
-        "study",
-        _study,
-        "the adaptation seed study (both arms x seeds), resumable by stage",
-        "study_smollm2_cpu.yaml",
-        True,
-    ),
+_WORKFLOWS = (  # name, function, help, example config in recipes/configs
+    ("adapt", _adapt, "EBAE/EBAR adaptation of a causal LM (AdaptationArguments)", "adapt_smollm2_cpu.yaml"),
+    ("finetune", _finetune, "contrastive fine-tuning (FinetuneArguments)", "finetune_smollm2_scifact_cpu.yaml"),
+    ("reproduce", _reproduce, "the end-to-end reproduction pipeline", "reproduce_smollm2_scifact_cpu.yaml"),
+    ("study", _study, "the adaptation seed study (both arms x seeds)", "study_smollm2_cpu.yaml"),
 )
+_STAGED = ("reproduce", "study")  # resumable by stage
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    for name, func, help_text, config_example, staged in _WORKFLOWS:
+    for name, func, help_text, config_example in _WORKFLOWS:
         # A workflow runs for minutes to days: its own progress (stages, rows, saved folders) is logged without -v.
-        parser = subparsers.add_parser(name, help=help_text, description=help_text)
-        parser.set_defaults(func=func, progress_logs=True)
+        parser = add_command(subparsers, name, func, help_text, progress_logs=True)
         parser.add_argument("config", help=f"YAML/JSON config (e.g. recipes/configs/{config_example})")
-        if staged:
+        if name in _STAGED:
             parser.add_argument("--stage", help="run only this stage (and the unfinished stages it needs)")
             parser.add_argument("--force", action="store_true", help="recompute the stage even if it is finished")

@@ -1,6 +1,5 @@
-"""Which checkpoint a training run may resume from, so that a run never silently continues, or replaces, another
-run's work: a run records the settings that determine its result (:class:`RunFingerprint`) in ``output_dir``, and
-:func:`resolve_checkpoint` resumes only a run with the same settings (docs/training_guards.md)."""
+"""Which checkpoint a run may resume from: a run records its settings (:class:`RunFingerprint`) in ``output_dir``
+and :func:`resolve_checkpoint` resumes only a run with the same ones (docs/training_guards.md)."""
 
 from __future__ import annotations
 
@@ -28,10 +27,8 @@ RUN_RECORD_NAME = "llara_run.json"  # also llara_st.folders.RUN_RECORD_NAME: a f
 INCOMPLETE_SUFFIX = ".incomplete"
 #: The one ``resume_from_checkpoint`` value that asks for the newest complete checkpoint of ``output_dir``.
 LATEST = "latest"
-# The settings that change what a run trains, and so are recorded and compared (an allow-list: a field that a new
-# library release adds is not compared until named here). Left out: where and how often to write, log and evaluate,
-# how the computation is spread over devices, how the final model is stored, and the length of training (max_steps,
-# num_train_epochs), so that raising it on resume extends a run.
+# The settings that change what a run trains, recorded and compared: an allow-list, whose choices (e.g. max_steps
+# left out, so that raising it on resume extends a run) docs/training_guards.md explains.
 RESULT_SETTINGS: frozenset[str] = frozenset(
     {
         # optimiser, schedule, regularisation
@@ -66,8 +63,7 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 class StaleRunError(LLaRAUserError, RuntimeError):
-    """``output_dir`` holds a run whose settings differ from this one's (or cannot be told): resuming it would
-    continue another run, starting afresh would destroy it."""
+    """``output_dir`` holds a run whose settings differ from this one's (or cannot be told)."""
 
 
 class IncompleteCheckpointError(LLaRAUserError, RuntimeError):
@@ -75,9 +71,8 @@ class IncompleteCheckpointError(LLaRAUserError, RuntimeError):
 
 
 def path_identity(path: str | os.PathLike) -> str:
-    """A content digest (:func:`~llara_st.folders.content_digest`, files over 64 MiB by 16 samples) of a file with its
-    size, or of a folder's files with their names: a copy keeps it, an edit changes it. A missing path (a Hub id)
-    is identified by its name."""
+    """A content digest of a file with its size (over 64 MiB by 16 samples), or of a folder's files with their names;
+    a missing path (a Hub id) by its name."""
     path = Path(path)
     if not path.exists():
         return content_digest(f"name\0{os.fspath(path)}".encode())
@@ -129,26 +124,17 @@ def _canonical(value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class RunFingerprint:
-    """The settings that determine a training run's result, in canonical JSON form: of a dataclass the fields named in
-    :data:`RESULT_SETTINGS` (with ``world_size``), of a mapping every entry. A string naming an existing file or
-    folder counts with its content (:func:`path_identity`), a ``datasets.Dataset`` with its rows.
-
-    Args:
-        settings: ``{name: canonical value}``; build it with :meth:`from_configs`.
+    """The settings that determine a training run's result, ``{name: canonical JSON value}`` (build it with
+    :meth:`from_configs`): of a dataclass the fields named in :data:`RESULT_SETTINGS` (with ``world_size``), of a
+    mapping every entry. A string naming an existing file or folder counts with its content (:func:`path_identity`),
+    a ``datasets.Dataset`` with its rows.
 
     Example::
 
-        >>> from sentence_transformers import SentenceTransformerTrainingArguments
+        >>> from sentence_transformers import SentenceTransformerTrainingArguments as Args
         >>> from llara_st.training.checkpoints import RunFingerprint
-        >>> first = RunFingerprint.from_configs(
-        ...     SentenceTransformerTrainingArguments(output_dir="a", learning_rate=1e-5), {"model": llara_path}
-        ... )
-        >>> second = RunFingerprint.from_configs(
-        ...     SentenceTransformerTrainingArguments(output_dir="b", learning_rate=2e-5, logging_steps=5),
-        ...     {"model": llara_path},
-        ... )
-        >>> first.settings["learning_rate"], len(first.settings["model"]["content"])  # a folder counts by content
-        (1e-05, 64)
+        >>> first = RunFingerprint.from_configs(Args("a", learning_rate=1e-5), {"model": llara_path})
+        >>> second = RunFingerprint.from_configs(Args("b", learning_rate=2e-5, logging_steps=5), {"model": llara_path})
         >>> second.differences(first)  # output_dir and logging_steps do not change the result
         ['learning_rate: 1e-05 → 2e-05']
     """
@@ -157,9 +143,8 @@ class RunFingerprint:
 
     @classmethod
     def from_configs(cls, *configs: Any, ignore: Iterable[str] = ()) -> RunFingerprint:
-        """The fingerprint of dataclasses (recipe configs, ``TrainingArguments``) and mappings of settings (e.g.
-        ``{"rows": dataset}``), a later one's value winning on a shared name; ``ignore`` names settings not to count.
-        """
+        """The fingerprint of dataclasses (recipe configs, ``TrainingArguments``) and mappings of settings, a later
+        one's value winning on a shared name; ``ignore`` names settings not to count."""
         ignored, settings = set(ignore), {}
         for config in configs:
             if dataclasses.is_dataclass(config) and not isinstance(config, type):
@@ -225,9 +210,9 @@ def _weights_complete(path: Path) -> bool:
 
 
 def checkpoint_problems(checkpoint: str | os.PathLike, require_optimizer: bool = True) -> list[str]:
-    """What a trainer checkpoint folder lacks to be resumed from (empty when complete): a readable
-    ``trainer_state.json``, model weights (every ``*.safetensors`` whole, ``pytorch_model*.bin`` or a DeepSpeed
-    ``global_step*`` folder) and, if ``require_optimizer`` (not under ``save_only_model``), the optimizer state."""
+    """What a checkpoint folder lacks to be resumed from: a readable ``trainer_state.json``, model weights (whole
+    ``*.safetensors``, ``pytorch_model*.bin`` or DeepSpeed's ``global_step*``) and, if ``require_optimizer``, the
+    optimizer state."""
     folder, problems = Path(checkpoint), []
     try:
         json.loads((folder / "trainer_state.json").read_text("utf8"))
@@ -260,33 +245,26 @@ def resolve_checkpoint(
     stale_outputs: Iterable[str] = (),
     require_optimizer: bool = True,
 ) -> str | None:
-    """The checkpoint to pass to ``trainer.train(resume_from_checkpoint=...)`` (None: from scratch), after checking
-    that ``output_dir`` holds this run and not another; the run is recorded there. Every process calls it; only the
-    main one removes and writes files. The table of docs/training_guards.md gives each case: ``"latest"`` resumes
-    the newest complete checkpoint of this run (moving an incomplete newer one aside); another run's work is a
-    :class:`StaleRunError` naming the changes, or removed with ``overwrite``.
+    """The checkpoint to pass to ``trainer.train(resume_from_checkpoint=...)`` (None: from scratch), once
+    ``output_dir`` is known to hold this run (recorded there) and not another, whose work is a :class:`StaleRunError`
+    or removed with ``overwrite``. Every process calls it; the main one alone writes. Cases: docs/training_guards.md.
 
     Args:
         resume: None (or ""), ``"latest"``, or a checkpoint folder; anything else is an error naming ``"latest"``.
         overwrite: Start afresh over another run's (or this run's) checkpoints, deleting them.
         stale_outputs: The recipe's other outputs, relative to ``output_dir`` or absolute (e.g. ``"final"``):
             another run's are work not to replace silently, and are removed with its checkpoints on ``overwrite``.
-        require_optimizer: A checkpoint needs optimizer state to count as complete.
 
     Example::
 
         >>> from pathlib import Path
-        >>> import torch
-        >>> from safetensors.torch import save_file
         >>> from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
         >>> fingerprint = RunFingerprint.from_configs({"learning_rate": 1e-5})  # (config, training_args)
         >>> print(resolve_checkpoint("run", "latest", fingerprint))  # nothing yet: from scratch, run recorded
         None
-        >>> checkpoint = Path("run/checkpoint-2")  # what the trainer saves after step 2
-        >>> checkpoint.mkdir()
-        >>> _ = (checkpoint / "trainer_state.json").write_text("{}")
-        >>> save_file({"weight": torch.zeros(2)}, checkpoint / "model.safetensors")
-        >>> torch.save({}, checkpoint / "optimizer.pt")
+        >>> Path("run/checkpoint-2").mkdir()  # as the trainer saves it after step 2 (placeholder files)
+        >>> for name in ("trainer_state.json", "pytorch_model.bin", "optimizer.pt"):
+        ...     _ = Path("run/checkpoint-2", name).write_text("{}")
         >>> resolve_checkpoint("run", "latest", fingerprint)  # trainer.train(resume_from_checkpoint=...)
         'run/checkpoint-2'
         >>> resolve_checkpoint("run", "latest", RunFingerprint.from_configs({"learning_rate": 2e-5}))
@@ -332,18 +310,16 @@ def resolve_checkpoint(
             if recorded is None:
                 found = ", ".join(path.name for path in [*checkpoints, *outputs][:3])
                 raise StaleRunError(
-                    f"output_dir {output} holds the work of a run that recorded no settings ({found}), so it may "
-                    "belong to another configuration; use a new output_dir, overwrite_output_dir: true to delete "
-                    "it, or resume_from_checkpoint: <a checkpoint folder> to continue from it"
+                    f"output_dir {output} holds the work of a run that recorded no settings ({found}); use a new "
+                    "output_dir, overwrite_output_dir: true to delete it, or resume_from_checkpoint: <its folder>"
                 )
             raise StaleRunError(_mismatch_message(output, fingerprint, recorded, "resume it"))
         remove = True
     elif same_run and checkpoints and not latest:
         if not overwrite:
             raise StaleRunError(
-                f"output_dir {output} holds checkpoints of this run (newest {checkpoints[0].name}); starting again "
-                "would replace them: set resume_from_checkpoint: latest to continue, or overwrite_output_dir: true "
-                "to start from scratch"
+                f"output_dir {output} holds checkpoints of this run (newest {checkpoints[0].name}): set "
+                "resume_from_checkpoint: latest to continue, or overwrite_output_dir: true to start from scratch"
             )
         remove = True
     if remove:
@@ -392,17 +368,15 @@ def _mismatch_message(folder: Path, fingerprint: RunFingerprint, recorded: RunFi
 
 
 def _check_removable(outputs: list[Path], recorded: RunFingerprint | None) -> None:
-    """Refuse to delete an output llara_st did not write: a non-empty folder that is no LLaRA model or run folder, or a
-    file of no recorded run."""
+    """Refuse to delete a non-empty folder that is no LLaRA model or run folder, or a file of no recorded run."""
     for path in outputs:
         if path.is_symlink():
             continue  # only the link is removed
         if path.is_dir():
             if any(path.iterdir()) and not made_by_llara(path):
                 raise FolderNotOursError(
-                    f"overwrite_output_dir would delete {path}, which llara_st did not write (it is neither a LLaRA "
-                    f"model folder nor a run folder with {RUN_RECORD_NAME}); move it away or choose another "
-                    "output_dir or final_model_dir"
+                    f"overwrite_output_dir would delete {path}, which is no LLaRA model nor run folder (with "
+                    f"{RUN_RECORD_NAME}); move it away or choose another output_dir or final_model_dir"
                 )
         elif recorded is None:
             raise FolderNotOursError(

@@ -1,6 +1,5 @@
-"""Guards of a training run: no empty texts in the rows, a stop at the first non-finite loss or gradient, and no
-save of a model whose embeddings are non-finite or collapsed; under data parallelism one process's failed check
-stops every process. Why and how: docs/training_guards.md."""
+"""Guards of a training run: no empty texts, a stop at the first non-finite loss or gradient, no save of a model whose
+embeddings are non-finite or collapsed, on every process at once (docs/training_guards.md)."""
 
 from __future__ import annotations
 
@@ -48,8 +47,7 @@ class DegenerateEmbeddingsError(LLaRAUserError, RuntimeError):
 
 
 def first_problem_of_any_process(problem: str | None) -> str | None:
-    """The first problem (by rank) that any process found, on every process (named with its rank if another's), so
-    that all stop at the same point: one process raising alone would leave the others to hang."""
+    """The first problem (by rank) any process found, on every process, so that none raises alone while others hang."""
     if PartialState().num_processes == 1:
         return problem
     here = PartialState().process_index
@@ -68,24 +66,15 @@ class DivergenceCallback(TrainerCallback):
         fp16_patience: Consecutive non-finite gradient steps tolerated under ``fp16`` (the gradient scaler skips
             them).
 
-    Example::
+    Example (``SentenceTransformerTrainer(..., callbacks=[DivergenceCallback(loss)])``; :func:`train_with_guards`
+    adds it)::
 
-        >>> import torch
-        >>> from datasets import Dataset
-        >>> from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-        >>> from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        >>> from transformers import TrainerState
         >>> from llara_st.training.guards import DivergenceCallback
-        >>> rows = Dataset.from_dict({"anchor": ["what causes tides?", "why dance?"], "positive": ["Moon.", "Food."]})
-        >>> mapping = {"anchor": "query", "positive": "document"}  # the LLaRA templates
-        >>> args = SentenceTransformerTrainingArguments(output_dir="out", max_steps=1, router_mapping=mapping)
-        >>> loss = MultipleNegativesRankingLoss(model)
-        >>> trainer = SentenceTransformerTrainer(model, args, rows, loss=loss, callbacks=[DivergenceCallback(loss)])
-        >>> with torch.no_grad():  # an overflow, as too high a learning rate causes
-        ...     _ = model[0].auto_model.get_input_embeddings().weight.fill_(float("inf"))
-        >>> trainer.train()  # stops instead of training on and saving NaN weights
+        >>> DivergenceCallback().on_log(None, TrainerState(global_step=3), None, logs={"loss": float("nan")})
         Traceback (most recent call last):
             ...
-        llara_st.training.guards.TrainingDivergedError: training diverged at step 1: the loss is nan. Nothing ...
+        llara_st.training.guards.TrainingDivergedError: training diverged at step 3: the logged loss is nan. Nothing ...
     """
 
     def __init__(self, loss: nn.Module | None = None, fp16_patience: int = 25) -> None:
@@ -159,10 +148,9 @@ def check_probe_embeddings(
     batch_size: int = 8,
 ) -> torch.Tensor:
     """Raise :class:`DegenerateEmbeddingsError` if a probe of different texts, embedded as queries and as passages,
-    gets non-finite or collapsed embeddings; else return them (float32, CPU). Call it before saving a trained model.
+    gets non-finite or collapsed embeddings; else return them (float32, CPU).
 
     Args:
-        texts: The probe; at least two different texts.
         rtol, atol: Collapsed means every embedding is within ``atol + rtol × (largest absolute value)`` of their
             mean, coordinate by coordinate.
 
@@ -205,8 +193,7 @@ def check_probe_embeddings(
 
 
 class _MainProcessSavingTrainer(SentenceTransformerTrainer):
-    """sentence-transformers' trainer whose ``_save`` checks ``args.should_save``, as transformers 5 expects (it calls
-    ``_save`` on every process): only the saving process writes a checkpoint's model files."""
+    """A trainer whose ``_save``, which transformers 5 calls on every process, writes only where ``should_save``."""
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if self.args.should_save:
@@ -214,9 +201,8 @@ class _MainProcessSavingTrainer(SentenceTransformerTrainer):
 
 
 def check_eval_split(eval_dataset: Any, args: SentenceTransformerTrainingArguments) -> None:
-    """Refuse (:class:`LLaRAUserError`) held-out rows that are no multiple of processes ×
-    ``per_device_eval_batch_size``: the trainer would fill the last batches with repeated rows and bias ``eval_loss``.
-    One process takes any number."""
+    """Refuse held-out rows that are no multiple of processes × ``per_device_eval_batch_size`` (the trainer would
+    repeat rows to fill the last batches and bias ``eval_loss``); one process takes any number."""
     if eval_dataset is None or args.world_size == 1:
         return
     step = args.world_size * args.eval_batch_size  # rows evaluated per step, over all processes
@@ -238,13 +224,9 @@ def train_with_guards(
     callbacks: Sequence[TrainerCallback] | None = None,
     **trainer_kwargs: Any,
 ) -> SentenceTransformerTrainer:
-    """Train with sentence-transformers' trainer, stopped by :class:`DivergenceCallback`, and return the trainer
-    (``eval_dataset`` checked by :func:`check_eval_split`; only the main process writes checkpoint model files).
-
-    Args:
-        resume_from_checkpoint: The checkpoint folder to resume from (None: start afresh).
-        callbacks: More trainer callbacks, after the divergence guard.
-        trainer_kwargs: More ``SentenceTransformerTrainer`` arguments (``eval_dataset``, ``evaluator``, ...).
+    """Train with sentence-transformers' trainer, stopped by :class:`DivergenceCallback` (``callbacks`` come after it),
+    and return the trainer (``eval_dataset`` checked by :func:`check_eval_split`; only the main process writes
+    checkpoint model files). ``trainer_kwargs``: more ``SentenceTransformerTrainer`` arguments (``evaluator``, ...).
 
     Example (training and saving, as both LLaRA workflows do)::
 
@@ -258,8 +240,6 @@ def train_with_guards(
         >>> args = SentenceTransformerTrainingArguments(output_dir="out", max_steps=1, router_mapping=mapping)
         >>> trainer = train_with_guards(model, args, rows, MultipleNegativesRankingLoss(model))
         {...'train_loss': ...}
-        >>> trainer.state.global_step
-        1
         >>> save_trained_model(trainer, lambda: model.save("out/final"))  # checks the probe embeddings first
         >>> Path("out/trainer_state.json").is_file(), Path("out/final/modules.json").is_file()
         (True, True)
@@ -279,9 +259,8 @@ def train_with_guards(
 
 def save_trained_model(trainer: SentenceTransformerTrainer, save: Callable[[], None]) -> None:
     """Write the trainer state, refuse a model whose probe embeddings are non-finite or collapsed on any process
-    (:func:`check_probe_embeddings`; every process runs it, as a ZeRO-3 forward needs all of them, and the run's
-    checkpoints are then marked), then call ``save`` on the main process; every process waits for it. Example: see
-    :func:`train_with_guards`."""
+    (:func:`check_probe_embeddings` on every process, as a ZeRO-3 forward needs all; the checkpoints are then
+    marked), then call ``save`` on the main process while the others wait. Example: :func:`train_with_guards`."""
     trainer.save_state()
     failure: DegenerateEmbeddingsError | None = None
     try:

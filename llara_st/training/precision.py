@@ -13,15 +13,7 @@ from transformers.utils import is_torch_bf16_gpu_available
 
 def bf16_is_fast() -> bool:
     """True where bfloat16 matrix products run natively: a CUDA device that supports bf16, or a CPU with AVX512-BF16
-    or AMX tiles. Elsewhere PyTorch emulates bf16, several times *slower* than float32
-    (``benchmarks/precision_throughput.py``), so "auto" precision resolves to float32 there.
-
-    Example::
-
-        >>> from llara_st.training.precision import bf16_is_fast
-        >>> isinstance(bf16_is_fast(), bool)
-        True
-    """
+    or AMX tiles. Elsewhere bf16 is emulated, several times *slower* than float32, so "auto" means float32 there."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     # torch.cpu's capability probes are the only portable way to ask (the public get_cpu_capability() reports
@@ -42,9 +34,8 @@ def resolve_bf16(setting: bool | str) -> bool:
 
 
 def autocast_available(precision: str) -> bool:
-    """Whether mixed precision ``"fp16"`` / ``"bf16"`` training can run here: fp16 on CUDA; bf16 on accelerators
-    that support it (transformers' check: CUDA, MPS on macOS 14+, XPU, ...), and on the CPU when there is no
-    accelerator (autocast; fast on CPUs with AVX512-BF16 or AMX, emulated elsewhere)."""
+    """Whether ``"fp16"`` / ``"bf16"`` mixed precision training can run here: fp16 on CUDA; bf16 on accelerators
+    that support it (transformers' check) and on the CPU when there is no accelerator."""
     if not torch.accelerator.is_available():
         return precision == "bf16"
     return is_torch_bf16_gpu_available() if precision == "bf16" else torch.cuda.is_available()

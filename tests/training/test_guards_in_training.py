@@ -6,6 +6,7 @@ failed guard stops both, only the main process writes a checkpoint's model files
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -72,6 +73,29 @@ def adapt(model_dir: Path, data: Path, output_dir: Path, **overrides) -> tuple[s
     settings.update(overrides)
     final = run_adaptation(*parse_adaptation_arguments(settings))
     return final, json.loads((output_dir / "trainer_state.json").read_text())
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread: the thread count changes the last bits of a chaotic run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def collapsing_llara_dir(tiny_llama_dir: Path, tmp_path_factory) -> Path:
+    """training_llara_dir's model, converted from a fixed seed on one thread. The lr-1e3 runs are chaotic (a last-bit
+    change ends them at NaN instead of collapsing) and the prompt tokens' new rows are drawn from the global RNG, which
+    earlier tests move: the collapse tests train this model on one thread, as test_a_collapsed_model_is_refused does."""
+    out = tmp_path_factory.mktemp("collapsing") / "llara"
+    with one_thread(), torch.random.fork_rng():
+        torch.manual_seed(1)  # (from seed 0 these runs end at NaN)
+        llara_st.convert(str(tiny_llama_dir), out, query_max_length=32, passage_max_length=48)
+    return out
 
 
 def trained_steps(state: dict) -> list[int]:
@@ -166,16 +190,16 @@ def test_finetuning_refuses_rows_with_an_empty_text(
 
 @pytest.mark.parametrize("main_process", [True, False], ids=["main process", "other process"])
 def test_a_collapsed_finetuned_model_is_not_saved(
-    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args, monkeypatch, main_process: bool
+    collapsing_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args, monkeypatch, main_process: bool
 ):
     """lr 1e3 used to save a model that embeds every text as zeros. A process other than the main one (simulated)
     catches it too: the probe is a collective forward under ZeRO-3, so every process must run it."""
     if not main_process:
         monkeypatch.setattr(SentenceTransformerTrainer, "is_world_process_zero", lambda self: False)
     output = tmp_path / "run"
-    with pytest.raises(DegenerateEmbeddingsError, match="collapsed"):
+    with one_thread(), pytest.raises(DegenerateEmbeddingsError, match="collapsed"):
         run_finetuning(
-            finetune_args(training_llara_dir, output, learning_rate=1e3, max_steps=4, save_strategy="no"),
+            finetune_args(collapsing_llara_dir, output, learning_rate=1e3, max_steps=4, save_strategy="no"),
             train_dataset=contrastive_rows,
         )
     assert not (output / "final").exists()
@@ -256,13 +280,13 @@ def test_a_final_save_killed_half_way_leaves_no_final_model(
 
 
 def test_a_collapsed_runs_checkpoints_are_marked_and_refused(
-    training_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args
+    collapsing_llara_dir: Path, contrastive_rows: Dataset, tmp_path, finetune_args
 ):
     """Issue 16.9: the checkpoints of a collapsed run stayed on disk and loaded with all-zero embeddings."""
     output = tmp_path / "run"
-    with pytest.raises(DegenerateEmbeddingsError, match="collapsed"):
+    with one_thread(), pytest.raises(DegenerateEmbeddingsError, match="collapsed"):
         run_finetuning(
-            finetune_args(training_llara_dir, output, learning_rate=1e3, max_steps=4, save_steps=2),
+            finetune_args(collapsing_llara_dir, output, learning_rate=1e3, max_steps=4, save_steps=2),
             train_dataset=contrastive_rows,
         )
     checkpoints = sorted(output.glob("checkpoint-*"))
