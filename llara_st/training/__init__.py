@@ -3,7 +3,7 @@
 
 from llara_st.evaluation.ir_evaluator import beir_ir_evaluator
 from llara_st.training.adaptation import AdaptationArguments, parse_adaptation_arguments, run_adaptation
-from llara_st.training.arguments import parse_arguments
+from llara_st.training.arguments import LLaRATrainingArguments, LoraArguments, parse_arguments
 from llara_st.training.checkpoints import RunFingerprint
 from llara_st.training.finetuning import (
     FinetuneArguments,
@@ -12,7 +12,6 @@ from llara_st.training.finetuning import (
     run_finetuning,
 )
 from llara_st.training.lora import (
-    LoraArguments,
     add_lora_adapter,
     add_lora_adapter_from_config,
     has_lora_adapter,
@@ -22,6 +21,7 @@ from llara_st.training.lora import (
 __all__ = [
     "AdaptationArguments",
     "FinetuneArguments",
+    "LLaRATrainingArguments",
     "LoraArguments",
     "RunFingerprint",
     "add_lora_adapter",
