@@ -25,9 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def beir_folder_revision(folder: str | Path) -> str:
-    """A content hash of the corpus, the queries and every qrels file: the dataset revision MTEB records. It covers
-    all splits, so the splits of one folder share a result file and results on changed data never merge with old
-    ones."""
+    """A content hash of the corpus, the queries and every qrels file (all splits, so the splits of one folder share
+    a result file): the dataset revision MTEB records."""
     folder = Path(folder)
     qrels = [folder / QRELS_FOLDER / f"{split}.tsv" for split in beir_split_names(folder)]
     files = [folder / CORPUS_FILE, folder / QUERIES_FILE, *qrels]
@@ -36,17 +35,13 @@ def beir_folder_revision(folder: str | Path) -> str:
 
 class BEIRFolderRetrieval(AbsTaskRetrieval):
     """An MTEB retrieval task read from a local BEIR folder (``corpus.jsonl``, ``queries.jsonl``,
-    ``qrels/{split}.tsv``), with no Hub call.
-
-    Evaluation is MTEB's own (``mteb.evaluate``); the dataset revision is :func:`beir_folder_revision`. The data is
-    read and checked by :func:`llara_st.data.read_beir`, whose errors name the file and line.
+    ``qrels/{split}.tsv``), with no Hub call, checked by :func:`llara_st.data.read_beir`; its dataset revision is
+    :func:`beir_folder_revision`.
 
     Args:
         splits: The qrels splits to evaluate (default: every ``qrels/*.tsv``).
-        name: The task name in result files (default: the folder's name, e.g. ``scifact``). Do not reuse an
-            MTEB task's name (``SciFact``): leaderboard results must come from MTEB's own task.
-        description: Free text stored in the task metadata.
-        languages: Languages in MTEB's ``{iso639-3}-{script}`` form.
+        name: The task name in result files (default: the folder's name). Do not reuse an MTEB task's name
+            (``SciFact``): leaderboard results must come from MTEB's own task.
 
     Example::
 

@@ -1,5 +1,5 @@
-"""Search your own documents: a :class:`FaissIndex` over a model's document embeddings, kept with the documents and
-a record of the model, saved as one folder that can be searched later and grown incrementally."""
+"""Search your own documents: a :class:`FaissIndex` of a model's document embeddings, with the documents and a
+record of the model, saved as one folder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,17 +53,13 @@ def is_document_index(folder: str | os.PathLike) -> bool:
 
 
 class DocumentIndex:
-    """Documents embedded by one model in a faiss index, with their texts and the model's fingerprint.
-
-    Documents are embedded with ``model.encode_document`` (LLaRA's passage template) as ``title + " " + text``,
-    queries with ``model.encode_query``; scores are cosine similarities. An index that needs training
-    (``factory_string`` IVF, PQ, SQ; see :class:`FaissIndex`) is trained on the first documents added; adding more
-    later ranks as adding them all at once (exactly so for ``"Flat"``). The saved folder holds ``faiss/``,
-    ``documents.jsonl`` and ``document_index.json`` (the model's location and :func:`model_fingerprint`): another
-    model, whose query embeddings would not be comparable, is refused with :class:`ModelMismatchError`.
+    """Documents embedded by one model (``encode_document`` of ``title + " " + text``) in a :class:`FaissIndex`,
+    with their texts and the model's fingerprint; queries go through ``encode_query``, scores are cosine
+    similarities. An index that needs training (IVF, PQ, SQ) is trained on the first documents added. The saved
+    folder records the model: another model is refused with :class:`ModelMismatchError`.
 
     Args:
-        model_name_or_path: What to record as the model's location (loaded again by :meth:`load`).
+        model_name_or_path: The model's location to record (loaded again by :meth:`load`).
 
     Example::
 
@@ -117,9 +113,8 @@ class DocumentIndex:
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
     ) -> int:
-        """Embed and add ``documents``, rows ``{"id", "text", "title"?}`` (e.g. from
-        :func:`llara_st.data.read_documents`) or ``{id: text}``; returns how many were new. A document indexed already
-        with the same title and text is skipped; one whose id is indexed with another text is refused."""
+        """Embed and add ``documents``, rows ``{"id", "text", "title"?}`` or ``{id: text}``; returns how many were
+        new. A document indexed already with the same title and text is skipped, with another text refused."""
         if isinstance(documents, Mapping):
             rows = [(document_id, "", text) for document_id, text in documents.items()]
         else:
@@ -167,12 +162,10 @@ class DocumentIndex:
         batch_size: int = 32,
         show_progress_bar: bool | None = False,
     ) -> list[list[SearchHit]]:
-        """The ``k`` best documents for each query, best first (fewer if the index holds fewer or an IVF index
-        finds fewer).
+        """The ``k`` best documents for each query, best first (fewer if the index finds fewer).
 
         Args:
-            search_parameters: faiss search parameters for this and later searches, e.g. ``{"nprobe": 16}``
-                (IVF) or ``{"efSearch": 128}`` (HNSW); see :meth:`FaissIndex.set_search_parameters`.
+            search_parameters: faiss search parameters for this and later searches, e.g. ``{"nprobe": 16}``.
         """
         if self.faiss is None:
             raise RuntimeError("The index holds no documents: add() some before searching")
@@ -194,18 +187,15 @@ class DocumentIndex:
         ]
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write the index to ``folder`` (absent, empty, or an index, which is replaced; any other folder is refused),
-        built in a sibling folder and moved into place when complete."""
+        """Write the index to ``folder`` (absent, empty, or an index, which is replaced), written beside it first."""
         if self.faiss is None:
             raise RuntimeError("The index holds no documents: add() some before saving")
         folder = Path(folder).expanduser()
         check_index_destination(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.writing-", dir=folder.parent))
+        staging = folder.parent / f".{folder.name}.writing-{uuid.uuid4().hex[:12]}"
+        staging.mkdir()  # not mkdtemp, whose folder would stay private to the user
         try:
-            umask = os.umask(0)
-            os.umask(umask)
-            staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the index is an ordinary folder
             self.faiss.save(staging / FAISS_FOLDER)
             with (staging / DOCUMENTS_FILE).open("w", encoding="utf8") as handle:
                 for document_id, (title, text) in self._documents.items():
@@ -226,7 +216,7 @@ class DocumentIndex:
 
     @staticmethod
     def read_config(folder: str | os.PathLike) -> dict[str, Any]:
-        """The ``document_index.json`` of a saved index (what model it needs, how many documents)."""
+        """The ``document_index.json`` of a saved index."""
         folder = Path(folder).expanduser()
         if not is_document_index(folder):
             raise FileNotFoundError(f"{folder} is not a document index (no {CONFIG_FILE}); build one first")
@@ -244,8 +234,8 @@ class DocumentIndex:
     def load(
         cls, folder: str | os.PathLike, model: SentenceTransformer | None = None, **load_kwargs: Any
     ) -> DocumentIndex:
-        """Read a saved index with ``model``, refused (:class:`ModelMismatchError`) unless it is the recorded one;
-        without it, the recorded model is loaded with :func:`llara_st.load` (``load_kwargs``: ``device``, ...)."""
+        """Read a saved index with ``model`` (refused unless it is the recorded one), by default the recorded model
+        loaded with :func:`llara_st.load` (``load_kwargs``: ``device``, ...)."""
         folder = Path(folder).expanduser()
         config = cls.read_config(folder)
         recorded = config["model"]
@@ -273,7 +263,7 @@ class DocumentIndex:
 
 
 def model_location(model_name_or_path: str | os.PathLike) -> str:
-    """A local folder as an absolute path (the index may be searched from elsewhere), a Hub id as given."""
+    """A local folder as an absolute path, a Hub id as given."""
     path = Path(model_name_or_path).expanduser()
     return str(path.resolve()) if path.exists() else str(model_name_or_path)
 

@@ -1,5 +1,5 @@
-"""A short hash that tells models apart: the revision of a local model, the key of caches and search indexes. It
-needs no mteb, so a search index can record its model with the base install."""
+"""A short hash that tells models apart (the revision of a local model, the key of caches and search indexes),
+without mteb."""
 
 from __future__ import annotations
 
