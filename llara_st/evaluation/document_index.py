@@ -122,9 +122,7 @@ class DocumentIndex:
         new, seen = [], set()
         for document_id, title, text in rows:
             if not isinstance(document_id, str) or not isinstance(text, str) or not isinstance(title, str):
-                raise TypeError(
-                    f"document ids, titles and texts must be strings, got {(document_id, title, text)!r:.120}"
-                )
+                raise TypeError(f"ids, titles and texts must be strings, got {(document_id, title, text)!r:.120}")
             if document_id in seen:
                 raise ValueError(f"document id {document_id!r} is given twice")
             seen.add(document_id)
@@ -132,9 +130,7 @@ class DocumentIndex:
             if indexed is None:
                 new.append((document_id, title, text))
             elif indexed != (title, text):
-                raise ValueError(
-                    f"document {document_id!r} is indexed already with another text; build a new index to change it"
-                )
+                raise ValueError(f"document {document_id!r} is indexed already with another text: build a new index")
         if len(new) < len(rows):
             logger.info("%d of %d documents are indexed already", len(rows) - len(new), len(rows))
         if not new:
@@ -224,10 +220,7 @@ class DocumentIndex:
         if not isinstance(config, dict) or config.get("format") != _FORMAT:
             raise ValueError(f"{folder / CONFIG_FILE} is not a {_FORMAT} config")
         if config.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"{folder} was written in format version {config.get('format_version')}; "
-                f"this llara-st reads version {_FORMAT_VERSION}"
-            )
+            raise ValueError(f"{folder} has format version {config.get('format_version')}, not {_FORMAT_VERSION}")
         return config
 
     @classmethod
@@ -248,9 +241,8 @@ class DocumentIndex:
         index = cls(model, config["factory_string"], model_name_or_path=recorded.get("name_or_path"))
         if index.fingerprint != recorded["fingerprint"]:
             raise ModelMismatchError(
-                f"{folder} was built with the model {recorded.get('name_or_path')!r} (fingerprint "
-                f"{recorded['fingerprint']}), but this model has fingerprint {index.fingerprint}: its embeddings "
-                "are not comparable; search with the model the index was built with, or build a new index"
+                f"{folder} was built with {recorded.get('name_or_path')!r} (fingerprint {recorded['fingerprint']}), "
+                f"not this model ({index.fingerprint}): search with that model, or build a new index"
             )
         index.faiss = FaissIndex.load(folder / FAISS_FOLDER)
         index._documents = {
@@ -273,10 +265,7 @@ def check_index_destination(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder} is a file, not an index folder")
     if folder.is_dir() and any(folder.iterdir()) and not is_document_index(folder):
-        raise FileExistsError(
-            f"{folder} is a non-empty folder that is not a document index (no {CONFIG_FILE}); "
-            "choose another --index folder"
-        )
+        raise FileExistsError(f"{folder} is not empty and not a document index: choose another --index folder")
 
 
 __all__ = [

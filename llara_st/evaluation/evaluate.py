@@ -61,9 +61,7 @@ def _check_devices(devices: Sequence[str] | None, device: str | None) -> list[st
     if devices is None:
         return None
     if isinstance(devices, str) or not devices:
-        raise ValueError(
-            f"devices must be a non-empty list of torch devices such as ['cuda:0', 'cuda:1'], got {devices!r}"
-        )
+        raise ValueError(f"devices must be a non-empty list of torch devices (['cuda:0', 'cuda:1']), got {devices!r}")
     if device is not None:
         raise ValueError(f"give device (one process) or devices (several processes), not both: {device!r}, {devices!r}")
     for name in devices:

@@ -24,9 +24,7 @@ def _import_faiss() -> Any:
     try:
         import faiss
     except ImportError:
-        raise ModuleNotFoundError(
-            "FaissIndex needs faiss: `pip install faiss-cpu`, or `pip install llara-st[faiss]`", name="faiss"
-        ) from None
+        raise ModuleNotFoundError("FaissIndex needs faiss: pip install 'llara-st[faiss]'", name="faiss") from None
     return faiss
 
 
@@ -142,9 +140,7 @@ class FaissIndex:
             if clash := self._id_set.intersection(ids):
                 raise ValueError(f"{len(clash)} ids are already in the index, e.g. {sorted(clash)[:3]}")
             if not self.index.is_trained:
-                raise RuntimeError(
-                    f"The {self.factory_string!r} index must be trained before add(): call train() or use build()"
-                )
+                raise RuntimeError(f"The {self.factory_string!r} index must be trained before add(): call train()")
             if self.read_only:
                 raise RuntimeError("This index was loaded with mmap=True, read-only: load it without mmap to add")
             self.index.add(array)
@@ -257,9 +253,7 @@ class FaissSearchBackend:
         query_idx_to_id: dict[int, str] | None = None,
     ) -> tuple[list[list[float]], list[list[int]]]:
         if top_ranked is not None:
-            raise NotImplementedError(
-                "FaissSearchBackend retrieves from the full corpus; evaluate reranking tasks without faiss"
-            )
+            raise NotImplementedError("FaissSearchBackend searches the full corpus: evaluate reranking without it")
         if self.index is None:
             raise RuntimeError("No documents were indexed before search")
         scores, positions = self.index.search_positions(embeddings, top_k)
