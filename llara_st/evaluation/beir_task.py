@@ -51,8 +51,7 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
         >>> task.metadata.name, task.metadata.eval_splits
         ('scifact', ['dev'])
         >>> result = mteb.evaluate(model, task, cache=mteb.ResultCache("runs/"), show_progress_bar=False)
-        >>> scores = result.task_results[0].scores["dev"][0]
-        >>> 0 <= scores["ndcg_at_10"] <= 1
+        >>> 0 <= result.task_results[0].scores["dev"][0]["ndcg_at_10"] <= 1
         True
     """
 
@@ -71,14 +70,11 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
         # MTEB reads a task's metadata from its class (unload_data() drops instance-level metadata), so each
         # folder gets its own subclass carrying the folder's metadata.
         folder_path = Path(folder).expanduser().resolve()
-        if not folder_path.is_dir():
-            raise FileNotFoundError(f"BEIR folder {folder_path} does not exist")
-        if isinstance(splits, str):
-            splits = [splits]
+        splits = [splits] if isinstance(splits, str) else splits
+        check_beir_folder(folder_path, splits or [])  # the folder, its corpus and queries, the given splits' qrels
         splits = list(splits) if splits is not None else beir_split_names(folder_path)
         if not splits:
             raise ValueError(f"BEIR folder {folder_path} has no qrels/*.tsv files")
-        check_beir_folder(folder_path, splits)
         metadata = TaskMetadata(
             name=name or folder_path.name,
             description=description or f"Local BEIR-layout retrieval task read from {folder_path}",
@@ -95,9 +91,7 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
         return super().__new__(folder_class)
 
     def __init__(self, folder: str | Path, splits: Sequence[str] | None = None, **kwargs: Any) -> None:
-        for option in ("name", "description", "languages"):  # consumed by __new__
-            kwargs.pop(option, None)
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # mteb's AbsTask ignores the options __new__ consumed (name, ...)
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         """Read the folder into MTEB's retrieval format (``self.dataset[subset][split]``)."""

@@ -165,12 +165,11 @@ class DocumentIndex:
         """
         if self.faiss is None:
             raise RuntimeError("The index holds no documents: add() some before searching")
-        if isinstance(queries, str):
-            queries = [queries]
+        queries = [queries] if isinstance(queries, str) else list(queries)
         if search_parameters:
             self.faiss.set_search_parameters(search_parameters)
         embeddings = self.model.encode_query(
-            list(queries), batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
+            queries, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
         )
         scores, ids = self.faiss.search(embeddings, k)
         return [
