@@ -19,6 +19,7 @@ from llara_st.data.beir import jsonl_rows
 from llara_st.evaluation.faiss_index import FaissIndex, SearchParameters, read_json
 from llara_st.evaluation.fingerprint import model_fingerprint
 from llara_st.folders import replace_folder
+from llara_st.model import load
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +64,8 @@ class DocumentIndex:
 
     Example::
 
-        >>> import llara_st
         >>> from llara_st.evaluation import DocumentIndex
-        >>> model = llara_st.load(llara_path)
-        >>> index = DocumentIndex(model, "Flat", model_name_or_path=llara_path)
+        >>> index = DocumentIndex(model, "Flat", model_name_or_path=llara_path)  # model: llara_st.load(llara_path)
         >>> documents = {"tides": "The Moon pulls the oceans.", "bees": "Bees dance on the comb."}
         >>> index.add(documents, show_progress_bar=False)
         2
@@ -232,11 +231,9 @@ class DocumentIndex:
         config = cls.read_config(folder)
         recorded = config["model"]
         if model is None:
-            import llara_st
-
             if not recorded.get("name_or_path"):
                 raise ValueError(f"{folder} does not record its model's location: pass the model")
-            model = llara_st.load(recorded["name_or_path"], **load_kwargs)
+            model = load(recorded["name_or_path"], **load_kwargs)
         index = cls(model, config["factory_string"], model_name_or_path=recorded.get("name_or_path"))
         if index.fingerprint != recorded["fingerprint"]:
             raise ModelMismatchError(

@@ -169,8 +169,8 @@ class FaissIndex:
         return scores, positions
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, list[list[str]]]:
-        """The ``k`` best corpus entries per query: ``(scores, ids)``, scores a ``(queries, min(k, ntotal))`` array
-        best first; ``ids[i]`` is shorter than its row when the index found fewer (their scores are ``-inf``)."""
+        """``(scores, ids)`` of the ``k`` best corpus entries per query, best first; ``ids[i]`` is shorter than its
+        scores row when the index found fewer (their scores are ``-inf``)."""
         scores, positions = self.search_positions(queries, k)
         return scores, [[self.ids[p] for p in row if p >= 0] for row in positions]
 

@@ -18,8 +18,7 @@ _FINGERPRINT_SAMPLES = 4096
 
 def model_fingerprint(model: SentenceTransformer) -> str:
     """A 12-character hash of a model's module configs, prompts, similarity and a strided sample of at most 4096
-    values of every weight tensor (milliseconds even for a 7B model): two checkpoints, or one model with different
-    max lengths, get different fingerprints."""
+    values of every weight tensor (milliseconds even for a 7B model)."""
     modules = [
         [f"{type(module).__module__}.{type(module).__qualname__}", getattr(module, "get_config_dict", lambda: None)()]
         for module in model

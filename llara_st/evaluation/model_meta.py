@@ -91,8 +91,6 @@ def llara_model_meta(
         use_instructions=False,
         training_datasets=set(training_datasets) if training_datasets is not None else None,
         adapted_from=adapted_from,
-        model_type=["dense"],
-        modalities=["text"],
         citation=LLARA_CITATION,
     )
 
