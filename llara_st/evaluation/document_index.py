@@ -157,11 +157,8 @@ class DocumentIndex:
         batch_size: int = 32,
         show_progress_bar: bool | None = False,
     ) -> list[list[SearchHit]]:
-        """The ``k`` best documents for each query, best first (fewer if the index finds fewer).
-
-        Args:
-            search_parameters: faiss search parameters for this and later searches, e.g. ``{"nprobe": 16}``.
-        """
+        """The ``k`` best documents for each query, best first (fewer if the index finds fewer);
+        ``search_parameters`` (e.g. ``{"nprobe": 16}``) stay set for later searches."""
         if self.faiss is None:
             raise RuntimeError("The index holds no documents: add() some before searching")
         queries = [queries] if isinstance(queries, str) else list(queries)

@@ -140,11 +140,9 @@ def evaluate_mteb(
         model: A SentenceTransformer, or a folder / Hub id loaded with :func:`llara_st.load` (on ``device``).
         output_folder: Where MTEB writes ``results/{org__model}/{revision}/{task}.json`` and ``model_meta.json``.
             Results it holds for this model and revision are returned as they are unless ``overwrite``.
-        model_name: ``"organization/model"`` for the result files (default: model card name or ``local/{folder}``).
-        revision: Default: :func:`~llara_st.evaluation.model_fingerprint`.
+        model_name, revision: For the result files; defaults: see :func:`~llara_st.evaluation.model_meta_for`.
         embedding_cache: Folder for MTEB's embedding cache, keyed by the model's fingerprint.
-        faiss_index: Retrieve with faiss (a factory string such as ``"HNSW32"``, or a
-            :class:`~llara_st.evaluation.FaissSearchBackend`) instead of MTEB's exact search.
+        faiss_index: Retrieve with faiss (a factory string such as ``"HNSW32"``, or a ``FaissSearchBackend``).
         devices: Encode in one process per device (``["cuda:0", "cuda:1"]``) with a multi-process pool.
         save_predictions: Also write MTEB's rankings (top 1000 per query) to ``output_folder/predictions/``.
         **meta_overrides: ``ModelMeta`` fields (``training_datasets={"SciFact"}``, ``license``, ...).

@@ -30,13 +30,9 @@ def beir_ir_evaluator(
     seed: int = 42,
     min_relevance: int = 1,
 ) -> InformationRetrievalEvaluator:
-    """sentence-transformers' :class:`InformationRetrievalEvaluator` on a BEIR split (from
-    :func:`llara_st.data.load_beir`), its metrics named ``{name}_cosine_ndcg@10``, ...
-
-    Args:
-        corpus_size: Documents to keep (:func:`~llara_st.evaluation.sub_corpus_ids` with ``seed``); None keeps all.
-        min_relevance: Smallest qrels score that counts as relevant.
-    """
+    """sentence-transformers' :class:`InformationRetrievalEvaluator` on a BEIR split, its metrics named
+    ``{name}_cosine_ndcg@10``, ..., on the documents :func:`~llara_st.evaluation.sub_corpus_ids` keeps (all if
+    ``corpus_size`` is None); ``min_relevance``: the smallest qrels score that counts as relevant."""
     relevant = {query_id: set(doc_ids) for query_id, doc_ids in relevant_documents(qrels, min_relevance).items()}
     if not relevant:
         raise ValueError(f"no query has a document with qrels score >= {min_relevance}")

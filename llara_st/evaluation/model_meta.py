@@ -119,8 +119,7 @@ def model_meta_for(
 
     Args:
         name: Default: the model card's name, else the Hub id or ``local/{folder name}`` of ``source`` (where the
-            model was loaded from), else ``local/model``.
-        revision: Default: :func:`model_fingerprint`.
+            model was loaded from), else ``local/model``. ``revision``: default :func:`model_fingerprint`.
         **overrides: Further ``ModelMeta`` fields (``training_datasets``, ``license``, ...).
     """
     if name is None:
