@@ -1,5 +1,4 @@
-"""Evaluation: MTEB retrieval on local BEIR folders and MTEB tasks, LLaRA model metadata, faiss indexes, an
-evaluator for use during training, sub-corpora, and search over your own documents (``DocumentIndex``). Names load
+"""Evaluation: MTEB retrieval, LLaRA model metadata, faiss indexes, sub-corpora and ``DocumentIndex``. Names load
 on first use (PEP 562), so each optional extra (faiss, mteb) works alone, and a missing one is named."""
 
 from __future__ import annotations

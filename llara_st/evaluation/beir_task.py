@@ -25,9 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def beir_folder_revision(folder: str | Path) -> str:
-    """A content hash of the corpus, the queries and every qrels file: the dataset revision MTEB records. It covers
-    all splits, so the splits of one folder share a result file and results on changed data never merge with old
-    ones."""
+    """A content hash of the corpus, the queries and every qrels file (all splits, so the splits of one folder share
+    a result file): the dataset revision MTEB records."""
     folder = Path(folder)
     qrels = [folder / QRELS_FOLDER / f"{split}.tsv" for split in beir_split_names(folder)]
     files = [folder / CORPUS_FILE, folder / QUERIES_FILE, *qrels]
@@ -36,17 +35,13 @@ def beir_folder_revision(folder: str | Path) -> str:
 
 class BEIRFolderRetrieval(AbsTaskRetrieval):
     """An MTEB retrieval task read from a local BEIR folder (``corpus.jsonl``, ``queries.jsonl``,
-    ``qrels/{split}.tsv``), with no Hub call.
-
-    Evaluation is MTEB's own (``mteb.evaluate``); the dataset revision is :func:`beir_folder_revision`. The data is
-    read and checked by :func:`llara_st.data.read_beir`, whose errors name the file and line.
+    ``qrels/{split}.tsv``), with no Hub call, checked by :func:`llara_st.data.read_beir`; its dataset revision is
+    :func:`beir_folder_revision`.
 
     Args:
         splits: The qrels splits to evaluate (default: every ``qrels/*.tsv``).
-        name: The task name in result files (default: the folder's name, e.g. ``scifact``). Do not reuse an
-            MTEB task's name (``SciFact``): leaderboard results must come from MTEB's own task.
-        description: Free text stored in the task metadata.
-        languages: Languages in MTEB's ``{iso639-3}-{script}`` form.
+        name: The task name in result files (default: the folder's name). Do not reuse an MTEB task's name
+            (``SciFact``): leaderboard results must come from MTEB's own task.
 
     Example::
 
@@ -56,8 +51,7 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
         >>> task.metadata.name, task.metadata.eval_splits
         ('scifact', ['dev'])
         >>> result = mteb.evaluate(model, task, cache=mteb.ResultCache("runs/"), show_progress_bar=False)
-        >>> scores = result.task_results[0].scores["dev"][0]
-        >>> 0 <= scores["ndcg_at_10"] <= 1
+        >>> 0 <= result.task_results[0].scores["dev"][0]["ndcg_at_10"] <= 1
         True
     """
 
@@ -76,14 +70,11 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
         # MTEB reads a task's metadata from its class (unload_data() drops instance-level metadata), so each
         # folder gets its own subclass carrying the folder's metadata.
         folder_path = Path(folder).expanduser().resolve()
-        if not folder_path.is_dir():
-            raise FileNotFoundError(f"BEIR folder {folder_path} does not exist")
-        if isinstance(splits, str):
-            splits = [splits]
+        splits = [splits] if isinstance(splits, str) else splits
+        check_beir_folder(folder_path, splits or [])  # the folder, its corpus and queries, the given splits' qrels
         splits = list(splits) if splits is not None else beir_split_names(folder_path)
         if not splits:
             raise ValueError(f"BEIR folder {folder_path} has no qrels/*.tsv files")
-        check_beir_folder(folder_path, splits)
         metadata = TaskMetadata(
             name=name or folder_path.name,
             description=description or f"Local BEIR-layout retrieval task read from {folder_path}",
@@ -100,9 +91,7 @@ class BEIRFolderRetrieval(AbsTaskRetrieval):
         return super().__new__(folder_class)
 
     def __init__(self, folder: str | Path, splits: Sequence[str] | None = None, **kwargs: Any) -> None:
-        for option in ("name", "description", "languages"):  # consumed by __new__
-            kwargs.pop(option, None)
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # mteb's AbsTask ignores the options __new__ consumed (name, ...)
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         """Read the folder into MTEB's retrieval format (``self.dataset[subset][split]``)."""

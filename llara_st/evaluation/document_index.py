@@ -1,5 +1,5 @@
-"""Search your own documents: a :class:`FaissIndex` over a model's document embeddings, kept with the documents and
-a record of the model, saved as one folder that can be searched later and grown incrementally."""
+"""Search your own documents: a :class:`FaissIndex` of a model's document embeddings, with the documents and a
+record of the model, saved as one folder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from llara_st.data.beir import jsonl_rows
 from llara_st.evaluation.faiss_index import FaissIndex, SearchParameters, read_json
 from llara_st.evaluation.fingerprint import model_fingerprint
 from llara_st.folders import replace_folder
+from llara_st.model import load
 
 logger = logging.getLogger(__name__)
 
@@ -53,24 +54,18 @@ def is_document_index(folder: str | os.PathLike) -> bool:
 
 
 class DocumentIndex:
-    """Documents embedded by one model in a faiss index, with their texts and the model's fingerprint.
-
-    Documents are embedded with ``model.encode_document`` (LLaRA's passage template) as ``title + " " + text``,
-    queries with ``model.encode_query``; scores are cosine similarities. An index that needs training
-    (``factory_string`` IVF, PQ, SQ; see :class:`FaissIndex`) is trained on the first documents added; adding more
-    later ranks as adding them all at once (exactly so for ``"Flat"``). The saved folder holds ``faiss/``,
-    ``documents.jsonl`` and ``document_index.json`` (the model's location and :func:`model_fingerprint`): another
-    model, whose query embeddings would not be comparable, is refused with :class:`ModelMismatchError`.
+    """Documents embedded by one model (``encode_document`` of ``title + " " + text``) in a :class:`FaissIndex`,
+    with their texts and the model's fingerprint; queries go through ``encode_query``, scores are cosine
+    similarities. An index that needs training (IVF, PQ, SQ) is trained on the first documents added. The saved
+    folder records the model: another model is refused with :class:`ModelMismatchError`.
 
     Args:
-        model_name_or_path: What to record as the model's location (loaded again by :meth:`load`).
+        model_name_or_path: The model's location to record (loaded again by :meth:`load`).
 
     Example::
 
-        >>> import llara_st
         >>> from llara_st.evaluation import DocumentIndex
-        >>> model = llara_st.load(llara_path)
-        >>> index = DocumentIndex(model, "Flat", model_name_or_path=llara_path)
+        >>> index = DocumentIndex(model, "Flat", model_name_or_path=llara_path)  # model: llara_st.load(llara_path)
         >>> documents = {"tides": "The Moon pulls the oceans.", "bees": "Bees dance on the comb."}
         >>> index.add(documents, show_progress_bar=False)
         2
@@ -117,9 +112,8 @@ class DocumentIndex:
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
     ) -> int:
-        """Embed and add ``documents``, rows ``{"id", "text", "title"?}`` (e.g. from
-        :func:`llara_st.data.read_documents`) or ``{id: text}``; returns how many were new. A document indexed already
-        with the same title and text is skipped; one whose id is indexed with another text is refused."""
+        """Embed and add ``documents``, rows ``{"id", "text", "title"?}`` or ``{id: text}``; returns how many were
+        new. A document indexed already with the same title and text is skipped, with another text refused."""
         if isinstance(documents, Mapping):
             rows = [(document_id, "", text) for document_id, text in documents.items()]
         else:
@@ -127,9 +121,7 @@ class DocumentIndex:
         new, seen = [], set()
         for document_id, title, text in rows:
             if not isinstance(document_id, str) or not isinstance(text, str) or not isinstance(title, str):
-                raise TypeError(
-                    f"document ids, titles and texts must be strings, got {(document_id, title, text)!r:.120}"
-                )
+                raise TypeError(f"ids, titles and texts must be strings, got {(document_id, title, text)!r:.120}")
             if document_id in seen:
                 raise ValueError(f"document id {document_id!r} is given twice")
             seen.add(document_id)
@@ -137,9 +129,7 @@ class DocumentIndex:
             if indexed is None:
                 new.append((document_id, title, text))
             elif indexed != (title, text):
-                raise ValueError(
-                    f"document {document_id!r} is indexed already with another text; build a new index to change it"
-                )
+                raise ValueError(f"document {document_id!r} is indexed already with another text: build a new index")
         if len(new) < len(rows):
             logger.info("%d of %d documents are indexed already", len(rows) - len(new), len(rows))
         if not new:
@@ -167,21 +157,15 @@ class DocumentIndex:
         batch_size: int = 32,
         show_progress_bar: bool | None = False,
     ) -> list[list[SearchHit]]:
-        """The ``k`` best documents for each query, best first (fewer if the index holds fewer or an IVF index
-        finds fewer).
-
-        Args:
-            search_parameters: faiss search parameters for this and later searches, e.g. ``{"nprobe": 16}``
-                (IVF) or ``{"efSearch": 128}`` (HNSW); see :meth:`FaissIndex.set_search_parameters`.
-        """
+        """The ``k`` best documents for each query, best first (fewer if the index finds fewer);
+        ``search_parameters`` (e.g. ``{"nprobe": 16}``) stay set for later searches."""
         if self.faiss is None:
             raise RuntimeError("The index holds no documents: add() some before searching")
-        if isinstance(queries, str):
-            queries = [queries]
+        queries = [queries] if isinstance(queries, str) else list(queries)
         if search_parameters:
             self.faiss.set_search_parameters(search_parameters)
         embeddings = self.model.encode_query(
-            list(queries), batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
+            queries, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
         )
         scores, ids = self.faiss.search(embeddings, k)
         return [
@@ -194,18 +178,15 @@ class DocumentIndex:
         ]
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write the index to ``folder`` (absent, empty, or an index, which is replaced; any other folder is refused),
-        built in a sibling folder and moved into place when complete."""
+        """Write the index to ``folder`` (absent, empty, or an index, which is replaced), written beside it first."""
         if self.faiss is None:
             raise RuntimeError("The index holds no documents: add() some before saving")
         folder = Path(folder).expanduser()
         check_index_destination(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.writing-", dir=folder.parent))
+        staging = folder.parent / f".{folder.name}.writing-{uuid.uuid4().hex[:12]}"
+        staging.mkdir()  # not mkdtemp, whose folder would stay private to the user
         try:
-            umask = os.umask(0)
-            os.umask(umask)
-            staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the index is an ordinary folder
             self.faiss.save(staging / FAISS_FOLDER)
             with (staging / DOCUMENTS_FILE).open("w", encoding="utf8") as handle:
                 for document_id, (title, text) in self._documents.items():
@@ -226,7 +207,7 @@ class DocumentIndex:
 
     @staticmethod
     def read_config(folder: str | os.PathLike) -> dict[str, Any]:
-        """The ``document_index.json`` of a saved index (what model it needs, how many documents)."""
+        """The ``document_index.json`` of a saved index."""
         folder = Path(folder).expanduser()
         if not is_document_index(folder):
             raise FileNotFoundError(f"{folder} is not a document index (no {CONFIG_FILE}); build one first")
@@ -234,33 +215,27 @@ class DocumentIndex:
         if not isinstance(config, dict) or config.get("format") != _FORMAT:
             raise ValueError(f"{folder / CONFIG_FILE} is not a {_FORMAT} config")
         if config.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"{folder} was written in format version {config.get('format_version')}; "
-                f"this llara-st reads version {_FORMAT_VERSION}"
-            )
+            raise ValueError(f"{folder} has format version {config.get('format_version')}, not {_FORMAT_VERSION}")
         return config
 
     @classmethod
     def load(
         cls, folder: str | os.PathLike, model: SentenceTransformer | None = None, **load_kwargs: Any
     ) -> DocumentIndex:
-        """Read a saved index with ``model``, refused (:class:`ModelMismatchError`) unless it is the recorded one;
-        without it, the recorded model is loaded with :func:`llara_st.load` (``load_kwargs``: ``device``, ...)."""
+        """Read a saved index with ``model`` (refused unless it is the recorded one), by default the recorded model
+        loaded with :func:`llara_st.load` (``load_kwargs``: ``device``, ...)."""
         folder = Path(folder).expanduser()
         config = cls.read_config(folder)
         recorded = config["model"]
         if model is None:
-            import llara_st
-
             if not recorded.get("name_or_path"):
                 raise ValueError(f"{folder} does not record its model's location: pass the model")
-            model = llara_st.load(recorded["name_or_path"], **load_kwargs)
+            model = load(recorded["name_or_path"], **load_kwargs)
         index = cls(model, config["factory_string"], model_name_or_path=recorded.get("name_or_path"))
         if index.fingerprint != recorded["fingerprint"]:
             raise ModelMismatchError(
-                f"{folder} was built with the model {recorded.get('name_or_path')!r} (fingerprint "
-                f"{recorded['fingerprint']}), but this model has fingerprint {index.fingerprint}: its embeddings "
-                "are not comparable; search with the model the index was built with, or build a new index"
+                f"{folder} was built with {recorded.get('name_or_path')!r} (fingerprint {recorded['fingerprint']}), "
+                f"not this model ({index.fingerprint}): search with that model, or build a new index"
             )
         index.faiss = FaissIndex.load(folder / FAISS_FOLDER)
         index._documents = {
@@ -273,7 +248,7 @@ class DocumentIndex:
 
 
 def model_location(model_name_or_path: str | os.PathLike) -> str:
-    """A local folder as an absolute path (the index may be searched from elsewhere), a Hub id as given."""
+    """A local folder as an absolute path, a Hub id as given."""
     path = Path(model_name_or_path).expanduser()
     return str(path.resolve()) if path.exists() else str(model_name_or_path)
 
@@ -283,10 +258,7 @@ def check_index_destination(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder} is a file, not an index folder")
     if folder.is_dir() and any(folder.iterdir()) and not is_document_index(folder):
-        raise FileExistsError(
-            f"{folder} is a non-empty folder that is not a document index (no {CONFIG_FILE}); "
-            "choose another --index folder"
-        )
+        raise FileExistsError(f"{folder} is not empty and not a document index: choose another --index folder")
 
 
 __all__ = [

@@ -33,8 +33,7 @@ HEADLINE_METRICS: dict[str, str] = {"ndcg_at_10": "nDCG@10", "recall_at_100": "R
 
 @contextlib.contextmanager
 def _mteb_cache_notices_once() -> Iterator[None]:
-    """Each notice of mteb's embedding cache once per evaluation: it logs each per cache folder (queries,
-    documents) and warns it again with ``warnings.warn``."""
+    """Each notice of mteb's embedding cache once per evaluation, not per cache folder and again as a warning."""
     seen: set[tuple[int, str]] = set()
 
     def once(record: logging.LogRecord) -> bool:
@@ -62,9 +61,7 @@ def _check_devices(devices: Sequence[str] | None, device: str | None) -> list[st
     if devices is None:
         return None
     if isinstance(devices, str) or not devices:
-        raise ValueError(
-            f"devices must be a non-empty list of torch devices such as ['cuda:0', 'cuda:1'], got {devices!r}"
-        )
+        raise ValueError(f"devices must be a non-empty list of torch devices (['cuda:0', 'cuda:1']), got {devices!r}")
     if device is not None:
         raise ValueError(f"give device (one process) or devices (several processes), not both: {device!r}, {devices!r}")
     for name in devices:
@@ -76,8 +73,8 @@ def _check_devices(devices: Sequence[str] | None, device: str | None) -> list[st
 
 
 class _CachedEncoder(CachedEmbeddingWrapper):
-    """MTEB's embedding cache fed documents without their ``title`` column: ``CachedEmbeddingWrapper`` (mteb 2.26)
-    prepares rows a second time, and a prepared ``text`` already starts with the title ("title title text")."""
+    """MTEB's embedding cache fed documents without their ``title``: ``CachedEmbeddingWrapper`` (mteb 2.26) prepares
+    rows again, and a prepared ``text`` already starts with the title ("title title text")."""
 
     def encode(self, inputs: DataLoader, **kwargs: Any) -> Any:
         if "title" in inputs.dataset.column_names:
@@ -96,23 +93,18 @@ def evaluate_beir(
     task_name: str | None = None,
     **kwargs: Any,
 ) -> dict[str, float]:
-    """MTEB's scores (``{"ndcg_at_10": ..., "recall_at_100": ..., ...}``: nDCG, MAP, recall, precision, MRR at 1 to
-    1000) of a retriever on one split of a local BEIR folder, offline: :func:`evaluate_mteb` on one
-    :class:`~llara_st.evaluation.BEIRFolderRetrieval` task. Bad data is refused, naming file and line, before a model
-    is loaded or a result written.
+    """MTEB's scores (``{"ndcg_at_10": ..., "recall_at_100": ..., ...}``) of a retriever on one split of a local BEIR
+    folder, offline: :func:`evaluate_mteb` on a :class:`~llara_st.evaluation.BEIRFolderRetrieval` task. Bad data is
+    refused, naming file and line, before a model is loaded or a result written.
 
     Args:
-        folder: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``).
-        task_name: Task name in result files (default: the folder's name); one file holds every split of a folder.
+        task_name: Task name in result files (default: the folder's name).
         **kwargs: Further arguments of :func:`evaluate_mteb` (and ``ModelMeta`` fields).
 
     Example::
 
         >>> from llara_st.evaluation import evaluate_beir
-        >>> scores = evaluate_beir(model, beir_path, "dev", "runs/eval", embedding_cache="runs/emb",
-        ...                        show_progress_bar=False)
-        >>> 0 <= scores["ndcg_at_10"] <= 1 and 0 <= scores["recall_at_100"] <= 1
-        True
+        >>> scores = evaluate_beir(model, beir_path, "dev", "runs/eval", show_progress_bar=False)
         >>> scores["recall_at_100"]  # 3 queries, 5 documents: every relevant document is in the top 100
         1.0
     """
@@ -139,28 +131,19 @@ def evaluate_mteb(
     overwrite: bool = False,
     **meta_overrides: Any,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``{task: {split: scores}}`` of a retriever on MTEB tasks given by name (``["SciFact"]``; data from the Hub)
-    or as task objects (e.g. :class:`~llara_st.evaluation.BEIRFolderRetrieval`); for multilingual tasks the split
-    key is ``"{split}/{subset}"``.
-
-    Queries go through ``encode_query`` and documents (``title + " " + text``) through ``encode_document``, so a
-    LLaRA model (Li et al., 2023, arXiv:2312.15503) uses its query and passage templates. The result files are what
-    the MTEB leaderboard takes (docs/mteb_leaderboard.md).
+    """``{task: {split: scores}}`` of a retriever on MTEB tasks given by name (``["SciFact"]``, from the Hub) or as
+    task objects; for multilingual tasks the split key is ``"{split}/{subset}"``. Queries go through
+    ``encode_query``, documents (``title + " " + text``) through ``encode_document`` (LLaRA's templates, Li et al.,
+    2023, arXiv:2312.15503); the result files are what the MTEB leaderboard takes (docs/mteb_leaderboard.md).
 
     Args:
-        model: A loaded SentenceTransformer, or a folder / Hub id (loaded with the safe :func:`llara_st.load`, or
-            with remote code if ``trust_remote_code``; on ``device``).
-        output_folder: If given, MTEB writes ``results/{org__model}/{revision}/{task}.json`` and ``model_meta.json``
-            there. Results it holds for this model (name and revision) are returned as they are, unless
-            ``overwrite``, so an interrupted run resumes.
-        model_name: ``"organization/model"`` for the result files (default: model card name or ``local/{folder}``).
-        revision: Revision label (default: :func:`~llara_st.evaluation.model_fingerprint`).
-        embedding_cache: Folder for MTEB's embedding cache, keyed by the model's fingerprint, so a rerun on the same
-            corpus skips its encoding.
-        faiss_index: Retrieve with faiss (a factory string such as ``"HNSW32"``, or a
-            :class:`~llara_st.evaluation.FaissSearchBackend`) instead of MTEB's exact search.
-        devices: Encode in one process per device (``["cuda:0", "cuda:1"]``, ``["cpu", "cpu"]``) with
-            sentence-transformers' multi-process pool; scores are those of one process up to rounding.
+        model: A SentenceTransformer, or a folder / Hub id loaded with :func:`llara_st.load` (on ``device``).
+        output_folder: Where MTEB writes ``results/{org__model}/{revision}/{task}.json`` and ``model_meta.json``.
+            Results it holds for this model and revision are returned as they are unless ``overwrite``.
+        model_name, revision: For the result files; defaults: see :func:`~llara_st.evaluation.model_meta_for`.
+        embedding_cache: Folder for MTEB's embedding cache, keyed by the model's fingerprint.
+        faiss_index: Retrieve with faiss (a factory string such as ``"HNSW32"``, or a ``FaissSearchBackend``).
+        devices: Encode in one process per device (``["cuda:0", "cuda:1"]``) with a multi-process pool.
         save_predictions: Also write MTEB's rankings (top 1000 per query) to ``output_folder/predictions/``.
         **meta_overrides: ``ModelMeta`` fields (``training_datasets={"SciFact"}``, ``license``, ...).
     """

@@ -24,9 +24,7 @@ def _import_faiss() -> Any:
     try:
         import faiss
     except ImportError:
-        raise ModuleNotFoundError(
-            "FaissIndex needs faiss: `pip install faiss-cpu`, or `pip install llara-st[faiss]`", name="faiss"
-        ) from None
+        raise ModuleNotFoundError("FaissIndex needs faiss: pip install 'llara-st[faiss]'", name="faiss") from None
     return faiss
 
 
@@ -51,20 +49,16 @@ def _as_rows(embeddings: Any, name: str) -> np.ndarray:
 
 
 def default_nlist(num_vectors: int) -> int:
-    """faiss's rule of thumb for ``IVF{nlist}``: about 4·√n lists, at least 1 and at most n / 39 (≥ 39 points each)."""
+    """faiss's rule of thumb for ``IVF{nlist}``: about 4·√n lists, at least 1, with ≥ 39 points each."""
     return max(1, min(int(4 * math.sqrt(num_vectors)), num_vectors // 39))
 
 
 class FaissIndex:
-    """Maximum-inner-product search with any faiss index (``index.index``, on the CPU), returning corpus ids and
-    scores: cosine similarities for L2-normalised embeddings such as LLaRA's. Calls are serialised by a lock, so
-    one index can be shared across threads. Which factory string for what (``"Flat"``, ``"IVF4096,Flat"``,
-    ``"HNSW32"``, ``"SQ8,RFlat"``, ...) and its search parameters: docs/faiss.md.
+    """Maximum-inner-product search with any ``faiss.index_factory`` index (``index.index``, on the CPU), returning
+    corpus ids and scores (cosine similarities for L2-normalised embeddings); thread-safe. Factory strings and
+    search parameters (``"nprobe=32"`` or ``{"nprobe": 32}``): docs/faiss.md.
 
     Args:
-        factory_string: The ``faiss.index_factory`` description (the metric is always inner product).
-        search_parameters: faiss's names through ``faiss.ParameterSpace``: ``"nprobe=32,efSearch=128"`` or
-            ``{"nprobe": 32}``.
         normalize: L2-normalise embeddings and queries first (for models that do not normalise).
 
     Example::
@@ -110,19 +104,11 @@ class FaissIndex:
             for name, _, value in (part.partition("=") for part in filter(None, parameters.split(","))):
                 self.search_parameters[name] = float(value)  # faiss accepted them: keep them to save
 
-    @property
-    def ntotal(self) -> int:
+    def __len__(self) -> int:
         return len(self.ids)
 
-    @property
-    def is_trained(self) -> bool:
-        return bool(self.index.is_trained)
-
-    def __len__(self) -> int:
-        return self.ntotal
-
     def __repr__(self) -> str:
-        return f"FaissIndex({self.factory_string!r}, dim={self.dim}, ntotal={self.ntotal})"
+        return f"FaissIndex({self.factory_string!r}, dim={self.dim}, ntotal={len(self)})"
 
     def _prepare(self, embeddings: Any, name: str) -> np.ndarray:
         array = _as_rows(embeddings, name)
@@ -154,9 +140,7 @@ class FaissIndex:
             if clash := self._id_set.intersection(ids):
                 raise ValueError(f"{len(clash)} ids are already in the index, e.g. {sorted(clash)[:3]}")
             if not self.index.is_trained:
-                raise RuntimeError(
-                    f"The {self.factory_string!r} index must be trained before add(): call train() or use build()"
-                )
+                raise RuntimeError(f"The {self.factory_string!r} index must be trained before add(): call train()")
             if self.read_only:
                 raise RuntimeError("This index was loaded with mmap=True, read-only: load it without mmap to add")
             self.index.add(array)
@@ -173,21 +157,20 @@ class FaissIndex:
         return index
 
     def search_positions(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and row positions (insertion order) of the ``k`` best corpus entries per query, best first;
-        missing hits (e.g. IVF with a small ``nprobe``) come last, with position ``-1`` and score ``-inf``."""
+        """Like :meth:`search`, with row positions (insertion order) for ids; a missing hit has position ``-1``."""
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         array = self._prepare(queries, "queries")
         with self._lock:
-            if self.ntotal == 0:
+            if not self.ids:
                 raise RuntimeError("The index is empty: add() embeddings before searching")
-            scores, positions = self.index.search(array, min(k, self.ntotal))
+            scores, positions = self.index.search(array, min(k, len(self)))
         scores[positions < 0] = -np.inf
         return scores, positions
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, list[list[str]]]:
-        """The ``k`` best corpus entries per query: ``(scores, ids)``, scores a ``(queries, min(k, ntotal))`` array
-        best first; ``ids[i]`` is shorter than its row when the index found fewer (their scores are ``-inf``)."""
+        """``(scores, ids)`` of the ``k`` best corpus entries per query, best first; ``ids[i]`` is shorter than its
+        scores row when the index found fewer (their scores are ``-inf``)."""
         scores, positions = self.search_positions(queries, k)
         return scores, [[self.ids[p] for p in row if p >= 0] for row in positions]
 
@@ -199,14 +182,13 @@ class FaissIndex:
         with self._lock:
             _import_faiss().write_index(self.index, str(folder / _INDEX_FILE))
             (folder / _IDS_FILE).write_text(json.dumps(self.ids), encoding="utf8")
-            config |= {"normalize": self.normalize, "ntotal": self.ntotal}
+            config |= {"normalize": self.normalize, "ntotal": len(self)}
             (folder / _CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf8")
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, *, mmap: bool = False) -> FaissIndex:
-        """Read an index written by :meth:`save`, refusing files that do not belong together; ``mmap=True`` maps the
-        index file (read-only): vectors, codes and IVF lists stay on disk."""
+        """Read an index written by :meth:`save`; ``mmap=True`` maps the index file (read-only)."""
         faiss, folder = _import_faiss(), Path(folder)
         if missing := [name for name in (_INDEX_FILE, _IDS_FILE, _CONFIG_FILE) if not (folder / name).is_file()]:
             raise FileNotFoundError(f"{folder} is not a saved FaissIndex: {missing[0]} is missing")
@@ -247,14 +229,9 @@ def read_json(path: Path) -> Any:
 
 
 class FaissSearchBackend:
-    """MTEB search backend (``mteb.models.IndexEncoderSearchProtocol``) that retrieves with a :class:`FaissIndex`
-    of ``factory_string`` (``index_kwargs``: its ``search_parameters``, ``normalize``).
-
-    Use it as ``SearchEncoderWrapper(encoder, index_backend=FaissSearchBackend("HNSW32"))``, or through
-    ``evaluate_beir(..., faiss_index="HNSW32")``. Each task split builds the index from MTEB's corpus embeddings,
-    searches, and clears it. Full-corpus retrieval only: reranking tasks are refused. (Why not MTEB's
-    ``FaissSearchIndex``: docs/faiss.md.)
-    """
+    """MTEB search backend (``mteb.models.IndexEncoderSearchProtocol``) retrieving with a :class:`FaissIndex`
+    (``index_kwargs`` go to it), e.g. through ``evaluate_beir(..., faiss_index="HNSW32")``; each task split builds,
+    searches and clears it. Reranking tasks are refused. Why not MTEB's ``FaissSearchIndex``: docs/faiss.md."""
 
     def __init__(self, factory_string: str = "Flat", **index_kwargs: Any) -> None:
         self.factory_string = factory_string
@@ -276,9 +253,7 @@ class FaissSearchBackend:
         query_idx_to_id: dict[int, str] | None = None,
     ) -> tuple[list[list[float]], list[list[int]]]:
         if top_ranked is not None:
-            raise NotImplementedError(
-                "FaissSearchBackend retrieves from the full corpus; evaluate reranking tasks without faiss"
-            )
+            raise NotImplementedError("FaissSearchBackend searches the full corpus: evaluate reranking without it")
         if self.index is None:
             raise RuntimeError("No documents were indexed before search")
         scores, positions = self.index.search_positions(embeddings, top_k)

@@ -1,5 +1,5 @@
-"""A short hash that tells models apart: the revision of a local model, the key of caches and search indexes. It
-needs no mteb, so a search index can record its model with the base install."""
+"""A short hash that tells models apart (the revision of a local model, the key of caches and search indexes),
+without mteb."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ _FINGERPRINT_SAMPLES = 4096
 
 def model_fingerprint(model: SentenceTransformer) -> str:
     """A 12-character hash of a model's module configs, prompts, similarity and a strided sample of at most 4096
-    values of every weight tensor (milliseconds even for a 7B model): two checkpoints, or one model with different
-    max lengths, get different fingerprints."""
+    values of every weight tensor (milliseconds even for a 7B model)."""
     modules = [
         [f"{type(module).__module__}.{type(module).__qualname__}", getattr(module, "get_config_dict", lambda: None)()]
         for module in model

@@ -1,6 +1,5 @@
-"""A retrieval evaluator on a BEIR split for use during training (reported figures come from
-:func:`llara_st.evaluation.evaluate_beir`), and :func:`run_on_main_process`: a computation once in a data-parallel
-run."""
+"""A retrieval evaluator on a BEIR split for use during training, and :func:`run_on_main_process`: a computation
+once in a data-parallel run."""
 
 from __future__ import annotations
 
@@ -31,15 +30,9 @@ def beir_ir_evaluator(
     seed: int = 42,
     min_relevance: int = 1,
 ) -> InformationRetrievalEvaluator:
-    """sentence-transformers' :class:`InformationRetrievalEvaluator` (queries through ``encode_query``, documents
-    through ``encode_document``) on a BEIR split, its metrics named ``{name}_cosine_ndcg@10``, ...
-
-    Args:
-        corpus, queries, qrels: As returned by :func:`llara_st.data.load_beir`.
-        corpus_size: Documents to keep (:func:`~llara_st.evaluation.sub_corpus_ids`: the relevant ones and a sample
-            drawn with ``seed``, a cheaper, easier proxy); None keeps all.
-        min_relevance: Smallest qrels score that counts as relevant.
-    """
+    """sentence-transformers' :class:`InformationRetrievalEvaluator` on a BEIR split, its metrics named
+    ``{name}_cosine_ndcg@10``, ..., on the documents :func:`~llara_st.evaluation.sub_corpus_ids` keeps (all if
+    ``corpus_size`` is None); ``min_relevance``: the smallest qrels score that counts as relevant."""
     relevant = {query_id: set(doc_ids) for query_id, doc_ids in relevant_documents(qrels, min_relevance).items()}
     if not relevant:
         raise ValueError(f"no query has a document with qrels score >= {min_relevance}")
@@ -58,13 +51,12 @@ def run_on_main_process(
     compute: Callable[[], T], model: SentenceTransformer | None = None, *, share_encoding: bool = True
 ) -> T:
     """``compute()`` (hard-negative mining, a dev evaluation) once in a data-parallel (torchrun) run, its result
-    broadcast to every process (call it on every process); an error on rank 0 is raised on every process. With the
-    ``model`` that ``compute`` encodes with, the texts are shared among the processes by sentence-transformers'
-    ``distributed_evaluation`` (as its trainer does for an evaluator).
+    (or rank 0's error) broadcast to every process (call it on every process). With the ``model`` that ``compute``
+    encodes with, the texts are shared among the processes by sentence-transformers' ``distributed_evaluation``.
 
     Args:
-        share_encoding: False where the processes cannot encode apart (DeepSpeed, FSDP: sharded weights): then
-            every process computes, as the trainer does there, and rank 0's result is kept.
+        share_encoding: False where the processes cannot encode apart (DeepSpeed, FSDP): then every process
+            computes and rank 0's result is kept.
 
     Example::
 

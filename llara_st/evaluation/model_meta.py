@@ -42,33 +42,24 @@ def llara_model_meta(
     public_training_code: str | None = None,
     public_training_data: str | bool | None = None,
 ) -> ModelMeta:
-    """MTEB ``ModelMeta`` of a LLaRA embedder (Li et al., 2023, arXiv:2312.15503).
-
-    A dense, cosine-similarity Sentence Transformers / PyTorch model without instructions (its query and passage
-    templates are fixed). ``loader`` is :func:`load_llara_for_mteb`, so ``meta.load_model()`` and
-    ``mteb.evaluate(meta, tasks)`` work from a Hub id or a local folder.
+    """MTEB ``ModelMeta`` of a LLaRA embedder (Li et al., 2023, arXiv:2312.15503): dense, cosine similarity, no
+    instructions, loaded by :func:`load_llara_for_mteb` (so ``mteb.evaluate(meta, tasks)`` works).
 
     Args:
         name: ``"organization/model"`` as on the Hugging Face Hub.
-        revision: The Hub commit sha of the evaluated weights; required for a leaderboard submission. Default: the
-            model's :func:`model_fingerprint` when ``model`` is given.
+        revision: The Hub commit sha of the evaluated weights; default: :func:`model_fingerprint` of ``model``.
         model: A loaded model to read the parameter count, embedding size, max tokens and memory from (the other
             arguments override it).
-        training_datasets: MTEB task names whose training data the model saw (``{"SciFact"}`` after fine-tuning on
-            SciFact's train split), flagging non-zero-shot results. Empty: no MTEB data; None: unknown.
+        training_datasets: MTEB task names whose training data the model saw (``{"SciFact"}``). Empty: no MTEB data;
+            None: unknown.
         release_date: ``YYYY-MM-DD``; default today.
-        license: As MTEB spells it (``"apache-2.0"``) or a URL.
-        languages: ``{iso639-3}-{script}`` codes.
 
     Example::
 
         >>> from llara_st.evaluation import llara_model_meta
-        >>> meta = llara_model_meta("me/llara-scifact", revision="3f2a9c1", model=model, training_datasets={"SciFact"},
-        ...                         adapted_from="HuggingFaceTB/SmolLM2-135M-Instruct", license="apache-2.0")
-        >>> meta.model_name_as_path(), meta.embed_dim == model.get_embedding_dimension(), meta.similarity_fn_name
+        >>> meta = llara_model_meta("me/llara-scifact", revision="3f2a9c1", model=model, training_datasets={"SciFact"})
+        >>> meta.model_name_as_path(), meta.max_tokens == model[0].passage_max_length, meta.similarity_fn_name
         ('me__llara-scifact', True, <ScoringFunction.COSINE: 'cosine'>)
-        >>> meta.max_tokens == model[0].passage_max_length, meta.training_datasets
-        (True, {'SciFact'})
     """
     if model is not None:
         counted, megabytes = _parameter_stats(model)
@@ -100,8 +91,6 @@ def llara_model_meta(
         use_instructions=False,
         training_datasets=set(training_datasets) if training_datasets is not None else None,
         adapted_from=adapted_from,
-        model_type=["dense"],
-        modalities=["text"],
         citation=LLARA_CITATION,
     )
 
@@ -109,9 +98,8 @@ def llara_model_meta(
 def load_llara_for_mteb(
     model_name: str, revision: str | None = None, device: str | None = None, **kwargs: Any
 ) -> SentenceTransformerEncoderWrapper:
-    """MTEB's ``ModelMeta.loader`` for LLaRA models: :func:`llara_st.load` (same folders, Hub ids, authors'
-    checkpoints and safety checks) wrapped as the MTEB encoder MTEB expects back. Of ``kwargs`` only
-    ``model_kwargs`` (for the backbone, e.g. ``{"torch_dtype": "bfloat16"}``) is used."""
+    """MTEB's ``ModelMeta.loader`` for LLaRA models: :func:`llara_st.load` wrapped as an MTEB encoder. Of ``kwargs``
+    only ``model_kwargs`` (for the backbone, e.g. ``{"torch_dtype": "bfloat16"}``) is used."""
     model = load(model_name, revision=revision, device=device, model_kwargs=kwargs.pop("model_kwargs", None))
     if kwargs:
         logger.info("load_llara_for_mteb ignores the options %s", sorted(kwargs))
@@ -130,10 +118,9 @@ def model_meta_for(
     models, MTEB's ``ModelMeta.from_sentence_transformer_model`` for others.
 
     Args:
-        name: ``"organization/model"``; default: the model card's name, else the Hub id or ``local/{folder name}``
-            of ``source`` (where the model was loaded from), else ``local/model``.
-        revision: Hub commit sha (or any label); default: :func:`model_fingerprint`.
-        **overrides: Further ``ModelMeta`` fields (``training_datasets``, ``license``, ``adapted_from``, ...).
+        name: Default: the model card's name, else the Hub id or ``local/{folder name}`` of ``source`` (where the
+            model was loaded from), else ``local/model``. ``revision``: default :func:`model_fingerprint`.
+        **overrides: Further ``ModelMeta`` fields (``training_datasets``, ``license``, ...).
     """
     if name is None:
         card_name = model.model_card_data.model_name
@@ -159,8 +146,7 @@ def model_meta_for(
 
 
 class _PoolEncoderWrapper(SentenceTransformerEncoderWrapper):
-    """MTEB's SentenceTransformer wrapper that encodes in a sentence-transformers multi-process pool, given here
-    rather than in MTEB's ``encode_kwargs``, which MTEB writes into ``run_settings.jsonl``."""
+    """Encodes in a multi-process pool, given here, not in ``encode_kwargs`` (which MTEB writes to its results)."""
 
     def __init__(self, model: SentenceTransformer, pool: dict[str, Any]) -> None:
         super().__init__(model)
@@ -173,8 +159,8 @@ class _PoolEncoderWrapper(SentenceTransformerEncoderWrapper):
 def mteb_encoder(
     model: SentenceTransformer, meta: ModelMeta, pool: dict[str, Any] | None = None
 ) -> SentenceTransformerEncoderWrapper:
-    """MTEB's SentenceTransformer wrapper around ``model``, recording results under ``meta``; with ``pool`` (from
-    ``model.start_multi_process_pool(devices)``) texts are encoded by the pool's processes."""
+    """MTEB's SentenceTransformer wrapper around ``model``, recording results under ``meta``, encoding in ``pool``
+    (from ``model.start_multi_process_pool``) if given."""
     wrapper = SentenceTransformerEncoderWrapper(model) if pool is None else _PoolEncoderWrapper(model, pool)
     wrapper.mteb_model_meta = meta
     return wrapper

@@ -1,6 +1,5 @@
-"""A smaller corpus for cheaper evaluation: every document judged relevant in the given qrels splits plus a seeded
-random sample of the others. Scores on it are higher than on the full corpus (fewer distractors): a proxy for
-comparing models on the same sub-corpus, not a figure to report."""
+"""A smaller corpus for cheaper evaluation: the relevant documents plus a seeded sample of the others. Its scores
+are higher than the full corpus's: a proxy for comparing models, not a figure to report."""
 
 from __future__ import annotations
 
@@ -19,11 +18,10 @@ def sub_corpus_ids(
     doc_ids: Iterable[str], qrels: Qrels | Iterable[Qrels], size: int | None, seed: int, min_relevance: int = 1
 ) -> set[str]:
     """The documents of a sub-corpus of ``size``: every one with a qrels score ``>= min_relevance`` in any of the
-    ``qrels`` splits (kept even where they alone exceed ``size``), then a sample of the others drawn with ``seed``
-    from the sorted ids. ``size`` None, or not below the corpus size, keeps every document.
+    ``qrels`` splits (even beyond ``size``), then a sample of the others drawn with ``seed``. ``size`` None keeps all.
 
     Args:
-        qrels: One split's ``{query_id: {doc_id: score}}``, or several (e.g. dev and test, for one fixed sub-corpus).
+        qrels: One split's ``{query_id: {doc_id: score}}``, or several (e.g. dev and test).
 
     Example::
 
@@ -52,18 +50,15 @@ def write_sub_corpus(
     out: str | os.PathLike,
     max_queries: int | None = None,
 ) -> Path:
-    """A BEIR folder at ``out`` with the documents of :func:`sub_corpus_ids` for the qrels ``splits`` (their lines
-    copied as they are), the queries, and those splits' qrels without the judgements of documents left out (only
-    score-0 ones can be: nDCG counts them as unjudged alike); an ``out`` already written is returned as it is.
-    With ``max_queries``, each split keeps that many of its judged queries (drawn with ``seed``): for collections
-    such as NFCorpus, whose test queries judge most of the corpus relevant, fewer queries make the corpus smaller.
+    """A BEIR folder at ``out`` with the documents of :func:`sub_corpus_ids` for the qrels ``splits``, the queries,
+    and those splits' qrels without the (score-0) judgements of documents left out; an ``out`` already written is
+    returned as it is. With ``max_queries``, each split keeps that many of its judged queries (drawn with ``seed``),
+    for collections such as NFCorpus whose queries judge most of the corpus relevant.
 
     Example::
 
         >>> from llara_st.evaluation import write_sub_corpus
         >>> out = write_sub_corpus(beir_path, ["dev", "test"], size=3, seed=0, out="sub")
-        >>> sorted(path.name for path in (out / "qrels").iterdir())
-        ['dev.tsv', 'test.tsv']
         >>> len((out / "corpus.jsonl").read_text().splitlines())
         3
     """
