@@ -133,8 +133,14 @@ class LLaRATransformer(Transformer):
                 {"extra_special_tokens": [AddedToken(token, special=True) for token in missing]},
                 replace_extra_special_tokens=False,
             )
-            # Mean-initialised new rows; training must make them trainable (see docs/adaptation.md).
-            self.model.resize_token_embeddings(len(tokenizer))
+            # Mean-initialised new rows; training must make them trainable (see docs/adaptation.md). Their tiny
+            # noise is drawn with a fixed seed, so two conversions agree, in forked RNGs that the caller keeps.
+            devices = sorted({param.device.index for param in self.model.parameters() if param.device.type == "cuda"})
+            with torch.random.fork_rng(devices=devices):
+                torch.random.default_generator.manual_seed(0)
+                for index in devices:
+                    torch.cuda.default_generators[index].manual_seed(0)
+                self.model.resize_token_embeddings(len(tokenizer))
             logger.info("Added %d LLaRA prompt tokens and resized the embeddings", len(missing))
         if tokenizer.pad_token_id is None:
             # The reference pads Llama-2 with <unk>; models without one (SmolLM2) pad with EOS. Pads are
