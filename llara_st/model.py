@@ -121,18 +121,14 @@ def build_llara_model(
 def convert(src: str, dst: str | os.PathLike, **kwargs: Any) -> SentenceTransformer:
     """Turn a causal LM (folder or Hub id) into a LLaRA sentence-transformers folder at ``dst``.
 
-    Missing ``<s1>``…``<s16>`` tokens are added as special tokens; present ones keep their ids. ``dst`` gets
-    ``modules.json``, safetensors weights and a LLaRA model card; it is written beside and moved into place (the
-    whole model or, if the save fails, what it was), and an existing non-empty ``dst`` is replaced only if it is
-    a LLaRA model folder (:func:`llara_st.folders.check_replaceable`). ``kwargs`` go to :func:`build_llara_model`.
+    Missing ``<s1>``…``<s16>`` are added as special tokens (present ones keep their ids). ``dst`` is written beside
+    and moved into place, replacing only a LLaRA model folder (:func:`llara_st.folders.check_replaceable`).
+    ``kwargs`` go to :func:`build_llara_model`.
 
     Example::
 
-        >>> from pathlib import Path
         >>> import llara_st
         >>> model = llara_st.convert(causal_lm_path, "llara")  # e.g. "meta-llama/Llama-2-7b-hf"
-        >>> (Path("llara") / "modules.json").is_file(), (Path("llara") / "README.md").is_file()
-        (True, True)
         >>> llara_st.load("llara").encode_query(["what causes tides?"]).shape
         (1, 64)
     """
@@ -223,9 +219,7 @@ def _check_files(folder: Path, roots: Sequence[Path]) -> None:
             try:
                 target = path.resolve()
             except (RuntimeError, OSError) as error:  # Python 3.11: RuntimeError("Symlink loop from ...")
-                raise UnsafeModelError(
-                    f"{folder} holds {relative}, a symlink loop or unreadable link: {error}"
-                ) from None
+                raise UnsafeModelError(f"{folder} holds {relative}, a symlink loop or bad link: {error}") from None
             if not _inside(target, roots):
                 outside.append(f"{relative} -> {target}")
             elif name.endswith(_CODE_SUFFIXES):

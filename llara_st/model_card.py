@@ -34,10 +34,9 @@ _PLACEHOLDER_MODEL_ID = "sentence_transformers_model_id"  # the placeholder sent
 class LLaRAModelCardData(SentenceTransformerModelCardData):
     """Model card data of a LLaRA embedder: sentence-transformers' card, told that the model is LLaRA.
 
-    Every LLaRA model built or loaded by :mod:`llara_st` carries one, so the ``README.md`` that ``model.save`` and
-    the trainer write says what the model is, that it needs ``pip install llara-st``, how to load it and embed
-    queries and documents, its evaluation results (MTEB scores through :meth:`add_evaluation_results`) and the
-    LLaRA citation (Li et al., 2023, arXiv:2312.15503).
+    Every LLaRA model of :mod:`llara_st` carries one, so its ``README.md`` says what the model is, that it needs
+    ``pip install llara-st``, how to embed queries and documents, evaluation results (:meth:`add_evaluation_results`)
+    and the LLaRA citation (Li et al., 2023, arXiv:2312.15503).
 
     Args:
         evaluation_results: Scores measured outside the trainer, as :meth:`add_evaluation_results` records them.
@@ -53,7 +52,7 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
         ... )
         >>> model.model_card_data.add_evaluation_results("SciFact", {"ndcg_at_10": 0.61}, split="test")
         >>> model.save("llara-smollm2")
-        >>> card = Path("llara-smollm2/README.md").read_text(encoding="utf8")  # the SciFact scores, the citation
+        >>> card = Path("llara-smollm2/README.md").read_text(encoding="utf8")
         >>> "license: apache-2.0" in card, "| ndcg_at_10 | 0.6100 |" in card, "2312.15503" in card
         (True, True, True)
     """
@@ -93,8 +92,7 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
             self.citations = {"LLaRA": LLARA_CITATION, **self.citations}
 
     def try_to_set_base_model(self) -> None:
-        """The base model: sentence-transformers' Hub check first; offline (or when the Hub does not answer),
-        the causal LM the model was converted from, if its name or cache folder says which Hub model it is."""
+        """sentence-transformers' Hub check, else (offline) the converted causal LM's Hub id, if its path says it."""
         super().try_to_set_base_model()
         if self.base_model:
             return
@@ -156,8 +154,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _hub_source(name_or_path: str) -> tuple[str, str | None] | None:
-    """``(hub id, revision)`` of a backbone's ``_name_or_path``: a Hub id as given, or a folder of the Hugging Face
-    cache (``…/models--{org}--{name}/snapshots/{commit}``); ``None`` for any other local folder."""
+    """``(hub id, revision)`` of a Hub id or a Hugging Face cache snapshot folder; ``None`` for other folders."""
     path = Path(name_or_path)
     if len(path.parts) >= 3 and path.parts[-2] == "snapshots" and path.parts[-3].startswith("models--"):
         repository = path.parts[-3].removeprefix("models--")
@@ -191,10 +188,8 @@ def use_llara_model_card(model: SentenceTransformer) -> LLaRAModelCardData:
     Example::
 
         >>> from sentence_transformers import SentenceTransformer
-        >>> from llara_st.model_card import LLaRAModelCardData, use_llara_model_card
+        >>> from llara_st.model_card import use_llara_model_card
         >>> model = SentenceTransformer(llara_path, trust_remote_code=True)
-        >>> type(model.model_card_data).__name__
-        'SentenceTransformerModelCardData'
         >>> card_data = use_llara_model_card(model)
         >>> model.model_card_data is card_data, "LLaRA" in card_data.task_name
         (True, True)

@@ -308,8 +308,7 @@ class LLaRATransformer(Transformer):
             raise TypeError("preprocess takes a list of strings, not a single string")
         if prompt is not None and task is None:
             raise ValueError(
-                "LLaRA picks its query or passage template by task, not by prompt: encode(..., prompt_name=...) or "
-                "encode(..., prompt=...) alone would embed every text as a passage. Use model.encode_query(texts) "
+                "LLaRA picks its query or passage template by task, not by prompt: use model.encode_query(texts) "
                 "or model.encode_document(texts), or pass task='query' / task='document' to encode()."
             )
         if not inputs:
@@ -335,14 +334,13 @@ class LLaRATransformer(Transformer):
         task = task if task is not None else features.get("task")
         if task == "raw" and "attention_bias" not in features:
             raise ValueError(
-                "task='raw' tokenises the text alone, without the LLaRA template; it gives no LLaRA embedding (the "
-                "adaptation input is EBAEEBARDataCollator's). Use encode_query / encode_document."
+                "task='raw' tokenises the text alone, without the LLaRA template; it gives no LLaRA embedding. "
+                "Use encode_query / encode_document."
             )
         if self.training and task is None:
             logger.warning_once(
-                "LLaRA is training on a column that reached it without a task, so it got the passage template. "
-                "Queries need the query template: set `router_mapping` in the training arguments, e.g. "
-                "{'anchor': 'query', 'positive': 'document', 'negative': 'document'}."
+                "LLaRA got a training column without a task, so the passage template: set the training arguments' "
+                "`router_mapping`, e.g. {'anchor': 'query', 'positive': 'document', 'negative': 'document'}."
             )
         attention_mask = features["attention_mask"]
         position_ids = features.get("position_ids")
