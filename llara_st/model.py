@@ -53,8 +53,8 @@ def llara_module(model: nn.Module, *, required: bool = False) -> LLaRATransforme
         >>> import llara_st
         >>> from llara_st.model import llara_module
         >>> model = llara_st.load(llara_path)  # a LLaRA folder, e.g. written by llara_st.convert
-        >>> llara_module(model[1]) is None  # the pooling module is not a LLaRA input module
-        True
+        >>> llara_module(model, required=True) is model[0], llara_module(model[1]) is None  # model[1]: the pooling
+        (True, True)
     """
     unwrapped = getattr(model, "module", model)
     if isinstance(unwrapped, LLaRATransformer):
@@ -84,9 +84,7 @@ def build_llara_model(
     """A LLaRA embedder (input module → last-8 mean pooling → L2 normalisation) around a causal LM.
 
     Args:
-        model_name_or_path: A causal LM (Llama, Mistral, Qwen2, SmolLM2, ...) or an authors' LLaRA checkpoint
-            (whose ``<s1>``…``<s16>`` ids are kept).
-        num_pooled_tokens: Trailing positions averaged (8).
+        model_name_or_path: A causal LM or an authors' LLaRA checkpoint (whose ``<s1>``…``<s16>`` ids are kept).
         add_prompt_tokens: Add ``<s1>``…``<s16>`` to a tokenizer that lacks them and resize the embeddings.
         model_card_data: What the saved ``README.md`` says (license, language, ...).
         **transformer_kwargs: Passed to :class:`~llara_st.modules.LLaRATransformer`
@@ -96,8 +94,6 @@ def build_llara_model(
 
         >>> import llara_st
         >>> model = llara_st.build_llara_model(causal_lm_path)  # e.g. "HuggingFaceTB/SmolLM2-135M"
-        >>> [type(module).__name__ for module in model]
-        ['LLaRATransformer', 'LastKPooling', 'Normalize']
         >>> model.encode_document(["The Moon pulls the oceans."]).shape
         (1, 64)
     """
@@ -299,8 +295,7 @@ def _check_degenerate_marker(folder: Path) -> None:
         )
 
 
-# Keys of sentence_bert_config.json's ``*_kwargs`` (and their old ``*_args`` names) that name a place to write:
-# the caller chooses those, never a saved model.
+# Keys of sentence_bert_config.json's ``*_kwargs`` naming a place to write: the caller's choice, never a model's.
 _WRITE_PATH_KEYS = frozenset({"offload_folder", "offload_dir", "cache_dir", "cache_folder"})
 # Keys whose file transformers reads joined to the model folder: allowed as a relative path inside it.
 _FOLDER_RELATIVE_KEYS = frozenset({"gguf_file", "subfolder"})
@@ -319,9 +314,7 @@ def _check_module_config_paths(module_folder: Path, folder: Path, roots: Sequenc
     config = _read_json(config_path)
     if not isinstance(config, dict):
         raise ValueError(f"{config_path} must hold a JSON object of settings, got {type(config).__name__}")
-    named: list[tuple[str, str, Any]] = [
-        (key, key, value) for key, value in config.items() if key.endswith(_PATH_KEY_SUFFIXES)
-    ]
+    named: list[tuple[str, str, Any]] = [(key, key, value) for key, value in config.items()]
     for section in _KWARGS_SECTIONS:
         values = config.get(section)
         if values is None:
@@ -330,7 +323,7 @@ def _check_module_config_paths(module_folder: Path, folder: Path, roots: Sequenc
             raise ValueError(f"{config_path}: {section} must be a JSON object, got {type(values).__name__}")
         named += [(f"{section}.{key}", key, value) for key, value in values.items()]
     for name, key, value in named:
-        if value is None or not (key in _WRITE_PATH_KEYS or key.endswith(_PATH_KEY_SUFFIXES)):
+        if value is None or not key.endswith(_PATH_KEY_SUFFIXES):  # every _WRITE_PATH_KEYS key has such a suffix
             continue
         if (
             key in _FOLDER_RELATIVE_KEYS

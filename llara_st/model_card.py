@@ -63,8 +63,7 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
 
     def register_model(self, model: SentenceTransformer) -> None:
         super().register_model(model)
-        # LLaRA's templates are chosen by task, not by saved prompts, so sentence-transformers cannot see that the
-        # model is asymmetric; its query/document usage example is the right one.
+        # LLaRA picks its templates by task, not saved prompts: tell sentence-transformers the model is asymmetric.
         self.ir_model = True
 
     def add_evaluation_results(

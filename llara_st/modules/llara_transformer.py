@@ -159,9 +159,8 @@ class LLaRATransformer(Transformer):
             ending = self._suffix_ids[side][-len(prompt_tokens) :]
             if ending != tokenizer.convert_tokens_to_ids(prompt_tokens):
                 raise ValueError(
-                    f"The {side} suffix must end with the prompt tokens {''.join(prompt_tokens)}, which "
-                    f"LastKPooling averages; {side}_suffix={suffix!r} ends with the tokens "
-                    f"{tokenizer.convert_ids_to_tokens(ending)}"
+                    f"The {side} suffix must end with the prompt tokens {''.join(prompt_tokens)}, which LastKPooling "
+                    f"averages; {side}_suffix={suffix!r} ends with {tokenizer.convert_ids_to_tokens(ending)}"
                 )
         # Private truncating copies of the backend tokenizer, one per max length, never reconfigured once made.
         self._encoders: dict[int, Tokenizer] = {}
@@ -195,8 +194,7 @@ class LLaRATransformer(Transformer):
         limit = self.max_position_embeddings
         if limit is not None and length > limit:
             raise ValueError(
-                f"{setting}={length} exceeds the backbone's max_position_embeddings={limit}: longer inputs "
-                f"would reach positions the model was never trained on. Use at most {limit}."
+                f"{setting}={length} exceeds the backbone's max_position_embeddings={limit}: use at most {limit}"
             )
 
     def _checked_max_length(self, side: Side, value: int) -> int:
@@ -252,9 +250,8 @@ class LLaRATransformer(Transformer):
             )
             encoder.encode_special_tokens = bool(getattr(self.tokenizer, "split_special_tokens", False))
             self._encoders[max_length] = encoder
-        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets, which nothing here reads.
-        encode_batch = getattr(encoder, "encode_batch_fast", encoder.encode_batch)
-        return [encoding.ids for encoding in encode_batch(texts, add_special_tokens=add_special_tokens)]
+        # encode_batch_fast skips the character offsets, which nothing here reads.
+        return [encoding.ids for encoding in encoder.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
 
     def tokenize_plain(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Token ids of each text alone, without special tokens or template, truncated to ``max_length``."""
@@ -375,7 +372,6 @@ def check_pooling_width(modules: Sequence[nn.Module]) -> None:
     Example::
 
         >>> from llara_st.modules import LastKPooling, check_pooling_width
-        >>> check_pooling_width(model)  # a converted LLaRA model pools its 8 prompt tokens: nothing to say
         >>> check_pooling_width([model[0], LastKPooling(4)])
         Traceback (most recent call last):
             ...
