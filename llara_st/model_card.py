@@ -36,11 +36,8 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
 
     Every LLaRA model of :mod:`llara_st` carries one, so its ``README.md`` says what the model is, that it needs
     ``pip install llara-st``, how to embed queries and documents, evaluation results (:meth:`add_evaluation_results`)
-    and the LLaRA citation (Li et al., 2023, arXiv:2312.15503).
-
-    Args:
-        evaluation_results: Scores measured outside the trainer, as :meth:`add_evaluation_results` records them.
-        **kwargs: :class:`~sentence_transformers.SentenceTransformerModelCardData` fields (``license``, ...).
+    and the LLaRA citation (Li et al., 2023, arXiv:2312.15503). It takes the fields of
+    :class:`~sentence_transformers.SentenceTransformerModelCardData` (``license``, ...).
 
     Example::
 

@@ -100,10 +100,7 @@ class LLaRAEmbeddings(Embeddings):
                 target[name] = value
         for name, options in (("encode_kwargs", self.encode_kwargs), ("query_encode_kwargs", self.query_encode_kwargs)):
             if reserved := sorted(_RESERVED_ENCODE_KEYS & set(options)):
-                raise ValueError(
-                    f"{name} may not set {reserved}: embed_query uses the query template and embed_documents the "
-                    "passage template, and both return lists of floats"
-                )
+                raise ValueError(f"{name} may not set {reserved}: LLaRAEmbeddings picks the template and output")
             size = options.get("batch_size", 32)
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 raise ValueError(f"batch_size must be a positive integer, got {size!r} (in {name})")
@@ -125,9 +122,8 @@ class LLaRAEmbeddings(Embeddings):
             trust_remote_code = bool(options.pop("trust_remote_code", False))
             if misplaced := sorted(_BACKBONE_KEYS & set(options)):
                 raise ValueError(
-                    f"model_kwargs keys {misplaced} are options of the backbone, not of SentenceTransformer: put them "
-                    f"one level down, as with HuggingFaceEmbeddings: model_kwargs={{'model_kwargs': "
-                    f"{{'{misplaced[0]}': ...}}}}"
+                    f"model_kwargs keys {misplaced} are options of the backbone: put them one level down, "
+                    f"model_kwargs={{'model_kwargs': {{'{misplaced[0]}': ...}}}}"
                 )
             allowed = _SAFE_LOAD_KEYS | _DOWNLOAD_KEYS | (_TRUSTED_ONLY_KEYS if trust_remote_code else frozenset())
             if unknown := sorted(set(options) - allowed):

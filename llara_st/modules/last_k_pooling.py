@@ -11,10 +11,9 @@ from llara_st.prompts import NUM_PROMPT_TOKENS
 
 
 class LastKPooling(Module):
-    """LLaRA pooling: the mean of ``token_embeddings`` over the last ``num_tokens`` positions whose attention
-    mask is 1, i.e. over the 8 prompt tokens ``<s1>``…``<s8>`` (passages) or ``<s9>``…``<s16>`` (queries) that
-    end every LLaRA input, whatever the padding side. The mean is computed in float32 and returned in the input
-    dtype. A ``num_tokens`` other than the input module's ``features["prompt_token_count"]`` is refused.
+    """LLaRA pooling: the float32 mean of ``token_embeddings`` over the last ``num_tokens`` real positions (the 8
+    prompt tokens ending every LLaRA input), in the input dtype, whatever the padding side. A ``num_tokens`` other
+    than the input module's ``features["prompt_token_count"]`` is refused.
 
     Example::
 

@@ -28,8 +28,7 @@ from llara_st.prompts import (
 
 logger = logging.getLogger(__name__)
 
-Side = Literal["query", "passage", "raw"]
-# "raw": the text alone with the tokenizer's own special tokens, no template (what the adaptation loss reads).
+Side = Literal["query", "passage", "raw"]  # "raw": the text alone, no template (what the adaptation loss reads)
 _TASK_TO_SIDE: dict[str | None, Side] = {
     None: "passage",
     "document": "passage",
@@ -70,7 +69,6 @@ class LLaRATransformer(Transformer):
         passage_max_length: Same for passages (reference 160).
         prefix, passage_suffix, query_suffix: The templates; each suffix must end with its 8 prompt tokens.
         add_prompt_tokens: Add the missing ``<s1>``…``<s16>`` as special tokens and resize the embeddings.
-        **kwargs: Passed to :class:`sentence_transformers.base.modules.Transformer`.
 
     Example::
 
