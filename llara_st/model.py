@@ -13,6 +13,7 @@ from safetensors import SafetensorError, safe_open
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Module, Normalize
 from sentence_transformers.util.misc import import_from_string
+from tokenizers import Tokenizer
 from torch import nn
 
 from llara_st.errors import LLaRAUserError
@@ -262,24 +263,20 @@ def _read_json(path: Path) -> Any:
 def _check_model_files(folder: Path) -> None:
     """Name a broken JSON, safetensors or tokenizer file (or a degenerate model) before transformers trips on it."""
     _check_degenerate_marker(folder)
-    for path in sorted(folder.rglob("*.json")):
-        if path.is_file():
+    for path in sorted(path for path in folder.rglob("*") if path.is_file()):
+        if path.suffix == ".json":
             _read_json(path)
-    for path in sorted(folder.rglob("*.safetensors")):
-        if path.is_file():
+        if path.name == "tokenizer.json":
+            try:
+                Tokenizer.from_file(str(path))
+            except Exception as error:  # tokenizers raises a bare Exception for a malformed file
+                raise ValueError(f"{path} is not a tokenizers file: {error}") from None
+        elif path.suffix == ".safetensors":
             try:  # parses the header and checks that the file is as long as the header says
                 with safe_open(path, "np"):
                     pass
             except SafetensorError:
                 raise ValueError(f"{path} is not a complete safetensors file (bad header, or cut short)") from None
-    for path in sorted(folder.rglob("tokenizer.json")):
-        if path.is_file():
-            from tokenizers import Tokenizer
-
-            try:
-                Tokenizer.from_file(str(path))
-            except Exception as error:  # tokenizers raises a bare Exception for a malformed file
-                raise ValueError(f"{path} is not a tokenizers file: {error}") from None
 
 
 def _check_degenerate_marker(folder: Path) -> None:
@@ -344,9 +341,7 @@ def _read_modules_json(path: Path, folder: Path) -> list[dict[str, Any]]:
     entries = _read_json(path)
     if not isinstance(entries, list) or not entries:
         got = type(entries).__name__ if entries != [] else "an empty list"
-        raise ValueError(
-            f'{path} must hold a non-empty JSON list of modules ([{{"type": ..., "path": ...}}]), got {got}'
-        )
+        raise ValueError(f"{path} must hold a non-empty JSON list of modules, got {got}")
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise ValueError(f"{path}: entry {position} must be an object, got {type(entry).__name__}: {entry!r:.80}")
@@ -367,19 +362,13 @@ def _module_class(class_ref: str, path: Path, position: int) -> type[Module]:
     if class_ref in _LLARA_MODULE_CLASSES:
         return _LLARA_MODULE_CLASSES[class_ref]
     if not class_ref.startswith("sentence_transformers."):
-        raise UnsafeModelError(
-            f"modules.json names {class_ref!r}, neither a llara_st nor a sentence-transformers class"
-        )
+        raise UnsafeModelError(f"modules.json names {class_ref!r}, not a llara_st or sentence-transformers class")
     try:
         module_class = import_from_string(class_ref)
     except ImportError:
-        raise ValueError(
-            f"{path}: entry {position} names {class_ref!r}, which this sentence-transformers does not have"
-        ) from None
+        raise ValueError(f"{path}: entry {position}: sentence-transformers does not have {class_ref!r}") from None
     if not (isinstance(module_class, type) and issubclass(module_class, Module)):
-        raise ValueError(
-            f"{path}: entry {position} names {class_ref!r}, which is not a sentence-transformers module class"
-        )
+        raise ValueError(f"{path}: entry {position}: {class_ref!r} is not a sentence-transformers module class")
     return module_class
 
 
