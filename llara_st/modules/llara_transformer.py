@@ -261,9 +261,7 @@ class LLaRATransformer(Transformer):
         """Token ids of ``prefix + text + suffix`` for each text, unpadded, the text truncated to fit."""
         for position, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(
-                    f"LLaRA embeds strings; the input at position {position} is {type(text).__name__}: {text!r:.80}"
-                )
+                raise TypeError(f"LLaRA embeds strings; position {position} is {type(text).__name__}: {text!r:.80}")
         budget = self._text_budget(side, max_length)
         if not texts:
             return []
