@@ -79,14 +79,6 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
             {"dataset": dataset, "split": split, "metrics": dict(metrics), "evaluated_with": evaluated_with}
         )
 
-    def set_losses(self, losses: list) -> None:
-        super().set_losses(losses)
-        self._cite_llara()
-
-    def _cite_llara(self) -> None:
-        if LLARA_CITATION not in self.citations.values():
-            self.citations = {"LLaRA": LLARA_CITATION, **self.citations}
-
     def try_to_set_base_model(self) -> None:
         """sentence-transformers' Hub check, else (offline) the converted causal LM's Hub id, if its path says it."""
         super().try_to_set_base_model()
@@ -137,7 +129,9 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
         return install + "```python\n" + "\n".join(lines) + "\n```"
 
     def to_dict(self) -> dict[str, Any]:
-        self._cite_llara()
+        # set_losses replaces the citations, and every card is rendered from to_dict: cite LLaRA here.
+        if LLARA_CITATION not in self.citations.values():
+            self.citations = {"LLaRA": LLARA_CITATION, **self.citations}
         card = super().to_dict()  # also cached for to_yaml, so the additions below reach the front matter too
         if self.evaluation_results:
             card["eval_metrics"] = list(card.get("eval_metrics") or []) + [
