@@ -413,7 +413,6 @@ def load(
     Args:
         model_kwargs: Passed to the backbone's ``from_pretrained`` (e.g. ``{"torch_dtype": "bfloat16"}``).
         cache_folder: The Hub cache folder (default ``SENTENCE_TRANSFORMERS_HOME``, else the Hugging Face cache).
-        local_files_only: Never reach the Hub (as ``HF_HUB_OFFLINE=1`` does).
         trust_remote_code: Skip every check and load with ``SentenceTransformer(folder, trust_remote_code=True)``,
             running the folder's code.
         **kwargs: Passed to the ``SentenceTransformer`` constructor (``truncate_dim``, ...).

@@ -48,8 +48,7 @@ def _max_length_property(side: Side) -> property:
 
 
 class LLaRATransformer(Transformer):
-    """Input module of a LLaRA embedder (Li et al., 2023, "Making Large Language Models A Better Foundation
-    For Dense Retrieval", arXiv:2312.15503).
+    """Input module of a LLaRA embedder (Li et al., 2023, arXiv:2312.15503).
 
     Each text becomes ``prefix + text + suffix`` token by token: the prefix ``"`` with the tokenizer's own special
     tokens (BOS for Llama-2), the text, and the passage suffix ``", summarize the above passage within eight words:
