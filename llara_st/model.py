@@ -483,9 +483,7 @@ def _load_authors_checkpoint(
         name for name in ("config_sentence_transformers.json", "sentence_bert_config.json") if (folder / name).is_file()
     ]
     if written:
-        raise FileNotFoundError(
-            f"{folder} is an incomplete sentence-transformers folder: {written} but no modules.json"
-        )
+        raise FileNotFoundError(f"{folder} is an incomplete save ({written[0]} but no modules.json): save it again")
     has_prompt_tokens = False
     if (folder / "config.json").is_file():
         from transformers import AutoTokenizer
