@@ -43,8 +43,7 @@ class LastKPooling(Module):
         if prompt_token_count is not None and prompt_token_count != self.num_tokens:
             raise ValueError(
                 f"LastKPooling averages the last {self.num_tokens} tokens, but every LLaRA template ends with "
-                f"{prompt_token_count} prompt tokens (<s1>…<s8> for passages, <s9>…<s16> for queries): use "
-                f"LastKPooling(num_tokens={prompt_token_count})"
+                f"{prompt_token_count} prompt tokens: use LastKPooling(num_tokens={prompt_token_count})"
             )
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
