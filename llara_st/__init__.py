@@ -1,7 +1,6 @@
 """llara_st: LLaRA dense retrievers (EBAE/EBAR-adapted decoder LLMs) for sentence-transformers.
 
-Names load on first use, so that ``import llara_st`` (and ``llara-st --help``) does not import torch and
-sentence-transformers until a model, module or loss is asked for.
+Names load on first use, so that ``import llara_st`` (and ``llara-st --help``) does not import torch.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from safetensors import SafetensorError, safe_open
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Module, Normalize
 from sentence_transformers.util.misc import import_from_string
+from tokenizers import Tokenizer
 from torch import nn
 
 from llara_st.errors import LLaRAUserError
@@ -24,7 +25,7 @@ from llara_st.prompts import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGT
 logger = logging.getLogger(__name__)
 
 # Module classes the safe loader may instantiate, by the ``type`` that modules.json records.
-LLARA_MODULE_CLASSES: dict[str, type] = {
+_LLARA_MODULE_CLASSES: dict[str, type] = {
     name: cls
     for cls in (LLaRATransformer, LastKPooling)
     for name in (f"{cls.__module__}.{cls.__name__}", f"llara_st.modules.{cls.__name__}")
@@ -53,10 +54,8 @@ def llara_module(model: nn.Module, *, required: bool = False) -> LLaRATransforme
         >>> import llara_st
         >>> from llara_st.model import llara_module
         >>> model = llara_st.load(llara_path)  # a LLaRA folder, e.g. written by llara_st.convert
-        >>> llara_module(model, required=True).tokenizer.convert_tokens_to_ids("<s1>") > 0
-        True
-        >>> llara_module(model[1]) is None  # the pooling module is not a LLaRA input module
-        True
+        >>> llara_module(model, required=True) is model[0], llara_module(model[1]) is None  # model[1]: the pooling
+        (True, True)
     """
     unwrapped = getattr(model, "module", model)
     if isinstance(unwrapped, LLaRATransformer):
@@ -86,9 +85,7 @@ def build_llara_model(
     """A LLaRA embedder (input module → last-8 mean pooling → L2 normalisation) around a causal LM.
 
     Args:
-        model_name_or_path: A causal LM (Llama, Mistral, Qwen2, SmolLM2, ...) or an authors' LLaRA checkpoint
-            (whose ``<s1>``…``<s16>`` ids are kept).
-        num_pooled_tokens: Trailing positions averaged (8).
+        model_name_or_path: A causal LM or an authors' LLaRA checkpoint (whose ``<s1>``…``<s16>`` ids are kept).
         add_prompt_tokens: Add ``<s1>``…``<s16>`` to a tokenizer that lacks them and resize the embeddings.
         model_card_data: What the saved ``README.md`` says (license, language, ...).
         **transformer_kwargs: Passed to :class:`~llara_st.modules.LLaRATransformer`
@@ -98,8 +95,6 @@ def build_llara_model(
 
         >>> import llara_st
         >>> model = llara_st.build_llara_model(causal_lm_path)  # e.g. "HuggingFaceTB/SmolLM2-135M"
-        >>> [type(module).__name__ for module in model]
-        ['LLaRATransformer', 'LastKPooling', 'Normalize']
         >>> model.encode_document(["The Moon pulls the oceans."]).shape
         (1, 64)
     """
@@ -123,18 +118,14 @@ def build_llara_model(
 def convert(src: str, dst: str | os.PathLike, **kwargs: Any) -> SentenceTransformer:
     """Turn a causal LM (folder or Hub id) into a LLaRA sentence-transformers folder at ``dst``.
 
-    Missing ``<s1>``…``<s16>`` tokens are added as special tokens; present ones keep their ids. ``dst`` gets
-    ``modules.json``, safetensors weights and a LLaRA model card; it is written beside and moved into place (the
-    whole model or, if the save fails, what it was), and an existing non-empty ``dst`` is replaced only if it is
-    a LLaRA model folder (:func:`llara_st.folders.check_replaceable`). ``kwargs`` go to :func:`build_llara_model`.
+    Missing ``<s1>``…``<s16>`` are added as special tokens (present ones keep their ids). ``dst`` is written beside
+    and moved into place, replacing only a LLaRA model folder (:func:`llara_st.folders.check_replaceable`).
+    ``kwargs`` go to :func:`build_llara_model`.
 
     Example::
 
-        >>> from pathlib import Path
         >>> import llara_st
         >>> model = llara_st.convert(causal_lm_path, "llara")  # e.g. "meta-llama/Llama-2-7b-hf"
-        >>> (Path("llara") / "modules.json").is_file(), (Path("llara") / "README.md").is_file()
-        (True, True)
         >>> llara_st.load("llara").encode_query(["what causes tides?"]).shape
         (1, 64)
     """
@@ -156,8 +147,7 @@ def _model_folder(
     local_files_only: bool,
     download_everything: bool,
 ) -> tuple[Path, list[Path]]:
-    """The local folder to read, and the roots its files may resolve into (a Hub snapshot's files are links
-    into its repository's ``blobs``)."""
+    """The local folder to read, and the roots its files may resolve into (a Hub snapshot's links into ``blobs``)."""
     folder = Path(model_name_or_path).expanduser()
     if folder.is_dir():
         root = folder.resolve()
@@ -186,14 +176,12 @@ def _model_folder(
     except (errors.LocalEntryNotFoundError, errors.IncompleteSnapshotError) as error:
         reason = "HF_HUB_OFFLINE is set or local_files_only=True" if offline else "the Hub cannot be reached"
         raise FileNotFoundError(
-            f"{text!r} is neither a local folder nor a complete download in the Hugging Face cache "
-            f"{cache_folder or constants.HF_HUB_CACHE} ({reason}). Download it while online "
-            f"(llara_st.load({text!r}) or `hf download {text}`), or pass the path of a local copy"
+            f"{text!r} is neither a local folder nor complete in the Hugging Face cache "
+            f"{cache_folder or constants.HF_HUB_CACHE} ({reason}): download it while online, or pass a local copy"
         ) from error
     except (errors.RepositoryNotFoundError, errors.GatedRepoError) as error:
         raise FileNotFoundError(
-            f"{text!r} is not a local folder, and the Hub refuses it (no such repository, private or gated: "
-            "log in with `hf auth login` or pass token=...)"
+            f"{text!r} is not a local folder, and the Hub refuses it (missing, private or gated: pass token=...)"
         ) from error
     except errors.RevisionNotFoundError as error:
         raise FileNotFoundError(f"The Hub repository {text!r} has no revision {revision!r}") from error
@@ -215,8 +203,7 @@ def _escapes(relative: str) -> bool:
 
 
 def _check_files(folder: Path, roots: Sequence[Path]) -> None:
-    """Refuse code, pickles, index files naming anything but safetensors shards inside the folder, and every
-    entry (file, folder or link) that resolves outside ``roots``."""
+    """Refuse code, pickles, indexes of anything but safetensors shards inside, and entries resolving outside."""
     outside: list[str] = []
     code: list[str] = []
     pickles: list[str] = []
@@ -229,9 +216,7 @@ def _check_files(folder: Path, roots: Sequence[Path]) -> None:
             try:
                 target = path.resolve()
             except (RuntimeError, OSError) as error:  # Python 3.11: RuntimeError("Symlink loop from ...")
-                raise UnsafeModelError(
-                    f"{folder} holds {relative}, a symlink loop or unreadable link: {error}"
-                ) from None
+                raise UnsafeModelError(f"{folder} holds {relative}, a symlink loop or bad link: {error}") from None
             if not _inside(target, roots):
                 outside.append(f"{relative} -> {target}")
             elif name.endswith(_CODE_SUFFIXES):
@@ -241,22 +226,14 @@ def _check_files(folder: Path, roots: Sequence[Path]) -> None:
             elif name.endswith(".index.json"):
                 indexes.append(path)
     if outside:
-        raise UnsafeModelError(
-            f"{folder} holds links that resolve outside it: {sorted(outside)}; llara_st.load reads nothing "
-            "outside the model folder"
-        )
+        raise UnsafeModelError(f"{folder} holds links that resolve outside it: {sorted(outside)}")
     if code:
         raise UnsafeModelError(f"{folder} contains Python files {sorted(code)}; llara_st.load never runs model code")
     if pickles:
-        raise UnsafeModelError(
-            f"{folder} contains pickle-format weights {sorted(pickles)}; llara_st.load reads safetensors only"
-        )
+        raise UnsafeModelError(f"{folder} contains pickle-format weights {sorted(pickles)}; use safetensors")
     for index in sorted(indexes):
         if not index.name.endswith(".safetensors.index.json"):
-            raise UnsafeModelError(
-                f"{index} indexes weights that are not safetensors (a sharded pickle checkpoint); llara_st.load "
-                "reads safetensors only: delete it or re-save the model with safe_serialization=True"
-            )
+            raise UnsafeModelError(f"{index} indexes pickle weights: re-save the model with safe_serialization=True")
         try:
             shards = set(json.loads(index.read_text(encoding="utf8"))["weight_map"].values())
         except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -268,10 +245,7 @@ def _check_files(folder: Path, roots: Sequence[Path]) -> None:
                 or not shard.endswith(".safetensors")
                 or not _inside((index.parent / shard).resolve(), roots)
             ):
-                raise UnsafeModelError(
-                    f"{index} names the shard {shard!r}, which is not a .safetensors file inside the model "
-                    "folder; llara_st.load reads nothing outside it"
-                )
+                raise UnsafeModelError(f"{index} names the shard {shard!r}, not a .safetensors file inside the folder")
 
 
 def _read_json(path: Path) -> Any:
@@ -287,30 +261,22 @@ def _read_json(path: Path) -> Any:
 
 
 def _check_model_files(folder: Path) -> None:
-    """Name the broken file, rather than fail later inside transformers or safetensors: every JSON file parses,
-    every ``*.safetensors`` file is whole, every ``tokenizer.json`` is a tokenizer, and the model is not one that
-    a training run marked as collapsed or diverged (:data:`llara_st.folders.DEGENERATE_MARKER`)."""
+    """Name a broken JSON, safetensors or tokenizer file (or a degenerate model) before transformers trips on it."""
     _check_degenerate_marker(folder)
-    for path in sorted(folder.rglob("*.json")):
-        if path.is_file():
+    for path in sorted(path for path in folder.rglob("*") if path.is_file()):
+        if path.suffix == ".json":
             _read_json(path)
-    for path in sorted(folder.rglob("*.safetensors")):
-        if path.is_file():
-            try:  # parses the header and checks that the file is as long as the header says
-                with safe_open(path, "np"):
-                    pass
-            except SafetensorError:
-                raise ValueError(
-                    f"{path} is not a complete safetensors file (its header does not parse, or it is cut short)"
-                ) from None
-    for path in sorted(folder.rglob("tokenizer.json")):
-        if path.is_file():
-            from tokenizers import Tokenizer
-
+        if path.name == "tokenizer.json":
             try:
                 Tokenizer.from_file(str(path))
             except Exception as error:  # tokenizers raises a bare Exception for a malformed file
                 raise ValueError(f"{path} is not a tokenizers file: {error}") from None
+        elif path.suffix == ".safetensors":
+            try:  # parses the header and checks that the file is as long as the header says
+                with safe_open(path, "np"):
+                    pass
+            except SafetensorError:
+                raise ValueError(f"{path} is not a complete safetensors file (bad header, or cut short)") from None
 
 
 def _check_degenerate_marker(folder: Path) -> None:
@@ -326,8 +292,7 @@ def _check_degenerate_marker(folder: Path) -> None:
         )
 
 
-# Keys of sentence_bert_config.json's ``*_kwargs`` (and their old ``*_args`` names) that name a place to write:
-# the caller chooses those, never a saved model.
+# Keys of sentence_bert_config.json's ``*_kwargs`` naming a place to write: the caller's choice, never a model's.
 _WRITE_PATH_KEYS = frozenset({"offload_folder", "offload_dir", "cache_dir", "cache_folder"})
 # Keys whose file transformers reads joined to the model folder: allowed as a relative path inside it.
 _FOLDER_RELATIVE_KEYS = frozenset({"gguf_file", "subfolder"})
@@ -339,17 +304,14 @@ _KWARGS_SECTIONS = (
 
 
 def _check_module_config_paths(module_folder: Path, folder: Path, roots: Sequence[Path]) -> None:
-    """Refuse ``sentence_bert_config.json`` entries naming paths that the backbone's ``from_pretrained`` would
-    read or write (``tokenizer_file``, ``offload_folder``, ...), except a ``gguf_file`` or ``subfolder`` inside."""
+    """Refuse ``sentence_bert_config.json`` paths to read or write, except a ``gguf_file`` or ``subfolder`` inside."""
     config_path = module_folder / "sentence_bert_config.json"
     if not config_path.is_file():
         return
     config = _read_json(config_path)
     if not isinstance(config, dict):
         raise ValueError(f"{config_path} must hold a JSON object of settings, got {type(config).__name__}")
-    named: list[tuple[str, str, Any]] = [
-        (key, key, value) for key, value in config.items() if key.endswith(_PATH_KEY_SUFFIXES)
-    ]
+    named: list[tuple[str, str, Any]] = [(key, key, value) for key, value in config.items()]
     for section in _KWARGS_SECTIONS:
         values = config.get(section)
         if values is None:
@@ -358,7 +320,7 @@ def _check_module_config_paths(module_folder: Path, folder: Path, roots: Sequenc
             raise ValueError(f"{config_path}: {section} must be a JSON object, got {type(values).__name__}")
         named += [(f"{section}.{key}", key, value) for key, value in values.items()]
     for name, key, value in named:
-        if value is None or not (key in _WRITE_PATH_KEYS or key.endswith(_PATH_KEY_SUFFIXES)):
+        if value is None or not key.endswith(_PATH_KEY_SUFFIXES):  # every _WRITE_PATH_KEYS key has such a suffix
             continue
         if (
             key in _FOLDER_RELATIVE_KEYS
@@ -369,20 +331,17 @@ def _check_module_config_paths(module_folder: Path, folder: Path, roots: Sequenc
             continue
         where = "where to write" if key in _WRITE_PATH_KEYS else "a path"
         raise UnsafeModelError(
-            f"{config_path} sets {name} = {value!r:.120}, {where} that llara_st.load does not take from a model "
-            f"folder (it reads nothing outside {folder}); pass it to llara_st.load(..., model_kwargs=...) instead"
+            f"{config_path} sets {name} = {value!r:.120}, {where} not taken from a model folder: pass it to "
+            "llara_st.load(..., model_kwargs=...) instead"
         )
 
 
 def _read_modules_json(path: Path, folder: Path) -> list[dict[str, Any]]:
-    """The entries of ``modules.json``, each a dict with a string ``type`` and a relative ``path`` inside."""
+    """The entries of ``modules.json``, each with a string ``type`` and a relative ``path`` inside."""
     entries = _read_json(path)
     if not isinstance(entries, list) or not entries:
-        raise ValueError(
-            f"{path} must hold a non-empty JSON list of modules "
-            '([{"idx": 0, "name": "0", "path": "", "type": "..."}, ...]), '
-            f"got {type(entries).__name__ if entries != [] else 'an empty list'}"
-        )
+        got = type(entries).__name__ if entries != [] else "an empty list"
+        raise ValueError(f"{path} must hold a non-empty JSON list of modules, got {got}")
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise ValueError(f"{path}: entry {position} must be an object, got {type(entry).__name__}: {entry!r:.80}")
@@ -400,30 +359,21 @@ def _read_modules_json(path: Path, folder: Path) -> list[dict[str, Any]]:
 
 
 def _module_class(class_ref: str, path: Path, position: int) -> type[Module]:
-    if class_ref in LLARA_MODULE_CLASSES:
-        return LLARA_MODULE_CLASSES[class_ref]
+    if class_ref in _LLARA_MODULE_CLASSES:
+        return _LLARA_MODULE_CLASSES[class_ref]
     if not class_ref.startswith("sentence_transformers."):
-        raise UnsafeModelError(
-            f"modules.json names the module class {class_ref!r}, which is neither a llara_st nor a "
-            "sentence-transformers class; llara_st.load refuses it"
-        )
+        raise UnsafeModelError(f"modules.json names {class_ref!r}, not a llara_st or sentence-transformers class")
     try:
         module_class = import_from_string(class_ref)
     except ImportError:
-        raise ValueError(
-            f"{path}: entry {position} names {class_ref!r}, which this sentence-transformers does not have "
-            "(a typo, or a model saved by another version)"
-        ) from None
+        raise ValueError(f"{path}: entry {position}: sentence-transformers does not have {class_ref!r}") from None
     if not (isinstance(module_class, type) and issubclass(module_class, Module)):
-        raise ValueError(
-            f"{path}: entry {position} names {class_ref!r}, which is not a sentence-transformers module class "
-            f"(it is {type(module_class).__name__} {getattr(module_class, '__qualname__', module_class)!r})"
-        )
+        raise ValueError(f"{path}: entry {position}: {class_ref!r} is not a sentence-transformers module class")
     return module_class
 
 
 def _check_adapter_base(module_folder: Path) -> None:
-    """A LoRA adapter folder loads its base model from elsewhere: that folder is checked the same way."""
+    """A LoRA adapter's base model folder is checked the same way."""
     adapter_config = module_folder / "adapter_config.json"
     if not adapter_config.is_file():
         return
@@ -434,9 +384,8 @@ def _check_adapter_base(module_folder: Path) -> None:
     base_folder = Path(str(base)).expanduser()
     if not base_folder.is_dir():
         raise UnsafeModelError(
-            f"{adapter_config} loads its base model from {base!r}, which is not a local folder; llara_st.load "
-            "checks only local folders: load the base with llara_st.load first, or merge the adapter "
-            "(llara_st.training.merge_lora_adapter)"
+            f"{adapter_config} loads its base model from {base!r}, not a local folder that llara_st.load can check: "
+            "merge the adapter (llara_st.training.merge_lora_adapter)"
         )
     root = base_folder.resolve()
     _check_files(root, [root])
@@ -456,19 +405,16 @@ def load(
 ) -> SentenceTransformer:
     """Load a LLaRA (or any sentence-transformers) model from a folder or a Hub id without running its code.
 
-    It reads a sentence-transformers folder (instantiating llara_st and sentence-transformers module classes
-    only), an authors' LLaRA checkpoint (a causal LM whose tokenizer has ``<s1>``…``<s16>``, e.g.
-    ``BAAI/LLARA-passage``, wrapped as :func:`build_llara_model` does) or a Hub id (downloaded without pickles or
-    code; offline, from the cache). The folder is checked first: :class:`UnsafeModelError` names code, pickle
-    weights, a foreign module class or anything resolving outside the folder (docs/quickstart.md lists the checks).
+    It reads a sentence-transformers folder (llara_st and sentence-transformers module classes only) or an authors'
+    LLaRA checkpoint (a causal LM whose tokenizer has ``<s1>``…``<s16>``, e.g. ``BAAI/LLARA-passage``), a Hub id
+    downloaded without pickles or code. :class:`UnsafeModelError` names code, pickle weights, a foreign module class
+    or anything resolving outside the folder (docs/quickstart.md lists the checks).
 
     Args:
         model_kwargs: Passed to the backbone's ``from_pretrained`` (e.g. ``{"torch_dtype": "bfloat16"}``).
-        revision, token: The Hub revision and token.
         cache_folder: The Hub cache folder (default ``SENTENCE_TRANSFORMERS_HOME``, else the Hugging Face cache).
-        local_files_only: Never reach the Hub (as ``HF_HUB_OFFLINE=1`` does).
         trust_remote_code: Skip every check and load with ``SentenceTransformer(folder, trust_remote_code=True)``,
-            running the folder's code: only for models you trust that need their own classes.
+            running the folder's code.
         **kwargs: Passed to the ``SentenceTransformer`` constructor (``truncate_dim``, ...).
 
     Example::
@@ -537,10 +483,7 @@ def _load_authors_checkpoint(
         name for name in ("config_sentence_transformers.json", "sentence_bert_config.json") if (folder / name).is_file()
     ]
     if written:
-        raise FileNotFoundError(
-            f"{folder} is an incomplete sentence-transformers folder: it has {', '.join(written)} but no modules.json "
-            "(a save that was interrupted?); save the model again"
-        )
+        raise FileNotFoundError(f"{folder} is an incomplete save ({written[0]} but no modules.json): save it again")
     has_prompt_tokens = False
     if (folder / "config.json").is_file():
         from transformers import AutoTokenizer
@@ -552,9 +495,8 @@ def _load_authors_checkpoint(
             pass
     if not has_prompt_tokens:
         raise FileNotFoundError(
-            f"{folder} is not a sentence-transformers folder (it has no modules.json), nor an authors' LLaRA "
-            "checkpoint (a causal LM whose tokenizer has <s1>…<s16>). If it is a causal LM, convert it first: "
-            f"`llara-st convert {source} DST` or llara_st.convert({str(source)!r}, DST)"
+            f"{folder} is neither a sentence-transformers folder (no modules.json) nor an authors' LLaRA checkpoint "
+            f"(no <s1>…<s16>); convert a causal LM first: `llara-st convert {source} DST`"
         )
     never_remote_code = {"trust_remote_code": False}  # a config.json auto_map must not pull code in
     transformer = LLaRATransformer(
@@ -572,4 +514,4 @@ def _load_authors_checkpoint(
     )
 
 
-__all__ = ["LLARA_MODULE_CLASSES", "UnsafeModelError", "build_llara_model", "convert", "llara_module", "load"]
+__all__ = ["UnsafeModelError", "build_llara_model", "convert", "llara_module", "load"]

@@ -34,14 +34,10 @@ _PLACEHOLDER_MODEL_ID = "sentence_transformers_model_id"  # the placeholder sent
 class LLaRAModelCardData(SentenceTransformerModelCardData):
     """Model card data of a LLaRA embedder: sentence-transformers' card, told that the model is LLaRA.
 
-    Every LLaRA model built or loaded by :mod:`llara_st` carries one, so the ``README.md`` that ``model.save`` and
-    the trainer write says what the model is, that it needs ``pip install llara-st``, how to load it and embed
-    queries and documents, its evaluation results (MTEB scores through :meth:`add_evaluation_results`) and the
-    LLaRA citation (Li et al., 2023, arXiv:2312.15503).
-
-    Args:
-        evaluation_results: Scores measured outside the trainer, as :meth:`add_evaluation_results` records them.
-        **kwargs: :class:`~sentence_transformers.SentenceTransformerModelCardData` fields (``license``, ...).
+    Every LLaRA model of :mod:`llara_st` carries one, so its ``README.md`` says what the model is, that it needs
+    ``pip install llara-st``, how to embed queries and documents, evaluation results (:meth:`add_evaluation_results`)
+    and the LLaRA citation (Li et al., 2023, arXiv:2312.15503). It takes the fields of
+    :class:`~sentence_transformers.SentenceTransformerModelCardData` (``license``, ...).
 
     Example::
 
@@ -53,7 +49,7 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
         ... )
         >>> model.model_card_data.add_evaluation_results("SciFact", {"ndcg_at_10": 0.61}, split="test")
         >>> model.save("llara-smollm2")
-        >>> card = Path("llara-smollm2/README.md").read_text(encoding="utf8")  # the SciFact scores, the citation
+        >>> card = Path("llara-smollm2/README.md").read_text(encoding="utf8")
         >>> "license: apache-2.0" in card, "| ndcg_at_10 | 0.6100 |" in card, "2312.15503" in card
         (True, True, True)
     """
@@ -64,8 +60,7 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
 
     def register_model(self, model: SentenceTransformer) -> None:
         super().register_model(model)
-        # LLaRA's templates are chosen by task, not by saved prompts, so sentence-transformers cannot see that the
-        # model is asymmetric; its query/document usage example is the right one.
+        # LLaRA picks its templates by task, not saved prompts: tell sentence-transformers the model is asymmetric.
         self.ir_model = True
 
     def add_evaluation_results(
@@ -84,17 +79,8 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
             {"dataset": dataset, "split": split, "metrics": dict(metrics), "evaluated_with": evaluated_with}
         )
 
-    def set_losses(self, losses: list) -> None:
-        super().set_losses(losses)
-        self._cite_llara()
-
-    def _cite_llara(self) -> None:
-        if LLARA_CITATION not in self.citations.values():
-            self.citations = {"LLaRA": LLARA_CITATION, **self.citations}
-
     def try_to_set_base_model(self) -> None:
-        """The base model: sentence-transformers' Hub check first; offline (or when the Hub does not answer),
-        the causal LM the model was converted from, if its name or cache folder says which Hub model it is."""
+        """sentence-transformers' Hub check, else (offline) the converted causal LM's Hub id, if its path says it."""
         super().try_to_set_base_model()
         if self.base_model:
             return
@@ -143,7 +129,9 @@ class LLaRAModelCardData(SentenceTransformerModelCardData):
         return install + "```python\n" + "\n".join(lines) + "\n```"
 
     def to_dict(self) -> dict[str, Any]:
-        self._cite_llara()
+        # set_losses replaces the citations, and every card is rendered from to_dict: cite LLaRA here.
+        if LLARA_CITATION not in self.citations.values():
+            self.citations = {"LLaRA": LLARA_CITATION, **self.citations}
         card = super().to_dict()  # also cached for to_yaml, so the additions below reach the front matter too
         if self.evaluation_results:
             card["eval_metrics"] = list(card.get("eval_metrics") or []) + [
@@ -156,8 +144,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _hub_source(name_or_path: str) -> tuple[str, str | None] | None:
-    """``(hub id, revision)`` of a backbone's ``_name_or_path``: a Hub id as given, or a folder of the Hugging Face
-    cache (``…/models--{org}--{name}/snapshots/{commit}``); ``None`` for any other local folder."""
+    """``(hub id, revision)`` of a Hub id or a Hugging Face cache snapshot folder; ``None`` for other folders."""
     path = Path(name_or_path)
     if len(path.parts) >= 3 and path.parts[-2] == "snapshots" and path.parts[-3].startswith("models--"):
         repository = path.parts[-3].removeprefix("models--")
@@ -191,10 +178,8 @@ def use_llara_model_card(model: SentenceTransformer) -> LLaRAModelCardData:
     Example::
 
         >>> from sentence_transformers import SentenceTransformer
-        >>> from llara_st.model_card import LLaRAModelCardData, use_llara_model_card
+        >>> from llara_st.model_card import use_llara_model_card
         >>> model = SentenceTransformer(llara_path, trust_remote_code=True)
-        >>> type(model.model_card_data).__name__
-        'SentenceTransformerModelCardData'
         >>> card_data = use_llara_model_card(model)
         >>> model.model_card_data is card_data, "LLaRA" in card_data.task_name
         (True, True)

@@ -3,11 +3,9 @@ module, the losses and the converter.
 
 Example::
 
-    >>> from llara_st.prompts import PASSAGE_SUFFIX, PREFIX, QUERY_SUFFIX
+    >>> from llara_st.prompts import PASSAGE_SUFFIX, PREFIX
     >>> PREFIX + "The Moon pulls the oceans." + PASSAGE_SUFFIX
     '"The Moon pulls the oceans.", summarize the above passage within eight words: <s1><s2><s3><s4><s5><s6><s7><s8>'
-    >>> QUERY_SUFFIX[-20:]
-    '<s13><s14><s15><s16>'
 """
 
 from __future__ import annotations

@@ -31,6 +31,21 @@ def test_convert_adds_missing_prompt_tokens(tiny_llama_dir, tmp_path):
     assert tokenizer.tokenize("<s12>") == ["<s12>"]
 
 
+def test_adding_prompt_tokens_is_deterministic_and_leaves_the_global_rng_alone(tiny_llama_dir):
+    def prompt_rows():
+        module = llara_st.build_llara_model(str(tiny_llama_dir), device="cpu")[0]
+        ids = list(module.prompt_token_ids.values())
+        model = module.model
+        return model.get_input_embeddings().weight[ids].clone(), model.get_output_embeddings().weight[ids].clone()
+
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    first = prompt_rows()
+    assert torch.equal(torch.get_rng_state(), state)
+    second = prompt_rows()
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
 def test_convert_keeps_existing_prompt_token_ids(fixture_dir, reference_llara_dir):
     tokenizer = AutoTokenizer.from_pretrained(reference_llara_dir)
     original = AutoTokenizer.from_pretrained(fixture_dir / "model")

@@ -1,5 +1,4 @@
-"""Integrations with other libraries, each in its own module so that its optional dependency loads on use:
-:mod:`llara_st.integrations.langchain` (``LLaRAEmbeddings`` for LangChain; needs ``langchain-core``)."""
+"""Integrations with other libraries, each loading its optional dependency on use (``LLaRAEmbeddings``: LangChain)."""
 
 from __future__ import annotations
 

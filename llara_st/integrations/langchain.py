@@ -41,13 +41,11 @@ _RESERVED_ENCODE_KEYS = frozenset({"task", "convert_to_numpy", "convert_to_tenso
 
 class LLaRAEmbeddings(Embeddings):
     """A ``langchain_core.embeddings.Embeddings`` that embeds documents with LLaRA's passage template and queries
-    with its query template (Li et al., 2023, "Making Large Language Models A Better Foundation For Dense
-    Retrieval", arXiv:2312.15503).
+    with its query template (Li et al., 2023, arXiv:2312.15503).
 
     ``embed_documents`` calls the model's ``encode_document`` and ``embed_query`` its ``encode_query``, so any
-    sentence-transformers model with query/document prompts works too. LLaRA's embeddings are L2-normalised, so
-    LangChain's cosine and inner-product stores rank alike. The arguments are those of langchain-huggingface's
-    ``HuggingFaceEmbeddings``, with the same meaning; the model may also be given first, as a path or a loaded model.
+    sentence-transformers model with query/document prompts works too. The arguments are those of
+    langchain-huggingface's ``HuggingFaceEmbeddings``; the model may also be given first, as a path or a model.
 
     Args:
         model: A loaded ``SentenceTransformer``, or a folder / Hub id (as ``model_name``, loaded with the safe
@@ -62,16 +60,11 @@ class LLaRAEmbeddings(Embeddings):
 
         >>> from langchain_core.vectorstores import InMemoryVectorStore
         >>> from llara_st.integrations.langchain import LLaRAEmbeddings
-        >>> embeddings = LLaRAEmbeddings(
-        ...     model_name=llara_path,  # a LLaRA folder or Hub id, e.g. a fine-tuned "models/llara-scifact"
-        ...     model_kwargs={"device": "cpu", "model_kwargs": {"dtype": "bfloat16"}},
-        ...     encode_kwargs={"batch_size": 16},
-        ... )
+        >>> embeddings = LLaRAEmbeddings(model_name=llara_path, model_kwargs={"device": "cpu"})  # a folder or Hub id
         >>> store = InMemoryVectorStore(embeddings)
         >>> ids = store.add_texts(["Tides are caused by the Moon.", "Paris is in France."])
-        >>> hits = store.similarity_search("what causes tides?", k=1)  # a trained model finds the Moon
-        >>> len(hits), len(embeddings.embed_query("what causes tides?"))
-        (1, 64)
+        >>> len(store.similarity_search("what causes tides?", k=1))
+        1
     """
 
     def __init__(
@@ -107,10 +100,7 @@ class LLaRAEmbeddings(Embeddings):
                 target[name] = value
         for name, options in (("encode_kwargs", self.encode_kwargs), ("query_encode_kwargs", self.query_encode_kwargs)):
             if reserved := sorted(_RESERVED_ENCODE_KEYS & set(options)):
-                raise ValueError(
-                    f"{name} may not set {reserved}: embed_query uses the query template and embed_documents the "
-                    "passage template, and both return lists of floats"
-                )
+                raise ValueError(f"{name} may not set {reserved}: LLaRAEmbeddings picks the template and output")
             size = options.get("batch_size", 32)
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 raise ValueError(f"batch_size must be a positive integer, got {size!r} (in {name})")
@@ -132,16 +122,14 @@ class LLaRAEmbeddings(Embeddings):
             trust_remote_code = bool(options.pop("trust_remote_code", False))
             if misplaced := sorted(_BACKBONE_KEYS & set(options)):
                 raise ValueError(
-                    f"model_kwargs keys {misplaced} are options of the backbone, not of SentenceTransformer: put them "
-                    f"one level down, as with HuggingFaceEmbeddings: model_kwargs={{'model_kwargs': "
-                    f"{{'{misplaced[0]}': ...}}}}"
+                    f"model_kwargs keys {misplaced} are options of the backbone: put them one level down, "
+                    f"model_kwargs={{'model_kwargs': {{'{misplaced[0]}': ...}}}}"
                 )
             allowed = _SAFE_LOAD_KEYS | _DOWNLOAD_KEYS | (_TRUSTED_ONLY_KEYS if trust_remote_code else frozenset())
             if unknown := sorted(set(options) - allowed):
                 hint = " (they need trust_remote_code=True)" if set(unknown) <= _TRUSTED_ONLY_KEYS else ""
                 raise ValueError(f"model_kwargs keys {unknown} are not supported{hint}; supported: {sorted(allowed)}")
-            # llara_st.load downloads a Hub id (revision, token, local_files_only, cache_folder) and checks the
-            # folder; with trust_remote_code=True it loads with SentenceTransformer(..., trust_remote_code=True).
+            # llara_st.load downloads a Hub id and checks the folder, unless trust_remote_code=True.
             self.model = load(model, cache_folder=self.cache_folder, trust_remote_code=trust_remote_code, **options)
         else:
             raise TypeError(f"model must be a SentenceTransformer or a path, got {type(model).__name__}")

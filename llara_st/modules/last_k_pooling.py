@@ -11,10 +11,9 @@ from llara_st.prompts import NUM_PROMPT_TOKENS
 
 
 class LastKPooling(Module):
-    """LLaRA pooling: the mean of ``token_embeddings`` over the last ``num_tokens`` positions whose attention
-    mask is 1, i.e. over the 8 prompt tokens ``<s1>``…``<s8>`` (passages) or ``<s9>``…``<s16>`` (queries) that
-    end every LLaRA input, whatever the padding side. The mean is computed in float32 and returned in the input
-    dtype. A ``num_tokens`` other than the input module's ``features["prompt_token_count"]`` is refused.
+    """LLaRA pooling: the float32 mean of ``token_embeddings`` over the last ``num_tokens`` real positions (the 8
+    prompt tokens ending every LLaRA input), in the input dtype, whatever the padding side. A ``num_tokens`` other
+    than the input module's ``features["prompt_token_count"]`` is refused.
 
     Example::
 
@@ -44,8 +43,7 @@ class LastKPooling(Module):
         if prompt_token_count is not None and prompt_token_count != self.num_tokens:
             raise ValueError(
                 f"LastKPooling averages the last {self.num_tokens} tokens, but every LLaRA template ends with "
-                f"{prompt_token_count} prompt tokens (<s1>…<s8> for passages, <s9>…<s16> for queries): use "
-                f"LastKPooling(num_tokens={prompt_token_count})"
+                f"{prompt_token_count} prompt tokens: use LastKPooling(num_tokens={prompt_token_count})"
             )
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

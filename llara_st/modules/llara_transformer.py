@@ -28,8 +28,7 @@ from llara_st.prompts import (
 
 logger = logging.getLogger(__name__)
 
-Side = Literal["query", "passage", "raw"]
-# "raw": the text alone with the tokenizer's own special tokens, no template (what the adaptation loss reads).
+Side = Literal["query", "passage", "raw"]  # "raw": the text alone, no template (what the adaptation loss reads)
 _TASK_TO_SIDE: dict[str | None, Side] = {
     None: "passage",
     "document": "passage",
@@ -39,50 +38,46 @@ _TASK_TO_SIDE: dict[str | None, Side] = {
 }
 
 
+def _max_length_property(side: Side) -> property:
+    """Max tokens of a ``side`` input, prefix and suffix included, checked when set."""
+
+    def setter(self: LLaRATransformer, value: int) -> None:
+        setattr(self, f"_{side}_max_length", self._checked_max_length(side, value))
+
+    return property(lambda self: getattr(self, f"_{side}_max_length"), setter, doc=f"Max tokens of a {side} input.")
+
+
 class LLaRATransformer(Transformer):
-    """Input module of a LLaRA embedder (Li et al., 2023, "Making Large Language Models A Better Foundation
-    For Dense Retrieval", arXiv:2312.15503).
+    """Input module of a LLaRA embedder (Li et al., 2023, arXiv:2312.15503).
 
-    Each text becomes ``prefix + text + suffix`` token by token: the prefix ``"`` tokenised with the
-    tokenizer's own special tokens (BOS for Llama-2; nothing for SmolLM2), the text without special tokens,
-    and the passage suffix ``", summarize the above passage within eight words: <s1>…<s8>`` or the query
-    suffix ``", predict the following passage within eight words: <s9>…<s16>``. The text is truncated so that
-    the whole input fits the side's max length; the suffix is never cut. Rows are right-padded. The module
-    returns the last layer's hidden states (after the final norm) as ``token_embeddings``;
-    :class:`~llara_st.modules.LastKPooling` averages the last 8 of them.
+    Each text becomes ``prefix + text + suffix`` token by token: the prefix ``"`` with the tokenizer's own special
+    tokens (BOS for Llama-2), the text, and the passage suffix ``", summarize the above passage within eight words:
+    <s1>…<s8>`` or the query suffix ``", predict the following passage within eight words: <s9>…<s16>``. Only the
+    text is truncated; rows are right-padded. It returns the last hidden states (after the final norm) as
+    ``token_embeddings``, of which :class:`~llara_st.modules.LastKPooling` averages the last 8.
 
-    The template follows the call's ``task``: ``encode_query`` gives the query template, ``encode_document``
-    and plain ``encode`` the passage one; a prompt without a task (``encode(texts, prompt_name=...)``) is
-    refused, since the prompt name never reaches the module. ``task="raw"`` (the text alone) gives no
-    embedding: its forward pass needs the 4D ``attention_bias`` that
-    :class:`~llara_st.losses.EBAEEBARDataCollator` builds for :class:`~llara_st.losses.EBAEEBARLoss`.
-
-    Thread-safe: the task and max length travel with each call and tokenisation uses private copies of the
-    tokenizer's backend, so ``encode_query`` and ``encode_document`` may run at the same time on one model.
+    ``encode_query`` gives the query template, ``encode_document`` and ``encode`` the passage one; a prompt without
+    a task is refused. ``task="raw"`` (the text alone) gives no embedding: its forward needs the 4D
+    ``attention_bias`` of :class:`~llara_st.losses.EBAEEBARDataCollator`. Thread-safe: the task and max length
+    travel with each call and tokenisation uses private copies of the tokenizer's backend.
 
     Args:
-        model_name_or_path: A causal LM (folder or Hub id), loaded with its LM head (the adaptation losses
-            need it); its tokenizer must hold ``<s1>``…``<s16>``.
-        query_max_length: Max tokens of a query input, prefix and suffix included (reference 64), at most the
-            backbone's ``max_position_embeddings``.
+        model_name_or_path: A causal LM (folder or Hub id), loaded with its LM head; its tokenizer must hold
+            ``<s1>``…``<s16>``.
+        query_max_length: Max tokens of a query input, prefix and suffix included (reference 64).
         passage_max_length: Same for passages (reference 160).
         prefix, passage_suffix, query_suffix: The templates; each suffix must end with its 8 prompt tokens.
-        add_prompt_tokens: Add any of ``<s1>``…``<s16>`` the tokenizer lacks as special tokens and resize the
-            embeddings (what ``llara-st convert`` does). Tokens already present keep their ids.
-        **kwargs: Passed to :class:`sentence_transformers.base.modules.Transformer`.
+        add_prompt_tokens: Add the missing ``<s1>``…``<s16>`` as special tokens and resize the embeddings.
 
     Example::
 
         >>> from sentence_transformers import SentenceTransformer
         >>> from sentence_transformers.base.modules import Normalize
         >>> from llara_st.modules import LastKPooling, LLaRATransformer
-        >>> # causal_lm_path: a causal LM folder or Hub id, e.g. "meta-llama/Llama-2-7b-hf"
-        >>> transformer = LLaRATransformer(causal_lm_path, add_prompt_tokens=True)
+        >>> transformer = LLaRATransformer(causal_lm_path, add_prompt_tokens=True)  # e.g. "meta-llama/Llama-2-7b-hf"
         >>> model = SentenceTransformer(modules=[transformer, LastKPooling(), Normalize()])
         >>> model.encode_query(["what causes tides?"]).shape == (1, transformer.get_embedding_dimension())
         True
-        >>> transformer.tokenizer.convert_ids_to_tokens(transformer.suffix_ids("query"))[-8:]
-        ['<s9>', '<s10>', '<s11>', '<s12>', '<s13>', '<s14>', '<s15>', '<s16>']
     """
 
     config_keys: list[str] = Transformer.config_keys + [
@@ -110,8 +105,7 @@ class LLaRATransformer(Transformer):
         kwargs.setdefault("transformer_task", "text-generation")
         if kwargs["transformer_task"] != "text-generation":
             raise ValueError(
-                f"LLaRATransformer needs transformer_task='text-generation' (a causal LM with its output "
-                f"head), got {kwargs['transformer_task']!r}"
+                f"LLaRATransformer needs transformer_task='text-generation', got {kwargs['transformer_task']!r}"
             )
         kwargs.setdefault("modality_config", {"text": {"method": "forward", "method_output_name": None}})
         kwargs.setdefault("module_output_name", "token_embeddings")
@@ -124,27 +118,30 @@ class LLaRATransformer(Transformer):
         missing = [token for token in PROMPT_TOKENS if token not in vocab]
         if missing and not add_prompt_tokens:
             raise ValueError(
-                f"The tokenizer of this model lacks the LLaRA prompt tokens {missing}. Convert the causal LM "
-                "first (`llara-st convert SRC DST` or `llara_st.convert(SRC, DST)`), or pass "
-                "add_prompt_tokens=True."
+                f"The tokenizer lacks the LLaRA prompt tokens {missing}: convert the causal LM first "
+                "(`llara-st convert SRC DST`), or pass add_prompt_tokens=True"
             )
         if missing:
             tokenizer.add_special_tokens(
                 {"extra_special_tokens": [AddedToken(token, special=True) for token in missing]},
                 replace_extra_special_tokens=False,
             )
-            # Mean-initialised new rows; training must make them trainable (see docs/adaptation.md).
-            self.model.resize_token_embeddings(len(tokenizer))
+            # Mean-initialised new rows; training must make them trainable (see docs/adaptation.md). Their tiny
+            # noise is drawn with a fixed seed, so two conversions agree, in forked RNGs that the caller keeps.
+            devices = sorted({param.device.index for param in self.model.parameters() if param.device.type == "cuda"})
+            with torch.random.fork_rng(devices=devices):
+                torch.random.default_generator.manual_seed(0)
+                for index in devices:
+                    torch.cuda.default_generators[index].manual_seed(0)
+                self.model.resize_token_embeddings(len(tokenizer))
             logger.info("Added %d LLaRA prompt tokens and resized the embeddings", len(missing))
         if tokenizer.pad_token_id is None:
-            # The reference pads Llama-2 with <unk>; models without one (SmolLM2) pad with EOS. Pads are
-            # masked out, so the choice never reaches an embedding.
+            # The reference pads Llama-2 with <unk>, else EOS; pads are masked out, never reaching an embedding.
             fallback = tokenizer.unk_token or tokenizer.eos_token
             if fallback is None:
                 raise ValueError("The tokenizer has no pad, unk or eos token to pad with")
             tokenizer.pad_token = fallback
-        # Right padding: sentence-transformers strips trailing padding from token embeddings, and positions and
-        # pooling follow the attention mask, so the embeddings do not depend on the padding side.
+        # Positions and pooling follow the attention mask, so the padding side never changes an embedding.
         tokenizer.padding_side = "right"
         self._prefix_ids = tokenizer(prefix, add_special_tokens=True)["input_ids"]
         self._suffix_ids: dict[Side, list[int]] = {
@@ -159,9 +156,8 @@ class LLaRATransformer(Transformer):
             ending = self._suffix_ids[side][-len(prompt_tokens) :]
             if ending != tokenizer.convert_tokens_to_ids(prompt_tokens):
                 raise ValueError(
-                    f"The {side} suffix must end with the prompt tokens {''.join(prompt_tokens)}, which "
-                    f"LastKPooling averages; {side}_suffix={suffix!r} ends with the tokens "
-                    f"{tokenizer.convert_ids_to_tokens(ending)}"
+                    f"The {side} suffix must end with the prompt tokens {''.join(prompt_tokens)}, which LastKPooling "
+                    f"averages; {side}_suffix={suffix!r} ends with {tokenizer.convert_ids_to_tokens(ending)}"
                 )
         # Private truncating copies of the backend tokenizer, one per max length, never reconfigured once made.
         self._encoders: dict[int, Tokenizer] = {}
@@ -195,8 +191,7 @@ class LLaRATransformer(Transformer):
         limit = self.max_position_embeddings
         if limit is not None and length > limit:
             raise ValueError(
-                f"{setting}={length} exceeds the backbone's max_position_embeddings={limit}: longer inputs "
-                f"would reach positions the model was never trained on. Use at most {limit}."
+                f"{setting}={length} exceeds the backbone's max_position_embeddings={limit}: use at most {limit}"
             )
 
     def _checked_max_length(self, side: Side, value: int) -> int:
@@ -219,28 +214,12 @@ class LLaRATransformer(Transformer):
             )
         return max_length - template_length
 
-    @property
-    def query_max_length(self) -> int:
-        """Max tokens of a query input, prefix and suffix included."""
-        return self._query_max_length
-
-    @query_max_length.setter
-    def query_max_length(self, value: int) -> None:
-        self._query_max_length = self._checked_max_length("query", value)
-
-    @property
-    def passage_max_length(self) -> int:
-        """Max tokens of a passage (document) input, prefix and suffix included."""
-        return self._passage_max_length
-
-    @passage_max_length.setter
-    def passage_max_length(self, value: int) -> None:
-        self._passage_max_length = self._checked_max_length("passage", value)
+    query_max_length = _max_length_property("query")
+    passage_max_length = _max_length_property("passage")
 
     @property
     def max_seq_length(self) -> int:
-        """The larger of ``passage_max_length`` and ``query_max_length``. Setting it sets ``passage_max_length``
-        and caps ``query_max_length`` at the same value, so that reading it back gives the value set."""
+        """The larger max length; setting it sets ``passage_max_length`` and caps ``query_max_length`` at it."""
         return max(self.query_max_length, self.passage_max_length)
 
     @max_seq_length.setter
@@ -252,15 +231,13 @@ class LLaRATransformer(Transformer):
         self._passage_max_length, self._query_max_length = passage_max_length, query_max_length
 
     def _encode_ids(self, texts: list[str], max_length: int, add_special_tokens: bool) -> list[list[int]]:
-        """Token ids of each text, truncated to ``max_length`` as the tokenizer truncates."""
         if not self.tokenizer.is_fast:  # Python tokenizers truncate per call and keep no state between calls
             encoded = self.tokenizer(
                 texts, add_special_tokens=add_special_tokens, truncation=True, max_length=max_length
             )
             return encoded["input_ids"]
-        # A fast tokenizer's truncation is state of its shared backend, which every call with another max length
-        # reconfigures: two threads tokenising queries and documents would cut each other's texts. Each max
-        # length gets its own copy of the backend, configured once, as the tokenizer would configure it.
+        # A fast tokenizer's truncation is state of its shared backend, so two threads would cut each other's
+        # texts: each max length gets its own copy of the backend, configured once as the tokenizer would.
         encoder = self._encoders.get(max_length)
         if encoder is None:
             encoder = copy.deepcopy(self.tokenizer.backend_tokenizer)
@@ -270,13 +247,11 @@ class LLaRATransformer(Transformer):
             )
             encoder.encode_special_tokens = bool(getattr(self.tokenizer, "split_special_tokens", False))
             self._encoders[max_length] = encoder
-        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets, which nothing here reads.
-        encode_batch = getattr(encoder, "encode_batch_fast", encoder.encode_batch)
-        return [encoding.ids for encoding in encode_batch(texts, add_special_tokens=add_special_tokens)]
+        # encode_batch_fast skips the character offsets, which nothing here reads.
+        return [encoding.ids for encoding in encoder.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
 
     def tokenize_plain(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
-        """Token ids of each text alone, without special tokens or template, truncated to ``max_length``
-        (what :class:`~llara_st.losses.EBAEEBARDataCollator` places between the templates)."""
+        """Token ids of each text alone, without special tokens or template, truncated to ``max_length``."""
         if max_length < 1:
             raise ValueError(f"max_length must be at least 1, got {max_length}")
         return self._encode_ids(list(texts), max_length, add_special_tokens=False) if texts else []
@@ -285,9 +260,7 @@ class LLaRATransformer(Transformer):
         """Token ids of ``prefix + text + suffix`` for each text, unpadded, the text truncated to fit."""
         for position, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(
-                    f"LLaRA embeds strings; the input at position {position} is {type(text).__name__}: {text!r:.80}"
-                )
+                raise TypeError(f"LLaRA embeds strings; position {position} is {type(text).__name__}: {text!r:.80}")
         budget = self._text_budget(side, max_length)
         if not texts:
             return []
@@ -318,27 +291,22 @@ class LLaRATransformer(Transformer):
         """Token ids and attention mask for ``inputs`` under the template that ``task`` selects.
 
         Args:
-            prompt: An instruction placed before each text, inside the quotes (LLaRA itself uses none); needs
-                a ``task``.
+            prompt: An instruction placed before each text, inside the quotes; needs a ``task``.
             task: ``"query"``; ``"document"``, ``"passage"`` or None for the passage template; ``"raw"`` for the
-                text alone with the tokenizer's special tokens (truncated to the passage max length).
+                text alone with the tokenizer's special tokens.
             max_length: Overrides the side's max length (prefix and suffix included).
         """
         if isinstance(inputs, str):
             raise TypeError("preprocess takes a list of strings, not a single string")
         if prompt is not None and task is None:
             raise ValueError(
-                "LLaRA picks its query or passage template by task, not by prompt: encode(..., prompt_name=...) or "
-                "encode(..., prompt=...) alone would embed every text as a passage. Use model.encode_query(texts) "
+                "LLaRA picks its query or passage template by task, not by prompt: use model.encode_query(texts) "
                 "or model.encode_document(texts), or pass task='query' / task='document' to encode()."
             )
         if not inputs:
             return {}
         if task not in _TASK_TO_SIDE:
-            raise ValueError(
-                f"Unknown task {task!r}: LLaRA embeds 'query' with the query template and "
-                "'document'/'passage' (or no task) with the passage template"
-            )
+            raise ValueError(f"Unknown task {task!r}: LLaRA takes 'query', 'document'/'passage' (or no task)")
         side = _TASK_TO_SIDE[task]
         texts = list(inputs)
         if prompt:
@@ -358,25 +326,22 @@ class LLaRATransformer(Transformer):
         task = task if task is not None else features.get("task")
         if task == "raw" and "attention_bias" not in features:
             raise ValueError(
-                "task='raw' tokenises the text alone, without the LLaRA template; it gives no LLaRA embedding (the "
-                "adaptation input is EBAEEBARDataCollator's). Use encode_query / encode_document."
+                "task='raw' tokenises the text alone, without the LLaRA template; it gives no LLaRA embedding. "
+                "Use encode_query / encode_document."
             )
         if self.training and task is None:
             logger.warning_once(
-                "LLaRA is training on a column that reached it without a task, so it got the passage template. "
-                "Queries need the query template: set `router_mapping` in the training arguments, e.g. "
-                "{'anchor': 'query', 'positive': 'document', 'negative': 'document'}."
+                "LLaRA got a training column without a task, so the passage template: set the training arguments' "
+                "`router_mapping`, e.g. {'anchor': 'query', 'positive': 'document', 'negative': 'document'}."
             )
         attention_mask = features["attention_mask"]
         position_ids = features.get("position_ids")
         if position_ids is None:
             position_ids = self.position_ids_from_mask(attention_mask)
-        # A 4D mask (the adaptation input's) replaces the causal one; the 2D mask still marks real tokens. It comes
-        # through here, not around the module, so that DDP's gradient hooks see the forward.
+        # A 4D mask (the adaptation input's) replaces the causal one; it comes through here so DDP's hooks see it.
         decoder_mask = features.get("attention_bias", attention_mask)
         if decoder_mask.ndim == 4 and decoder_mask.dtype == torch.bool:
-            # Eager attention adds the mask to the scores, so it must be a float mask in the model's dtype; the
-            # dtype's minimum rather than -inf keeps a masked row free of NaN.
+            # Eager attention adds a float mask in the model's dtype; its minimum, not -inf, keeps masked rows NaN-free.
             dtype = self.model.get_input_embeddings().weight.dtype
             if not dtype.is_floating_point:  # quantised embeddings: the attention runs in the default float dtype
                 dtype = torch.get_default_dtype()
@@ -397,17 +362,15 @@ class LLaRATransformer(Transformer):
 
 
 def check_pooling_width(modules: Sequence[nn.Module]) -> None:
-    """Refuse a LLaRA model (its modules in order) whose :class:`~llara_st.modules.LastKPooling` averages other
-    than the 8 prompt tokens.
+    """Refuse a LLaRA model (its modules) whose :class:`~llara_st.modules.LastKPooling` averages other than 8 tokens.
 
     Example::
 
         >>> from llara_st.modules import LastKPooling, check_pooling_width
-        >>> check_pooling_width(model)  # a converted LLaRA model pools its 8 prompt tokens: nothing to say
         >>> check_pooling_width([model[0], LastKPooling(4)])
         Traceback (most recent call last):
             ...
-        ValueError: LastKPooling averages the last 4 tokens, but every LLaRA template ends with 8 prompt tokens ...
+        ValueError: LastKPooling averages the last 4 tokens, but every LLaRA template ends with 8 prompt tokens: use ...
     """
     modules = list(modules)
     if any(isinstance(module, LLaRATransformer) for module in modules):
