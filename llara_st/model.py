@@ -320,7 +320,8 @@ def _check_module_config_paths(module_folder: Path, folder: Path, roots: Sequenc
             raise ValueError(f"{config_path}: {section} must be a JSON object, got {type(values).__name__}")
         named += [(f"{section}.{key}", key, value) for key, value in values.items()]
     for name, key, value in named:
-        if value is None or not key.endswith(_PATH_KEY_SUFFIXES):  # every _WRITE_PATH_KEYS key has such a suffix
+        # Every _WRITE_PATH_KEYS key has such a suffix; "subfolder" has none.
+        if value is None or not (key in _FOLDER_RELATIVE_KEYS or key.endswith(_PATH_KEY_SUFFIXES)):
             continue
         if (
             key in _FOLDER_RELATIVE_KEYS

@@ -275,6 +275,8 @@ def _edit_json(path: Path, edit) -> None:
         ("model_args", "offload_folder", "offload"),  # written, even inside: the caller chooses where to write
         ("processor_kwargs", "vocab_file", "{outside}/vocab.json"),
         (None, "tokenizer_name_or_path", "{outside}"),
+        ("model_kwargs", "subfolder", "../outside"),  # was never checked: no "_folder" suffix
+        ("config_kwargs", "subfolder", "{outside}"),
     ],
 )
 def test_sentence_bert_config_naming_a_path_outside_is_refused(reference_llara_dir, tmp_path, section, key, value):
