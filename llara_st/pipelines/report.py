@@ -1,6 +1,5 @@
-"""The reproduction report from the stage files alone: ``results.json``, a markdown table with a column per split for
-every variant, the adaptation effect (paired bootstrap interval and randomisation test), wall time per stage, PNG
-plots and the configuration."""
+"""The reproduction report from the stage files alone: scores per variant and split, the adaptation effect (paired
+bootstrap interval, randomisation test), wall time per stage, plots and the configuration."""
 
 from __future__ import annotations
 
@@ -44,9 +43,7 @@ def paired_comparison(
         >>> effect = paired_comparison({"q1": 0.9, "q2": 0.5, "q3": 0.7}, {"q1": 0.8, "q2": 0.5, "q3": 0.4})
         >>> round(effect["delta"], 4), effect["num_queries"]
         (0.1333, 3)
-        >>> effect["ci_low"] <= effect["delta"] <= effect["ci_high"]
-        True
-        >>> effect["p_value"] > 0.05  # three queries are too few to call it an effect
+        >>> effect["ci_low"] <= effect["delta"] <= effect["ci_high"] and effect["p_value"] > 0.05  # too few queries
         True
     """
     common = sorted(set(treatment) & set(control))
@@ -91,8 +88,7 @@ def collect_results(
     if "full_corpus" in stages:
         full = stages["full_corpus"]["result"]
         for label, key in FULL_CORPUS_VARIANTS:
-            scores = full[key]
-            variants.setdefault(label, {}).setdefault(full["split"], {})["full"] = {k: scores[k] for k in metrics}
+            variants.setdefault(label, {}).setdefault(full["split"], {})["full"] = {k: full[key][k] for k in metrics}
     transfer = {
         label: {
             name: {key: value["scores"][key] for key in metrics}
@@ -209,23 +205,23 @@ def _markdown(results: dict[str, Any], config: dict[str, Any], metrics: Mapping[
             "Adaptation effect (adapted − unadapted, identical fine-tuning), nDCG@10 points, per query paired: "
             "bootstrap 95 % interval, two-sided randomisation-test p-value.",
             "",
-            "| evaluation | corpus | effect | 95 % interval | p | queries |",
-            "|---|---|---:|---:|---:|---:|",
         ]
-        for name, effect in results["effect"].items():
-            lines.append(
-                f"| {name} | {effect['corpus']} | {effect['mean']:+.2f} | [{effect['ci_low']:+.2f}, "
-                f"{effect['ci_high']:+.2f}] | {effect['p_value']:.3f} | {effect['num_queries']} |"
+        rows = []
+        for name, e in results["effect"].items():
+            interval = f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}]"
+            rows.append(
+                [name, e["corpus"], f"{e['mean']:+.2f}", interval, f"{e['p_value']:.3f}", str(e["num_queries"])]
             )
-    lines += ["", "## Wall time per stage", "", "| stage | minutes |", "|---|---:|"]
-    for name, seconds in results["stage_seconds"].items():
-        if name not in ON_REQUEST_STAGES:
-            lines.append(f"| {name} | {seconds / 60:.1f} |")
-    lines.append(f"| **main job** | **{results['main_job_minutes']:.1f}** |")
-    for name in ON_REQUEST_STAGES:
-        if name in results["stage_seconds"]:
-            lines.append(f"| {name} (on request, after the main job) | {results['stage_seconds'][name] / 60:.1f} |")
-    return lines
+        lines += markdown_table(["evaluation", "corpus", "effect", "95 % interval", "p", "queries"], rows, left=2)
+    seconds = results["stage_seconds"]
+    rows = [[name, f"{value / 60:.1f}"] for name, value in seconds.items() if name not in ON_REQUEST_STAGES]
+    rows.append(["**main job**", f"**{results['main_job_minutes']:.1f}**"])
+    rows += [
+        [f"{name} (on request, after the main job)", f"{seconds[name] / 60:.1f}"]
+        for name in ON_REQUEST_STAGES
+        if name in seconds
+    ]
+    return lines + ["", "## Wall time per stage", "", *markdown_table(["stage", "minutes"], rows)]
 
 
 def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[str, Any], metrics: Mapping[str, str]):

@@ -42,9 +42,8 @@ PIPELINE_KEYS = {
 
 @dataclass
 class ReproductionConfig:
-    """The pipeline's own settings (each key in docs/reproduction.md); ``adapt`` and ``finetune`` pass straight
-    through to :class:`~llara_st.training.AdaptationArguments` and :class:`~llara_st.training.FinetuneArguments`
-    (the pipeline sets only the model and output folders)."""
+    """The pipeline's own settings (docs/reproduction.md); ``adapt`` and ``finetune`` go to
+    :class:`~llara_st.training.AdaptationArguments` and :class:`~llara_st.training.FinetuneArguments`."""
 
     output_dir: str = field(default="runs/scifact-smollm2", metadata={"help": "Stage files, models, report"})
     final_model_dir: str = field(default="llara", metadata={"help": "Where the final model is copied"})
