@@ -128,11 +128,6 @@ def collect_results(
     }
 
 
-def loss_curve(log_history: list[dict[str, Any]], key: str = "loss") -> tuple[list[float], list[float]]:
-    points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
-    return [step for step, _ in points], [value for _, value in points]
-
-
 def markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
     """A markdown table's lines: the first ``left`` columns aligned left, the others right."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * left + "---:|" * (len(header) - left)]
@@ -257,18 +252,16 @@ def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[st
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    curves = [("adapt", key, key, 0) for key in ("loss", "ebae", "ebar", "lm")]
+    curves += [(f"finetune_{arm}", "loss", f"fine-tuning, {arm}", 1) for arm in ("unadapted", "adapted")]
+    for stage, key, label, axis in curves:
+        history = stages[stage]["result"].get("log_history", []) if stage in stages else []
+        points = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
+        if points:
+            axes[axis].plot(*zip(*points, strict=True), label=label)
     if "adapt" in stages:
-        for key in ("loss", "ebae", "ebar", "lm"):
-            steps, values = loss_curve(stages["adapt"]["result"].get("log_history", []), key)
-            if steps:
-                axes[0].plot(steps, values, label=key)
         axes[0].set(title="Adaptation (EBAE/EBAR) training loss", xlabel="step")
         axes[0].legend()
-    for arm in ("unadapted", "adapted"):
-        if f"finetune_{arm}" in stages:
-            steps, values = loss_curve(stages[f"finetune_{arm}"]["result"].get("log_history", []))
-            if steps:
-                axes[1].plot(steps, values, label=f"fine-tuning, {arm}")
     axes[1].set(title="Contrastive fine-tuning loss", xlabel="step")
     axes[1].legend()
     fig.tight_layout()

@@ -142,9 +142,7 @@ class ReproductionPipeline(StageRunner):
 
         >>> from pathlib import Path
         >>> from llara_st.pipelines.reproduction import ReproductionPipeline, parse_reproduction_config
-        >>> _ = Path("documents.txt").write_text(
-        ...     "The tides rise and fall as the Moon pulls on the oceans.\\n\\nBees dance to show where flowers are."
-        ... )
+        >>> _ = Path("documents.txt").write_text("The Moon pulls the oceans into tides.\\n\\nBees dance for flowers.")
         >>> _ = Path("reproduce.yaml").write_text(
         ...     f'''
         ... output_dir: run
@@ -305,8 +303,7 @@ class ReproductionPipeline(StageRunner):
         return {"corpus": self.corpus, "bm25": bm25, "all-MiniLM-L6-v2": minilm["scores"]}
 
     def full_corpus(self) -> dict[str, Any]:
-        """On request: BM25, all-MiniLM-L6-v2 and the final model on the full corpus of ``beir_dir``, split
-        ``full_corpus_split``; the report is written again with them (a "full" column)."""
+        """On request: BM25, all-MiniLM-L6-v2 and the final model on split ``full_corpus_split`` of ``beir_dir``."""
         config, split = self.config, self.config.full_corpus_split
         materialize_beir_folder(config.beir_dir, [split])
         result = {"split": split, "bm25": evaluate_bm25(config.beir_dir, split, self.out / "mteb")}
@@ -353,8 +350,7 @@ class ReproductionPipeline(StageRunner):
         return {"report": str(readme), "final_model": str(final)}
 
     def save_final_model(self, final: Path) -> None:
-        """Save the adapted, fine-tuned model to ``final`` with its MTEB scores (every split, transfer folders) on a
-        model card written anew (the fine-tuning run's card stays in ``models/finetune-adapted/final``)."""
+        """Save the adapted, fine-tuned model to ``final`` with its MTEB scores on a model card written anew."""
         model = llara_st.load(self.result("finetune_adapted")["model"])  # in the dtype it was saved in
         card = use_llara_model_card(model)
         evaluation = self.result("eval_adapted")
