@@ -66,14 +66,9 @@ def scifact_dev_query_ids(train_query_ids: Iterable[str]) -> set[str]:
         >>> len(dev), sorted(dev, key=int)[:3]
         (200, ['9', '15', '22'])
     """
-    ids = sorted(
-        set(train_query_ids), key=lambda query_id: hashlib.sha1(f"scifact-dev-{query_id}".encode()).hexdigest()
-    )
+    ids = sorted(set(train_query_ids), key=lambda query: hashlib.sha1(f"scifact-dev-{query}".encode()).hexdigest())
     if len(ids) <= SCIFACT_DEV_QUERIES:
-        raise ValueError(
-            f"SciFact's train qrels have {len(ids)} queries; the dev split takes {SCIFACT_DEV_QUERIES} of them and "
-            "needs more (BEIR's train split has 809)"
-        )
+        raise ValueError(f"SciFact's train qrels have {len(ids)} queries: too few for {SCIFACT_DEV_QUERIES} dev ones")
     return set(ids[:SCIFACT_DEV_QUERIES])
 
 

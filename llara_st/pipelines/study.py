@@ -86,16 +86,8 @@ class SeedStudy(StageRunner):
         ... finetune: {{lora: false, max_steps: 1, group_size: 2, mining_retriever: self, mining_range_min: 0}}
         ... '''
         ... )  # mining_retriever self: mine with the model itself (default: BM25)
-        >>> config = parse_study_config(
-        ...     {
-        ...         "reproduction_config": "reproduction.yaml",
-        ...         "output_dir": "study",
-        ...         "seeds": [1, 2],
-        ...         "evaluations": [{"folder": beir_path, "split": "dev"}],
-        ...         "finetune": {"temperature": 0.05},  # overrides of the reproduction's finetune section
-        ...     }
-        ... )
-        >>> study = SeedStudy(config)
+        >>> config = {"reproduction_config": "reproduction.yaml", "output_dir": "study", "seeds": [1, 2]}
+        >>> study = SeedStudy(parse_study_config(config | {"evaluations": [{"folder": beir_path, "split": "dev"}]}))
         >>> list(study.stages)
         ['finetune_unadapted_seed1', 'eval_unadapted_seed1', 'finetune_adapted_seed1', 'eval_adapted_seed1',
          'finetune_unadapted_seed2', 'eval_unadapted_seed2', 'finetune_adapted_seed2', 'eval_adapted_seed2', 'report']
