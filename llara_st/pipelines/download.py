@@ -74,14 +74,11 @@ def scifact_dev_query_ids(train_query_ids: Iterable[str]) -> set[str]:
 
 def _split_dev(train: dict[str, dict[str, int]]) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
     dev_ids = scifact_dev_query_ids(train)
-    return (
-        {query_id: docs for query_id, docs in train.items() if query_id not in dev_ids},
-        {query_id: docs for query_id, docs in train.items() if query_id in dev_ids},
-    )
+    dev = {query_id: docs for query_id, docs in train.items() if query_id in dev_ids}
+    return {query_id: docs for query_id, docs in train.items() if query_id not in dev_ids}, dev
 
 
 def _write_qrels(path: Path, qrels: dict[str, dict[str, int]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf8", newline="") as handle:
         handle.write("query-id\tcorpus-id\tscore\n")
         for query_id in sorted(qrels):

@@ -55,8 +55,7 @@ def write_wikitext103(out_dir: str | os.PathLike, zip_path: str | os.PathLike | 
 
         rows = load_dataset(*WIKITEXT_HUB, split="train")
         with partial.open("w", encoding="utf8", newline="") as handle:
-            for text in rows["text"]:
-                handle.write(text)
+            handle.writelines(rows["text"])
 
     _replace_atomically(target, write)
     logger.info("Wrote %s", target)

@@ -169,6 +169,7 @@ class ReproductionPipeline(StageRunner):
     def __init__(self, config: ReproductionConfig) -> None:
         self.config = config
         self.models = Path(config.output_dir) / "models"
+        self.corpus = evaluated_corpus(asdict(config))  # "full" or "sub": what the evaluation stages score on
         adaptation = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
         check_replaceable(config.final_model_dir, "final_model_dir")  # and a folder it may not replace
         # Local files first, all named in one error; an absent scifact/nfcorpus folder is then written from MTEB's
@@ -266,11 +267,6 @@ class ReproductionPipeline(StageRunner):
             # One cache per model fingerprint and folder: the second split reuses the corpus embeddings.
             embedding_cache=self.out / "embedding-cache",
         )
-
-    @property
-    def corpus(self) -> str:
-        """``"full"`` or ``"sub"``: which corpus the evaluation stages score on."""
-        return evaluated_corpus(asdict(self.config))
 
     def eval_folder(self) -> str:
         """The BEIR folder of the evaluation stages: ``beir_dir``, or its fixed sub-corpus (written once)."""

@@ -188,13 +188,10 @@ def summarise_study(evaluations: dict[str, dict[str, Any]], seeds: list[int]) ->
         per_arm = {
             arm: [evaluations[f"eval_{arm}_seed{s}"]["scores"][name]["ndcg_at_10"] for s in seeds] for arm in ARMS
         }
-        effect = [a - u for a, u in zip(per_arm["adapted"], per_arm["unadapted"], strict=True)]
+        per_arm["effect"] = [a - u for a, u in zip(per_arm["adapted"], per_arm["unadapted"], strict=True)]
         summary["evaluations"][name] = {
-            **{
-                arm: {"per_seed": values, "mean": statistics.mean(values), "sd": statistics.stdev(values)}
-                for arm, values in per_arm.items()
-            },
-            "effect": {"per_seed": effect, "mean": statistics.mean(effect), "sd": statistics.stdev(effect)},
+            key: {"per_seed": values, "mean": statistics.mean(values), "sd": statistics.stdev(values)}
+            for key, values in per_arm.items()
         }
         if all("per_query" in evaluation for evaluation in evaluations.values()):
             # Pooled over seeds: each query's nDCG@10 averaged over the seeds, per arm, then paired over queries.
