@@ -9,8 +9,8 @@ import logging
 import os
 import shutil
 import uuid
+from collections import namedtuple
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,8 @@ BEIR_DOWNLOAD_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/d
 SCIFACT_DEV_QUERIES = 200
 
 
-@dataclass(frozen=True)
-class MTEBSource:
-    """A BEIR folder from MTEB's task ``task_name``: the splits loaded from the Hub, and those written to ``qrels/``."""
-
-    task_name: str
-    hub_splits: tuple[str, ...]
-    splits: tuple[str, ...]
-
-
+#: A BEIR folder from MTEB's task ``task_name``: the splits loaded from the Hub, and those written to ``qrels/``.
+MTEBSource = namedtuple("MTEBSource", "task_name hub_splits splits")
 #: BEIR folders that can be built from MTEB, by folder name (as in ``../shared/data/{name}``).
 MTEB_SOURCES = {
     "scifact": MTEBSource("SciFact", hub_splits=("train", "test"), splits=("train", "dev", "test")),

@@ -154,9 +154,6 @@ class ReproductionPipeline(StageRunner):
         ... '''
         ... )
         >>> pipeline = ReproductionPipeline(parse_reproduction_config("reproduce.yaml"))
-        >>> list(pipeline.stages)
-        ['prepare', 'baselines', 'adapt', 'mine', 'finetune_unadapted', 'finetune_adapted', 'eval_unadapted',
-         'eval_adapted', 'report', 'full_corpus']
         >>> pipeline.run_stage("adapt")["model"]  # "prepare" (convert the causal LM) runs first
         {...'train_loss': ...}
         'run/models/llara-adapted'

@@ -88,9 +88,6 @@ class SeedStudy(StageRunner):
         ... )  # mining_retriever self: mine with the model itself (default: BM25)
         >>> config = {"reproduction_config": "reproduction.yaml", "output_dir": "study", "seeds": [1, 2]}
         >>> study = SeedStudy(parse_study_config(config | {"evaluations": [{"folder": beir_path, "split": "dev"}]}))
-        >>> list(study.stages)
-        ['finetune_unadapted_seed1', 'eval_unadapted_seed1', 'finetune_adapted_seed1', 'eval_adapted_seed1',
-         'finetune_unadapted_seed2', 'eval_unadapted_seed2', 'finetune_adapted_seed2', 'eval_adapted_seed2', 'report']
         >>> study.run_stage("finetune_unadapted_seed1")["model"]  # the reproduction's "prepare" and "mine" run first
         {...'train_loss': ...}
         'study/models/finetune-unadapted-seed1/final'
