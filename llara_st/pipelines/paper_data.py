@@ -170,9 +170,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     msmarco.add_argument("--qrels", help="qrels.train.tsv")
     msmarco.add_argument("--hub", action="store_true", help=f"convert {MSMARCO_HUB} instead of mining")
     msmarco.add_argument("--retriever", default="bm25", help="'bm25' or a sentence-transformers model to mine with")
-    integers = {"num-negatives": 15, "range-min": 10, "range-max": 200, "max-queries": None, "seed": 42}
-    for flag, default in integers.items():
-        msmarco.add_argument(f"--{flag}", type=int, default=default)
+    integers = ("num_negatives", "range_min", "range_max", "max_queries", "seed")
+    for name in integers:  # unset: write_msmarco_hard_negatives's default
+        msmarco.add_argument(f"--{name.replace('_', '-')}", type=int, default=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.command == "wikitext103":
@@ -187,16 +187,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         import llara_st
 
         retriever = llara_st.load(retriever)  # a LLaRA folder (its query/passage templates) or any ST model
-    return write_msmarco_hard_negatives(
-        args.out,
-        *files,
-        retriever=retriever,
-        num_negatives=args.num_negatives,
-        range_min=args.range_min,
-        range_max=args.range_max,
-        max_queries=args.max_queries,
-        seed=args.seed,
-    )
+    options = {name: value for name, value in vars(args).items() if name in integers}
+    return write_msmarco_hard_negatives(args.out, *files, retriever=retriever, **options)
 
 
 if __name__ == "__main__":
