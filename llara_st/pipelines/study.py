@@ -4,7 +4,6 @@ mean ± sd per arm and of the seed-paired effect, and a paired test over queries
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import statistics
@@ -27,7 +26,6 @@ from llara_st.pipelines.reproduction import (
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
 
-logger = logging.getLogger(__name__)
 ARMS = ("unadapted", "adapted")
 EVALUATION_KEYS = {"folder", "split", "corpus_size", "max_queries"}
 
