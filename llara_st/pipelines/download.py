@@ -50,9 +50,7 @@ def download_instructions(folder: str | os.PathLike) -> str:
 
 def scifact_dev_query_ids(train_query_ids: Iterable[str]) -> set[str]:
     """This project's SciFact ``dev`` split (not on the Hub): the :data:`SCIFACT_DEV_QUERIES` train queries whose
-    ``sha1("scifact-dev-{id}")`` hex digests sort first (it gives ``../shared/data/scifact/qrels/dev.tsv`` exactly).
-
-    Example::
+    ``sha1("scifact-dev-{id}")`` hex digests sort first (it gives ``../shared/data/scifact/qrels/dev.tsv`` exactly)::
 
         >>> from llara_st.pipelines.download import scifact_dev_query_ids
         >>> dev = scifact_dev_query_ids(str(number) for number in range(1000))

@@ -35,9 +35,7 @@ def paired_comparison(
 ) -> dict[str, float]:
     """Mean per-query difference ``treatment - control`` (``{query_id: score}`` each, e.g. nDCG@10) over the queries
     both score, with a paired bootstrap 95 % interval and the two-sided p-value of a paired randomisation (sign-flip)
-    test, each from ``resamples`` draws seeded by ``seed``.
-
-    Example::
+    test, each from ``resamples`` draws seeded by ``seed``::
 
         >>> from llara_st.pipelines.report import paired_comparison
         >>> effect = paired_comparison({"q1": 0.9, "q2": 0.5, "q3": 0.7}, {"q1": 0.8, "q2": 0.5, "q3": 0.4})

@@ -367,9 +367,8 @@ def load_for_evaluation(model_dir: str, bf16: str) -> Any:
 def score_split(
     model: Any, folder: str | os.PathLike, split: str, output: Path, *, per_query: bool, **kwargs: Any
 ) -> dict[str, Any]:
-    """MTEB's headline scores of ``model`` on one split of a BEIR folder (results under ``output``) and, with
-    ``per_query``, each query's nDCG@10 from this model's saved rankings. ``kwargs`` go to
-    :func:`~llara_st.evaluation.evaluate_beir` (``model_name``, ``batch_size``, ``embedding_cache``, ...)."""
+    """MTEB's headline scores of ``model`` on a BEIR split (results under ``output``) and, with ``per_query``,
+    each query's nDCG@10 from its saved rankings; ``kwargs`` go to :func:`~llara_st.evaluation.evaluate_beir`."""
     predictions = output / "predictions" / f"{Path(folder).name}_predictions.json"
     if per_query:
         predictions.unlink(missing_ok=True)  # another model's rankings must never be read as this one's
