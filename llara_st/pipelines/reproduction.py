@@ -124,8 +124,7 @@ class StageRunner:
         }
 
     def train(self, run: Callable[..., str], args: Any, **kwargs: Any) -> dict[str, Any]:
-        """A training stage: ``run(args, **kwargs)`` (``run_adaptation``, ``run_finetuning``), resumed from the
-        newest checkpoint of an unfinished run or, when forced, started afresh; the model and the logged losses."""
+        """``run(args, **kwargs)`` resumed from an unfinished run's checkpoint or, when forced, started afresh."""
         if self.forced:
             args.overwrite_output_dir = True
         elif any(Path(args.output_dir).glob("checkpoint-*")):
