@@ -41,10 +41,7 @@ def download_instructions(folder: str | os.PathLike) -> str:
         "the config at another folder."
     )
     if folder.name.lower() == "scifact":
-        text += (
-            f" BEIR's scifact.zip has no dev split: this project's dev is {SCIFACT_DEV_QUERIES} of its train queries "
-            "(llara_st.pipelines.download.split_scifact_dev(folder) moves them from qrels/train.tsv to qrels/dev.tsv)."
-        )
+        text += " BEIR's scifact.zip has no dev split: llara_st.pipelines.download.split_scifact_dev(folder) makes it."
     return text
 
 
@@ -126,8 +123,7 @@ def materialize_beir_folder(
 ) -> Path:
     """Make sure ``folder`` is a BEIR folder with the qrels ``splits``: one that exists is used as it is (refused,
     with what to download, if it lacks a file); an absent one is written from ``mteb.get_task(task_name)`` with
-    every split of its :data:`MTEB_SOURCES` entry (judged queries only, ids as strings) into a scratch sibling then
-    renamed, so that a reader never sees half a folder. Without the Hub a ``FileNotFoundError`` says what to do.
+    every split of its :data:`MTEB_SOURCES` entry (judged queries only, ids as strings) via a renamed scratch folder.
 
     Args:
         task_name: ``"SciFact"`` or ``"NFCorpus"``; by default, from the folder's name (``scifact``, ``nfcorpus``).

@@ -78,8 +78,7 @@ def read_msmarco_files(
     ``collection.tsv``, ``queries.train.tsv`` and ``qrels.train.tsv`` (TREC layout); ``max_queries`` keeps a
     seeded sample of the judged queries (all ~503k by default)."""
     judged: dict[str, dict[str, int]] = {}
-    for row in _read_tsv(qrels):
-        query_id, _, passage_id, score = row
+    for query_id, _, passage_id, score in _read_tsv(qrels):
         judged.setdefault(query_id, {})[passage_id] = int(score)
     if max_queries is not None and max_queries < len(judged):
         kept = random.Random(seed).sample(sorted(judged), max_queries)

@@ -269,8 +269,7 @@ class ReproductionPipeline(StageRunner):
         config = self.config
         if config.eval_corpus_size is None:
             return config.beir_dir
-        name = f"{Path(config.beir_dir).name}-sub{config.eval_corpus_size}-seed{config.corpus_seed}"
-        out = self.out / "data" / name
+        out = self.out / "data" / f"{Path(config.beir_dir).name}-sub{config.eval_corpus_size}-seed{config.corpus_seed}"
         write_sub_corpus(config.beir_dir, config.eval_splits, config.eval_corpus_size, config.corpus_seed, out)
         return str(out)
 
