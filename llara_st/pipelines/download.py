@@ -109,13 +109,7 @@ def _load_task_splits(source: MTEBSource, folder: Path) -> dict[str, Any]:
             f"BEIR folder {folder.resolve()} does not exist and MTEB's {source.task_name} task could not be "
             f"loaded from the Hugging Face Hub ({offline}: {error}). {download_instructions(folder)}"
         ) from error
-    subsets = task.dataset
-    if "default" not in subsets or set(source.hub_splits) - set(subsets["default"]):
-        splits = {name: sorted(splits) for name, splits in subsets.items()}
-        raise ValueError(
-            f"MTEB's {source.task_name} task loaded {splits}, not the 'default' subset with {source.hub_splits}"
-        )
-    return subsets["default"]
+    return task.dataset["default"]  # a monolingual task: one subset
 
 
 def materialize_beir_folder(

@@ -27,7 +27,7 @@ MSMARCO_HUB = "Tevatron/msmarco-passage"
 MSMARCO_FILES_URL = "https://microsoft.github.io/msmarco/Datasets.html (collectionandqueries.tar.gz, qrels.train.tsv)"
 
 
-def _replace_atomically(path: Path, write: Any) -> Path:
+def _replace_atomically(path: Path, write: Any) -> None:
     """``write(partial path)``, then moved to ``path``: an interrupted run leaves no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
@@ -36,7 +36,6 @@ def _replace_atomically(path: Path, write: Any) -> Path:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    return path
 
 
 def write_wikitext103(out_dir: str | os.PathLike, zip_path: str | os.PathLike | None = None) -> Path:
