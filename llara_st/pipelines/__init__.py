@@ -1,3 +1,2 @@
-"""The application on top of the library: the reproduction, the seed study and their report, and what they fetch
-(BEIR folders from MTEB, a GGUF causal LM re-saved for ``convert``). Nothing of the library below imports them;
-each module imports its optional extras (mteb, matplotlib, gguf) itself."""
+"""The application on top of the library: the reproduction, the seed study, their report and what they fetch (BEIR
+folders from MTEB, a GGUF causal LM). Nothing below imports them; each imports its optional extras itself."""

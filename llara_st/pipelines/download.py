@@ -1,11 +1,5 @@
-"""A BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``; :mod:`llara_st.data.beir`) for
-SciFact or NFCorpus, written once from MTEB's task on the Hugging Face Hub when there is no local copy; offline, an
-error says what to download and where to put it.
-
-SciFact's ``dev`` split is not on the Hub: it is the 200 of BEIR's train queries whose
-``sha1("scifact-dev-{query id}")`` hex digests sort first (:func:`scifact_dev_query_ids`); ``train`` keeps the
-other 609. NFCorpus is a held-out evaluation set here: only its ``test`` split is written.
-"""
+"""A SciFact or NFCorpus BEIR folder (:mod:`llara_st.data.beir`), written once from MTEB's task on the Hugging Face
+Hub when there is no local copy; offline, an error says what to download and where to put it."""
 
 from __future__ import annotations
 
@@ -15,8 +9,8 @@ import logging
 import os
 import shutil
 import uuid
+from collections import namedtuple
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +23,8 @@ BEIR_DOWNLOAD_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/d
 SCIFACT_DEV_QUERIES = 200
 
 
-@dataclass(frozen=True)
-class MTEBSource:
-    """How a BEIR folder is built from the MTEB retrieval task ``task_name``: the splits loaded from the Hub, and
-    the splits written to ``qrels/`` (the Hub's, or derived from them: SciFact's ``dev``)."""
-
-    task_name: str
-    hub_splits: tuple[str, ...]
-    splits: tuple[str, ...]
-
-
+#: A BEIR folder from MTEB's task ``task_name``: the splits loaded from the Hub, and those written to ``qrels/``.
+MTEBSource = namedtuple("MTEBSource", "task_name hub_splits splits")
 #: BEIR folders that can be built from MTEB, by folder name (as in ``../shared/data/{name}``).
 MTEB_SOURCES = {
     "scifact": MTEBSource("SciFact", hub_splits=("train", "test"), splits=("train", "dev", "test")),
@@ -55,45 +41,32 @@ def download_instructions(folder: str | os.PathLike) -> str:
         "the config at another folder."
     )
     if folder.name.lower() == "scifact":
-        text += (
-            f" BEIR's scifact.zip has no dev split: this project's dev is {SCIFACT_DEV_QUERIES} of its train queries "
-            "(llara_st.pipelines.download.split_scifact_dev(folder) moves them from qrels/train.tsv to qrels/dev.tsv)."
-        )
+        text += " BEIR's scifact.zip has no dev split: llara_st.pipelines.download.split_scifact_dev(folder) makes it."
     return text
 
 
 def scifact_dev_query_ids(train_query_ids: Iterable[str]) -> set[str]:
-    """The :data:`SCIFACT_DEV_QUERIES` SciFact train queries whose ``sha1("scifact-dev-{id}")`` hex digests sort
-    first: this project's ``dev`` split (no random state; it gives ``../shared/data/scifact/qrels/dev.tsv`` exactly).
-
-    Example::
+    """This project's SciFact ``dev`` split (not on the Hub): the :data:`SCIFACT_DEV_QUERIES` train queries whose
+    ``sha1("scifact-dev-{id}")`` hex digests sort first (it gives ``../shared/data/scifact/qrels/dev.tsv`` exactly)::
 
         >>> from llara_st.pipelines.download import scifact_dev_query_ids
         >>> dev = scifact_dev_query_ids(str(number) for number in range(1000))
         >>> len(dev), sorted(dev, key=int)[:3]
         (200, ['9', '15', '22'])
     """
-    ids = sorted(
-        set(train_query_ids), key=lambda query_id: hashlib.sha1(f"scifact-dev-{query_id}".encode()).hexdigest()
-    )
+    ids = sorted(set(train_query_ids), key=lambda query: hashlib.sha1(f"scifact-dev-{query}".encode()).hexdigest())
     if len(ids) <= SCIFACT_DEV_QUERIES:
-        raise ValueError(
-            f"SciFact's train qrels have {len(ids)} queries; the dev split takes {SCIFACT_DEV_QUERIES} of them and "
-            "needs more (BEIR's train split has 809)"
-        )
+        raise ValueError(f"SciFact's train qrels have {len(ids)} queries: too few for {SCIFACT_DEV_QUERIES} dev ones")
     return set(ids[:SCIFACT_DEV_QUERIES])
 
 
 def _split_dev(train: dict[str, dict[str, int]]) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
     dev_ids = scifact_dev_query_ids(train)
-    return (
-        {query_id: docs for query_id, docs in train.items() if query_id not in dev_ids},
-        {query_id: docs for query_id, docs in train.items() if query_id in dev_ids},
-    )
+    dev = {query_id: docs for query_id, docs in train.items() if query_id in dev_ids}
+    return {query_id: docs for query_id, docs in train.items() if query_id not in dev_ids}, dev
 
 
 def _write_qrels(path: Path, qrels: dict[str, dict[str, int]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf8", newline="") as handle:
         handle.write("query-id\tcorpus-id\tscore\n")
         for query_id in sorted(qrels):
@@ -102,9 +75,8 @@ def _write_qrels(path: Path, qrels: dict[str, dict[str, int]]) -> None:
 
 
 def split_scifact_dev(folder: str | os.PathLike) -> Path:
-    """Turn an unzipped BEIR ``scifact.zip`` folder into this project's layout: write ``qrels/dev.tsv`` (the
-    queries of :func:`scifact_dev_query_ids`) and rewrite ``qrels/train.tsv`` without them. A folder that already
-    has ``qrels/dev.tsv`` is refused, so that it is never split twice. Returns the folder."""
+    """Move the :func:`scifact_dev_query_ids` queries of an unzipped BEIR ``scifact.zip`` folder from
+    ``qrels/train.tsv`` to a new ``qrels/dev.tsv`` (refused if it exists: never split twice)."""
     folder = Path(folder)
     train_path, dev_path = folder / QRELS_FOLDER / "train.tsv", folder / QRELS_FOLDER / "dev.tsv"
     if dev_path.exists():
@@ -124,7 +96,7 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def _load_task_splits(source: MTEBSource, folder: Path) -> dict[str, Any]:
-    """``{hub split: mteb RetrievalSplitData}`` of the source's task; a failed download names the way offline."""
+    """``{hub split: mteb RetrievalSplitData}`` of the source's task."""
     import mteb
     from huggingface_hub import is_offline_mode
 
@@ -137,43 +109,26 @@ def _load_task_splits(source: MTEBSource, folder: Path) -> dict[str, Any]:
             f"BEIR folder {folder.resolve()} does not exist and MTEB's {source.task_name} task could not be "
             f"loaded from the Hugging Face Hub ({offline}: {error}). {download_instructions(folder)}"
         ) from error
-    subsets = task.dataset
-    if "default" not in subsets or set(source.hub_splits) - set(subsets["default"]):
-        raise ValueError(
-            f"MTEB's {source.task_name} task loaded subsets {sorted(subsets)} with splits "
-            f"{ {name: sorted(splits) for name, splits in subsets.items()} }; expected the 'default' subset with "
-            f"{list(source.hub_splits)}"
-        )
-    return subsets["default"]
+    return task.dataset["default"]  # a monolingual task: one subset
 
 
 def materialize_beir_folder(
     folder: str | os.PathLike, splits: Sequence[str] = (), task_name: str | None = None, download: bool = True
 ) -> Path:
-    """Make sure ``folder`` is a BEIR folder with ``splits``: if it does not exist, build it from MTEB's task.
-
-    A folder that exists is used as it is (and refused, with what to download, if it lacks a file ``splits``
-    need). An absent one is written from ``mteb.get_task(task_name)`` with every split of its
-    :data:`MTEB_SOURCES` entry (the queries judged in them, ids as strings) into a temporary sibling folder that
-    is then renamed, so that a reader never sees half a folder. Without the Hub (or its dataset in the local
-    ``datasets`` cache) a ``FileNotFoundError`` says what to download and where to put it.
+    """Make sure ``folder`` is a BEIR folder with the qrels ``splits``: one that exists is used as it is (refused,
+    with what to download, if it lacks a file); an absent one is written from ``mteb.get_task(task_name)`` with
+    every split of its :data:`MTEB_SOURCES` entry (judged queries only, ids as strings) via a renamed scratch folder.
 
     Args:
-        folder: The BEIR folder, e.g. ``../shared/data/scifact``.
-        splits: The qrels splits needed.
         task_name: ``"SciFact"`` or ``"NFCorpus"``; by default, from the folder's name (``scifact``, ``nfcorpus``).
         download: False refuses an absent folder at once instead of asking the Hub.
 
     Example (an absent ``data/scifact`` would be written from the Hub, the first time only; here a local copy)::
 
-        >>> from llara_st.data import read_beir
         >>> from llara_st.pipelines.download import materialize_beir_folder
         >>> folder = materialize_beir_folder(beir_path, ["train", "dev"])  # complete: used as it is
         >>> folder.name, sorted(path.name for path in folder.iterdir())
         ('scifact', ['corpus.jsonl', 'qrels', 'queries.jsonl'])
-        >>> corpus, queries, qrels = read_beir(folder, "dev")
-        >>> len(corpus), len(queries)
-        (5, 3)
         >>> materialize_beir_folder(beir_path, ["validation"])  # present but incomplete: never overwritten
         Traceback (most recent call last):
         ...

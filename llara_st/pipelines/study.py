@@ -1,16 +1,9 @@
-"""The adaptation study: does EBAE/EBAR adaptation help beyond the noise of fine-tuning? Both arms are fine-tuned
-with several seeds on identical rows and settings and evaluated on every evaluation set; the report gives mean ± sd
-per arm and of the seed-paired effect, and a paired test over queries pooled over seeds (bootstrap 95 % interval,
-randomisation-test p-value).
-
-It reuses the converted model, the adaptation and the mined rows of the reproduction run ``reproduction_config``
-(running those stages first if needed). Each fine-tuning and each evaluation is a stage, so a study resumes.
-"""
+"""The adaptation study: both arms fine-tuned with several seeds on the reproduction run's rows and settings, then
+mean ± sd per arm and of the seed-paired effect, and a paired test over queries pooled over seeds."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import statistics
@@ -22,18 +15,17 @@ from typing import Any
 from llara_st.evaluation.sub_corpus import write_sub_corpus
 from llara_st.folders import made_by_llara
 from llara_st.pipelines.download import materialize_beir_folder
-from llara_st.pipelines.report import paired_comparison
+from llara_st.pipelines.report import markdown_table, paired_comparison
 from llara_st.pipelines.reproduction import (
     ReproductionPipeline,
     StageRunner,
+    load_for_evaluation,
     parse_reproduction_config,
     score_split,
 )
 from llara_st.training.arguments import parse_arguments
 from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
-from llara_st.training.precision import resolve_bf16
 
-logger = logging.getLogger(__name__)
 ARMS = ("unadapted", "adapted")
 EVALUATION_KEYS = {"folder", "split", "corpus_size", "max_queries"}
 
@@ -47,10 +39,7 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Fine-tuning seeds per arm"})
     evaluations: list[dict[str, Any]] = field(
         default_factory=lambda: [{"folder": "../shared/data/scifact", "split": "dev"}],
-        metadata={
-            "help": "[{folder, split, corpus_size (optional: relevant documents + a seeded sample), max_queries "
-            "(optional: a seeded sample of the split's judged queries)}]"
-        },
+        metadata={"help": "[{folder, split, corpus_size (optional), max_queries (optional)}]"},
     )
     corpus_seed: int = field(default=0, metadata={"help": "Seed of the sub-corpus samples"})
     encode_batch_size: int = field(default=32, metadata={"help": "Evaluation encoding batch size"})
@@ -62,12 +51,11 @@ class StudyConfig:
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be at least two distinct seeds (for a standard deviation), got {self.seeds}")
         for position, evaluation in enumerate(self.evaluations):
-            if not isinstance(evaluation, dict) or set(evaluation) - EVALUATION_KEYS:
+            keys = set(evaluation) if isinstance(evaluation, dict) else set()
+            if not {"folder", "split"} <= keys <= EVALUATION_KEYS:
                 raise ValueError(
-                    f"evaluations[{position}] must be {{folder, split, corpus_size, max_queries}}, got {evaluation!r}"
+                    f"evaluations[{position}] must be {{folder, split[, corpus_size, max_queries]}}: {evaluation!r}"
                 )
-            if "folder" not in evaluation or "split" not in evaluation:
-                raise ValueError(f"evaluations[{position}] needs a folder and a split, got {evaluation!r}")
 
 
 def parse_study_config(source: str | os.PathLike | dict[str, Any]) -> StudyConfig:
@@ -96,19 +84,8 @@ class SeedStudy(StageRunner):
         ... finetune: {{lora: false, max_steps: 1, group_size: 2, mining_retriever: self, mining_range_min: 0}}
         ... '''
         ... )  # mining_retriever self: mine with the model itself (default: BM25)
-        >>> config = parse_study_config(
-        ...     {
-        ...         "reproduction_config": "reproduction.yaml",
-        ...         "output_dir": "study",
-        ...         "seeds": [1, 2],
-        ...         "evaluations": [{"folder": beir_path, "split": "dev"}],
-        ...         "finetune": {"temperature": 0.05},  # overrides of the reproduction's finetune section
-        ...     }
-        ... )
-        >>> study = SeedStudy(config)
-        >>> list(study.stages)
-        ['finetune_unadapted_seed1', 'eval_unadapted_seed1', 'finetune_adapted_seed1', 'eval_adapted_seed1',
-         'finetune_unadapted_seed2', 'eval_unadapted_seed2', 'finetune_adapted_seed2', 'eval_adapted_seed2', 'report']
+        >>> config = {"reproduction_config": "reproduction.yaml", "output_dir": "study", "seeds": [1, 2]}
+        >>> study = SeedStudy(parse_study_config(config | {"evaluations": [{"folder": beir_path, "split": "dev"}]}))
         >>> study.run_stage("finetune_unadapted_seed1")["model"]  # the reproduction's "prepare" and "mine" run first
         {...'train_loss': ...}
         'study/models/finetune-unadapted-seed1/final'
@@ -155,12 +132,10 @@ class SeedStudy(StageRunner):
         return str(out)
 
     def evaluate(self, arm: str, seed: int) -> dict[str, Any]:
-        import llara_st
-
         model_dir = self.result(f"finetune_{arm}_seed{seed}")["model"]
         if not Path(model_dir).is_dir():  # deleted after an earlier evaluation (keep_models: false): train it again
             model_dir = self.run_stage(f"finetune_{arm}_seed{seed}", force=True)["model"]
-        model = llara_st.load(model_dir, model_kwargs={"dtype": "bfloat16"} if resolve_bf16(self.config.bf16) else None)
+        model = load_for_evaluation(model_dir, self.config.bf16)
         scores, per_query = {}, {}
         for evaluation in self.config.evaluations:
             result = score_split(
@@ -208,13 +183,10 @@ def summarise_study(evaluations: dict[str, dict[str, Any]], seeds: list[int]) ->
         per_arm = {
             arm: [evaluations[f"eval_{arm}_seed{s}"]["scores"][name]["ndcg_at_10"] for s in seeds] for arm in ARMS
         }
-        effect = [a - u for a, u in zip(per_arm["adapted"], per_arm["unadapted"], strict=True)]
+        per_arm["effect"] = [a - u for a, u in zip(per_arm["adapted"], per_arm["unadapted"], strict=True)]
         summary["evaluations"][name] = {
-            **{
-                arm: {"per_seed": values, "mean": statistics.mean(values), "sd": statistics.stdev(values)}
-                for arm, values in per_arm.items()
-            },
-            "effect": {"per_seed": effect, "mean": statistics.mean(effect), "sd": statistics.stdev(effect)},
+            key: {"per_seed": values, "mean": statistics.mean(values), "sd": statistics.stdev(values)}
+            for key, values in per_arm.items()
         }
         if all("per_query" in evaluation for evaluation in evaluations.values()):
             # Pooled over seeds: each query's nDCG@10 averaged over the seeds, per arm, then paired over queries.
@@ -238,22 +210,18 @@ def study_markdown(results: dict[str, Any]) -> str:
         "The pooled paired test averages each query's nDCG@10 over the seeds per arm, then compares the arms over "
         "queries: bootstrap 95 % interval and two-sided randomisation-test p-value, in points.",
         "",
-        "| evaluation | unadapted + fine-tuned | adapted + fine-tuned | effect (points) | pooled paired | p |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
+    rows = []
     for name, row in results["evaluations"].items():
-        u, a, e = row["unadapted"], row["adapted"], row["effect"]
-        paired = row.get("pooled_paired")
-        pooled = (
-            f"{100 * paired['delta']:+.2f} [{100 * paired['ci_low']:+.2f}, {100 * paired['ci_high']:+.2f}] | "
-            f"{paired['p_value']:.3f}"
-            if paired
-            else "– | –"
-        )
-        lines.append(
-            f"| {name} | {u['mean']:.4f} ± {u['sd']:.4f} | {a['mean']:.4f} ± {a['sd']:.4f} | "
-            f"{100 * e['mean']:+.2f} ± {100 * e['sd']:.2f} | {pooled} |"
-        )
+        effect, paired = row["effect"], row.get("pooled_paired")
+        pooled = ["–", "–"]
+        if paired:
+            interval = f"[{100 * paired['ci_low']:+.2f}, {100 * paired['ci_high']:+.2f}]"
+            pooled = [f"{100 * paired['delta']:+.2f} {interval}", f"{paired['p_value']:.3f}"]
+        means = [f"{row[arm]['mean']:.4f} ± {row[arm]['sd']:.4f}" for arm in ARMS]
+        rows.append([name, *means, f"{100 * effect['mean']:+.2f} ± {100 * effect['sd']:.2f}", *pooled])
+    header = ["evaluation", "unadapted + fine-tuned", "adapted + fine-tuned", "effect (points)", "pooled paired", "p"]
+    lines += markdown_table(header, rows)
     minutes = sum(results["stage_seconds"].values()) / 60
     lines += [
         "",
