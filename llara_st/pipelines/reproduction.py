@@ -217,9 +217,13 @@ class ReproductionPipeline(StageRunner):
         )
         return args
 
-    def finetune_arguments(self, name: str, model_dir: str) -> Any:
-        values = {"model_name_or_path": model_dir, "output_dir": str(self.models / f"finetune-{name}")}
-        section = self.section("finetune", values)
+    def finetune_arguments(
+        self, name: str, model_dir: str, models: Path | None = None, overrides: dict[str, Any] | None = None
+    ) -> Any:
+        """The ``finetune`` section's arguments for ``models/finetune-{name}``, with ``overrides`` over the section
+        (the seed study's)."""
+        values = {"model_name_or_path": model_dir, "output_dir": str((models or self.models) / f"finetune-{name}")}
+        section = self.section("finetune", (overrides or {}) | values)
         section.setdefault("train_data", self.config.beir_dir)
         if section.get("mining_retriever") == "baseline":
             section["mining_retriever"] = baseline_model_path(self.config.baseline_model)

@@ -24,7 +24,7 @@ from llara_st.pipelines.reproduction import (
     score_split,
 )
 from llara_st.training.arguments import parse_arguments
-from llara_st.training.finetuning import parse_finetune_arguments, run_finetuning
+from llara_st.training.finetuning import run_finetuning
 
 ARMS = ("unadapted", "adapted")
 EVALUATION_KEYS = {"folder", "split", "corpus_size", "max_queries"}
@@ -106,12 +106,8 @@ class SeedStudy(StageRunner):
         super().__init__(config.output_dir, stages)
 
     def finetune_arguments(self, arm: str, seed: int, model_dir: str) -> Any:
-        output_dir = Path(self.config.output_dir) / "models" / f"finetune-{arm}-seed{seed}"
-        section = self.reproduction.section("finetune") | self.config.finetune | {"seed": seed}
-        section |= {"model_name_or_path": model_dir, "output_dir": str(output_dir)}
-        section.setdefault("train_data", self.reproduction.config.beir_dir)
-        (args,) = parse_finetune_arguments(section)
-        return args
+        models, overrides = Path(self.config.output_dir) / "models", self.config.finetune | {"seed": seed}
+        return self.reproduction.finetune_arguments(f"{arm}-seed{seed}", model_dir, models, overrides)
 
     def finetune(self, arm: str, seed: int) -> dict[str, Any]:
         stage, key = ("prepare", "llara_base") if arm == "unadapted" else ("adapt", "model")
