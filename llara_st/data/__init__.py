@@ -23,8 +23,10 @@ from llara_st.data.beir import (
     read_jsonl,
 )
 from llara_st.data.contrastive import (
+    InvalidTrainingRowsError,
     beir_examples,
     build_contrastive_dataset,
+    check_text_rows,
     contrastive_router_mapping,
     load_contrastive_dataset,
     negative_columns,
@@ -61,8 +63,10 @@ __all__ = [
     "read_jsonl_documents",
     "read_queries",
     # contrastive fine-tuning
+    "InvalidTrainingRowsError",
     "beir_examples",
     "build_contrastive_dataset",
+    "check_text_rows",
     "contrastive_router_mapping",
     "load_contrastive_dataset",
     "mine_hard_negatives_from_qrels",

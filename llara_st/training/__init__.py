@@ -3,7 +3,7 @@
 
 from llara_st.evaluation.ir_evaluator import beir_ir_evaluator
 from llara_st.training.adaptation import AdaptationArguments, parse_adaptation_arguments, run_adaptation
-from llara_st.training.arguments import LLaRATrainingArguments, LoraArguments, parse_arguments
+from llara_st.training.arguments import LLaRATrainingArguments, parse_arguments
 from llara_st.training.checkpoints import RunFingerprint
 from llara_st.training.finetuning import (
     FinetuneArguments,
@@ -22,7 +22,6 @@ __all__ = [
     "AdaptationArguments",
     "FinetuneArguments",
     "LLaRATrainingArguments",
-    "LoraArguments",
     "RunFingerprint",
     "add_lora_adapter",
     "add_lora_adapter_from_config",

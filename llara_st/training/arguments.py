@@ -1,5 +1,5 @@
-"""Training settings: the arguments both workflows extend (:class:`LLaRATrainingArguments`, :class:`LoraArguments`),
-parsed by ``HfArgumentParser`` from a file, a dict or a command line, each value converted to its field's type first."""
+"""Training settings: the arguments both workflows extend (:class:`LLaRATrainingArguments`), parsed by
+``HfArgumentParser`` from a file, a dict or a command line, each value converted to its field's type first."""
 
 from __future__ import annotations
 
@@ -46,21 +46,29 @@ _SCALARS = (bool, int, float, str)
 
 
 @dataclass
-class LoraArguments:
-    """The LoRA settings that :class:`~llara_st.training.AdaptationArguments` and
-    :class:`~llara_st.training.FinetuneArguments` inherit.
+class LLaRATrainingArguments(SentenceTransformerTrainingArguments):
+    """The trainer's arguments with what both LLaRA workflows (:class:`~llara_st.training.AdaptationArguments`,
+    :class:`~llara_st.training.FinetuneArguments`) share under one set of names: the model, its weight dtype and
+    attention kernel, the LoRA block (``lora_*``, ``train_prompt_tokens``), and the device and precision settled once
+    for this machine. Mixed precision the machine cannot run falls back to float32 with a warning; with no
+    accelerator (CUDA, MPS, XPU, ...) the CPU is made the device, so that bf16 autocast runs there.
 
     Example::
 
-        >>> from llara_st.training.arguments import LoraArguments
-        >>> LoraArguments(lora=True, lora_save="both").lora_target_modules
-        ['all-linear']
-        >>> LoraArguments(lora_save="adapters")
+        >>> from llara_st.training.arguments import LLaRATrainingArguments
+        >>> args = LLaRATrainingArguments(output_dir="out", model_name_or_path="HuggingFaceTB/SmolLM2-135M", lora=True)
+        >>> args.lora_target_modules, args.ddp_find_unused_parameters
+        (['all-linear'], False)
+        >>> LLaRATrainingArguments(output_dir="out", model_name_or_path="m", lora_save="adapters")
         Traceback (most recent call last):
             ...
         ValueError: lora_save must be one of ('merged', 'adapter', 'both'), got 'adapters'
     """
 
+    model_name_or_path: str | None = field(default=None, metadata={"help": "A LLaRA folder or a causal LM to convert"})
+    model_dtype: str | None = field(default=None, metadata={"help": "float32, float16 or bfloat16 weights"})
+    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager, flash_attention_2, ..."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace another run's work in output_dir"})
     lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights"})
     lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
@@ -72,38 +80,11 @@ class LoraArguments:
     lora_save: str = field(default="merged", metadata={"help": "merged, adapter (alone) or both (+ *-adapter)"})
 
     def __post_init__(self) -> None:
-        check_choices(self, {"lora_save": LORA_SAVE_CHOICES})
-        if self.lora_r < 1:
-            raise ValueError(f"LoRA rank lora_r must be at least 1, got {self.lora_r}")
-        if (parent := getattr(super(), "__post_init__", None)) is not None:  # the trainer's, in a class with both
-            parent()
-
-
-@dataclass
-class LLaRATrainingArguments(LoraArguments, SentenceTransformerTrainingArguments):
-    """The trainer's arguments with what both LLaRA workflows (:class:`~llara_st.training.AdaptationArguments`,
-    :class:`~llara_st.training.FinetuneArguments`) share: the model, its weight dtype and attention kernel, the LoRA
-    block, and the device and precision settled once for this machine. Mixed precision the machine cannot run falls
-    back to float32 with a warning; with no accelerator (CUDA, MPS, XPU, ...) the CPU is made the device, so that bf16
-    autocast runs there.
-
-    Example::
-
-        >>> from llara_st.training.arguments import LLaRATrainingArguments
-        >>> args = LLaRATrainingArguments(output_dir="out", model_name_or_path="HuggingFaceTB/SmolLM2-135M", lora=True)
-        >>> args.lora_target_modules, args.ddp_find_unused_parameters
-        (['all-linear'], False)
-    """
-
-    model_name_or_path: str | None = field(default=None, metadata={"help": "A LLaRA folder or a causal LM to convert"})
-    model_dtype: str | None = field(default=None, metadata={"help": "float32, float16 or bfloat16 weights"})
-    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager, flash_attention_2, ..."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace another run's work in output_dir"})
-
-    def __post_init__(self) -> None:
         if self.model_name_or_path is None:
             raise ValueError("model_name_or_path is required: a LLaRA folder or a causal LM to convert")
-        check_choices(self, {"model_dtype": (None, *MODEL_DTYPES)})
+        check_choices(self, {"model_dtype": (None, *MODEL_DTYPES), "lora_save": LORA_SAVE_CHOICES})
+        if self.lora_r < 1:
+            raise ValueError(f"LoRA rank lora_r must be at least 1, got {self.lora_r}")
         for precision in ("fp16", "bf16"):
             if getattr(self, precision) and not autocast_available(precision):
                 logger.warning("%s needs a CUDA device that supports it; training in float32", precision)
@@ -119,7 +100,7 @@ class LLaRATrainingArguments(LoraArguments, SentenceTransformerTrainingArguments
         # would cost a graph walk per step and flag the LM head, which the EBAE/EBAR loss applies outside the forward.
         if self.ddp_find_unused_parameters is None:
             self.ddp_find_unused_parameters = False
-        super().__post_init__()  # LoraArguments' checks, then the trainer's
+        super().__post_init__()
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from llara_st.data.beir import load_beir
 from llara_st.data.contrastive import (
     beir_examples,
     build_contrastive_dataset,
+    check_text_rows,
     contrastive_router_mapping,
     load_contrastive_dataset,
 )
@@ -31,7 +32,7 @@ from llara_st.losses.contrastive import DEFAULT_TEMPERATURE, contrastive_loss
 from llara_st.model import llara_module
 from llara_st.training.arguments import LLaRATrainingArguments, check_choices, check_local_model_path, parse_arguments
 from llara_st.training.checkpoints import RunFingerprint, resolve_checkpoint
-from llara_st.training.guards import check_text_rows, save_trained_model, train_with_guards
+from llara_st.training.guards import save_trained_model, train_with_guards
 from llara_st.training.lora import adapter_folder, add_lora_adapter_from_config, load_model_to_train, save_lora_model
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ from llara_st.training.arguments import (
     ALL_LINEAR,
     LORA_SAVE_CHOICES,
     LLaRATrainingArguments,
-    LoraArguments,
     check_local_model_path,
 )
 from llara_st.training.checkpoints import path_identity
@@ -107,8 +106,8 @@ def add_lora_adapter(
     return transformer.model.peft_config[ADAPTER_NAME]
 
 
-def add_lora_adapter_from_config(model: SentenceTransformer, config: LoraArguments) -> Any:
-    """:func:`add_lora_adapter` with a workflow's :class:`LoraArguments`; returns the ``peft.LoraConfig`` used.
+def add_lora_adapter_from_config(model: SentenceTransformer, config: LLaRATrainingArguments) -> Any:
+    """:func:`add_lora_adapter` with a workflow's LoRA settings; returns the ``peft.LoraConfig`` used.
 
     Example::
 

@@ -1,7 +1,7 @@
 """Config values reach their field's type when the config is parsed, before anything loads (issue 16 item 6,
 issue 18 item 8): YAML 1.1 reads ``1e-4`` as a string, a quoted ``"false"`` is a truthy string, and a typo must be
 named before a ``__post_init__`` check reports something else. Both workflows take one set of names (issue 19): the
-LoRA block of :class:`LoraArguments`, ``max_rows``; an old name is refused naming the new one."""
+LoRA block of :class:`LLaRATrainingArguments`, ``max_rows``; an old name is refused naming the new one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sentence_transformers import SentenceTransformerTrainingArguments
 from llara_st.training import (
     AdaptationArguments,
     FinetuneArguments,
-    LoraArguments,
+    LLaRATrainingArguments,
     parse_adaptation_arguments,
     parse_arguments,
     parse_finetune_arguments,
@@ -76,7 +76,8 @@ def test_dataclass_without_trainer_fields() -> None:
 
 def test_both_workflows_share_one_lora_block_and_the_trainer_arguments() -> None:
     for workflow in (AdaptationArguments, FinetuneArguments):
-        assert issubclass(workflow, LoraArguments) and issubclass(workflow, SentenceTransformerTrainingArguments)
+        assert issubclass(workflow, LLaRATrainingArguments)
+        assert issubclass(workflow, SentenceTransformerTrainingArguments)
     (adaptation,) = parse_adaptation_arguments({**ADAPT, "lora_save": "both", "train_prompt_tokens": False})
     (finetune,) = parse_finetune_arguments({**FINETUNE, "lora_save": "adapter", "max_rows": 7})
     assert (adaptation.lora, adaptation.lora_save, adaptation.train_prompt_tokens) == (False, "both", False)

@@ -23,4 +23,3 @@ def test_the_cpu_is_forced_only_without_an_accelerator(monkeypatch, tmp_path: Pa
     assert args.use_cpu is not accelerator
     assert args.bf16 is bf16  # without an accelerator bf16 autocast runs on the CPU
     assert args.ddp_find_unused_parameters is False
-

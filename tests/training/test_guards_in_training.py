@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformerTrainer
 
 import llara_st
+from llara_st.data import InvalidTrainingRowsError
 from llara_st.folders import FolderNotOursError
 from llara_st.modules import LastKPooling
 from llara_st.training.adaptation import parse_adaptation_arguments, run_adaptation
@@ -28,7 +29,6 @@ from llara_st.training.checkpoints import RunFingerprint, StaleRunError, checkpo
 from llara_st.training.finetuning import run_finetuning
 from llara_st.training.guards import (
     DegenerateEmbeddingsError,
-    InvalidTrainingRowsError,
     TrainingDivergedError,
     save_trained_model,
     train_with_guards,
